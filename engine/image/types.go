@@ -1,0 +1,105 @@
+package image
+
+import (
+	"strconv"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// FormatVersion is the version of the on-disk layout described in this file.
+// Bump it whenever a field changes meaning; readers refuse newer versions.
+const FormatVersion = 1
+
+// PageSize is the unit of every page run and of the alignment inside page files.
+const PageSize = 4096
+
+// File names inside one generation directory.
+const (
+	ManifestName = "manifest.json"
+)
+
+// CoreName is the per-process state file of the process with sandbox pid pid.
+func CoreName(pid int) string { return "core-" + strconv.Itoa(pid) + ".json" }
+
+// PagesName is the per-process page data file of the process with sandbox pid pid.
+func PagesName(pid int) string { return "pages-" + strconv.Itoa(pid) + ".img" }
+
+// Manifest is the root of one checkpoint generation. Everything a restart needs
+// to decide whether it can proceed is here; process state lives in the core
+// files it lists.
+type Manifest struct {
+	FormatVersion int       `json:"format_version"`
+	ToolVersion   string    `json:"tool_version"`
+	Generation    int       `json:"generation"`
+	Created       time.Time `json:"created"`
+	Kernel        string    `json:"kernel"`
+	Arch          string    `json:"arch"`
+	Host          string    `json:"host"`
+
+	Job        Job                    `json:"job"`
+	Processes  []ProcessRef           `json:"processes"`
+	Namespaces []specs.LinuxNamespace `json:"namespaces,omitempty"`
+	Mounts     []specs.Mount          `json:"mounts,omitempty"`
+	Cgroup     *Cgroup                `json:"cgroup,omitempty"`
+	Time       *TimeNamespace         `json:"time,omitempty"`
+
+	// Files lists every data file of the generation except the manifest
+	// itself, with the checksum a restart verifies before starting anything.
+	Files []FileSum `json:"files"`
+
+	Stats Stats `json:"stats"`
+}
+
+// Job is what the user asked to run.
+type Job struct {
+	Argv []string `json:"argv"`
+	Env  []string `json:"env"`
+	Cwd  string   `json:"cwd"`
+	UID  int      `json:"uid"`
+	GID  int      `json:"gid"`
+}
+
+// ProcessRef names one dumped process and its files.
+type ProcessRef struct {
+	PID   int    `json:"pid"`
+	PPID  int    `json:"ppid"`
+	Comm  string `json:"comm"`
+	Core  string `json:"core"`
+	Pages string `json:"pages"`
+}
+
+// Cgroup records the job cgroup the checkpoint was taken in.
+type Cgroup struct {
+	// Version is "v1", "v2" or "none" (ptrace-only fallback).
+	Version   string                `json:"version"`
+	Path      string                `json:"path,omitempty"`
+	Resources *specs.LinuxResources `json:"resources,omitempty"`
+}
+
+// TimeNamespace records the job's clocks so a restart can continue them.
+type TimeNamespace struct {
+	// MonotonicNs and BoottimeNs are the job's own clock readings (host
+	// reading plus the namespace offset) at the moment of the dump.
+	MonotonicNs int64 `json:"monotonic_ns"`
+	BoottimeNs  int64 `json:"boottime_ns"`
+}
+
+// FileSum is the size and SHA-256 of one data file.
+type FileSum struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Stats are the figures a user sees after a checkpoint.
+type Stats struct {
+	Bytes        int64         `json:"bytes"`
+	PageBytes    int64         `json:"page_bytes"`
+	Duration     time.Duration `json:"duration_ns"`
+	StoppedFor   time.Duration `json:"stopped_ns"`
+	FrozenFor    time.Duration `json:"frozen_ns"`
+	Threads      int           `json:"threads"`
+	Processes    int           `json:"processes"`
+	FreezeMethod string        `json:"freeze_method"`
+}
