@@ -1,0 +1,406 @@
+package image
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// Names inside a checkpoint directory. Everything that is not a committed
+// generation starts with a dot, so a listing of the directory shows the user
+// only gen-NNNNNN and latest.
+const (
+	// LatestName is the symlink that points at the newest committed generation.
+	LatestName = "latest"
+	// LockName is the file a running supervisor holds an exclusive flock on.
+	LockName = ".lock"
+
+	genPrefix       = "gen-"
+	tmpGenPrefix    = ".tmp-gen-"
+	trashPrefix     = ".trash-"
+	tmpLatestPrefix = ".tmp-latest-"
+)
+
+// Owner-only modes: an image holds process memory, which may hold secrets.
+const (
+	dirMode  = 0o700
+	fileMode = 0o600
+)
+
+// Store is one job's checkpoint directory. Only one supervisor may write to
+// it at a time (see Lock); readers need no lock because generations are
+// immutable once committed.
+type Store struct {
+	Dir string
+}
+
+// Info summarises one committed generation for `ckpt-apptainer list`.
+type Info struct {
+	Generation int
+	Time       time.Time
+	SizeBytes  int64
+	Processes  int
+	// Latest is true for the generation the latest symlink points at.
+	Latest bool
+	// Valid is false when the generation cannot be opened or, when List was
+	// asked to verify, when a checksum does not match; Error says why.
+	Valid bool
+	Error string
+}
+
+// GenName is the directory name of committed generation gen.
+func GenName(gen int) string { return fmt.Sprintf("%s%06d", genPrefix, gen) }
+
+// OpenStore opens the checkpoint directory dir, creating it (mode 0700) when
+// create is set. An existing directory that other users can read is
+// restricted to 0700; one owned by another user is refused, since its owner
+// could read or replace the images.
+func OpenStore(dir string, create bool) (*Store, error) {
+	if dir == "" {
+		return nil, errors.New("open checkpoint directory: no directory given")
+	}
+	if create {
+		if err := os.MkdirAll(dir, dirMode); err != nil {
+			return nil, fmt.Errorf("create checkpoint directory %s: %w", dir, err)
+		}
+	}
+	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("checkpoint directory %s does not exist", dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open checkpoint directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("checkpoint directory %s is not a directory", dir)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if uid := os.Geteuid(); int(st.Uid) != uid {
+			return nil, fmt.Errorf("checkpoint directory %s belongs to uid %d, not to you (uid %d): refusing to store process memory there", dir, st.Uid, uid)
+		}
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 || perm&0o700 != 0o700 {
+		if err := os.Chmod(dir, dirMode); err != nil {
+			return nil, fmt.Errorf("checkpoint directory %s has mode %04o and cannot be restricted to 0700: %w", dir, perm, err)
+		}
+		logrus.Warnf("checkpoint directory %s had mode %04o; restricted it to 0700 because images hold process memory", dir, perm)
+	}
+	return &Store{Dir: dir}, nil
+}
+
+// Lock takes an exclusive flock on Dir/.lock, held by a running supervisor
+// for the life of the job so that two jobs never write one directory. The
+// returned unlock releases it and may be called more than once.
+func (s *Store) Lock() (unlock func(), err error) {
+	path := filepath.Join(s.Dir, LockName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC|unix.O_NOFOLLOW, fileMode)
+	if err != nil {
+		return nil, fmt.Errorf("lock checkpoint directory: %w", err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		holder := readLockHolder(f)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("checkpoint directory %s is in use by another running job%s", s.Dir, holder)
+		}
+		if errors.Is(err, unix.ENOLCK) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+			return nil, fmt.Errorf("lock %s: the file system does not support flock (mount it with flock support or use another checkpoint directory): %w", path, err)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	// The holder's identity is only a hint for the error message above; a
+	// failure to record it does not matter.
+	host, _ := os.Hostname()
+	if f.Truncate(0) == nil {
+		_, _ = f.WriteAt([]byte(fmt.Sprintf("%d %s\n", os.Getpid(), host)), 0)
+	}
+	var once sync.Once
+	return func() { once.Do(func() { f.Close() }) }, nil
+}
+
+// readLockHolder returns " (pid N on host H)" from the lock file, or "" when
+// it cannot tell.
+func readLockHolder(f *os.File) string {
+	b := make([]byte, 256)
+	n, _ := f.ReadAt(b, 0)
+	fields := strings.Fields(string(b[:n]))
+	if len(fields) != 2 {
+		return ""
+	}
+	if _, err := strconv.Atoi(fields[0]); err != nil {
+		return ""
+	}
+	return fmt.Sprintf(" (pid %s on host %s)", fields[0], fields[1])
+}
+
+// parseGen returns the generation number of a name such as prefix+"000012",
+// accepting only the canonical six-or-more digit spelling so that every
+// generation has exactly one name.
+func parseGen(name, prefix string) (int, bool) {
+	digits, ok := strings.CutPrefix(name, prefix)
+	if !ok || len(digits) < 6 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(digits)
+	if err != nil || n <= 0 || fmt.Sprintf("%06d", n) != digits {
+		return 0, false
+	}
+	return n, true
+}
+
+// Generations returns the committed generations, ascending. A generation is
+// committed once its directory has its final name; temporary and trashed
+// directories are not listed.
+func (s *Store) Generations() ([]int, error) {
+	entries, err := os.ReadDir(s.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("list generations: %w", err)
+	}
+	var gens []int
+	for _, e := range entries {
+		if n, ok := parseGen(e.Name(), genPrefix); ok && e.IsDir() {
+			gens = append(gens, n)
+		}
+	}
+	sort.Ints(gens)
+	return gens, nil
+}
+
+// Latest returns the generation the latest symlink points at. The error
+// wraps fs.ErrNotExist when there is no latest symlink yet.
+func (s *Store) Latest() (int, error) {
+	target, err := os.Readlink(filepath.Join(s.Dir, LatestName))
+	if err != nil {
+		return 0, fmt.Errorf("read latest generation: %w", err)
+	}
+	n, ok := parseGen(target, genPrefix)
+	if !ok {
+		return 0, fmt.Errorf("read latest generation: %s points at %q, which is not a generation", LatestName, target)
+	}
+	return n, nil
+}
+
+// Open reads the manifest of committed generation gen. It refuses a
+// manifest written by a newer format than this build understands.
+func (s *Store) Open(gen int) (*Generation, error) {
+	g := &Generation{Gen: gen, Dir: filepath.Join(s.Dir, GenName(gen))}
+	m, err := g.readManifest()
+	if err != nil {
+		return nil, err
+	}
+	g.Manifest = m
+	return g, nil
+}
+
+// NewestGood returns the newest committed generation that opens and
+// verifies. Every newer one it has to skip is logged as a warning naming
+// the generation it falls back to, so a user learns that the newest
+// checkpoint was lost and what restarts instead.
+func (s *Store) NewestGood(log logrus.FieldLogger) (*Generation, error) {
+	if log == nil {
+		log = logrus.StandardLogger()
+	}
+	gens, err := s.Generations()
+	if err != nil {
+		return nil, err
+	}
+	if len(gens) == 0 {
+		return nil, fmt.Errorf("no checkpoint in %s", s.Dir)
+	}
+	var bad []error
+	for i := len(gens) - 1; i >= 0; i-- {
+		g, err := s.Open(gens[i])
+		if err == nil {
+			err = g.Verify()
+		}
+		if err != nil {
+			bad = append(bad, err)
+			continue
+		}
+		for _, e := range bad {
+			log.Warnf("%v; using generation %d", unusable(e), g.Gen)
+		}
+		return g, nil
+	}
+	for _, e := range bad {
+		log.Warnf("%v", unusable(e))
+	}
+	return nil, fmt.Errorf("no usable checkpoint in %s: all %d generations are damaged, the newest: %w", s.Dir, len(gens), bad[0])
+}
+
+// unusable rewrites "generation N: reason" as "generation N is unusable: reason".
+func unusable(err error) string {
+	msg := err.Error()
+	if head, rest, ok := strings.Cut(msg, ": "); ok && strings.HasPrefix(head, "generation ") {
+		return head + " is unusable: " + rest
+	}
+	return "unusable generation: " + msg
+}
+
+// Prune removes the oldest committed generations so that keep remain
+// (keep <= 0 keeps all). The generation latest points at is never removed.
+// Each victim is first renamed to a .trash- name, so a crash mid-removal
+// never leaves a half-deleted directory that looks like a generation.
+func (s *Store) Prune(keep int) error {
+	if keep <= 0 {
+		return nil
+	}
+	gens, err := s.Generations()
+	if err != nil {
+		return fmt.Errorf("prune: %w", err)
+	}
+	if len(gens) <= keep {
+		return nil
+	}
+	latest, err := s.Latest()
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("prune: %w", err)
+	}
+	var trash []string
+	for _, gen := range gens[:len(gens)-keep] {
+		if gen == latest {
+			continue
+		}
+		from := filepath.Join(s.Dir, GenName(gen))
+		to := filepath.Join(s.Dir, trashPrefix+GenName(gen))
+		// A trash directory of the same name is left over from a crash
+		// during an earlier prune; rename cannot replace a non-empty one.
+		if err := os.RemoveAll(to); err != nil {
+			return fmt.Errorf("prune generation %d: %w", gen, err)
+		}
+		if err := os.Rename(from, to); err != nil {
+			return fmt.Errorf("prune generation %d: %w", gen, err)
+		}
+		trash = append(trash, to)
+	}
+	if err := syncDir(s.Dir); err != nil {
+		return fmt.Errorf("prune: %w", err)
+	}
+	for _, t := range trash {
+		if err := os.RemoveAll(t); err != nil {
+			return fmt.Errorf("prune: remove %s: %w", t, err)
+		}
+		logrus.Debugf("pruned %s", t)
+	}
+	return nil
+}
+
+// CleanStale removes what a crashed writer or pruner left behind: temporary
+// generation directories, trashed generations and temporary latest links.
+// Call it only while holding Lock, or it may remove a generation that
+// another supervisor is writing.
+func (s *Store) CleanStale() error {
+	entries, err := os.ReadDir(s.Dir)
+	if err != nil {
+		return fmt.Errorf("clean stale checkpoint files: %w", err)
+	}
+	removed := false
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, tmpGenPrefix) && !strings.HasPrefix(name, trashPrefix) && !strings.HasPrefix(name, tmpLatestPrefix) {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(s.Dir, name)); err != nil {
+			return fmt.Errorf("clean stale checkpoint files: %w", err)
+		}
+		logrus.Debugf("removed stale %s", filepath.Join(s.Dir, name))
+		removed = true
+	}
+	if removed {
+		if err := syncDir(s.Dir); err != nil {
+			return fmt.Errorf("clean stale checkpoint files: %w", err)
+		}
+	}
+	return nil
+}
+
+// List describes every committed generation, ascending. Without verify it
+// checks only that the listed files exist with their recorded sizes; with
+// verify it checks their checksums too.
+func (s *Store) List(verify bool) ([]Info, error) {
+	gens, err := s.Generations()
+	if err != nil {
+		return nil, err
+	}
+	latest, _ := s.Latest()
+	infos := make([]Info, 0, len(gens))
+	for _, gen := range gens {
+		info := Info{Generation: gen, Latest: gen == latest}
+		g, err := s.Open(gen)
+		if err == nil {
+			m := g.Manifest
+			info.Time = m.Created
+			info.Processes = len(m.Processes)
+			for _, f := range m.Files {
+				info.SizeBytes += f.Size
+			}
+			if fi, serr := os.Stat(g.Path(ManifestName)); serr == nil {
+				info.SizeBytes += fi.Size()
+			}
+			if verify {
+				err = g.Verify()
+			} else {
+				err = g.checkSizes()
+			}
+		}
+		info.Valid = err == nil
+		if err != nil {
+			info.Error = err.Error()
+		}
+		infos = append(infos, info)
+	}
+	return infos, nil
+}
+
+// replaceLatest points latest at gen by renaming a fresh symlink over it,
+// so a reader sees either the old target or the new one, never none.
+func (s *Store) replaceLatest(gen int) error {
+	tmp := filepath.Join(s.Dir, fmt.Sprintf("%s%d-%06d", tmpLatestPrefix, os.Getpid(), gen))
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("update %s: %w", LatestName, err)
+	}
+	if err := os.Symlink(GenName(gen), tmp); err != nil {
+		return fmt.Errorf("update %s: %w", LatestName, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(s.Dir, LatestName)); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("update %s: %w", LatestName, err)
+	}
+	if err := syncDir(s.Dir); err != nil {
+		return fmt.Errorf("update %s: %w", LatestName, err)
+	}
+	return nil
+}
+
+// syncDir fsyncs a directory so that renames and creations in it survive a
+// power loss. Some network and FUSE file systems reject fsync on a
+// directory (EINVAL); they make metadata durable by other means, so that
+// is not an error.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOTSUP) {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,236 @@
+package image
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Generation is one committed, opened generation. Error messages about it
+// start with "generation N:".
+type Generation struct {
+	Gen      int
+	Dir      string
+	Manifest *Manifest
+}
+
+// Path is the path of the data file name inside the generation.
+func (g *Generation) Path(name string) string { return filepath.Join(g.Dir, name) }
+
+// readManifest decodes the manifest, checking the format version before
+// anything else so that a newer format is reported as such and not as
+// whatever decoding error its changed fields would cause.
+func (g *Generation) readManifest() (*Manifest, error) {
+	b, err := os.ReadFile(g.Path(ManifestName))
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, derr := os.Stat(g.Dir); derr != nil {
+			return nil, fmt.Errorf("generation %d: %w", g.Gen, derr)
+		}
+		return nil, fmt.Errorf("generation %d: %s is missing: the checkpoint is incomplete", g.Gen, ManifestName)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("generation %d: %w", g.Gen, err)
+	}
+	var head struct {
+		FormatVersion int `json:"format_version"`
+	}
+	if err := json.Unmarshal(b, &head); err != nil {
+		return nil, fmt.Errorf("generation %d: %s is not valid JSON: %w", g.Gen, ManifestName, err)
+	}
+	switch {
+	case head.FormatVersion > FormatVersion:
+		return nil, fmt.Errorf("generation %d: image format version %d is newer than this ckpt-apptainer supports (%d): restart it with a newer ckpt-apptainer", g.Gen, head.FormatVersion, FormatVersion)
+	case head.FormatVersion < 1:
+		return nil, fmt.Errorf("generation %d: %s has no valid format version (%d)", g.Gen, ManifestName, head.FormatVersion)
+	}
+	m := new(Manifest)
+	if err := json.Unmarshal(b, m); err != nil {
+		return nil, fmt.Errorf("generation %d: decode %s: %w", g.Gen, ManifestName, err)
+	}
+	if m.Generation != g.Gen {
+		return nil, fmt.Errorf("generation %d: %s says it is generation %d: the directory was renamed or copied", g.Gen, ManifestName, m.Generation)
+	}
+	seen := make(map[string]bool, len(m.Files))
+	for _, f := range m.Files {
+		if err := checkName(f.Name); err != nil {
+			return nil, fmt.Errorf("generation %d: %s: %w", g.Gen, ManifestName, err)
+		}
+		if seen[f.Name] {
+			return nil, fmt.Errorf("generation %d: %s lists %s twice", g.Gen, ManifestName, f.Name)
+		}
+		seen[f.Name] = true
+	}
+	return m, nil
+}
+
+// ReadJSON decodes the data file name into v.
+func (g *Generation) ReadJSON(name string, v any) error {
+	if err := checkName(name); err != nil {
+		return fmt.Errorf("generation %d: %w", g.Gen, err)
+	}
+	f, err := os.OpenFile(g.Path(name), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("generation %d: %w", g.Gen, err)
+	}
+	defer f.Close()
+	if err := json.NewDecoder(bufio.NewReaderSize(f, 1<<16)).Decode(v); err != nil {
+		return fmt.Errorf("generation %d: decode %s: %w", g.Gen, name, err)
+	}
+	return nil
+}
+
+// Verify checks every file the manifest lists: that it exists as a regular
+// file with the recorded size and SHA-256. Files are checked in parallel,
+// largest first; the error reported is the one for the first failing file
+// in manifest order. Files present but not listed are ignored.
+func (g *Generation) Verify() error {
+	return g.check(true)
+}
+
+// checkSizes is Verify without the checksums, cheap enough for a listing.
+func (g *Generation) checkSizes() error {
+	return g.check(false)
+}
+
+func (g *Generation) check(sums bool) error {
+	files := g.Manifest.Files
+	if len(files) == 0 {
+		return nil
+	}
+	order := make([]int, len(files))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return files[order[a]].Size > files[order[b]].Size })
+
+	errs := make([]error, len(files))
+	next := make(chan int)
+	workers := min(runtime.GOMAXPROCS(0), len(files))
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				if err := g.checkFile(files[i], sums); err != nil {
+					errs[i] = fmt.Errorf("generation %d: %s: %w", g.Gen, files[i].Name, err)
+				}
+			}
+		})
+	}
+	for _, i := range order {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkFile checks one listed file; errors do not repeat its name.
+func (g *Generation) checkFile(want FileSum, sums bool) error {
+	f, err := os.OpenFile(g.Path(want.Name), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return errors.New("missing: the checkpoint is incomplete")
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+	}
+	if size := fi.Size(); size != want.Size {
+		what := "was modified"
+		if size < want.Size {
+			what = "is truncated"
+		}
+		return fmt.Errorf("size is %d bytes, the manifest says %d: the file %s", size, want.Size, what)
+	}
+	if !sums {
+		return nil
+	}
+	n, sum, err := hashFile(f)
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if n != want.Size || hex.EncodeToString(sum) != want.SHA256 {
+		return errors.New("checksum mismatch: the file is corrupt or was modified")
+	}
+	return nil
+}
+
+// hashFile returns the length and SHA-256 of f from its current offset.
+// One goroutine reads ahead in large chunks while this one hashes, so the
+// disk and the hash run at the same time.
+func hashFile(f *os.File) (int64, []byte, error) {
+	// Only a hint that doubles the kernel's readahead window.
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
+
+	type chunk struct {
+		b   *[]byte
+		err error
+	}
+	const depth = 2
+	// At most depth chunks circulate, so sends on free never block.
+	free := make(chan *[]byte, depth)
+	filled := make(chan chunk, depth)
+	for range depth {
+		free <- chunkPool.Get().(*[]byte)
+	}
+	go func() {
+		defer close(filled)
+		for {
+			b := <-free
+			n, err := io.ReadFull(f, (*b)[:cap(*b)])
+			*b = (*b)[:n]
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				filled <- chunk{b: b}
+				return
+			}
+			filled <- chunk{b: b, err: err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+
+	h := sha256.New()
+	var total int64
+	var err error
+	for c := range filled {
+		if err == nil {
+			err = c.err
+		}
+		if err == nil {
+			h.Write(*c.b)
+			total += int64(len(*c.b))
+		}
+		free <- c.b
+	}
+	for range depth {
+		chunkPool.Put(<-free)
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	return total, h.Sum(nil), nil
+}
