@@ -1,0 +1,37 @@
+package ptrace
+
+import "golang.org/x/sys/unix"
+
+// Kernel-internal error codes. A thread interrupted inside a system call
+// shows one of them in rax while it sits in a ptrace-stop; user code never
+// sees them, because the kernel turns them into a restart or into EINTR on
+// the way back to user space. A restore has to make that decision itself.
+const (
+	ERESTARTSYS           = 512
+	ERESTARTNOINTR        = 513
+	ERESTARTNOHAND        = 514
+	ERESTART_RESTARTBLOCK = 516
+)
+
+// syscallInsnLen is the length of the x86-64 `syscall` instruction.
+const syscallInsnLen = 2
+
+// ResolveRestart turns the registers of a thread that was stopped inside a
+// system call into registers a fresh thread can resume with: the call is
+// re-executed where the kernel would have restarted it, and EINTR is returned
+// where the kernel would have used a restart block (which does not survive a
+// restore). orig_rax is cleared so the kernel applies no restart logic of
+// its own when the thread is released.
+func ResolveRestart(r *Regs) {
+	if int64(r.Orig_rax) >= 0 {
+		switch -int64(r.Rax) {
+		case ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND:
+			r.Rax = r.Orig_rax
+			r.Rip -= syscallInsnLen
+		case ERESTART_RESTARTBLOCK:
+			eintr := int64(unix.EINTR)
+			r.Rax = uint64(-eintr)
+		}
+	}
+	r.Orig_rax = ^uint64(0)
+}
