@@ -1,0 +1,295 @@
+package engine
+
+import (
+	"fmt"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
+)
+
+const pageSize = image.PageSize
+
+// vmFlagsKept are the smaps VmFlags a restore re-applies with madvise/mmap.
+var vmFlagsKept = map[string]bool{
+	"gd": true, // MAP_GROWSDOWN
+	"dc": true, // MADV_DONTFORK
+	"dd": true, // MADV_DONTDUMP
+	"hg": true, // MADV_HUGEPAGE
+	"nh": true, // MADV_NOHUGEPAGE
+	"wf": true, // MADV_WIPEONFORK
+}
+
+// classifyVMA turns an smaps entry into an image VMA, or explains why the
+// mapping cannot be checkpointed yet.
+func classifyVMA(pid int, m *proc.Mapping) (image.VMA, error) {
+	v := image.VMA{Start: m.Start, End: m.End, Offset: m.Offset, Name: m.Path}
+	if m.Readable() {
+		v.Prot |= unix.PROT_READ
+	}
+	if m.Writable() {
+		v.Prot |= unix.PROT_WRITE
+	}
+	if m.Executable() {
+		v.Prot |= unix.PROT_EXEC
+	}
+	for _, f := range m.VmFlags {
+		if vmFlagsKept[f] {
+			v.VmFlags = append(v.VmFlags, f)
+		}
+	}
+	switch {
+	case m.Path == "[vdso]":
+		v.Kind = image.VMAVDSO
+	case m.Path == "[vvar]":
+		v.Kind = image.VMAVVar
+	case m.Path == "[vvar_vclock]":
+		v.Kind = image.VMAVVarVClock
+	case m.Path == "[vsyscall]":
+		v.Kind = image.VMAVsyscall
+	case m.Path == "" || m.Path == "[heap]" || m.Path == "[stack]" || strings.HasPrefix(m.Path, "[anon:"):
+		if m.Shared() {
+			v.Kind = image.VMAAnonShared
+		} else {
+			v.Kind = image.VMAAnon
+		}
+	case m.Path == "/dev/zero (deleted)" && m.Shared():
+		v.Kind = image.VMAAnonShared
+	case strings.HasPrefix(m.Path, "/memfd:"):
+		return v, fmt.Errorf("pid %d: mapping %#x-%#x of %s: memfd mappings are not supported yet", pid, m.Start, m.End, m.Path)
+	case strings.HasPrefix(m.Path, "/SYSV"):
+		return v, fmt.Errorf("pid %d: mapping %#x-%#x: System V shared memory is not supported yet", pid, m.Start, m.End)
+	case strings.HasSuffix(m.Path, " (deleted)"):
+		return v, fmt.Errorf("pid %d: mapping %#x-%#x of deleted file %s is not supported yet", pid, m.Start, m.End, strings.TrimSuffix(m.Path, " (deleted)"))
+	case strings.HasPrefix(m.Path, "["):
+		return v, fmt.Errorf("pid %d: special mapping %s at %#x is not supported", pid, m.Path, m.Start)
+	case strings.HasPrefix(m.Path, "/"):
+		id, err := fileID(m.Path)
+		if err != nil {
+			return v, fmt.Errorf("pid %d: mapping %#x-%#x: %w", pid, m.Start, m.End, err)
+		}
+		v.File = id
+		if m.Shared() {
+			v.Kind = image.VMAFileShared
+		} else {
+			v.Kind = image.VMAFilePrivate
+		}
+	default:
+		return v, fmt.Errorf("pid %d: mapping %#x-%#x of %q is not supported", pid, m.Start, m.End, m.Path)
+	}
+	return v, nil
+}
+
+// dumpPage reports whether a page with pagemap entry e in a VMA of kind k
+// holds data that only the image can give back.
+func dumpPage(k image.VMAKind, e uint64) bool {
+	switch k {
+	case image.VMAAnon:
+		return e&(proc.PagePresent|proc.PageSwapped) != 0
+	case image.VMAFilePrivate:
+		// A present page that is still the file's page is re-read from
+		// the file at restore; only private copies are dumped.
+		return e&proc.PageSwapped != 0 || (e&proc.PagePresent != 0 && e&proc.PageFileShared == 0)
+	case image.VMAAnonShared:
+		// Shared anonymous pages stay in the shmem object even when this
+		// process's page table lost them, so every page is read.
+		return true
+	}
+	return false
+}
+
+// skipZero reports whether all-zero pages of a VMA of kind k can be left
+// out of the image, because the restored mapping reads as zero there anyway.
+func skipZero(k image.VMAKind) bool {
+	return k == image.VMAAnon || k == image.VMAAnonShared
+}
+
+// dumpVMAs classifies the mappings of pid.
+func dumpVMAs(pid int) ([]image.VMA, error) {
+	maps, err := proc.ReadSmaps(pid)
+	if err != nil {
+		return nil, err
+	}
+	pm, err := proc.OpenPagemap(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer pm.Close()
+	var out []image.VMA
+	var entries []uint64
+	for i := range maps {
+		v, err := classifyVMA(pid, &maps[i])
+		if err != nil {
+			return nil, err
+		}
+		if v.Kind == image.VMAAnon || v.Kind == image.VMAFilePrivate {
+			// Guard regions installed with MADV_GUARD_INSTALL are
+			// invisible in smaps; only pagemap shows them.
+			entries, err = pm.Read(v.Start, v.End, entries)
+			if err != nil {
+				return nil, err
+			}
+			for j, e := range entries {
+				if e&proc.PageGuardRegion != 0 {
+					v.GuardPages = append(v.GuardPages, uint64(j))
+				}
+			}
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// mmapFlags returns the mmap flags that re-create v.
+func mmapFlags(v *image.VMA) uint64 {
+	var f uint64 = unix.MAP_FIXED
+	switch v.Kind {
+	case image.VMAAnon:
+		f |= unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
+	case image.VMAAnonShared:
+		f |= unix.MAP_SHARED | unix.MAP_ANONYMOUS
+	case image.VMAFilePrivate:
+		f |= unix.MAP_PRIVATE
+	case image.VMAFileShared:
+		f |= unix.MAP_SHARED
+	}
+	if hasVmFlag(v, "gd") {
+		f |= unix.MAP_GROWSDOWN
+	}
+	return f
+}
+
+func hasVmFlag(v *image.VMA, f string) bool {
+	for _, x := range v.VmFlags {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+// madvFlags lists the madvise advice that re-applies v's VmFlags.
+func madvFlags(v *image.VMA) []int {
+	var out []int
+	for _, f := range v.VmFlags {
+		switch f {
+		case "dc":
+			out = append(out, unix.MADV_DONTFORK)
+		case "dd":
+			out = append(out, unix.MADV_DONTDUMP)
+		case "hg":
+			out = append(out, unix.MADV_HUGEPAGE)
+		case "nh":
+			out = append(out, unix.MADV_NOHUGEPAGE)
+		case "wf":
+			out = append(out, unix.MADV_WIPEONFORK)
+		}
+	}
+	return out
+}
+
+// madvGuardInstall is MADV_GUARD_INSTALL (Linux 6.13).
+const madvGuardInstall = 102
+
+// restoreVMAs re-creates every mapping of p in the stub, except the kernel's
+// special mappings, which restoreSpecialMappings moves into place. Mappings
+// that receive page data are created writable; finishVMAs sets the recorded
+// protection once the data is in.
+func (r *restorer) restoreVMAs(p *image.Process) error {
+	withPages := vmasWithPages(p)
+	files := map[string]uint64{} // path → fd in the stub, opened once per file
+	defer func() {
+		for _, fd := range files {
+			r.main.Syscall(unix.SYS_CLOSE, fd)
+		}
+	}()
+	for i := range p.VMAs {
+		v := &p.VMAs[i]
+		if isSpecial(v.Kind) {
+			continue
+		}
+		prot := uint64(v.Prot)
+		if withPages[i] {
+			prot |= unix.PROT_READ | unix.PROT_WRITE
+		}
+		fd := ^uint64(0)
+		if v.File != nil {
+			var ok bool
+			if fd, ok = files[v.File.Path]; !ok {
+				flags := uint64(unix.O_RDONLY | unix.O_CLOEXEC)
+				if v.Kind == image.VMAFileShared && v.Prot&unix.PROT_WRITE != 0 {
+					flags = unix.O_RDWR | unix.O_CLOEXEC
+				}
+				var err error
+				fd, err = r.openat(v.File.Path, flags, 0)
+				if err != nil {
+					return fmt.Errorf("mapping %#x-%#x: %w", v.Start, v.End, err)
+				}
+				files[v.File.Path] = fd
+			}
+		}
+		addr, err := r.main.Call("mmap", unix.SYS_MMAP, v.Start, v.End-v.Start, prot, mmapFlags(v), fd, v.Offset)
+		if err != nil {
+			return fmt.Errorf("mapping %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
+		}
+		if addr != v.Start {
+			return fmt.Errorf("mapping %#x-%#x %s: kernel placed it at %#x", v.Start, v.End, v.Name, addr)
+		}
+		for _, adv := range madvFlags(v) {
+			if _, err := r.main.Call("madvise", unix.SYS_MADVISE, v.Start, v.End-v.Start, uint64(adv)); err != nil {
+				r.log.Debugf("pid %d: madvise(%#x, %d) on %#x: %v", p.PID, v.Start, adv, v.End-v.Start, err)
+			}
+		}
+	}
+	return nil
+}
+
+// finishVMAs sets the recorded protection on mappings that were created
+// writable for their page data, and re-installs guard regions.
+func (r *restorer) finishVMAs(p *image.Process) error {
+	withPages := vmasWithPages(p)
+	for i := range p.VMAs {
+		v := &p.VMAs[i]
+		if isSpecial(v.Kind) {
+			continue
+		}
+		if withPages[i] && uint64(v.Prot) != uint64(v.Prot)|unix.PROT_READ|unix.PROT_WRITE {
+			if _, err := r.main.Call("mprotect", unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot)); err != nil {
+				return fmt.Errorf("mapping %#x-%#x: %w", v.Start, v.End, err)
+			}
+		}
+		for _, pg := range v.GuardPages {
+			addr := v.Start + pg*pageSize
+			if _, err := r.main.Call("madvise(MADV_GUARD_INSTALL)", unix.SYS_MADVISE, addr, pageSize, madvGuardInstall); err != nil {
+				if errno, ok := unwrapErrno(err); ok && errno == syscall.EINVAL {
+					r.log.Warnf("pid %d: guard page at %#x not re-installed: this kernel has no MADV_GUARD_INSTALL", p.PID, addr)
+					continue
+				}
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// vmasWithPages marks the VMAs that receive page data from the image.
+func vmasWithPages(p *image.Process) []bool {
+	out := make([]bool, len(p.VMAs))
+	j := 0
+	for _, run := range p.PageRuns {
+		for j < len(p.VMAs) && p.VMAs[j].End <= run.Addr {
+			j++
+		}
+		if j < len(p.VMAs) && p.VMAs[j].Start <= run.Addr {
+			out[j] = true
+		}
+	}
+	return out
+}
+
+func isSpecial(k image.VMAKind) bool {
+	return k == image.VMAVDSO || k == image.VMAVVar || k == image.VMAVVarVClock || k == image.VMAVsyscall
+}

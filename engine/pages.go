@@ -1,0 +1,233 @@
+package engine
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
+)
+
+const (
+	// pageBatch is the size of one read of process memory. Two batches are
+	// in flight: one being read from the job, one being written out.
+	pageBatch = 32 << 20
+	// maxIov is IOV_MAX: the most iovecs one process_vm_readv/writev takes.
+	maxIov = 1024
+)
+
+var zeroPage [pageSize]byte
+
+// pageDumper copies the pages a process's image needs into a page file.
+// Reading (process_vm_readv) and writing (hashing and disk) overlap: the
+// job's memory is read into one batch while the previous one is written.
+type pageDumper struct {
+	pid   int
+	out   io.Writer
+	runs  []image.PageRun
+	off   uint64 // next offset in the page file
+	bytes int64
+	// lastVMA is the VMA of the last run; runs never span two VMAs, so a
+	// restore can make each VMA writable on its own.
+	lastVMA int
+
+	mem *os.File // /proc/pid/mem, for mappings the process cannot read itself
+
+	// pending are the ranges of the batch being collected, in buffer order.
+	pending []pendingRange
+	filled  int
+
+	free chan []byte
+	full chan batch
+	done chan error
+}
+
+// pendingRange is a range of process memory queued for the next read.
+type pendingRange struct {
+	addr   uint64
+	len    int
+	kind   image.VMAKind
+	vma    int
+	viaMem bool // already read through /proc/pid/mem
+}
+
+type batch struct {
+	buf  []byte
+	segs []segment
+}
+
+// segment is a stretch of a batch that goes to the page file.
+type segment struct {
+	from, to int
+}
+
+func newPageDumper(pid int, out io.Writer) (*pageDumper, error) {
+	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		return nil, fmt.Errorf("open memory of %d: %w", pid, err)
+	}
+	d := &pageDumper{
+		pid:  pid,
+		out:  out,
+		mem:  mem,
+		free: make(chan []byte, 2),
+		full: make(chan batch, 1),
+		done: make(chan error, 1),
+	}
+	d.free <- make([]byte, pageBatch)
+	d.free <- make([]byte, pageBatch)
+	go d.writer()
+	return d, nil
+}
+
+func (d *pageDumper) writer() {
+	var err error
+	for b := range d.full {
+		if err == nil {
+			for _, s := range b.segs {
+				if _, err = d.out.Write(b.buf[s.from:s.to]); err != nil {
+					err = fmt.Errorf("write page data: %w", err)
+					break
+				}
+			}
+		}
+		d.free <- b.buf
+	}
+	d.done <- err
+}
+
+// dump reads the pages of every VMA that the image needs.
+func (d *pageDumper) dump(vmas []image.VMA) error {
+	pm, err := proc.OpenPagemap(d.pid)
+	if err != nil {
+		return err
+	}
+	defer pm.Close()
+	var entries []uint64
+	buf := <-d.free
+	for i := range vmas {
+		v := &vmas[i]
+		switch v.Kind {
+		case image.VMAAnon, image.VMAAnonShared, image.VMAFilePrivate:
+		default:
+			continue
+		}
+		// Walk the VMA in chunks so the pagemap buffer stays small for
+		// huge sparse mappings.
+		for start := v.Start; start < v.End; {
+			end := min(v.End, start+pageBatch)
+			entries, err = pm.Read(start, end, entries)
+			if err != nil {
+				return err
+			}
+			for j := 0; j < len(entries); {
+				if !dumpPage(v.Kind, entries[j]) {
+					j++
+					continue
+				}
+				k := j
+				for k < len(entries) && dumpPage(v.Kind, entries[k]) {
+					k++
+				}
+				addr := start + uint64(j)*pageSize
+				for n := k - j; n > 0; {
+					room := (len(buf) - d.filled) / pageSize
+					if room == 0 || len(d.pending) == maxIov {
+						if buf, err = d.flush(buf); err != nil {
+							return err
+						}
+						continue
+					}
+					take := min(n, room)
+					pr := pendingRange{addr: addr, len: take * pageSize, kind: v.Kind, vma: i}
+					if v.Prot&unix.PROT_READ == 0 {
+						// process_vm_readv honours protection;
+						// /proc/pid/mem reads what the owner could
+						// make readable.
+						if _, err := d.mem.ReadAt(buf[d.filled:d.filled+pr.len], int64(addr)); err != nil {
+							return fmt.Errorf("read %#x (+%d pages) of %d via /proc/pid/mem: %w", addr, take, d.pid, err)
+						}
+						pr.viaMem = true
+					}
+					d.pending = append(d.pending, pr)
+					d.filled += pr.len
+					addr += uint64(take) * pageSize
+					n -= take
+				}
+				j = k
+			}
+			start = end
+		}
+	}
+	if _, err := d.flush(buf); err != nil {
+		return err
+	}
+	return nil
+}
+
+// flush reads the collected ranges into buf, drops all-zero anonymous
+// pages, records page runs, and hands the batch to the writer.
+func (d *pageDumper) flush(buf []byte) ([]byte, error) {
+	if len(d.pending) == 0 {
+		return buf, nil
+	}
+	var local []unix.Iovec
+	var remote []unix.RemoteIovec
+	pos, want := 0, 0
+	for _, r := range d.pending {
+		if !r.viaMem {
+			local = append(local, unix.Iovec{Base: &buf[pos], Len: uint64(r.len)})
+			remote = append(remote, unix.RemoteIovec{Base: uintptr(r.addr), Len: r.len})
+			want += r.len
+		}
+		pos += r.len
+	}
+	if len(remote) > 0 {
+		got, err := unix.ProcessVMReadv(d.pid, local, remote, 0)
+		if err != nil {
+			return buf, fmt.Errorf("process_vm_readv of %d at %#x: %w", d.pid, remote[0].Base, err)
+		}
+		if got != want {
+			return buf, fmt.Errorf("process_vm_readv of %d: read %d of %d bytes", d.pid, got, want)
+		}
+	}
+	var segs []segment
+	pos = 0
+	for _, r := range d.pending {
+		for p := pos; p < pos+r.len; p += pageSize {
+			if skipZero(r.kind) && bytes.Equal(buf[p:p+pageSize], zeroPage[:]) {
+				continue
+			}
+			a := r.addr + uint64(p-pos)
+			last := len(d.runs) - 1
+			if last >= 0 && len(segs) > 0 && segs[len(segs)-1].to == p && d.lastVMA == r.vma &&
+				d.runs[last].Addr+d.runs[last].Pages*pageSize == a {
+				d.runs[last].Pages++
+				segs[len(segs)-1].to += pageSize
+			} else {
+				d.runs = append(d.runs, image.PageRun{Addr: a, Pages: 1, Offset: d.off})
+				segs = append(segs, segment{from: p, to: p + pageSize})
+				d.lastVMA = r.vma
+			}
+			d.off += pageSize
+			d.bytes += pageSize
+		}
+		pos += r.len
+	}
+	d.pending = d.pending[:0]
+	d.filled = 0
+	d.full <- batch{buf: buf, segs: segs}
+	return <-d.free, nil
+}
+
+// close waits for the writer and returns its error.
+func (d *pageDumper) close() error {
+	close(d.full)
+	err := <-d.done
+	d.mem.Close()
+	return err
+}

@@ -1,0 +1,289 @@
+package engine
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/stub"
+)
+
+// Spawner starts restore stubs inside the job sandbox.
+type Spawner interface {
+	// SpawnStub starts the static executable elf as a child of the
+	// sandbox's init with sandbox pid nsPID and returns its host pid.
+	SpawnStub(elf []byte, nsPID int) (hostPID int, err error)
+}
+
+// RestoreOptions says what to restore and where.
+type RestoreOptions struct {
+	// Dir is the generation directory; Manifest its verified manifest.
+	Dir      string
+	Manifest *image.Manifest
+	Spawner  Spawner
+	// NoRollback keeps files the job writes at their current length
+	// instead of cutting them back to their length at checkpoint time.
+	NoRollback bool
+	Log        logrus.FieldLogger
+}
+
+// RestoreResult reports a finished restore.
+type RestoreResult struct {
+	HostPID  int // host pid of the job's main process
+	NSPID    int
+	Bytes    int64
+	Duration time.Duration
+}
+
+const stubScratch = 256 << 10
+
+// Restore re-creates the job's processes from a generation. On success the
+// processes run; on failure none of them is left running.
+func Restore(opts RestoreOptions) (*RestoreResult, error) {
+	start := time.Now()
+	if opts.Log == nil {
+		opts.Log = logrus.StandardLogger()
+	}
+	m := opts.Manifest
+	if len(m.Processes) != 1 {
+		return nil, fmt.Errorf("restore: the image holds %d processes; restoring more than one process is not supported yet", len(m.Processes))
+	}
+	ref := m.Processes[0]
+	var p image.Process
+	data, err := os.ReadFile(filepath.Join(opts.Dir, ref.Core))
+	if err != nil {
+		return nil, fmt.Errorf("restore pid %d: %w", ref.PID, err)
+	}
+	if err := json.Unmarshal(data, &p); err != nil {
+		return nil, fmt.Errorf("restore pid %d: parse %s: %w", ref.PID, ref.Core, err)
+	}
+	if err := preflight(&p, opts); err != nil {
+		return nil, fmt.Errorf("restore pid %d: %w", p.PID, err)
+	}
+
+	t := ptrace.NewTracer()
+	defer t.Close()
+	r := &restorer{t: t, log: opts.Log, proc: &p}
+	hostPID, err := r.start(opts.Spawner)
+	if err != nil {
+		return nil, fmt.Errorf("restore pid %d: %w", p.PID, err)
+	}
+	bytes, err := r.run(filepath.Join(opts.Dir, ref.Pages))
+	if err != nil {
+		unix.Kill(hostPID, unix.SIGKILL)
+		return nil, fmt.Errorf("restore pid %d: %w", p.PID, err)
+	}
+	return &RestoreResult{HostPID: hostPID, NSPID: p.PID, Bytes: bytes, Duration: time.Since(start)}, nil
+}
+
+// restorer morphs one stub into one checkpointed process.
+type restorer struct {
+	remote
+	t      *ptrace.Tracer
+	log    logrus.FieldLogger
+	proc   *image.Process
+	layout stub.Layout
+	// threads are the restored threads, in the order of proc.Threads.
+	threads []*ptrace.Thread
+}
+
+// start spawns the stub and takes it under ptrace.
+func (r *restorer) start(sp Spawner) (int, error) {
+	base, err := stubBase(r.proc.VMAs, stub.Size(stubScratch))
+	if err != nil {
+		return 0, err
+	}
+	elf, layout := stub.Build(base, stubScratch)
+	r.layout = layout
+	pid, err := sp.SpawnStub(elf, r.proc.PID)
+	if err != nil {
+		return 0, fmt.Errorf("spawn stub: %w", err)
+	}
+	// EXITKILL: if the supervisor dies half-way, the half-built process
+	// dies with it instead of running on.
+	if err := r.t.Seize(pid, unix.PTRACE_O_EXITKILL|unix.PTRACE_O_TRACECLONE); err != nil {
+		unix.Kill(pid, unix.SIGKILL)
+		return 0, err
+	}
+	if err := r.t.Interrupt(pid); err != nil {
+		unix.Kill(pid, unix.SIGKILL)
+		return 0, err
+	}
+	if _, err := r.t.WaitStop(pid, 0); err != nil {
+		unix.Kill(pid, unix.SIGKILL)
+		return 0, err
+	}
+	main, err := r.t.NewThread(pid, layout.Gadget)
+	if err != nil {
+		unix.Kill(pid, unix.SIGKILL)
+		return 0, err
+	}
+	r.remote = remote{pid: pid, main: main, scratch: layout.Scratch, size: layout.ScratchSize}
+	return pid, nil
+}
+
+// run performs the restore steps in the order the kernel needs them: the
+// address space first, then process-wide state, then threads, and the
+// capabilities that made it all possible last.
+func (r *restorer) run(pagesPath string) (int64, error) {
+	p := r.proc
+	parked, err := r.parkSpecialMappings()
+	if err != nil {
+		return 0, fmt.Errorf("vdso: %w", err)
+	}
+	if err := r.restoreVMAs(p); err != nil {
+		return 0, err
+	}
+	n, err := r.fillPages(p, pagesPath)
+	if err != nil {
+		return 0, err
+	}
+	if err := r.finishVMAs(p); err != nil {
+		return 0, err
+	}
+	if err := r.placeSpecialMappings(parked); err != nil {
+		return 0, fmt.Errorf("vdso: %w", err)
+	}
+	if err := r.restoreMM(p); err != nil {
+		return 0, err
+	}
+	if err := r.restoreTask(p); err != nil {
+		return 0, err
+	}
+	if err := r.restoreFiles(p); err != nil {
+		return 0, err
+	}
+	if err := r.restoreSignals(p); err != nil {
+		return 0, err
+	}
+	if err := r.restoreThreads(p); err != nil {
+		return 0, err
+	}
+	if err := r.release(); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// stubBase finds room for the stub that no mapping of the image uses, low
+// in the address space where the kernel puts nothing on its own.
+func stubBase(vmas []image.VMA, size uint64) (uint64, error) {
+	const lowest = 0x100000
+	const highest = 0x7f0000000000
+	sorted := append([]image.VMA(nil), vmas...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Start < sorted[j].Start })
+	cand := uint64(lowest)
+	// One free page on each side keeps the stub from merging with, or
+	// sitting in the guard gap of, a neighbouring mapping.
+	need := size + 2*pageSize
+	for _, v := range sorted {
+		if v.Kind == image.VMAVsyscall {
+			continue
+		}
+		if v.Start >= cand+need {
+			break
+		}
+		if v.End > cand {
+			cand = v.End
+		}
+	}
+	if cand+need > highest {
+		return 0, fmt.Errorf("no free address range of %d bytes for the restore stub", need)
+	}
+	return cand + pageSize, nil
+}
+
+// fillPages copies the page data into the rebuilt address space straight
+// from a read-only mapping of the page file.
+func (r *restorer) fillPages(p *image.Process, path string) (int64, error) {
+	if len(p.PageRuns) == 0 {
+		return 0, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("page data: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("page data: %w", err)
+	}
+	if st.Size() == 0 {
+		return 0, fmt.Errorf("page data %s is empty but %d page runs need it", path, len(p.PageRuns))
+	}
+	data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return 0, fmt.Errorf("map page data %s: %w", path, err)
+	}
+	defer unix.Munmap(data)
+	unix.Madvise(data, unix.MADV_SEQUENTIAL)
+
+	var local []unix.Iovec
+	var remote []unix.RemoteIovec
+	var want, total int64
+	flush := func() error {
+		if len(remote) == 0 {
+			return nil
+		}
+		got, err := unix.ProcessVMWritev(r.pid, local, remote, 0)
+		if err != nil {
+			return fmt.Errorf("write pages at %#x: %w", remote[0].Base, err)
+		}
+		if int64(got) != want {
+			return fmt.Errorf("write pages at %#x: wrote %d of %d bytes", remote[0].Base, got, want)
+		}
+		total += want
+		local, remote, want = local[:0], remote[:0], 0
+		return nil
+	}
+	for _, run := range p.PageRuns {
+		if run.Generation != 0 {
+			return 0, fmt.Errorf("page run at %#x refers to generation %d: incremental images are not supported yet", run.Addr, run.Generation)
+		}
+		n := run.Pages * pageSize
+		if run.Offset+n > uint64(len(data)) {
+			return 0, fmt.Errorf("page run at %#x: offset %d+%d beyond the %d bytes of %s", run.Addr, run.Offset, n, len(data), path)
+		}
+		local = append(local, unix.Iovec{Base: &data[run.Offset], Len: n})
+		remote = append(remote, unix.RemoteIovec{Base: uintptr(run.Addr), Len: int(n)})
+		want += int64(n)
+		if len(remote) == maxIov || want >= 1<<30 {
+			if err := flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return 0, err
+	}
+	return total, nil
+}
+
+// release unmaps the stub, sets every thread's final registers and lets the
+// process run. Unmapping the stub is the last injected call: the step over
+// it returns to an address that no longer exists, which is fine, because
+// the registers are replaced before the thread runs again.
+func (r *restorer) release() error {
+	if _, err := r.main.Call("munmap stub", unix.SYS_MUNMAP, r.layout.Base, r.layout.End-r.layout.Base); err != nil {
+		return err
+	}
+	for i, th := range r.threads {
+		if err := r.setFinalRegs(th, &r.proc.Threads[i]); err != nil {
+			return err
+		}
+	}
+	for _, th := range r.threads {
+		if err := r.t.Detach(th.TID, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,327 @@
+package engine
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
+)
+
+const (
+	taskSize  = 0x7ffffffff000 // TASK_SIZE with 4-level page tables
+	parkRoom  = 64 * pageSize  // stub.ParkSize
+	nRlimits  = 16             // RLIM_NLIMITS
+	prSetMM   = 35             // PR_SET_MM
+	prSetMMap = 14             // PR_SET_MM_MAP
+)
+
+// mmapMinAddr is vm.mmap_min_addr, the lowest address a mapping may have.
+func mmapMinAddr() uint64 {
+	b, err := os.ReadFile("/proc/sys/vm/mmap_min_addr")
+	if err != nil {
+		return 0x10000
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n == 0 {
+		return pageSize
+	}
+	return (n + pageSize - 1) &^ (pageSize - 1)
+}
+
+// fileID describes a file as it is now.
+func fileID(path string) (*image.FileID, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return &image.FileID{Path: path, Size: st.Size, MtimeNs: st.Mtim.Nano(), Dev: st.Dev, Ino: st.Ino}, nil
+}
+
+// checkFileID refuses a file that changed since the checkpoint: mapping a
+// different library or binary under a running program corrupts it.
+func checkFileID(want *image.FileID) error {
+	got, err := fileID(want.Path)
+	if err != nil {
+		return fmt.Errorf("%w (the file was there at checkpoint time)", err)
+	}
+	if got.Size != want.Size || got.MtimeNs != want.MtimeNs {
+		return fmt.Errorf("%s changed since the checkpoint (size %d→%d, mtime %d→%d): restore needs the same file", want.Path, want.Size, got.Size, want.MtimeNs, got.MtimeNs)
+	}
+	return nil
+}
+
+// dumpTask records ids, capabilities, limits, mm fields, cwd and the like.
+// brk comes from an injected brk(0): /proc shows only where the heap
+// started.
+func dumpTask(rem *remote, hostPID int, p *image.Process) error {
+	st, err := proc.ReadStatus(strconv.Itoa(hostPID))
+	if err != nil {
+		return err
+	}
+	if s := st["Seccomp"]; s != "" && s != "0" {
+		return fmt.Errorf("pid %d runs under seccomp (mode %s): not supported yet", p.PID, s)
+	}
+	uids, err := st.Ints("Uid")
+	if err != nil {
+		return err
+	}
+	gids, err := st.Ints("Gid")
+	if err != nil {
+		return err
+	}
+	copy(p.Creds.UID[:], uids)
+	copy(p.Creds.GID[:], gids)
+	for key, dst := range map[string]*uint64{"CapInh": &p.Creds.CapInh, "CapPrm": &p.Creds.CapPrm,
+		"CapEff": &p.Creds.CapEff, "CapBnd": &p.Creds.CapBnd, "CapAmb": &p.Creds.CapAmb} {
+		if *dst, err = st.Hex(key); err != nil {
+			return err
+		}
+	}
+	p.Creds.NoNewPrivs = st["NoNewPrivs"] == "1"
+	if um, ok := st["Umask"]; ok {
+		n, _ := strconv.ParseUint(um, 8, 32)
+		p.Umask = uint32(n)
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/personality", hostPID)); err == nil {
+		n, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 16, 32)
+		p.Personality = uint32(n)
+	}
+	if p.Cwd, err = os.Readlink(fmt.Sprintf("/proc/%d/cwd", hostPID)); err != nil {
+		return fmt.Errorf("pid %d: cwd: %w", p.PID, err)
+	}
+	if p.Root, err = os.Readlink(fmt.Sprintf("/proc/%d/root", hostPID)); err != nil {
+		return fmt.Errorf("pid %d: root: %w", p.PID, err)
+	}
+	if p.Root != "/" {
+		return fmt.Errorf("pid %d has root directory %s: chroot'ed processes are not supported yet", p.PID, p.Root)
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", hostPID))
+	if err != nil {
+		return fmt.Errorf("pid %d: exe: %w", p.PID, err)
+	}
+	if strings.HasSuffix(exe, " (deleted)") {
+		return fmt.Errorf("pid %d runs deleted executable %s: not supported", p.PID, exe)
+	}
+	id, err := fileID(exe)
+	if err != nil {
+		return fmt.Errorf("pid %d: exe: %w", p.PID, err)
+	}
+	p.Exe = *id
+	for res := 0; res < nRlimits; res++ {
+		var rl unix.Rlimit
+		if err := unix.Prlimit(hostPID, res, nil, &rl); err != nil {
+			return fmt.Errorf("pid %d: prlimit %d: %w", p.PID, res, err)
+		}
+		p.Rlimits = append(p.Rlimits, image.Rlimit{Resource: res, Cur: rl.Cur, Max: rl.Max})
+	}
+	stat, err := proc.ReadStat(hostPID)
+	if err != nil {
+		return err
+	}
+	brk, err := rem.main.Call("brk", unix.SYS_BRK, 0)
+	if err != nil {
+		return err
+	}
+	auxv, err := proc.ReadAuxv(hostPID)
+	if err != nil {
+		return err
+	}
+	p.MM = image.MM{
+		StartCode: stat.StartCode, EndCode: stat.EndCode,
+		StartData: stat.StartData, EndData: stat.EndData,
+		StartBrk: stat.StartBrk, Brk: brk, StartStack: stat.StartStack,
+		ArgStart: stat.ArgStart, ArgEnd: stat.ArgEnd,
+		EnvStart: stat.EnvStart, EnvEnd: stat.EnvEnd,
+		Auxv: auxv,
+	}
+	return nil
+}
+
+// prctlMMMap is struct prctl_mm_map.
+type prctlMMMap struct {
+	StartCode, EndCode, StartData, EndData uint64
+	StartBrk, Brk, StartStack              uint64
+	ArgStart, ArgEnd, EnvStart, EnvEnd     uint64
+	Auxv                                   uint64
+	AuxvSize                               uint32
+	ExeFD                                  uint32
+}
+
+// restoreMM sets the mm_struct fields in one prctl(PR_SET_MM_MAP), which
+// needs no CAP_SYS_RESOURCE, and points /proc/pid/exe at the original
+// executable (allowed by CAP_SYS_ADMIN in the job's user namespace).
+func (r *restorer) restoreMM(p *image.Process) error {
+	auxv := make([]byte, 8*len(p.MM.Auxv))
+	for i, w := range p.MM.Auxv {
+		binary.LittleEndian.PutUint64(auxv[8*i:], w)
+	}
+	auxvAddr, err := r.scratchAt(4096, uint64(len(auxv)))
+	if err != nil {
+		return err
+	}
+	if err := r.write(auxvAddr, auxv); err != nil {
+		return err
+	}
+	exeFD, err := r.openat(p.Exe.Path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("exe: %w", err)
+	}
+	defer r.main.Syscall(unix.SYS_CLOSE, exeFD)
+	mm := prctlMMMap{
+		StartCode: p.MM.StartCode, EndCode: p.MM.EndCode,
+		StartData: p.MM.StartData, EndData: p.MM.EndData,
+		StartBrk: p.MM.StartBrk, Brk: p.MM.Brk, StartStack: p.MM.StartStack,
+		ArgStart: p.MM.ArgStart, ArgEnd: p.MM.ArgEnd,
+		EnvStart: p.MM.EnvStart, EnvEnd: p.MM.EnvEnd,
+		Auxv: auxvAddr, AuxvSize: uint32(len(auxv)), ExeFD: uint32(exeFD),
+	}
+	mmAddr, err := r.scratchAt(0, uint64(unsafe.Sizeof(mm)))
+	if err != nil {
+		return err
+	}
+	if err := r.write(mmAddr, unsafe.Slice((*byte)(unsafe.Pointer(&mm)), unsafe.Sizeof(mm))); err != nil {
+		return err
+	}
+	if _, err := r.main.Call("prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, prSetMM, prSetMMap, mmAddr, uint64(unsafe.Sizeof(mm))); err != nil {
+		return err
+	}
+	return nil
+}
+
+// restoreTask sets personality, umask, cwd and resource limits.
+func (r *restorer) restoreTask(p *image.Process) error {
+	if _, err := r.main.Call("personality", unix.SYS_PERSONALITY, uint64(p.Personality)); err != nil {
+		return err
+	}
+	if _, err := r.main.Call("umask", unix.SYS_UMASK, uint64(p.Umask)); err != nil {
+		return err
+	}
+	addr, err := r.putString(0, p.Cwd)
+	if err != nil {
+		return err
+	}
+	if _, err := r.main.Call("chdir "+p.Cwd, unix.SYS_CHDIR, addr); err != nil {
+		return err
+	}
+	for _, rl := range p.Rlimits {
+		var cur unix.Rlimit
+		if err := unix.Prlimit(r.pid, rl.Resource, nil, &cur); err != nil {
+			return fmt.Errorf("prlimit %d: %w", rl.Resource, err)
+		}
+		want := unix.Rlimit{Cur: rl.Cur, Max: rl.Max}
+		if want.Max > cur.Max {
+			// Raising a hard limit needs CAP_SYS_RESOURCE in the
+			// initial namespace, which an unprivileged restart lacks.
+			r.log.Warnf("pid %d: resource limit %d: hard limit %d at checkpoint, %d allowed here; keeping %d", p.PID, rl.Resource, want.Max, cur.Max, cur.Max)
+			want.Max = cur.Max
+			want.Cur = min(want.Cur, cur.Max)
+		}
+		if want == cur {
+			continue
+		}
+		if err := unix.Prlimit(r.pid, rl.Resource, &want, nil); err != nil {
+			return fmt.Errorf("prlimit %d: %w", rl.Resource, err)
+		}
+	}
+	return nil
+}
+
+// capUserHeader and capUserData are the capget/capset ABI (version 3).
+type capUserHeader struct {
+	Version uint32
+	PID     int32
+}
+
+type capUserData struct {
+	Effective, Permitted, Inheritable uint32
+}
+
+const (
+	linuxCapabilityVersion3 = 0x20080522
+	lastCap                 = 63
+)
+
+// restoreCreds drops the thread's capabilities to the recorded sets. The
+// stub started with the ones the restore needs (clone3 set_tid, exe
+// link); they go last. Capabilities are per thread, so every thread is
+// done on its own.
+func (r *restorer) restoreCreds(th *ptrace.Thread, c *image.Creds) error {
+	if c.NoNewPrivs {
+		if _, err := th.Call("prctl(PR_SET_NO_NEW_PRIVS)", unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return err
+		}
+	}
+	if _, err := th.Call("prctl(PR_CAP_AMBIENT_CLEAR_ALL)", unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
+		return err
+	}
+	for c2 := 0; c2 <= lastCap; c2++ {
+		if c.CapBnd&(1<<c2) != 0 {
+			continue
+		}
+		if _, err := th.Syscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uint64(c2)); err != nil {
+			return err
+		}
+	}
+	hdr := capUserHeader{Version: linuxCapabilityVersion3}
+	data := [2]capUserData{
+		{Effective: uint32(c.CapEff), Permitted: uint32(c.CapPrm), Inheritable: uint32(c.CapInh)},
+		{Effective: uint32(c.CapEff >> 32), Permitted: uint32(c.CapPrm >> 32), Inheritable: uint32(c.CapInh >> 32)},
+	}
+	hdrAddr, _ := r.scratchAt(0, 8)
+	dataAddr, _ := r.scratchAt(64, 24)
+	if err := r.write(hdrAddr, unsafe.Slice((*byte)(unsafe.Pointer(&hdr)), unsafe.Sizeof(hdr))); err != nil {
+		return err
+	}
+	if err := r.write(dataAddr, unsafe.Slice((*byte)(unsafe.Pointer(&data)), unsafe.Sizeof(data))); err != nil {
+		return err
+	}
+	if _, err := th.Call("capset", unix.SYS_CAPSET, hdrAddr, dataAddr); err != nil {
+		return err
+	}
+	for c2 := 0; c2 <= lastCap; c2++ {
+		if c.CapAmb&(1<<c2) == 0 {
+			continue
+		}
+		if _, err := th.Call("prctl(PR_CAP_AMBIENT_RAISE)", unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_RAISE, uint64(c2), 0, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// preflight checks, before anything is started, that the restore can work
+// here: same user, same files. It also rolls written files back.
+func preflight(p *image.Process, opts RestoreOptions) error {
+	if uid := os.Getuid(); p.Creds.UID[0] != uid {
+		return fmt.Errorf("the checkpoint was taken as uid %d; restart it as that user (running as %d)", p.Creds.UID[0], uid)
+	}
+	if err := checkFileID(&p.Exe); err != nil {
+		return fmt.Errorf("executable: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, v := range p.VMAs {
+		if v.File != nil && !seen[v.File.Path] {
+			seen[v.File.Path] = true
+			if err := checkFileID(v.File); err != nil {
+				return fmt.Errorf("mapped file: %w", err)
+			}
+		}
+	}
+	return rollbackFiles(p, opts)
+}
+
+// errnoOf extracts the errno of a failed injected call, for callers that
+// tolerate some failures.
+func errnoOf(err error) syscall.Errno {
+	e, _ := unwrapErrno(err)
+	return e
+}

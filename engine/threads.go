@@ -1,0 +1,227 @@
+package engine
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
+)
+
+const (
+	prGetTIDAddress = 40 // PR_GET_TID_ADDRESS
+	stackSize       = 24 // sizeof(stack_t)
+	ssOnstack       = 1  // SS_ONSTACK
+	ssDisable       = 2  // SS_DISABLE
+)
+
+// dumpThread records one stopped thread. th carries the registers taken at
+// the stop; the injected calls here (sigaltstack, PR_GET_TID_ADDRESS) use
+// the scratch area of rem and leave the registers as they were.
+func dumpThread(t *ptrace.Tracer, rem *remote, th *ptrace.Thread, hostPID int) (image.Thread, error) {
+	out := image.Thread{Regs: image.Regs(th.Saved)}
+	st, err := proc.ReadStatus(fmt.Sprintf("%d/task/%d", hostPID, th.TID))
+	if err != nil {
+		return out, err
+	}
+	if out.TID, err = st.NSPid(); err != nil {
+		return out, fmt.Errorf("thread %d: %w", th.TID, err)
+	}
+	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", hostPID, th.TID)); err == nil {
+		out.Comm = strings.TrimSuffix(string(comm), "\n")
+	}
+	if pnd, _ := st.Hex("SigPnd"); pnd != 0 {
+		return out, fmt.Errorf("thread %d has pending signals %#x: checkpointing queued signals is not supported yet", out.TID, pnd)
+	}
+	if out.XState, err = t.GetXState(th.TID); err != nil {
+		return out, err
+	}
+	if out.SigMask, err = t.GetSigmask(th.TID); err != nil {
+		return out, err
+	}
+	rseq, err := t.GetRseq(th.TID)
+	if err != nil {
+		return out, err
+	}
+	if rseq.Ptr != 0 {
+		out.Rseq = &image.Rseq{Ptr: rseq.Ptr, Size: rseq.Size, Signature: rseq.Signature, Flags: rseq.Flags}
+	}
+	var head, length uint64
+	if _, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(th.TID), uintptr(unsafe.Pointer(&head)), uintptr(unsafe.Pointer(&length))); e != 0 {
+		return out, fmt.Errorf("thread %d: get_robust_list: %w", out.TID, e)
+	}
+	out.RobustList, out.RobustListLen = head, length
+
+	// What only the thread itself can tell: its signal stack and the
+	// address the kernel clears when it exits (pthread_join waits on it).
+	ssAddr, _ := rem.scratchAt(0, stackSize)
+	if _, err := th.Call("sigaltstack", unix.SYS_SIGALTSTACK, 0, ssAddr); err != nil {
+		return out, err
+	}
+	ss := make([]byte, stackSize)
+	if err := rem.read(ssAddr, ss); err != nil {
+		return out, err
+	}
+	le := binary.LittleEndian
+	out.AltStack = image.AltStack{SP: le.Uint64(ss[0:]), Flags: int32(le.Uint32(ss[8:])), Size: le.Uint64(ss[16:])}
+	tidAddr, _ := rem.scratchAt(64, 8)
+	if _, err := th.Call("prctl(PR_GET_TID_ADDRESS)", unix.SYS_PRCTL, prGetTIDAddress, tidAddr); err != nil {
+		return out, err
+	}
+	buf := make([]byte, 8)
+	if err := rem.read(tidAddr, buf); err != nil {
+		return out, err
+	}
+	out.ClearChildTID = le.Uint64(buf)
+	return out, th.Restore()
+}
+
+// cloneArgs is struct clone_args (clone3), up to set_tid_size.
+type cloneArgs struct {
+	Flags      uint64
+	Pidfd      uint64
+	ChildTID   uint64
+	ParentTID  uint64
+	ExitSignal uint64
+	Stack      uint64
+	StackSize  uint64
+	TLS        uint64
+	SetTID     uint64
+	SetTIDSize uint64
+}
+
+const threadCloneFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
+	unix.CLONE_THREAD | unix.CLONE_SYSVSEM
+
+// restoreThreads creates the process's other threads with their original
+// tids (clone3 with set_tid, allowed by CAP_CHECKPOINT_RESTORE in the job's
+// user namespace) and restores every thread's own state.
+func (r *restorer) restoreThreads(p *image.Process) error {
+	if len(p.Threads) == 0 || p.Threads[0].TID != p.PID {
+		return fmt.Errorf("the image's first thread is not the main thread")
+	}
+	r.threads = []*ptrace.Thread{r.main}
+	for i := 1; i < len(p.Threads); i++ {
+		th, err := r.cloneThread(p.Threads[i].TID)
+		if err != nil {
+			return fmt.Errorf("thread %d: %w", p.Threads[i].TID, err)
+		}
+		r.threads = append(r.threads, th)
+	}
+	for i, th := range r.threads {
+		if err := r.restoreThreadState(th, &p.Threads[i]); err != nil {
+			return fmt.Errorf("thread %d: %w", p.Threads[i].TID, err)
+		}
+	}
+	return nil
+}
+
+// cloneThread injects clone3 into the main thread. The new thread starts
+// life in a ptrace-stop (PTRACE_O_TRACECLONE), so it never runs a stub
+// instruction: its registers are replaced before it is released.
+func (r *restorer) cloneThread(tid int) (*ptrace.Thread, error) {
+	tidAddr, _ := r.scratchAt(0, 8)
+	argsAddr, _ := r.scratchAt(64, uint64(unsafe.Sizeof(cloneArgs{})))
+	b := make([]byte, 8)
+	binary.LittleEndian.PutUint64(b, uint64(tid))
+	if err := r.write(tidAddr, b); err != nil {
+		return nil, err
+	}
+	args := cloneArgs{Flags: threadCloneFlags, SetTID: tidAddr, SetTIDSize: 1}
+	if err := r.write(argsAddr, unsafe.Slice((*byte)(unsafe.Pointer(&args)), unsafe.Sizeof(args))); err != nil {
+		return nil, err
+	}
+	var hostTID int
+	onEvent := func(ev int) error {
+		if ev != unix.PTRACE_EVENT_CLONE {
+			return fmt.Errorf("unexpected ptrace event %d during clone3", ev)
+		}
+		msg, err := r.t.GetEventMsg(r.main.TID)
+		if err != nil {
+			return err
+		}
+		hostTID = int(msg)
+		return nil
+	}
+	ret, err := r.main.SyscallEvent(onEvent, unix.SYS_CLONE3, argsAddr, uint64(unsafe.Sizeof(args)))
+	if err != nil {
+		return nil, err
+	}
+	if ret < 0 {
+		return nil, fmt.Errorf("clone3 with tid %d: %w", tid, unix.Errno(-ret))
+	}
+	if int(ret) != tid {
+		return nil, fmt.Errorf("clone3 gave tid %d, want %d", ret, tid)
+	}
+	if hostTID == 0 {
+		return nil, fmt.Errorf("clone3: no clone event for the new thread")
+	}
+	r.t.Adopt(hostTID)
+	if _, err := r.t.WaitStop(hostTID, 0); err != nil {
+		return nil, err
+	}
+	return r.t.NewThread(hostTID, r.layout.Gadget)
+}
+
+// restoreThreadState sets what each thread owns: robust futex list, the
+// tid address cleared at exit, signal stack, rseq area, name.
+func (r *restorer) restoreThreadState(th *ptrace.Thread, st *image.Thread) error {
+	if st.RobustList != 0 {
+		if _, err := th.Call("set_robust_list", unix.SYS_SET_ROBUST_LIST, st.RobustList, st.RobustListLen); err != nil {
+			return err
+		}
+	}
+	if _, err := th.Call("set_tid_address", unix.SYS_SET_TID_ADDRESS, st.ClearChildTID); err != nil {
+		return err
+	}
+	if st.AltStack.Flags&ssDisable == 0 && st.AltStack.Size > 0 {
+		ss := make([]byte, stackSize)
+		le := binary.LittleEndian
+		le.PutUint64(ss[0:], st.AltStack.SP)
+		le.PutUint32(ss[8:], uint32(st.AltStack.Flags&^ssOnstack))
+		le.PutUint64(ss[16:], st.AltStack.Size)
+		addr, _ := r.scratchAt(0, stackSize)
+		if err := r.write(addr, ss); err != nil {
+			return err
+		}
+		if _, err := th.Call("sigaltstack", unix.SYS_SIGALTSTACK, addr, 0); err != nil {
+			return err
+		}
+	}
+	if st.Comm != "" {
+		addr, err := r.putString(0, st.Comm)
+		if err != nil {
+			return err
+		}
+		if _, err := th.Call("prctl(PR_SET_NAME)", unix.SYS_PRCTL, unix.PR_SET_NAME, addr); err != nil {
+			return err
+		}
+	}
+	if st.Rseq != nil {
+		if _, err := th.Call("rseq", unix.SYS_RSEQ, st.Rseq.Ptr, uint64(st.Rseq.Size), 0, uint64(st.Rseq.Signature)); err != nil {
+			return err
+		}
+	}
+	if err := r.restoreCreds(th, &r.proc.Creds); err != nil {
+		return err
+	}
+	return r.t.SetSigmask(th.TID, st.SigMask)
+}
+
+// setFinalRegs gives a thread the registers and extended state it had at
+// checkpoint time, resolving an interrupted system call the way the kernel
+// would have.
+func (r *restorer) setFinalRegs(th *ptrace.Thread, st *image.Thread) error {
+	regs := ptrace.Regs(st.Regs)
+	ptrace.ResolveRestart(&regs)
+	if err := r.t.SetXState(th.TID, st.XState); err != nil {
+		return err
+	}
+	return r.t.SetRegs(th.TID, &regs)
+}
