@@ -1,0 +1,73 @@
+package namespaces
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// stubCaps are the capabilities a restorer needs inside the job user
+// namespace: PIDs (ns_last_pid, clone3 set_tid), ptrace of the job, mm
+// fields, ids, files it must reopen, signals and clocks. Init keeps the same
+// set for itself: mounting /proc and creating a time namespace need
+// CAP_SYS_ADMIN, its offsets CAP_SYS_TIME, ns_last_pid
+// CAP_CHECKPOINT_RESTORE and securebits CAP_SETPCAP.
+var stubCaps = []uintptr{
+	unix.CAP_CHECKPOINT_RESTORE,
+	unix.CAP_SYS_ADMIN,
+	unix.CAP_SYS_PTRACE,
+	unix.CAP_SYS_RESOURCE,
+	unix.CAP_SETPCAP,
+	unix.CAP_SETUID,
+	unix.CAP_SETGID,
+	unix.CAP_DAC_OVERRIDE,
+	unix.CAP_KILL,
+	unix.CAP_SYS_TIME,
+	unix.CAP_SYS_NICE,
+}
+
+// StubCaps returns the capabilities a stub started by SpawnStub holds in its
+// ambient, permitted and effective sets.
+func StubCaps() []uintptr { return append([]uintptr(nil), stubCaps...) }
+
+// initCaps are the capabilities init is started with.
+func initCaps() []uintptr { return StubCaps() }
+
+// CapMask returns the capability bit mask of caps, as /proc/pid/status shows
+// it in CapEff and friends.
+func CapMask(caps []uintptr) uint64 {
+	var m uint64
+	for _, c := range caps {
+		m |= 1 << c
+	}
+	return m
+}
+
+// secbitNoRoot makes uid 0 gain no capabilities on execve: with it, a job
+// run by root starts with no capabilities, and a stub with exactly its
+// ambient set, as for any other user.
+const secbitNoRoot = 1 << 0
+
+// dropThreadInheritance clears the calling thread's ambient and inheritable
+// sets and stops root from gaining capabilities on exec, so that children
+// forked from this thread exec with none unless they raise their own.
+// Capability sets and securebits are per thread: the caller must hold its
+// OS thread locked for as long as it relies on the result.
+func dropThreadInheritance() error {
+	if err := unix.Prctl(unix.PR_SET_SECUREBITS, secbitNoRoot, 0, 0, 0); err != nil {
+		return fmt.Errorf("set securebits noroot: %w", err)
+	}
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
+		return fmt.Errorf("clear ambient capabilities: %w", err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capget: %w", err)
+	}
+	data[0].Inheritable, data[1].Inheritable = 0, 0
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("clear inheritable capabilities: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,472 @@
+package namespaces
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// forwardedSignals are passed on by init to the job's main process.
+var forwardedSignals = []os.Signal{
+	syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP,
+	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT,
+}
+
+// nsLastPID is the PID counter of the caller's own PID namespace.
+const nsLastPID = "/proc/sys/kernel/ns_last_pid"
+
+// initServer is the state of sandbox init.
+type initServer struct {
+	enc   *json.Encoder
+	encMu sync.Mutex
+
+	// reqMu is held while a request is handled, up to its reply, so that
+	// init never exits between starting a process and saying so.
+	reqMu sync.Mutex
+
+	// mu protects mainPID: it is held from fork to record, so the reaper
+	// never sees the main process exit before it is known.
+	mu      sync.Mutex
+	mainPID int
+
+	// hostProc is the host's /proc, opened before the sandbox's own was
+	// mounted over it: there a child's pidfd shows the child's host PID.
+	hostProc int
+
+	spawns chan spawnJob
+}
+
+// spawnJob is one request for the spawner thread.
+type spawnJob struct {
+	req  request
+	done chan spawnResult
+}
+
+type spawnResult struct {
+	pid, hostPID int
+	err          error
+}
+
+// InitMain runs sandbox init. It never returns: init exits when the job's
+// main process has exited, with the job's exit code.
+func InitMain() {
+	err := runInit()
+	// runInit returns only when init could not set the sandbox up or lost
+	// its supervisor; either way the namespace dies with it.
+	fmt.Fprintf(os.Stderr, "ckpt-apptainer init: %v\n", err)
+	os.Exit(1)
+}
+
+func runInit() error {
+	// Init mounts over /proc and reaps everything: outside its own PID
+	// namespace it would do that to the caller's system.
+	if os.Getpid() != 1 {
+		return errors.New("not PID 1 of a new PID namespace; this mode is started by the supervisor only")
+	}
+	unix.Close(exeFd)
+	// Whatever the supervisor's own parent leaked to it must not reach the
+	// job or a stub.
+	if err := unix.CloseRange(controlFd, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fmt.Errorf("mark inherited fds close-on-exec: %w", err)
+	}
+	ctrl := os.NewFile(controlFd, "sandbox-control")
+	dec := json.NewDecoder(ctrl)
+	s := &initServer{enc: json.NewEncoder(ctrl), spawns: make(chan spawnJob)}
+
+	var cfg initConfig
+	if err := dec.Decode(&cfg); err != nil {
+		return fmt.Errorf("read configuration: %w", err)
+	}
+	// Before setup: the runtime starts a signal thread for this, and all of
+	// init's threads must be made while the PID counter is at the top.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, append([]os.Signal{syscall.SIGCHLD}, forwardedSignals...)...)
+	if err := s.setup(cfg); err != nil {
+		s.send(message{Error: err.Error()})
+		return err
+	}
+	if err := s.send(message{Ready: true}); err != nil {
+		return err
+	}
+	go s.signalLoop(sigs)
+	return s.serve(dec)
+}
+
+// setup prepares the mount namespace, init's threads and the spawner thread.
+func (s *initServer) setup(cfg initConfig) error {
+	hostProc, err := unix.Open("/proc", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open host /proc: %w", err)
+	}
+	s.hostProc = hostProc
+	// Mounts made inside must not leak out, and /proc must show this PID
+	// namespace: Apptainer and the checkpoint engine resolve PIDs through it.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return fmt.Errorf("make / rslave: %w", err)
+	}
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
+	// The pre-init moved the PID counter to the top: every thread made now
+	// gets a PID there, and the Go runtime reuses idle threads instead of
+	// making new ones later, when PIDs belong to the job. The counter stays
+	// there until the first job process is started.
+	warmThreads(8 + runtime.GOMAXPROCS(0))
+
+	setupErr := make(chan error, 1)
+	go s.spawner(cfg, setupErr)
+	return <-setupErr
+}
+
+// warmThreads makes the Go runtime create n OS threads now. A goroutine
+// locked to its thread keeps that thread to itself, so n of them blocked at
+// once need n threads; unlocked afterwards, the threads stay idle for reuse.
+func warmThreads(n int) {
+	var locked, done sync.WaitGroup
+	release := make(chan struct{})
+	locked.Add(n)
+	done.Add(n)
+	for range n {
+		go func() {
+			defer done.Done()
+			runtime.LockOSThread()
+			locked.Done()
+			<-release
+			runtime.UnlockOSThread()
+		}()
+	}
+	locked.Wait()
+	close(release)
+	done.Wait()
+}
+
+// writeLastPID sets the PID counter of init's PID namespace: the next
+// process gets the first free PID after last.
+func writeLastPID(last int) error {
+	if err := os.WriteFile(nsLastPID, []byte(strconv.Itoa(last)), 0); err != nil {
+		return fmt.Errorf("set ns_last_pid: %w", err)
+	}
+	return nil
+}
+
+// send writes one message to the supervisor.
+func (s *initServer) send(m message) error {
+	s.encMu.Lock()
+	defer s.encMu.Unlock()
+	if err := s.enc.Encode(m); err != nil {
+		return fmt.Errorf("write to supervisor: %w", err)
+	}
+	return nil
+}
+
+// serve answers the supervisor's requests until the control socket closes.
+func (s *initServer) serve(dec *json.Decoder) error {
+	for {
+		var r request
+		if err := dec.Decode(&r); err != nil {
+			if errors.Is(err, io.EOF) {
+				return errors.New("supervisor closed the control socket")
+			}
+			return fmt.Errorf("read request: %w", err)
+		}
+		s.reqMu.Lock()
+		reply := message{Reply: true}
+		switch r.Op {
+		case opRun, opSpawn:
+			done := make(chan spawnResult, 1)
+			s.spawns <- spawnJob{req: r, done: done}
+			res := <-done
+			reply.PID, reply.HostPID = res.pid, res.hostPID
+			if res.err != nil {
+				reply.Error = res.err.Error()
+			}
+		case opSignal:
+			if err := s.signalMain(syscall.Signal(r.Signal)); err != nil {
+				reply.Error = err.Error()
+			}
+		default:
+			reply.Error = fmt.Sprintf("unknown request %q", r.Op)
+		}
+		err := s.send(reply)
+		s.reqMu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// signalMain delivers sig to the job's main process.
+func (s *initServer) signalMain(sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mainPID == 0 {
+		return fmt.Errorf("signal %v: no job process started", sig)
+	}
+	if err := unix.Kill(s.mainPID, sig); err != nil {
+		return fmt.Errorf("signal %v to pid %d: %w", sig, s.mainPID, err)
+	}
+	return nil
+}
+
+// signalLoop reaps children on SIGCHLD and forwards the other signals.
+func (s *initServer) signalLoop(sigs <-chan os.Signal) {
+	for sig := range sigs {
+		if sig == syscall.SIGCHLD {
+			s.reap()
+			continue
+		}
+		// Before the job starts there is nobody to forward to; the signal is
+		// dropped as PID 1 would drop it.
+		_ = s.signalMain(sig.(syscall.Signal))
+	}
+}
+
+// reap collects every exited child. When the main process is among them,
+// init reports its status and exits; the kernel then kills the rest of the
+// namespace.
+func (s *initServer) reap() {
+	for {
+		var ws unix.WaitStatus
+		s.mu.Lock()
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG|unix.WALL, nil)
+		isMain := pid > 0 && pid == s.mainPID
+		s.mu.Unlock()
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || pid <= 0 {
+			return
+		}
+		if !isMain || !(ws.Exited() || ws.Signaled()) {
+			continue
+		}
+		st := ExitStatus{Code: ws.ExitStatus()}
+		if ws.Signaled() {
+			st = ExitStatus{Code: 128 + int(ws.Signal()), Signal: ws.Signal()}
+		}
+		s.reqMu.Lock() // never released: init exits
+		_ = s.send(message{Exit: &st})
+		os.Exit(st.Code)
+	}
+}
+
+// spawner owns the OS thread every job process is forked from. Its
+// capability sets and securebits decide what the children inherit, and in
+// a time namespace, only this thread's children enter it
+// (time_for_children is per thread). It therefore never unlocks.
+func (s *initServer) spawner(cfg initConfig, setupErr chan<- error) {
+	runtime.LockOSThread()
+	if err := dropThreadInheritance(); err != nil {
+		setupErr <- err
+		return
+	}
+	if cfg.TimeNamespace {
+		if err := enterTimeNamespace(time.Duration(cfg.MonotonicNs), time.Duration(cfg.BoottimeNs)); err != nil {
+			setupErr <- err
+			return
+		}
+	}
+	setupErr <- nil
+	for job := range s.spawns {
+		var res spawnResult
+		switch job.req.Op {
+		case opRun:
+			res.pid, res.hostPID, res.err = s.run(job.req)
+		case opSpawn:
+			res.pid, res.hostPID, res.err = s.spawnStub(job.req)
+		}
+		job.done <- res
+	}
+}
+
+// enterTimeNamespace makes the calling thread's future children live in a
+// new time namespace with the given clock offsets.
+func enterTimeNamespace(monotonic, boottime time.Duration) error {
+	if err := unix.Unshare(unix.CLONE_NEWTIME); err != nil {
+		return fmt.Errorf("create time namespace: %w", err)
+	}
+	// /proc/self names the thread group leader; the offsets belong to the
+	// namespace this thread made, reached through its own tid.
+	path := fmt.Sprintf("/proc/%d/timens_offsets", unix.Gettid())
+	text := timensLine("monotonic", monotonic) + timensLine("boottime", boottime)
+	if err := os.WriteFile(path, []byte(text), 0); err != nil {
+		return fmt.Errorf("write time namespace offsets %q: %w", strings.TrimSpace(text), err)
+	}
+	return nil
+}
+
+// timensLine formats one line of timens_offsets: seconds, then a
+// non-negative nanosecond part, as the kernel wants even for negative offsets.
+func timensLine(clock string, d time.Duration) string {
+	sec := int64(d / time.Second)
+	nsec := int64(d % time.Second)
+	if nsec < 0 {
+		sec--
+		nsec += int64(time.Second)
+	}
+	return fmt.Sprintf("%s %d %d\n", clock, sec, nsec)
+}
+
+// run starts the user's command. Precondition: on the spawner thread.
+func (s *initServer) run(r request) (pid, hostPID int, err error) {
+	if len(r.Argv) == 0 {
+		return 0, 0, errors.New("run: empty command")
+	}
+	path, err := lookPath(r.Argv[0], r.Env, r.Dir)
+	if err != nil {
+		return 0, 0, fmt.Errorf("exec %s: %w", r.Argv[0], err)
+	}
+	attr := &syscall.ProcAttr{
+		Dir:   r.Dir,
+		Env:   r.Env,
+		Files: []uintptr{0, 1, 2},
+		Sys:   &syscall.SysProcAttr{},
+	}
+	s.mu.Lock()
+	first := s.mainPID == 0
+	s.mu.Unlock()
+	if first {
+		// Until now the PID counter stayed at the top, where the runtime's
+		// threads went; the job's first process gets the first free PID.
+		if err := writeLastPID(1); err != nil {
+			return 0, 0, err
+		}
+	}
+	pid, hostPID, err = s.forkExec(path, r.Argv, attr, 0)
+	if err != nil {
+		if r.Dir != "" && errors.Is(err, syscall.ENOENT) {
+			if _, serr := os.Stat(r.Dir); serr != nil {
+				return 0, 0, fmt.Errorf("exec %s: working directory %s: %w", r.Argv[0], r.Dir, serr)
+			}
+		}
+		return 0, 0, fmt.Errorf("exec %s: %w", r.Argv[0], err)
+	}
+	return pid, hostPID, nil
+}
+
+// forkExec starts a child, finds its host PID and makes it the job's main
+// process if there is none yet. The first PID after ns_last_pid is taken
+// unless want is not zero and the kernel gave another: then the child is
+// killed and an error returned. Precondition: on the spawner thread.
+func (s *initServer) forkExec(path string, argv []string, attr *syscall.ProcAttr, want int) (pid, hostPID int, err error) {
+	pidfd := -1
+	attr.Sys.PidFD = &pidfd
+	// Held until the child is recorded: the reaper takes it too, so the
+	// child cannot vanish before its host PID is read.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pid, err = syscall.ForkExec(path, argv, attr)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer unix.Close(pidfd)
+	if want != 0 && pid != want {
+		// Something forked between the ns_last_pid write and this fork.
+		unix.Kill(pid, unix.SIGKILL)
+		return 0, 0, fmt.Errorf("the kernel gave pid %d instead", pid)
+	}
+	hostPID, err = s.hostPIDOf(pidfd)
+	if err != nil {
+		unix.Kill(pid, unix.SIGKILL)
+		return 0, 0, err
+	}
+	if s.mainPID == 0 {
+		s.mainPID = pid
+	}
+	return pid, hostPID, nil
+}
+
+// hostPIDOf reads the host PID of a child from its pidfd's fdinfo in the
+// host /proc.
+func (s *initServer) hostPIDOf(pidfd int) (int, error) {
+	fd, err := unix.Openat(s.hostProc, "self/fdinfo/"+strconv.Itoa(pidfd), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("open host fdinfo of pidfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "fdinfo")
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return 0, fmt.Errorf("read host fdinfo of pidfd: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || n <= 0 {
+				return 0, fmt.Errorf("host pid of child: bad fdinfo line %q", line)
+			}
+			return n, nil
+		}
+	}
+	return 0, errors.New("host pid of child: no Pid line in pidfd fdinfo")
+}
+
+// spawnStub starts a restore stub with PID r.PID. Precondition: on the
+// spawner thread, which also serializes the use of ns_last_pid.
+func (s *initServer) spawnStub(r request) (pid, hostPID int, err error) {
+	if _, err := os.Stat("/proc/" + strconv.Itoa(r.PID)); err == nil {
+		return 0, 0, fmt.Errorf("spawn stub: pid %d is in use", r.PID)
+	}
+	f, err := execMemfd("ckpt-stub", r.ELF)
+	if err != nil {
+		return 0, 0, fmt.Errorf("spawn stub: %w", err)
+	}
+	defer f.Close()
+	attr := &syscall.ProcAttr{
+		Files: []uintptr{0, 1, 2},
+		Sys:   &syscall.SysProcAttr{AmbientCaps: stubCaps},
+	}
+	if err := writeLastPID(r.PID - 1); err != nil {
+		return 0, 0, fmt.Errorf("spawn stub: %w", err)
+	}
+	path := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+	pid, hostPID, err = s.forkExec(path, []string{"ckpt-stub"}, attr, r.PID)
+	if err != nil {
+		return 0, 0, fmt.Errorf("spawn stub with pid %d: %w", r.PID, err)
+	}
+	return pid, hostPID, nil
+}
+
+// lookPath finds the executable argv0 as execvp would with the job's PATH:
+// names with a slash are taken as they are (relative to dir when relative).
+func lookPath(argv0 string, env []string, dir string) (string, error) {
+	if strings.Contains(argv0, "/") {
+		return argv0, nil
+	}
+	pathVar := "/usr/local/bin:/usr/bin:/bin"
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			pathVar = v
+		}
+	}
+	for _, d := range filepath.SplitList(pathVar) {
+		if d == "" {
+			d = "."
+		}
+		cand := filepath.Join(d, argv0)
+		check := cand
+		if !filepath.IsAbs(cand) && dir != "" {
+			check = filepath.Join(dir, cand)
+		}
+		if fi, err := os.Stat(check); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			if !filepath.IsAbs(cand) {
+				// Keep it relative to the job's directory, where exec runs.
+				return "./" + cand, nil
+			}
+			return cand, nil
+		}
+	}
+	return "", errors.New("executable file not found in $PATH")
+}

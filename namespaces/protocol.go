@@ -1,0 +1,54 @@
+package namespaces
+
+// The supervisor and init talk over a socketpair on init's fd 3, one JSON
+// value per message in each direction. The supervisor sends one request at a
+// time and waits for its reply; init may send an exit event at any moment.
+
+// Fds init is started with, besides stdin, stdout and stderr.
+const (
+	controlFd = 3
+	exeFd     = 4
+)
+
+// Request operations.
+const (
+	opRun    = "run"
+	opSpawn  = "spawn"
+	opSignal = "signal"
+)
+
+// request is one supervisor-to-init message.
+type request struct {
+	Op string `json:"op"`
+	// Run.
+	Argv []string `json:"argv,omitempty"`
+	Env  []string `json:"env,omitempty"`
+	Dir  string   `json:"dir,omitempty"`
+	// Spawn.
+	ELF []byte `json:"elf,omitempty"`
+	PID int    `json:"pid,omitempty"`
+	// Signal.
+	Signal int `json:"signal,omitempty"`
+}
+
+// initConfig is the first message, sent by the supervisor right after init
+// starts, with what init needs before it can report ready.
+type initConfig struct {
+	TimeNamespace bool  `json:"time_namespace"`
+	MonotonicNs   int64 `json:"monotonic_ns"`
+	BoottimeNs    int64 `json:"boottime_ns"`
+}
+
+// message is one init-to-supervisor message: the ready report, a reply to
+// the current request, or the exit event of the job's main process.
+type message struct {
+	Ready bool `json:"ready,omitempty"`
+	Reply bool `json:"reply,omitempty"`
+	PID   int  `json:"pid,omitempty"`
+	// HostPID is PID's number in the host PID namespace. Init reads it while
+	// the child cannot have been reaped yet: the supervisor could not find
+	// it afterwards if the process exited at once.
+	HostPID int         `json:"host_pid,omitempty"`
+	Error   string      `json:"error,omitempty"`
+	Exit    *ExitStatus `json:"exit,omitempty"`
+}
