@@ -140,9 +140,12 @@ func dumpProcess(t *ptrace.Tracer, job *stoppedJob, opts CheckpointOptions) (*im
 		pages.Close()
 		return nil, 0, err
 	}
+	t0 := time.Now()
 	derr := d.dump(p.VMAs)
+	t1 := time.Now()
 	werr := d.close()
 	cerr := pages.Close()
+	opts.Log.Debugf("pid %d: read pages in %v, wrote %d bytes by %v", p.PID, t1.Sub(t0), d.bytes, time.Since(t0))
 	for _, e := range []error{derr, werr, cerr} {
 		if e != nil {
 			return nil, 0, fmt.Errorf("pid %d: memory: %w", p.PID, e)

@@ -86,6 +86,11 @@ func classifyVMA(pid int, m *proc.Mapping) (image.VMA, error) {
 // dumpPage reports whether a page with pagemap entry e in a VMA of kind k
 // holds data that only the image can give back.
 func dumpPage(k image.VMAKind, e uint64) bool {
+	if e&proc.PageGuardRegion != 0 {
+		// A guard region reads as swapped but has no data; reading it
+		// faults. It is re-installed from VMA.GuardPages.
+		return false
+	}
 	switch k {
 	case image.VMAAnon:
 		return e&(proc.PagePresent|proc.PageSwapped) != 0

@@ -192,7 +192,15 @@ func (d *pageDumper) flush(buf []byte) ([]byte, error) {
 			return buf, fmt.Errorf("process_vm_readv of %d at %#x: %w", d.pid, remote[0].Base, err)
 		}
 		if got != want {
-			return buf, fmt.Errorf("process_vm_readv of %d: read %d of %d bytes", d.pid, got, want)
+			at := uintptr(0)
+			for i, n := 0, 0; i < len(remote); i++ {
+				if n+remote[i].Len > got {
+					at = remote[i].Base + uintptr(got-n)
+					break
+				}
+				n += remote[i].Len
+			}
+			return buf, fmt.Errorf("process_vm_readv of %d: read %d of %d bytes, stopped at %#x", d.pid, got, want, at)
 		}
 	}
 	var segs []segment

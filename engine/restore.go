@@ -127,7 +127,34 @@ func (r *restorer) start(sp Spawner) (int, error) {
 		return 0, err
 	}
 	r.remote = remote{pid: pid, main: main, scratch: layout.Scratch, size: layout.ScratchSize}
+	if err := r.unmapStubFile(); err != nil {
+		unix.Kill(pid, unix.SIGKILL)
+		return 0, err
+	}
 	return pid, nil
+}
+
+// unmapStubFile replaces the stub's file-backed code and scratch pages with
+// anonymous ones holding the same code, so the stub's executable is no
+// longer mapped and prctl(PR_SET_MM_MAP) may point /proc/pid/exe at the
+// job's executable. The replacing mmap pulls the code page from under the
+// running step; the step still ends at gadget+2, where the new page has
+// the same bytes once they are written.
+func (r *restorer) unmapStubFile() error {
+	l := r.layout
+	size := l.Scratch + l.ScratchSize - l.Base
+	if _, err := r.main.Call("mmap stub", unix.SYS_MMAP, l.Base, size, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED, ^uint64(0), 0); err != nil {
+		return err
+	}
+	if err := r.write(l.Base, stub.Code()); err != nil {
+		return err
+	}
+	if _, err := r.main.Call("mprotect stub", unix.SYS_MPROTECT, l.Base, pageSize, unix.PROT_READ|unix.PROT_EXEC); err != nil {
+		return err
+	}
+	_, err := r.main.Call("mprotect scratch", unix.SYS_MPROTECT, l.Scratch, l.ScratchSize, unix.PROT_READ|unix.PROT_WRITE)
+	return err
 }
 
 // run performs the restore steps in the order the kernel needs them: the

@@ -169,6 +169,11 @@ func (w *Writer) Commit(m *Manifest) error {
 		sums = append(sums, *d.sum)
 	}
 	sort.Slice(sums, func(i, j int) bool { return sums[i].Name < sums[j].Name })
+	for _, sum := range sums {
+		if err := syncFile(filepath.Join(w.Dir, sum.Name)); err != nil {
+			return fmt.Errorf("commit generation %d: %w", w.Gen, err)
+		}
+	}
 	m.Files = sums
 	m.Generation = w.Gen
 	m.FormatVersion = FormatVersion
@@ -199,6 +204,19 @@ func (w *Writer) Commit(m *Manifest) error {
 		return fmt.Errorf("commit generation %d: %w", w.Gen, err)
 	}
 	logrus.Debugf("committed checkpoint generation %d (%d files)", w.Gen, len(sums))
+	return nil
+}
+
+// syncFile makes one written data file durable.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", filepath.Base(path), err)
+	}
 	return nil
 }
 
@@ -245,7 +263,7 @@ func writeFileSync(path string, b []byte) error {
 // DataFile is one data file being written. Writes are hashed and counted as
 // they come, gathered into large chunks and written by a background
 // goroutine, so the caller's next read of process memory overlaps with the
-// disk. Close flushes, fsyncs and records the file's FileSum.
+// disk. Close flushes and records the file's FileSum; Commit fsyncs.
 type DataFile struct {
 	name string
 	gen  int
@@ -344,10 +362,6 @@ func (d *DataFile) flusher() {
 				err = fmt.Errorf("generation %d: write %s: %w", d.gen, d.name, err)
 				d.flushErr.Store(&err)
 			} else {
-				// Start writeback now rather than at fsync time, so the
-				// final fsync is short and dirty pages do not pile up. It
-				// is only a hint: some file systems do not support it.
-				_ = unix.SyncFileRange(int(d.f.Fd()), off, int64(n), unix.SYNC_FILE_RANGE_WRITE)
 				off += int64(n)
 			}
 		}
@@ -380,7 +394,7 @@ func (d *DataFile) finish() error {
 	}
 }
 
-// Close writes what is left, fsyncs and closes the file, and records its
+// Close writes what is left and closes the file, and records its
 // size and SHA-256 for the manifest.
 func (d *DataFile) Close() error {
 	if d.closed {
@@ -397,11 +411,8 @@ func (d *DataFile) Close() error {
 		err = d.err
 	}
 	d.closed = true
-	if err == nil {
-		if serr := d.f.Sync(); serr != nil {
-			err = fmt.Errorf("generation %d: sync %s: %w", d.gen, d.name, serr)
-		}
-	}
+	// No fsync here: Close ends the part of a checkpoint during which the
+	// job is stopped, and Commit makes every file durable afterwards.
 	if cerr := d.f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("generation %d: close %s: %w", d.gen, d.name, cerr)
 	}

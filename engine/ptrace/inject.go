@@ -78,6 +78,13 @@ func (th *Thread) SyscallEvent(onEvent func(event int) error, nr uintptr, args .
 			continue
 		}
 		sig := stop.Signal()
+		switch sig {
+		case unix.SIGSEGV, unix.SIGBUS, unix.SIGILL, unix.SIGFPE:
+			// A fault raised by the injected step itself: stepping
+			// again would fault again.
+			regs, _ := th.t.GetRegs(th.TID)
+			return 0, fmt.Errorf("inject syscall %d in %d: %v at rip %#x", nr, th.TID, sig, regs.Rip)
+		}
 		if sig != unix.SIGTRAP {
 			// A signal was dequeued instead of our step completing; keep
 			// it for re-delivery and step again.

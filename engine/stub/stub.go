@@ -43,6 +43,16 @@ var code = []byte{
 
 const gadgetOffset = codeOffset + 9
 
+// Code returns the bytes of the stub's code page, as loaded at base: a
+// restorer copies them into an anonymous page so that nothing of the stub's
+// executable file stays mapped (the kernel refuses to change /proc/pid/exe
+// while the old executable is still mapped).
+func Code() []byte {
+	page := make([]byte, pageSize)
+	copy(page[codeOffset:], code)
+	return page
+}
+
 // Size is the length of the address range a stub with the given scratch
 // size reserves, parking room included.
 func Size(scratchSize uint64) uint64 {
