@@ -1,0 +1,34 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+)
+
+// ckptDirFlag is the --ckpt-dir flag shared by every command.
+var ckptDirFlag = &cli.StringFlag{
+	Name:  "ckpt-dir",
+	Usage: "checkpoint directory (default: $CKPT_APPTAINER_DIR, else $DMTCP_CHECKPOINT_DIR, else ./ckpt)",
+}
+
+// ckptDir resolves the checkpoint directory. $DMTCP_CHECKPOINT_DIR is
+// honoured so sites that already export it need no change.
+func ckptDir(c *cli.Context) (string, error) {
+	dir := c.String("ckpt-dir")
+	for _, env := range []string{"CKPT_APPTAINER_DIR", "DMTCP_CHECKPOINT_DIR"} {
+		if dir == "" {
+			dir = os.Getenv(env)
+		}
+	}
+	if dir == "" {
+		dir = "ckpt"
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("checkpoint directory %s: %w", dir, err)
+	}
+	return abs, nil
+}

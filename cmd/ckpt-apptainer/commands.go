@@ -1,0 +1,104 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+)
+
+func logrusLogger() logrus.FieldLogger { return logrus.StandardLogger() }
+
+func checkpointCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "checkpoint",
+		Usage: "checkpoint the running job now",
+		Flags: []cli.Flag{
+			ckptDirFlag,
+			&cli.BoolFlag{Name: "kill", Usage: "stop the job once the checkpoint is safely on disk"},
+			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Minute, Usage: "how long to wait for the checkpoint"},
+		},
+		Action: func(c *cli.Context) error {
+			dir, err := ckptDir(c)
+			if err != nil {
+				return err
+			}
+			res, err := requestCheckpoint(dir, c.Bool("kill"), c.Duration("timeout"))
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				return json.NewEncoder(os.Stdout).Encode(res)
+			}
+			fmt.Printf("generation %d: %s in %v (job stopped %v)\n", res.Generation, humanBytes(res.Bytes),
+				res.Duration.Round(time.Millisecond), res.Stopped.Round(time.Millisecond))
+			return nil
+		},
+	}
+}
+
+// listEntry is one generation as `list --json` prints it.
+type listEntry struct {
+	Generation int       `json:"generation"`
+	Time       time.Time `json:"time"`
+	SizeBytes  int64     `json:"size_bytes"`
+	Processes  int       `json:"processes"`
+	Valid      bool      `json:"valid"`
+	Latest     bool      `json:"latest"`
+	Error      string    `json:"error,omitempty"`
+}
+
+func listCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "list",
+		Usage: "list the checkpoint generations and whether they verify",
+		Flags: []cli.Flag{
+			ckptDirFlag,
+			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+		},
+		Action: func(c *cli.Context) error {
+			dir, err := ckptDir(c)
+			if err != nil {
+				return err
+			}
+			st, err := image.OpenStore(dir, false)
+			if err != nil {
+				return err
+			}
+			infos, err := st.List(true)
+			if err != nil {
+				return err
+			}
+			out := []listEntry{}
+			for _, i := range infos {
+				out = append(out, listEntry{Generation: i.Generation, Time: i.Time, SizeBytes: i.SizeBytes,
+					Processes: i.Processes, Valid: i.Valid, Latest: i.Latest, Error: i.Error})
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(out)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "GENERATION\tTIME\tSIZE\tPROCESSES\tSTATUS")
+			for _, e := range out {
+				status := "ok"
+				if !e.Valid {
+					status = "BAD: " + e.Error
+				}
+				if e.Latest {
+					status += " (latest)"
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\n", e.Generation, e.Time.Local().Format(time.DateTime), humanBytes(e.SizeBytes), e.Processes, status)
+			}
+			return tw.Flush()
+		},
+	}
+}

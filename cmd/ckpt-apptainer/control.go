@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The control socket lives in the checkpoint directory (0700), so only its
+// owner can reach it; the socket itself is 0600 as well.
+const controlName = "control.sock"
+
+// maxSocketPath is the room in sockaddr_un.sun_path.
+const maxSocketPath = 107
+
+func controlPath(dir string) string { return filepath.Join(dir, controlName) }
+
+// controlRequest is one line a client sends.
+type controlRequest struct {
+	Op   string `json:"op"` // "checkpoint"
+	Kill bool   `json:"kill,omitempty"`
+}
+
+// listenControl serves checkpoint requests for s until the listener closes.
+func listenControl(dir string, s *supervisor) (net.Listener, error) {
+	path := controlPath(dir)
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("control socket path %s is %d bytes, more than the %d a unix socket allows: use a shorter --ckpt-dir", path, len(path), maxSocketPath)
+	}
+	// A socket left by a supervisor that died: the directory lock we hold
+	// proves nobody serves it.
+	os.Remove(path)
+	old := unix.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serveControl(conn, s)
+		}
+	}()
+	return ln, nil
+}
+
+func serveControl(conn net.Conn, s *supervisor) {
+	defer conn.Close()
+	var req controlRequest
+	if err := json.NewDecoder(bufio.NewReader(conn)).Decode(&req); err != nil {
+		json.NewEncoder(conn).Encode(checkpointResult{Error: "bad request: " + err.Error()})
+		return
+	}
+	var res *checkpointResult
+	var err error
+	switch req.Op {
+	case "checkpoint":
+		res, err = s.checkpointLogged(req.Kill)
+	default:
+		err = fmt.Errorf("unknown operation %q", req.Op)
+	}
+	if err != nil {
+		res = &checkpointResult{Error: err.Error()}
+	}
+	json.NewEncoder(conn).Encode(res)
+	if err == nil && req.Kill {
+		s.sb.Kill()
+	}
+}
+
+// requestCheckpoint asks the supervisor serving dir for a checkpoint.
+func requestCheckpoint(dir string, kill bool, timeout time.Duration) (*checkpointResult, error) {
+	conn, err := net.DialTimeout("unix", controlPath(dir), 5*time.Second)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
+			return nil, fmt.Errorf("no running job supervises checkpoint directory %s (start one with `ckpt-apptainer launch` or `restart`)", dir)
+		}
+		return nil, fmt.Errorf("connect to the supervisor: %w", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(timeout))
+	if err := json.NewEncoder(conn).Encode(controlRequest{Op: "checkpoint", Kill: kill}); err != nil {
+		return nil, fmt.Errorf("send request: %w", err)
+	}
+	var res checkpointResult
+	if err := json.NewDecoder(conn).Decode(&res); err != nil {
+		return nil, fmt.Errorf("read the supervisor's answer: %w", err)
+	}
+	if res.Error != "" {
+		return nil, fmt.Errorf("checkpoint failed: %s", res.Error)
+	}
+	return &res, nil
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
+)
+
+func restartCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "restart",
+		Usage:     "resume a job from its newest good checkpoint (or GENERATION)",
+		ArgsUsage: "[GENERATION]",
+		Flags: append(jobFlags(),
+			&cli.BoolFlag{Name: "no-rollback", Usage: "keep files the job writes at their current length instead of cutting them back to their length at checkpoint time"},
+		),
+		Action: restart,
+	}
+}
+
+func restart(c *cli.Context) error {
+	s, err := openSupervisor(c)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	gen, err := pickGeneration(c, s.store)
+	if err != nil {
+		return err
+	}
+	m := gen.Manifest
+	s.job = m.Job
+	s.log.Infof("restarting %q from generation %d (%s)", commandLine(m.Job.Argv), gen.Gen, m.Created.Local().Format(time.DateTime))
+
+	if err := s.makeCgroup(c); err != nil {
+		return err
+	}
+	if s.cg != nil && m.Cgroup != nil && m.Cgroup.Resources != nil {
+		warnings, err := s.cg.Apply(m.Cgroup.Resources)
+		if err != nil {
+			return fmt.Errorf("job cgroup limits: %w", err)
+		}
+		for _, w := range warnings {
+			s.log.Warnf("job cgroup: %s", w)
+		}
+	}
+	opts := namespaces.Options{TimeNamespace: !c.Bool("no-timens") && m.Time != nil}
+	if opts.TimeNamespace {
+		mono, boot := hostClocks()
+		opts.MonotonicOffset = time.Duration(m.Time.MonotonicNs) - mono
+		opts.BoottimeOffset = time.Duration(m.Time.BoottimeNs) - boot
+	}
+	if err := s.startSandbox(opts); err != nil {
+		return err
+	}
+	res, err := engine.Restore(engine.RestoreOptions{
+		Dir: gen.Dir, Manifest: m, Spawner: s.sb, NoRollback: c.Bool("no-rollback"), Log: s.log,
+	})
+	if err != nil {
+		s.sb.Kill()
+		return err
+	}
+	s.jobPID = res.HostPID
+	s.log.Infof("restored generation %d: %s in %v", gen.Gen, humanBytes(res.Bytes), res.Duration.Round(time.Millisecond))
+	return s.supervise()
+}
+
+// pickGeneration opens the generation named on the command line, or the
+// newest one whose checksums verify.
+func pickGeneration(c *cli.Context, st *image.Store) (*image.Generation, error) {
+	if c.NArg() > 1 {
+		return nil, fmt.Errorf("restart: at most one GENERATION argument, got %d", c.NArg())
+	}
+	if c.NArg() == 1 {
+		n, err := strconv.Atoi(c.Args().First())
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("restart: GENERATION must be a positive number, got %q (see `ckpt-apptainer list`)", c.Args().First())
+		}
+		g, err := st.Open(n)
+		if err != nil {
+			return nil, err
+		}
+		if err := g.Verify(); err != nil {
+			return nil, err
+		}
+		return g, nil
+	}
+	g, err := st.NewestGood(logrusLogger())
+	if err != nil {
+		return nil, fmt.Errorf("%w (checkpoint directory %s)", err, st.Dir)
+	}
+	return g, nil
+}
+
+// hostClocks reads the host's CLOCK_MONOTONIC and CLOCK_BOOTTIME.
+func hostClocks() (mono, boot time.Duration) {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	mono = time.Duration(ts.Nano())
+	unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	boot = time.Duration(ts.Nano())
+	return mono, boot
+}

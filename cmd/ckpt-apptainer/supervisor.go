@@ -1,0 +1,330 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/cgroup"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
+)
+
+// exitCheckpointed is the supervisor's exit status when it stopped the job
+// after a checkpoint (SIGTERM, or `checkpoint --kill`): 128+SIGTERM, what a
+// batch system expects from a job that ended on SIGTERM.
+const exitCheckpointed = 128 + int(syscall.SIGTERM)
+
+// jobFlags are the flags launch and restart share.
+func jobFlags() []cli.Flag {
+	return []cli.Flag{
+		ckptDirFlag,
+		&cli.IntFlag{Name: "interval", Aliases: []string{"i"}, Usage: "checkpoint every `SECONDS` (0: only on request)"},
+		&cli.IntFlag{Name: "keep", Value: 2, Usage: "keep the newest `N` generations (0: keep all)"},
+		&cli.StringFlag{Name: "cgroup-parent", Usage: "writable (delegated) cgroup `DIR` to create the job cgroup in (v2 directory or v1 freezer directory)"},
+		&cli.BoolFlag{Name: "no-cgroup", Usage: "do not use a cgroup; stop the job with ptrace alone"},
+		&cli.BoolFlag{Name: "no-timens", Usage: "do not give the job a time namespace (its CLOCK_MONOTONIC then jumps across a restart)"},
+	}
+}
+
+// supervisor owns one running job: its sandbox, cgroup, checkpoint store,
+// timer, control socket and signals.
+type supervisor struct {
+	log      logrus.FieldLogger
+	dir      string
+	store    *image.Store
+	unlock   func()
+	cg       *cgroup.Cgroup // nil: ptrace-only
+	sb       *namespaces.Sandbox
+	job      image.Job
+	jobPID   int // host pid of the job's main process
+	interval time.Duration
+	keep     int
+
+	// mu serializes checkpoints; stopped is set once a checkpoint ended the
+	// job on purpose, so the exit status says so.
+	mu      sync.Mutex
+	stopped bool
+}
+
+// openSupervisor resolves and locks the checkpoint directory.
+func openSupervisor(c *cli.Context) (*supervisor, error) {
+	dir, err := ckptDir(c)
+	if err != nil {
+		return nil, err
+	}
+	st, err := image.OpenStore(dir, true)
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := st.Lock()
+	if err != nil {
+		return nil, err
+	}
+	if err := st.CleanStale(); err != nil {
+		logrus.Warnf("checkpoint directory %s: %v", dir, err)
+	}
+	s := &supervisor{
+		log:      logrus.StandardLogger(),
+		dir:      dir,
+		store:    st,
+		unlock:   unlock,
+		interval: time.Duration(c.Int("interval")) * time.Second,
+		keep:     c.Int("keep"),
+	}
+	if c.Int("interval") < 0 {
+		unlock()
+		return nil, fmt.Errorf("--interval %d: must be 0 or more seconds", c.Int("interval"))
+	}
+	return s, nil
+}
+
+// makeCgroup creates the job cgroup, or returns nil when the job is to be
+// stopped with ptrace alone.
+func (s *supervisor) makeCgroup(c *cli.Context) error {
+	if c.Bool("no-cgroup") {
+		s.log.Info("no job cgroup (--no-cgroup): checkpoints stop the job with ptrace alone")
+		return nil
+	}
+	cg, err := cgroup.Create(cgroup.Options{Parent: c.String("cgroup-parent"), Name: fmt.Sprintf("ckpt-%d", os.Getpid())})
+	if errors.Is(err, cgroup.ErrNoWritableCgroup) && c.String("cgroup-parent") == "" {
+		s.log.Infof("%v: checkpoints stop the job with ptrace alone", err)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("job cgroup: %w (use --cgroup-parent to name a writable cgroup, or --no-cgroup)", err)
+	}
+	s.cg = cg
+	s.log.Debugf("job cgroup %s (%s)", cg.Path(), cg.Version())
+	return nil
+}
+
+// startSandbox starts the sandbox and puts its init into the job cgroup
+// before anything of the job runs.
+func (s *supervisor) startSandbox(opts namespaces.Options) error {
+	sb, err := namespaces.Start(opts)
+	if err != nil {
+		return err
+	}
+	s.sb = sb
+	if s.cg != nil {
+		if err := s.cg.AddProc(sb.InitPID()); err != nil {
+			sb.Kill()
+			return fmt.Errorf("move the sandbox into cgroup %s: %w", s.cg.Path(), err)
+		}
+	}
+	return nil
+}
+
+// close releases the cgroup, the control socket and the directory lock.
+func (s *supervisor) close() {
+	if s.cg != nil {
+		if err := s.cg.Remove(); err != nil {
+			s.log.Warnf("remove job cgroup: %v", err)
+		}
+	}
+	os.Remove(controlPath(s.dir))
+	s.unlock()
+}
+
+// supervise runs until the job ends and returns the supervisor's exit
+// status: the job's own, or exitCheckpointed when a checkpoint stopped it.
+func (s *supervisor) supervise() error {
+	ln, err := listenControl(s.dir, s)
+	if err != nil {
+		s.sb.Kill()
+		return err
+	}
+	defer ln.Close()
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+
+	exited := make(chan namespaces.ExitStatus, 1)
+	go func() {
+		st, err := s.sb.Wait()
+		if err != nil {
+			s.log.Errorf("job: %v", err)
+			st = namespaces.ExitStatus{Code: 1}
+		}
+		exited <- st
+	}()
+
+	var tick <-chan time.Time
+	if s.interval > 0 {
+		t := time.NewTicker(s.interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case st := <-exited:
+			return s.finish(st)
+		case <-tick:
+			s.checkpointLogged(false)
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGUSR1:
+				s.checkpointLogged(false)
+			case syscall.SIGTERM:
+				s.log.Info("SIGTERM: taking a final checkpoint, then stopping the job")
+				if _, err := s.checkpointLogged(true); err != nil {
+					s.log.Warn("the final checkpoint failed; stopping the job anyway, the previous generation stays")
+					s.mu.Lock()
+					s.stopped = true
+					s.mu.Unlock()
+					s.sb.Kill()
+				}
+			default:
+				if err := s.sb.ForwardSignal(sig.(syscall.Signal)); err != nil {
+					s.log.Debugf("forward %v: %v", sig, err)
+				}
+			}
+		}
+	}
+}
+
+func (s *supervisor) finish(st namespaces.ExitStatus) error {
+	s.mu.Lock()
+	stopped := s.stopped
+	s.mu.Unlock()
+	if stopped {
+		s.log.Infof("job stopped after its checkpoint; resume it with: ckpt-apptainer restart --ckpt-dir %s", s.dir)
+		return exitStatus(exitCheckpointed)
+	}
+	if st.Signal != 0 {
+		s.log.Infof("job killed by signal %v", st.Signal)
+	} else {
+		s.log.Debugf("job exited with status %d", st.Code)
+	}
+	if st.Code == 0 {
+		return nil
+	}
+	return exitStatus(st.Code)
+}
+
+// checkpointResult is what a checkpoint request answers.
+type checkpointResult struct {
+	Generation int           `json:"generation"`
+	Bytes      int64         `json:"bytes"`
+	Duration   time.Duration `json:"duration_ns"`
+	Stopped    time.Duration `json:"stopped_ns"`
+	Error      string        `json:"error,omitempty"`
+}
+
+// checkpointLogged takes a checkpoint and logs the outcome for the user.
+func (s *supervisor) checkpointLogged(kill bool) (*checkpointResult, error) {
+	res, err := s.checkpoint(kill)
+	if err != nil {
+		s.log.Errorf("checkpoint failed: %v (the job keeps running; earlier generations are intact)", err)
+		return nil, err
+	}
+	s.log.Infof("checkpoint generation %d: %s in %v (job stopped %v)", res.Generation, humanBytes(res.Bytes),
+		res.Duration.Round(time.Millisecond), res.Stopped.Round(time.Millisecond))
+	return res, nil
+}
+
+// checkpoint takes one generation. With kill the job is ended once the
+// generation is on disk; a failed checkpoint never ends it.
+func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return nil, fmt.Errorf("the job was already stopped by a checkpoint")
+	}
+	w, err := s.store.Begin()
+	if err != nil {
+		return nil, err
+	}
+	m := s.manifest()
+	opts := engine.CheckpointOptions{
+		InitPID:  s.sb.InitPID(),
+		Writer:   w,
+		Manifest: m,
+		Stdio:    engine.Stdio{PID: os.Getpid()},
+		Kill:     kill,
+		Log:      s.log,
+		Commit: func() error {
+			// The clocks are read after the job stopped, so they never
+			// run backwards for it across a restart.
+			if mono, boot, err := namespaces.JobClocks(s.jobPID); err == nil {
+				m.Time = &image.TimeNamespace{MonotonicNs: mono.Nanoseconds(), BoottimeNs: boot.Nanoseconds()}
+			} else {
+				s.log.Debugf("job clocks: %v", err)
+			}
+			return w.Commit(m)
+		},
+	}
+	if s.cg != nil {
+		opts.Freezer = s.cg
+	}
+	stats, err := engine.Checkpoint(opts)
+	if err != nil {
+		w.Abort()
+		return nil, err
+	}
+	if kill {
+		s.stopped = true
+	}
+	if err := s.store.Prune(s.keep); err != nil {
+		s.log.Warnf("remove old generations: %v", err)
+	}
+	return &checkpointResult{Generation: w.Gen, Bytes: stats.PageBytes, Duration: stats.Duration, Stopped: stats.StoppedFor}, nil
+}
+
+// manifest starts the manifest of a new generation with what the
+// supervisor knows about the job.
+func (s *supervisor) manifest() *image.Manifest {
+	var u unix.Utsname
+	unix.Uname(&u)
+	host, _ := os.Hostname()
+	m := &image.Manifest{
+		ToolVersion: version,
+		Kernel:      unix.ByteSliceToString(u.Release[:]),
+		Arch:        runtime.GOARCH,
+		Host:        host,
+		Job:         s.job,
+		Cgroup:      &image.Cgroup{Version: "none"},
+	}
+	if ns, err := namespaces.Namespaces(s.jobPID); err == nil {
+		m.Namespaces = ns
+	}
+	if mounts, err := namespaces.Mounts(s.jobPID); err == nil {
+		m.Mounts = mounts
+	}
+	if s.cg != nil {
+		m.Cgroup = &image.Cgroup{Version: string(s.cg.Version()), Path: s.cg.Path()}
+		if res, err := s.cg.Resources(); err == nil {
+			m.Cgroup.Resources = res
+		} else {
+			s.log.Debugf("cgroup limits: %v", err)
+		}
+	}
+	return m
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	default:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+}
+
+// commandLine renders argv for log lines.
+func commandLine(argv []string) string { return strings.Join(argv, " ") }
