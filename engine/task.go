@@ -245,10 +245,21 @@ type capUserData struct {
 	Effective, Permitted, Inheritable uint32
 }
 
-const (
-	linuxCapabilityVersion3 = 0x20080522
-	lastCap                 = 63
-)
+const linuxCapabilityVersion3 = 0x20080522
+
+// lastCap is the highest capability this kernel knows; dropping beyond it
+// from the bounding set fails.
+func lastCap() int {
+	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if err != nil {
+		return 40
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 40
+	}
+	return n
+}
 
 // restoreCreds drops the thread's capabilities to the recorded sets. The
 // stub started with the ones the restore needs (clone3 set_tid, exe
@@ -263,11 +274,12 @@ func (r *restorer) restoreCreds(th *ptrace.Thread, c *image.Creds) error {
 	if _, err := th.Call("prctl(PR_CAP_AMBIENT_CLEAR_ALL)", unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
 		return err
 	}
-	for c2 := 0; c2 <= lastCap; c2++ {
+	top := lastCap()
+	for c2 := 0; c2 <= top; c2++ {
 		if c.CapBnd&(1<<c2) != 0 {
 			continue
 		}
-		if _, err := th.Syscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uint64(c2)); err != nil {
+		if _, err := th.Call("prctl(PR_CAPBSET_DROP)", unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uint64(c2)); err != nil {
 			return err
 		}
 	}
@@ -287,7 +299,7 @@ func (r *restorer) restoreCreds(th *ptrace.Thread, c *image.Creds) error {
 	if _, err := th.Call("capset", unix.SYS_CAPSET, hdrAddr, dataAddr); err != nil {
 		return err
 	}
-	for c2 := 0; c2 <= lastCap; c2++ {
+	for c2 := 0; c2 <= top; c2++ {
 		if c.CapAmb&(1<<c2) == 0 {
 			continue
 		}

@@ -53,9 +53,11 @@ type supervisor struct {
 	keep     int
 
 	// mu serializes checkpoints; stopped is set once a checkpoint ended the
-	// job on purpose, so the exit status says so.
-	mu      sync.Mutex
-	stopped bool
+	// job on purpose, so the exit status says so; lastFailed tells whether
+	// the final checkpoint before that failed.
+	mu         sync.Mutex
+	stopped    bool
+	lastFailed bool
 }
 
 // openSupervisor resolves and locks the checkpoint directory.
@@ -183,7 +185,7 @@ func (s *supervisor) supervise() error {
 				if _, err := s.checkpointLogged(true); err != nil {
 					s.log.Warn("the final checkpoint failed; stopping the job anyway, the previous generation stays")
 					s.mu.Lock()
-					s.stopped = true
+					s.stopped, s.lastFailed = true, true
 					s.mu.Unlock()
 					s.sb.Kill()
 				}
@@ -198,10 +200,14 @@ func (s *supervisor) supervise() error {
 
 func (s *supervisor) finish(st namespaces.ExitStatus) error {
 	s.mu.Lock()
-	stopped := s.stopped
+	stopped, failed := s.stopped, s.lastFailed
 	s.mu.Unlock()
 	if stopped {
-		s.log.Infof("job stopped after its checkpoint; resume it with: ckpt-apptainer restart --ckpt-dir %s", s.dir)
+		if failed {
+			s.log.Infof("job stopped; its last checkpoint failed, so a restart resumes from the generation before: ckpt-apptainer restart --ckpt-dir %s", s.dir)
+		} else {
+			s.log.Infof("job stopped after its checkpoint; resume it with: ckpt-apptainer restart --ckpt-dir %s", s.dir)
+		}
 		return exitStatus(exitCheckpointed)
 	}
 	if st.Signal != 0 {

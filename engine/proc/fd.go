@@ -3,7 +3,9 @@ package proc
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -34,11 +36,16 @@ func ReadFDs(pid int) ([]FD, error) {
 			continue
 		}
 		target, err := os.Readlink(dir + "/" + e.Name())
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // closed since the listing (only a running process does that)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("pid %d fd %d: %w", pid, n, err)
 		}
 		fd := FD{Num: n, Target: target}
-		if err := readFdinfo(pid, &fd); err != nil {
+		if err := readFdinfo(pid, &fd); errors.Is(err, fs.ErrNotExist) {
+			continue
+		} else if err != nil {
 			return nil, err
 		}
 		out = append(out, fd)

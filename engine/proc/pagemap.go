@@ -1,9 +1,9 @@
 package proc
 
 import (
-	"encoding/binary"
 	"fmt"
 	"os"
+	"unsafe"
 )
 
 // Pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst).
@@ -40,12 +40,13 @@ func (p *Pagemap) Read(start, end uint64, buf []uint64) ([]uint64, error) {
 		buf = make([]uint64, n)
 	}
 	buf = buf[:n]
-	raw := make([]byte, 8*n)
+	if n == 0 {
+		return buf, nil
+	}
+	// Entries are native-endian 64-bit words: read them in place.
+	raw := unsafe.Slice((*byte)(unsafe.Pointer(&buf[0])), 8*n)
 	if _, err := p.f.ReadAt(raw, int64(start/4096*8)); err != nil {
 		return nil, fmt.Errorf("read pagemap %#x-%#x: %w", start, end, err)
-	}
-	for i := range buf {
-		buf[i] = binary.LittleEndian.Uint64(raw[8*i:])
 	}
 	return buf, nil
 }

@@ -1,0 +1,146 @@
+package engine
+
+import (
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
+)
+
+func TestStubBase(t *testing.T) {
+	const size = 0x10000
+	tests := []struct {
+		name string
+		vmas []image.VMA
+		want uint64
+	}{
+		{"empty low memory", []image.VMA{{Start: 0x555555554000, End: 0x555555556000}}, 0x101000},
+		{"binary at 4 MiB leaves the low gap", []image.VMA{{Start: 0x400000, End: 0x500000}}, 0x101000},
+		{"low mapping pushes the stub up", []image.VMA{{Start: 0x100000, End: 0x180000}}, 0x181000},
+		{"gap too small is skipped", []image.VMA{{Start: 0x100000, End: 0x180000}, {Start: 0x185000, End: 0x200000}}, 0x201000},
+		{"vsyscall ignored", []image.VMA{{Start: 0xffffffffff600000, End: 0xffffffffff601000, Kind: image.VMAVsyscall}}, 0x101000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := stubBase(tt.vmas, size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Fatalf("stubBase = %#x, want %#x", got, tt.want)
+			}
+			for _, v := range tt.vmas {
+				if v.Kind != image.VMAVsyscall && got < v.End && v.Start < got+size {
+					t.Fatalf("stub %#x overlaps %#x-%#x", got, v.Start, v.End)
+				}
+			}
+		})
+	}
+	if _, err := stubBase([]image.VMA{{Start: 0x100000, End: 0x7f0000000000}}, size); err == nil {
+		t.Fatal("a full address space must be refused")
+	}
+}
+
+func TestDumpPage(t *testing.T) {
+	tests := []struct {
+		kind image.VMAKind
+		e    uint64
+		want bool
+	}{
+		{image.VMAAnon, proc.PagePresent, true},
+		{image.VMAAnon, proc.PageSwapped, true},
+		{image.VMAAnon, 0, false},
+		{image.VMAAnon, proc.PageSwapped | proc.PageGuardRegion, false},
+		{image.VMAFilePrivate, proc.PagePresent | proc.PageFileShared, false},
+		{image.VMAFilePrivate, proc.PagePresent, true},
+		{image.VMAFilePrivate, proc.PageSwapped, true},
+		{image.VMAFileShared, proc.PagePresent, false},
+		{image.VMAAnonShared, 0, true},
+		{image.VMAVDSO, proc.PagePresent, false},
+	}
+	for _, tt := range tests {
+		if got := dumpPage(tt.kind, tt.e); got != tt.want {
+			t.Errorf("dumpPage(%s, %#x) = %v, want %v", tt.kind, tt.e, got, tt.want)
+		}
+	}
+}
+
+func TestClassifyVMA(t *testing.T) {
+	tests := []struct {
+		path, perms string
+		want        image.VMAKind
+		err         string
+	}{
+		{"", "rw-p", image.VMAAnon, ""},
+		{"[heap]", "rw-p", image.VMAAnon, ""},
+		{"[stack]", "rw-p", image.VMAAnon, ""},
+		{"", "rw-s", image.VMAAnonShared, ""},
+		{"/dev/zero (deleted)", "rw-s", image.VMAAnonShared, ""},
+		{"[vdso]", "r-xp", image.VMAVDSO, ""},
+		{"[vvar]", "r--p", image.VMAVVar, ""},
+		{"[vvar_vclock]", "r--p", image.VMAVVarVClock, ""},
+		{"/bin/sh", "r-xp", image.VMAFilePrivate, ""},
+		{"/bin/sh", "r--s", image.VMAFileShared, ""},
+		{"/memfd:x (deleted)", "rw-s", "", "memfd"},
+		{"/SYSV00000000 (deleted)", "rw-s", "", "System V"},
+		{"/tmp/gone (deleted)", "rw-p", "", "deleted file"},
+		{"/no/such/file", "r--p", "", "no such file"},
+	}
+	for _, tt := range tests {
+		m := proc.Mapping{Start: 0x1000, End: 0x2000, Perms: tt.perms, Path: tt.path, VmFlags: []string{"rd", "gd", "hg"}}
+		v, err := classifyVMA(42, &m)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), "pid 42") {
+				t.Errorf("%q: error %v, want one naming pid 42 and %q", tt.path, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tt.path, err)
+			continue
+		}
+		if v.Kind != tt.want {
+			t.Errorf("%q %s: kind %s, want %s", tt.path, tt.perms, v.Kind, tt.want)
+		}
+		if strings.Join(v.VmFlags, ",") != "gd,hg" {
+			t.Errorf("%q: kept VmFlags %v, want gd,hg", tt.path, v.VmFlags)
+		}
+	}
+	m := proc.Mapping{Start: 0x1000, End: 0x2000, Perms: "r-xp", Path: "[stack]", VmFlags: []string{"gd"}}
+	v, _ := classifyVMA(1, &m)
+	if v.Prot != unix.PROT_READ|unix.PROT_EXEC || mmapFlags(&v)&unix.MAP_GROWSDOWN == 0 {
+		t.Errorf("prot %#x flags %#x: want r-x and MAP_GROWSDOWN", v.Prot, mmapFlags(&v))
+	}
+}
+
+func TestEpollEntries(t *testing.T) {
+	fd := proc.FD{Info: []string{
+		"tfd:        5 events:       19 data:                5  pos:0 ino:3 sdev:f",
+		"tfd:        7 events: 80000019 data:     7f00deadbeef  pos:0 ino:4 sdev:f",
+	}}
+	got, err := epollEntries(&fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []image.EpollEntry{{FD: 5, Events: 0x19, Data: 5}, {FD: 7, Events: 0x80000019, Data: 0x7f00deadbeef}}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	if _, err := epollEntries(&proc.FD{Info: []string{"tfd: x events: 1 data: 1"}}); err == nil {
+		t.Fatal("a malformed tfd must be an error")
+	}
+}
+
+func TestVMAsWithPages(t *testing.T) {
+	p := &image.Process{
+		VMAs: []image.VMA{{Start: 0x1000, End: 0x3000}, {Start: 0x3000, End: 0x5000}, {Start: 0x8000, End: 0x9000}},
+		PageRuns: []image.PageRun{{Addr: 0x1000, Pages: 1}, {Addr: 0x8000, Pages: 1}},
+	}
+	got := vmasWithPages(p)
+	if !got[0] || got[1] || !got[2] {
+		t.Fatalf("vmasWithPages = %v, want [true false true]", got)
+	}
+}
