@@ -74,8 +74,7 @@ func Checkpoint(opts CheckpointOptions) (*image.Stats, error) {
 			job.release()
 			return nil, fmt.Errorf("%w; the job keeps running", err)
 		}
-		unix.Kill(job.pid, unix.SIGKILL)
-		job.release()
+		job.kill()
 		stats.StoppedFor = time.Since(stopped)
 	}
 	stats.Duration = time.Since(start)

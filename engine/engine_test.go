@@ -136,7 +136,7 @@ func TestEpollEntries(t *testing.T) {
 
 func TestVMAsWithPages(t *testing.T) {
 	p := &image.Process{
-		VMAs: []image.VMA{{Start: 0x1000, End: 0x3000}, {Start: 0x3000, End: 0x5000}, {Start: 0x8000, End: 0x9000}},
+		VMAs:     []image.VMA{{Start: 0x1000, End: 0x3000}, {Start: 0x3000, End: 0x5000}, {Start: 0x8000, End: 0x9000}},
 		PageRuns: []image.PageRun{{Addr: 0x1000, Pages: 1}, {Addr: 0x8000, Pages: 1}},
 	}
 	got := vmasWithPages(p)

@@ -167,6 +167,22 @@ func (j *stoppedJob) waitAll() error {
 	return nil
 }
 
+// kill ends the stopped job. SIGKILL reaches traced threads too, but a
+// traced thread's exit is reported to the tracer first: until the tracer has
+// collected it, the real parent (the sandbox init) cannot reap the process.
+func (j *stoppedJob) kill() {
+	unix.Kill(j.pid, unix.SIGKILL)
+	for _, tid := range j.threads {
+		if !j.t.Seized(tid) {
+			continue
+		}
+		// WaitStop returns an error once the exit is collected.
+		for i := 0; i < 3 && j.t.Seized(tid); i++ {
+			j.t.WaitStop(tid, stopTimeout)
+		}
+	}
+}
+
 // release detaches every thread, letting the job run on.
 func (j *stoppedJob) release() {
 	for _, tid := range j.threads {

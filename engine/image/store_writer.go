@@ -27,7 +27,7 @@ const ioChunk = 4 << 20
 // writeDepth is how many chunks a DataFile may have in flight: one being
 // filled by the caller while the others are written, so hashing and the
 // caller's own work overlap with the disk.
-const writeDepth = 3
+const writeDepth = 4
 
 // chunkPool recycles ioChunk buffers between files and generations.
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, ioChunk); return &b }}
@@ -275,7 +275,8 @@ type DataFile struct {
 
 	// The flusher goroutine, started with the first full chunk.
 	started  bool
-	full     chan *[]byte          // chunks to write, in order
+	full     chan *[]byte          // chunks to hash, in order
+	hashed   chan *[]byte          // chunks to write, in order
 	free     chan *[]byte          // written chunks, for reuse
 	done     chan struct{}         // closed when the flusher has returned
 	flushErr atomic.Pointer[error] // the flusher's first write error
@@ -297,7 +298,6 @@ func (d *DataFile) Write(p []byte) (int, error) {
 	if d.err != nil {
 		return 0, d.err
 	}
-	d.h.Write(p)
 	written := 0
 	for len(p) > 0 {
 		if d.buf == nil {
@@ -339,8 +339,10 @@ func (d *DataFile) queue() {
 	if !d.started {
 		d.started = true
 		d.full = make(chan *[]byte, writeDepth)
+		d.hashed = make(chan *[]byte, writeDepth)
 		d.free = make(chan *[]byte, writeDepth)
 		d.done = make(chan struct{})
+		go d.hasher()
 		go d.flusher()
 	}
 	d.full <- d.buf
@@ -350,12 +352,23 @@ func (d *DataFile) queue() {
 	}
 }
 
+// hasher hashes chunks in order and passes them on to the flusher. It is a
+// stage of its own so that hashing, the caller's reads of process memory
+// and the disk writes all overlap.
+func (d *DataFile) hasher() {
+	defer close(d.hashed)
+	for b := range d.full {
+		d.h.Write(*b)
+		d.hashed <- b
+	}
+}
+
 // flusher writes chunks in order until full is closed. After a write error
 // it only recycles chunks, so the caller never blocks.
 func (d *DataFile) flusher() {
 	defer close(d.done)
 	var off int64
-	for b := range d.full {
+	for b := range d.hashed {
 		if d.flushErr.Load() == nil {
 			n, err := d.f.Write(*b)
 			if err != nil {
