@@ -29,14 +29,25 @@ type CheckpointOptions struct {
 	Stdio Stdio
 	// Kill ends the job once the generation is committed.
 	Kill bool
+	// BufferBytes bounds the page data held in memory so the job can be
+	// released before the disk has caught up; 0 picks a quarter of the
+	// available memory.
+	BufferBytes int64
 	Log  logrus.FieldLogger
 }
 
 // Checkpoint stops the job, dumps it, and lets it run on (or kills it, once
 // the image is safely on disk). If anything fails the job is left running.
+//
+// The job is stopped only while its state is read: page data goes into
+// memory buffers (up to BufferBytes) and is written out after the job has
+// been released; the generation is committed once everything is written.
 func Checkpoint(opts CheckpointOptions) (*image.Stats, error) {
 	if opts.Log == nil {
 		opts.Log = logrus.StandardLogger()
+	}
+	if opts.BufferBytes <= 0 {
+		opts.BufferBytes = defaultDumpBuffer()
 	}
 	start := time.Now()
 	t := ptrace.NewTracer()
@@ -49,63 +60,101 @@ func Checkpoint(opts CheckpointOptions) (*image.Stats, error) {
 	stopped := time.Now()
 	opts.Log.Debugf("job stopped (%s): pid %d, %d threads", job.method, job.pid, len(job.threads))
 
-	p, pageBytes, err := dumpProcess(t, job, opts)
+	d, err := dumpProcess(t, job, opts)
 	if err != nil {
 		job.release()
 		return nil, err
 	}
 	stats := &image.Stats{
-		PageBytes:    pageBytes,
-		Threads:      len(p.Threads),
+		Threads:      len(d.proc.Threads),
 		Processes:    1,
 		FreezeMethod: job.method,
 		FrozenFor:    job.frozen,
 	}
 	if !opts.Kill {
-		// The data is complete: the job may run while it is made
-		// durable.
+		// Everything the job can change has been read: it may run while
+		// the data is written and made durable.
 		job.release()
 		stats.StoppedFor = time.Since(stopped)
+		if err := d.finish(opts); err != nil {
+			return nil, err
+		}
 		if err := opts.Commit(); err != nil {
 			return nil, err
 		}
 	} else {
-		if err := opts.Commit(); err != nil {
+		err := d.finish(opts)
+		if err == nil {
+			err = opts.Commit()
+		}
+		if err != nil {
 			job.release()
 			return nil, fmt.Errorf("%w; the job keeps running", err)
 		}
 		job.kill()
 		stats.StoppedFor = time.Since(stopped)
 	}
+	stats.PageBytes = d.pages.bytes
 	stats.Duration = time.Since(start)
+	opts.Log.Debugf("pid %d: %d bytes of pages, job stopped %v, written by %v", d.proc.PID, d.pages.bytes, stats.StoppedFor, time.Since(start))
 	return stats, nil
 }
 
-// dumpProcess writes one stopped process's page file and core file and
-// records it in the manifest.
-func dumpProcess(t *ptrace.Tracer, job *stoppedJob, opts CheckpointOptions) (*image.Process, int64, error) {
+// processDump is one process whose state has been read; its page data may
+// still be on its way to disk.
+type processDump struct {
+	proc  *image.Process
+	pages *pageDumper
+	file  *image.DataFile
+}
+
+// finish waits for the page data, closes the page file and writes the core
+// file and the manifest entry.
+func (d *processDump) finish(opts CheckpointOptions) error {
+	werr := d.pages.close()
+	cerr := d.file.Close()
+	for _, e := range []error{werr, cerr} {
+		if e != nil {
+			return fmt.Errorf("pid %d: memory: %w", d.proc.PID, e)
+		}
+	}
+	p := d.proc
+	p.PageRuns = d.pages.runs
+	if err := opts.Writer.WriteJSON(image.CoreName(p.PID), p); err != nil {
+		return err
+	}
+	opts.Manifest.Processes = append(opts.Manifest.Processes, image.ProcessRef{
+		PID: p.PID, PPID: p.PPID, Comm: p.Comm,
+		Core: image.CoreName(p.PID), Pages: image.PagesName(p.PID),
+	})
+	return nil
+}
+
+// dumpProcess reads everything of one stopped process: its state into an
+// image.Process, its pages into the dumper's buffers.
+func dumpProcess(t *ptrace.Tracer, job *stoppedJob, opts CheckpointOptions) (*processDump, error) {
 	hostPID := job.pid
 	st, err := proc.ReadStatus(strconv.Itoa(hostPID))
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	p := &image.Process{}
 	if p.PID, err = st.NSPid(); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	stat, err := proc.ReadStat(hostPID)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	p.Comm = stat.Comm
 	if p.PPID, err = nsPidOf(stat.PPID); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	p.PGID, p.SID = lastInt(st, "NSpgid"), lastInt(st, "NSsid")
 
 	early, err := proc.ReadMaps(hostPID)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	var vdsoVMAs []image.VMA
 	for i := range early {
@@ -115,50 +164,36 @@ func dumpProcess(t *ptrace.Tracer, job *stoppedJob, opts CheckpointOptions) (*im
 	}
 	vdso, gadget, err := dumpVDSO(hostPID, vdsoVMAs)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	p.VDSO = vdso
 
 	if err := dumpWithScratch(t, job, gadget, p); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 
 	// The address space, as it is with the scratch area gone again.
 	if p.VMAs, err = dumpVMAs(hostPID); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	if err := dumpFiles(hostPID, p, opts.Stdio); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	pages, err := opts.Writer.Create(image.PagesName(p.PID))
+	file, err := opts.Writer.Create(image.PagesName(p.PID))
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	d, err := newPageDumper(hostPID, pages)
+	pages, err := newPageDumper(hostPID, file, opts.BufferBytes)
 	if err != nil {
-		pages.Close()
-		return nil, 0, err
+		file.Close()
+		return nil, err
 	}
-	t0 := time.Now()
-	derr := d.dump(p.VMAs)
-	t1 := time.Now()
-	werr := d.close()
-	cerr := pages.Close()
-	opts.Log.Debugf("pid %d: read pages in %v, wrote %d bytes by %v", p.PID, t1.Sub(t0), d.bytes, time.Since(t0))
-	for _, e := range []error{derr, werr, cerr} {
-		if e != nil {
-			return nil, 0, fmt.Errorf("pid %d: memory: %w", p.PID, e)
-		}
+	d := &processDump{proc: p, pages: pages, file: file}
+	if err := pages.dump(p.VMAs); err != nil {
+		d.finish(opts)
+		return nil, fmt.Errorf("pid %d: memory: %w", p.PID, err)
 	}
-	p.PageRuns = d.runs
-	if err := opts.Writer.WriteJSON(image.CoreName(p.PID), p); err != nil {
-		return nil, 0, err
-	}
-	opts.Manifest.Processes = append(opts.Manifest.Processes, image.ProcessRef{
-		PID: p.PID, PPID: p.PPID, Comm: p.Comm,
-		Core: image.CoreName(p.PID), Pages: image.PagesName(p.PID),
-	})
-	return p, d.bytes, nil
+	return d, nil
 }
 
 const dumpScratchSize = 64 << 10

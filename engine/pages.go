@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -41,8 +43,10 @@ type pageDumper struct {
 	pending []pendingRange
 	filled  int
 
-	free chan []byte
-	full chan batch
+	maxBufs int // buffer budget, in batches
+	bufs    int // batches mapped so far
+	free    chan []byte
+	full    chan batch
 	done chan error
 }
 
@@ -65,25 +69,54 @@ type segment struct {
 	from, to int
 }
 
-func newPageDumper(pid int, out io.Writer) (*pageDumper, error) {
+// newPageDumper starts a dumper that may hold up to buffer bytes of page
+// data in memory. While that budget lasts the job's memory is copied at
+// process_vm_readv speed and the job can be released before the disk has
+// caught up; past it, reading waits for the writer.
+func newPageDumper(pid int, out io.Writer, buffer int64) (*pageDumper, error) {
 	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
 	if err != nil {
 		return nil, fmt.Errorf("open memory of %d: %w", pid, err)
 	}
+	n := int(max(2, buffer/pageBatch))
 	d := &pageDumper{
-		pid:  pid,
-		out:  out,
-		mem:  mem,
-		free: make(chan []byte, 2),
-		full: make(chan batch, 1),
-		done: make(chan error, 1),
+		pid:     pid,
+		out:     out,
+		mem:     mem,
+		maxBufs: n,
+		free:    make(chan []byte, n),
+		full:    make(chan batch, n),
+		done:    make(chan error, 1),
 	}
-	d.free <- make([]byte, pageBatch)
-	d.free <- make([]byte, pageBatch)
 	go d.writer()
 	return d, nil
 }
 
+// getBuf returns an idle batch buffer, maps a new one while the budget
+// allows, or waits for the writer to hand one back. Buffers are mapped
+// outside the Go heap so their memory goes back to the system as soon as
+// the dump is written.
+func (d *pageDumper) getBuf() ([]byte, error) {
+	select {
+	case b := <-d.free:
+		return b, nil
+	default:
+	}
+	if d.bufs < d.maxBufs {
+		b, err := unix.Mmap(-1, 0, pageBatch, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		if err != nil {
+			return nil, fmt.Errorf("map a %d MiB dump buffer: %w", pageBatch>>20, err)
+		}
+		// Huge pages: one fault per 2 MiB instead of 512 while the
+		// buffer fills, which is most of the cost of a fresh buffer.
+		unix.Madvise(b, unix.MADV_HUGEPAGE)
+		d.bufs++
+		return b, nil
+	}
+	return <-d.free, nil
+}
+
+// writer writes batches in order and hands their buffers back.
 func (d *pageDumper) writer() {
 	var err error
 	for b := range d.full {
@@ -108,7 +141,10 @@ func (d *pageDumper) dump(vmas []image.VMA) error {
 	}
 	defer pm.Close()
 	var entries []uint64
-	buf := <-d.free
+	buf, err := d.getBuf()
+	if err != nil {
+		return err
+	}
 	for i := range vmas {
 		v := &vmas[i]
 		switch v.Kind {
@@ -166,6 +202,7 @@ func (d *pageDumper) dump(vmas []image.VMA) error {
 	if _, err := d.flush(buf); err != nil {
 		return err
 	}
+	d.free <- buf // the last flush took a buffer it did not use
 	return nil
 }
 
@@ -229,13 +266,39 @@ func (d *pageDumper) flush(buf []byte) ([]byte, error) {
 	d.pending = d.pending[:0]
 	d.filled = 0
 	d.full <- batch{buf: buf, segs: segs}
-	return <-d.free, nil
+	return d.getBuf()
 }
 
-// close waits for the writer and returns its error.
+// close waits for the writer, unmaps the buffers and returns the
+// writer's error.
 func (d *pageDumper) close() error {
 	close(d.full)
 	err := <-d.done
 	d.mem.Close()
-	return err
+	for {
+		select {
+		case b := <-d.free:
+			unix.Munmap(b)
+			continue
+		default:
+		}
+		return err
+	}
+}
+
+// defaultDumpBuffer is how much page data a dump may hold in memory: a
+// quarter of the memory available now, so the job is stopped only as long
+// as reading its memory takes, without pushing the node into reclaim.
+func defaultDumpBuffer() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 2 * pageBatch
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10 / 4
+		}
+	}
+	return 2 * pageBatch
 }

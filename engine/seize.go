@@ -172,7 +172,10 @@ func (j *stoppedJob) waitAll() error {
 // collected it, the real parent (the sandbox init) cannot reap the process.
 func (j *stoppedJob) kill() {
 	unix.Kill(j.pid, unix.SIGKILL)
-	for _, tid := range j.threads {
+	// The leader's exit is reported only after every other thread's, so it
+	// is collected last.
+	for i := len(j.threads) - 1; i >= 0; i-- {
+		tid := j.threads[i]
 		if !j.t.Seized(tid) {
 			continue
 		}
