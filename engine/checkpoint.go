@@ -33,7 +33,7 @@ type CheckpointOptions struct {
 	// released before the disk has caught up; 0 picks a quarter of the
 	// available memory.
 	BufferBytes int64
-	Log  logrus.FieldLogger
+	Log         logrus.FieldLogger
 }
 
 // Checkpoint stops the job, dumps it, and lets it run on (or kills it, once

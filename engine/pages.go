@@ -47,7 +47,7 @@ type pageDumper struct {
 	bufs    int // batches mapped so far
 	free    chan []byte
 	full    chan batch
-	done chan error
+	done    chan error
 }
 
 // pendingRange is a range of process memory queued for the next read.
