@@ -30,8 +30,8 @@ type CheckpointOptions struct {
 	// Kill ends the job once the generation is committed.
 	Kill bool
 	// BufferBytes bounds the page data held in memory so the job can be
-	// released before the disk has caught up; 0 picks a quarter of the
-	// available memory.
+	// released before the disk has caught up; negative picks a quarter of
+	// the available memory, 0 streams to disk while the job waits.
 	BufferBytes int64
 	Log         logrus.FieldLogger
 }
@@ -46,7 +46,7 @@ func Checkpoint(opts CheckpointOptions) (*image.Stats, error) {
 	if opts.Log == nil {
 		opts.Log = logrus.StandardLogger()
 	}
-	if opts.BufferBytes <= 0 {
+	if opts.BufferBytes < 0 {
 		opts.BufferBytes = defaultDumpBuffer()
 	}
 	start := time.Now()
@@ -79,9 +79,11 @@ func Checkpoint(opts CheckpointOptions) (*image.Stats, error) {
 		if err := d.finish(opts); err != nil {
 			return nil, err
 		}
+		written := time.Now()
 		if err := opts.Commit(); err != nil {
 			return nil, err
 		}
+		opts.Log.Debugf("pid %d: data written %v after the job was released, committed in %v", d.proc.PID, written.Sub(stopped)-stats.StoppedFor, time.Since(written))
 	} else {
 		err := d.finish(opts)
 		if err == nil {

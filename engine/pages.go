@@ -3,7 +3,6 @@ package engine
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -29,7 +28,7 @@ var zeroPage [pageSize]byte
 // job's memory is read into one batch while the previous one is written.
 type pageDumper struct {
 	pid   int
-	out   io.Writer
+	out   pageSink
 	runs  []image.PageRun
 	off   uint64 // next offset in the page file
 	bytes int64
@@ -48,6 +47,12 @@ type pageDumper struct {
 	free    chan []byte
 	full    chan batch
 	done    chan error
+}
+
+// pageSink takes page data straight from the dumper's buffers
+// (image.DataFile).
+type pageSink interface {
+	WriteThrough(p []byte) (int, error)
 }
 
 // pendingRange is a range of process memory queued for the next read.
@@ -73,7 +78,7 @@ type segment struct {
 // data in memory. While that budget lasts the job's memory is copied at
 // process_vm_readv speed and the job can be released before the disk has
 // caught up; past it, reading waits for the writer.
-func newPageDumper(pid int, out io.Writer, buffer int64) (*pageDumper, error) {
+func newPageDumper(pid int, out pageSink, buffer int64) (*pageDumper, error) {
 	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
 	if err != nil {
 		return nil, fmt.Errorf("open memory of %d: %w", pid, err)
@@ -107,9 +112,6 @@ func (d *pageDumper) getBuf() ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("map a %d MiB dump buffer: %w", pageBatch>>20, err)
 		}
-		// Huge pages: one fault per 2 MiB instead of 512 while the
-		// buffer fills, which is most of the cost of a fresh buffer.
-		unix.Madvise(b, unix.MADV_HUGEPAGE)
 		d.bufs++
 		return b, nil
 	}
@@ -122,7 +124,7 @@ func (d *pageDumper) writer() {
 	for b := range d.full {
 		if err == nil {
 			for _, s := range b.segs {
-				if _, err = d.out.Write(b.buf[s.from:s.to]); err != nil {
+				if _, err = d.out.WriteThrough(b.buf[s.from:s.to]); err != nil {
 					err = fmt.Errorf("write page data: %w", err)
 					break
 				}

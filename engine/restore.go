@@ -228,8 +228,13 @@ func stubBase(vmas []image.VMA, size uint64) (uint64, error) {
 	return cand + pageSize, nil
 }
 
+// fillWindow is how much of a page file is mapped at a time while filling.
+// The page cache holds the data anyway; a bounded window keeps the
+// supervisor's own footprint small.
+const fillWindow = 64 << 20
+
 // fillPages copies the page data into the rebuilt address space straight
-// from a read-only mapping of the page file.
+// from a read-only mapping of the page file, one window at a time.
 func (r *restorer) fillPages(p *image.Process, path string) (int64, error) {
 	if len(p.PageRuns) == 0 {
 		return 0, nil
@@ -243,15 +248,9 @@ func (r *restorer) fillPages(p *image.Process, path string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("page data: %w", err)
 	}
-	if st.Size() == 0 {
-		return 0, fmt.Errorf("page data %s is empty but %d page runs need it", path, len(p.PageRuns))
-	}
-	data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return 0, fmt.Errorf("map page data %s: %w", path, err)
-	}
-	defer unix.Munmap(data)
-	unix.Madvise(data, unix.MADV_SEQUENTIAL)
+	size := uint64(st.Size())
+	w := pageWindow{f: f, size: size}
+	defer w.unmap()
 
 	var local []unix.Iovec
 	var remote []unix.RemoteIovec
@@ -275,16 +274,29 @@ func (r *restorer) fillPages(p *image.Process, path string) (int64, error) {
 		if run.Generation != 0 {
 			return 0, fmt.Errorf("page run at %#x refers to generation %d: incremental images are not supported yet", run.Addr, run.Generation)
 		}
-		n := run.Pages * pageSize
-		if run.Offset+n > uint64(len(data)) {
-			return 0, fmt.Errorf("page run at %#x: offset %d+%d beyond the %d bytes of %s", run.Addr, run.Offset, n, len(data), path)
+		if run.Offset+run.Pages*pageSize > size {
+			return 0, fmt.Errorf("page run at %#x: offset %d+%d beyond the %d bytes of %s", run.Addr, run.Offset, run.Pages*pageSize, size, path)
 		}
-		local = append(local, unix.Iovec{Base: &data[run.Offset], Len: n})
-		remote = append(remote, unix.RemoteIovec{Base: uintptr(run.Addr), Len: int(n)})
-		want += int64(n)
-		if len(remote) == maxIov || want >= 1<<30 {
-			if err := flush(); err != nil {
-				return 0, err
+		// A run may be longer than a window: copy it in pieces.
+		for done := uint64(0); done < run.Pages*pageSize; {
+			off := run.Offset + done
+			if !w.covers(off) {
+				if err := flush(); err != nil {
+					return 0, err
+				}
+				if err := w.mapAt(off); err != nil {
+					return 0, fmt.Errorf("map page data %s: %w", path, err)
+				}
+			}
+			n := min(run.Pages*pageSize-done, w.end()-off)
+			local = append(local, unix.Iovec{Base: &w.data[off-w.off], Len: n})
+			remote = append(remote, unix.RemoteIovec{Base: uintptr(run.Addr + done), Len: int(n)})
+			want += int64(n)
+			done += n
+			if len(remote) == maxIov {
+				if err := flush(); err != nil {
+					return 0, err
+				}
 			}
 		}
 	}
@@ -292,6 +304,38 @@ func (r *restorer) fillPages(p *image.Process, path string) (int64, error) {
 		return 0, err
 	}
 	return total, nil
+}
+
+// pageWindow is the currently mapped part of a page file.
+type pageWindow struct {
+	f    *os.File
+	size uint64
+	off  uint64
+	data []byte
+}
+
+func (w *pageWindow) end() uint64 { return w.off + uint64(len(w.data)) }
+
+func (w *pageWindow) covers(off uint64) bool { return w.data != nil && off >= w.off && off < w.end() }
+
+func (w *pageWindow) mapAt(off uint64) error {
+	w.unmap()
+	w.off = off &^ (pageSize - 1)
+	n := min(uint64(fillWindow), w.size-w.off)
+	data, err := unix.Mmap(int(w.f.Fd()), int64(w.off), int(n), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return err
+	}
+	unix.Madvise(data, unix.MADV_SEQUENTIAL)
+	w.data = data
+	return nil
+}
+
+func (w *pageWindow) unmap() {
+	if w.data != nil {
+		unix.Munmap(w.data)
+		w.data = nil
+	}
 }
 
 // release unmaps the stub, sets every thread's final registers and lets the

@@ -35,6 +35,7 @@ func jobFlags() []cli.Flag {
 		&cli.StringFlag{Name: "cgroup-parent", Usage: "writable (delegated) cgroup `DIR` to create the job cgroup in (v2 directory or v1 freezer directory)"},
 		&cli.BoolFlag{Name: "no-cgroup", Usage: "do not use a cgroup; stop the job with ptrace alone"},
 		&cli.BoolFlag{Name: "no-timens", Usage: "do not give the job a time namespace (its CLOCK_MONOTONIC then jumps across a restart)"},
+		&cli.Int64Flag{Name: "dump-buffer", Value: -1, Usage: "hold up to `MIB` of page data in memory during a checkpoint, so the job runs on before the disk has caught up (-1: a quarter of the available memory, 0: stream to disk while the job waits)"},
 	}
 }
 
@@ -51,6 +52,7 @@ type supervisor struct {
 	jobPID   int // host pid of the job's main process
 	interval time.Duration
 	keep     int
+	buffer   int64 // dump buffer in bytes; <0: engine default
 
 	// mu serializes checkpoints; stopped is set once a checkpoint ended the
 	// job on purpose, so the exit status says so; lastFailed tells whether
@@ -84,6 +86,10 @@ func openSupervisor(c *cli.Context) (*supervisor, error) {
 		unlock:   unlock,
 		interval: time.Duration(c.Int("interval")) * time.Second,
 		keep:     c.Int("keep"),
+		buffer:   c.Int64("dump-buffer"),
+	}
+	if s.buffer > 0 {
+		s.buffer <<= 20
 	}
 	if c.Int("interval") < 0 {
 		unlock()
@@ -175,11 +181,15 @@ func (s *supervisor) supervise() error {
 		case st := <-exited:
 			return s.finish(st)
 		case <-tick:
-			s.checkpointLogged(false)
+			if !s.isStopped() {
+				s.checkpointLogged(false)
+			}
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGUSR1:
-				s.checkpointLogged(false)
+				if !s.isStopped() {
+					s.checkpointLogged(false)
+				}
 			case syscall.SIGTERM:
 				s.log.Info("SIGTERM: taking a final checkpoint, then stopping the job")
 				if _, err := s.checkpointLogged(true); err != nil {
@@ -187,8 +197,9 @@ func (s *supervisor) supervise() error {
 					s.mu.Lock()
 					s.stopped, s.lastFailed = true, true
 					s.mu.Unlock()
-					s.sb.Kill()
 				}
+				s.sb.Kill()
+				tick = nil
 			default:
 				if err := s.sb.ForwardSignal(sig.(syscall.Signal)); err != nil {
 					s.log.Debugf("forward %v: %v", sig, err)
@@ -196,6 +207,13 @@ func (s *supervisor) supervise() error {
 			}
 		}
 	}
+}
+
+// isStopped reports whether a checkpoint has already ended the job.
+func (s *supervisor) isStopped() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopped
 }
 
 func (s *supervisor) finish(st namespaces.ExitStatus) error {
@@ -256,12 +274,13 @@ func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
 	}
 	m := s.manifest()
 	opts := engine.CheckpointOptions{
-		InitPID:  s.sb.InitPID(),
-		Writer:   w,
-		Manifest: m,
-		Stdio:    engine.Stdio{PID: os.Getpid()},
-		Kill:     kill,
-		Log:      s.log,
+		InitPID:     s.sb.InitPID(),
+		Writer:      w,
+		Manifest:    m,
+		Stdio:       engine.Stdio{PID: os.Getpid()},
+		Kill:        kill,
+		Log:         s.log,
+		BufferBytes: s.buffer,
 		Commit: func() error {
 			// The clocks are read after the job stopped, so they never
 			// run backwards for it across a restart.

@@ -1,7 +1,7 @@
 package image
 
 import (
-	"crypto/sha256"
+	"github.com/cespare/xxhash/v2"
 	"os"
 	"testing"
 
@@ -79,10 +79,10 @@ func BenchmarkVerifyPageFile(b *testing.B) {
 	})
 }
 
-// BenchmarkSHA256 is the ceiling for Verify on one file: the hash alone.
-func BenchmarkSHA256(b *testing.B) {
+// BenchmarkXXH64 is the ceiling for Verify on one file: the hash alone.
+func BenchmarkXXH64(b *testing.B) {
 	chunk := benchChunk()
-	h := sha256.New()
+	h := xxhash.New()
 	b.SetBytes(int64(len(chunk)))
 	for b.Loop() {
 		h.Write(chunk)

@@ -2,11 +2,11 @@ package image
 
 import (
 	"bufio"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cespare/xxhash/v2"
 	"io"
 	"io/fs"
 	"os"
@@ -92,7 +92,7 @@ func (g *Generation) ReadJSON(name string, v any) error {
 }
 
 // Verify checks every file the manifest lists: that it exists as a regular
-// file with the recorded size and SHA-256. Files are checked in parallel,
+// file with the recorded size and xxHash64. Files are checked in parallel,
 // largest first; the error reported is the one for the first failing file
 // in manifest order. Files present but not listed are ignored.
 func (g *Generation) Verify() error {
@@ -172,13 +172,13 @@ func (g *Generation) checkFile(want FileSum, sums bool) error {
 	if err != nil {
 		return fmt.Errorf("read: %w", err)
 	}
-	if n != want.Size || hex.EncodeToString(sum) != want.SHA256 {
+	if n != want.Size || hex.EncodeToString(sum) != want.XXH64 {
 		return errors.New("checksum mismatch: the file is corrupt or was modified")
 	}
 	return nil
 }
 
-// hashFile returns the length and SHA-256 of f from its current offset.
+// hashFile returns the length and xxHash64 of f from its current offset.
 // One goroutine reads ahead in large chunks while this one hashes, so the
 // disk and the hash run at the same time.
 func hashFile(f *os.File) (int64, []byte, error) {
@@ -213,7 +213,7 @@ func hashFile(f *os.File) (int64, []byte, error) {
 		}
 	}()
 
-	h := sha256.New()
+	h := xxhash.New()
 	var total int64
 	var err error
 	for c := range filled {

@@ -2,7 +2,6 @@ package image
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 )
@@ -63,8 +63,9 @@ func newStore(t testing.TB) *Store {
 }
 
 func sumHex(b []byte) string {
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:])
+	h := xxhash.New()
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 func TestCommitAndReadBack(t *testing.T) {
@@ -110,8 +111,8 @@ func TestCommitAndReadBack(t *testing.T) {
 				t.Errorf("generation %d lists unexpected %s", i+1, f.Name)
 				continue
 			}
-			if f.Size != int64(len(want)) || f.SHA256 != sumHex(want) {
-				t.Errorf("generation %d: %s recorded as %d/%s", i+1, f.Name, f.Size, f.SHA256)
+			if f.Size != int64(len(want)) || f.XXH64 != sumHex(want) {
+				t.Errorf("generation %d: %s recorded as %d/%s", i+1, f.Name, f.Size, f.XXH64)
 			}
 			got, err := os.ReadFile(g.Path(f.Name))
 			if err != nil || !bytes.Equal(got, want) {
@@ -178,8 +179,8 @@ func TestDataFileChunking(t *testing.T) {
 			if !bytes.Equal(got, data) {
 				t.Fatalf("file holds %d bytes that differ from the %d written", len(got), len(data))
 			}
-			if f := g.Manifest.Files[0]; f.Size != int64(len(data)) || f.SHA256 != sumHex(data) {
-				t.Fatalf("recorded %d/%s", f.Size, f.SHA256)
+			if f := g.Manifest.Files[0]; f.Size != int64(len(data)) || f.XXH64 != sumHex(data) {
+				t.Fatalf("recorded %d/%s", f.Size, f.XXH64)
 			}
 			if err := g.Verify(); err != nil {
 				t.Fatal(err)

@@ -1,11 +1,11 @@
 package image
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cespare/xxhash/v2"
 	"hash"
 	"io/fs"
 	"os"
@@ -106,7 +106,7 @@ func checkName(name string) error {
 }
 
 // Create adds a data file to the generation. The file is recorded in the
-// manifest with its size and SHA-256 when it is closed.
+// manifest with its size and xxHash64 when it is closed.
 func (w *Writer) Create(name string) (*DataFile, error) {
 	if err := checkName(name); err != nil {
 		return nil, fmt.Errorf("generation %d: %w", w.Gen, err)
@@ -128,7 +128,7 @@ func (w *Writer) Create(name string) (*DataFile, error) {
 		f.Close()
 		return nil, fmt.Errorf("generation %d: %w", w.Gen, err)
 	}
-	d := &DataFile{name: name, gen: w.Gen, f: f, h: sha256.New()}
+	d := &DataFile{name: name, gen: w.Gen, f: f, h: xxhash.New()}
 	w.files[name] = d
 	return d, nil
 }
@@ -319,6 +319,30 @@ func (d *DataFile) Write(p []byte) (int, error) {
 	return written, nil
 }
 
+// WriteThrough hashes p and writes it to the file at once, from the
+// caller's goroutine, without copying it. It suits callers that already run
+// their own writer goroutine over large buffers (page data); it must not be
+// mixed with Write on the same file.
+func (d *DataFile) WriteThrough(p []byte) (int, error) {
+	if d.closed {
+		return 0, fmt.Errorf("generation %d: write %s: file already closed", d.gen, d.name)
+	}
+	if d.err != nil {
+		return 0, d.err
+	}
+	if d.started || d.buf != nil {
+		return 0, fmt.Errorf("generation %d: write %s: WriteThrough after Write", d.gen, d.name)
+	}
+	d.h.Write(p)
+	n, err := d.f.Write(p)
+	d.n += int64(n)
+	if err != nil {
+		d.err = fmt.Errorf("generation %d: write %s: %w", d.gen, d.name, err)
+		return n, d.err
+	}
+	return n, nil
+}
+
 // takeChunk returns an empty chunk: a new one while fewer than writeDepth
 // are in flight, else the next one the flusher has finished with.
 func (d *DataFile) takeChunk() *[]byte {
@@ -408,7 +432,7 @@ func (d *DataFile) finish() error {
 }
 
 // Close writes what is left and closes the file, and records its
-// size and SHA-256 for the manifest.
+// size and xxHash64 for the manifest.
 func (d *DataFile) Close() error {
 	if d.closed {
 		if d.sum == nil {
@@ -433,7 +457,7 @@ func (d *DataFile) Close() error {
 		d.err = err
 		return err
 	}
-	d.sum = &FileSum{Name: d.name, Size: d.n, SHA256: hex.EncodeToString(d.h.Sum(nil))}
+	d.sum = &FileSum{Name: d.name, Size: d.n, XXH64: hex.EncodeToString(d.h.Sum(nil))}
 	return nil
 }
 
