@@ -1,0 +1,76 @@
+# ckpt-apptainer build, test and demo entry points.
+#
+#   make demo   watch a job being checkpointed, killed and restarted
+#   make test   unit and integration tests (installs dependencies when root)
+#   make bench  benchmarks (one iteration each)
+#   make lint   gofmt, go vet, staticcheck
+#
+# `make test` and `make demo` install apptainer & co. when run as root; as any
+# other user they check that the dependencies are present and say what to run
+# as root when they are not.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+# A Go in /usr/local/go wins over an older distribution one: go.mod asks for 1.26.
+ifneq ($(wildcard /usr/local/go/bin/go),)
+export PATH := /usr/local/go/bin:$(PATH)
+endif
+
+GO ?= go
+BIN := bin/ckpt-apptainer
+STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(GO) run honnef.co/go/tools/cmd/staticcheck@latest)
+TEST_TIMEOUT ?= 28m
+BENCH_TIMEOUT ?= 60m
+
+# With CKPT_REQUIRE_APPTAINER=1 the integration tests fail instead of skipping
+# when Apptainer cannot run; CI sets it. Passed through only when set.
+ifdef CKPT_REQUIRE_APPTAINER
+export CKPT_REQUIRE_APPTAINER
+endif
+
+# Commands the tests and the demo need; deps checks them when not root.
+DEP_CMDS := gcc busybox apptainer criu squashfuse squashfuse_ll fuse-overlayfs fusermount3 newuidmap unshare
+TEST_ENV := /run/ckpt-apptainer-test.env
+
+.PHONY: all build deps test bench demo lint clean
+
+all: build
+
+build:
+	mkdir -p bin
+	$(GO) build -o $(BIN) ./cmd/ckpt-apptainer
+
+deps:
+	@if [ "$$(id -u)" -eq 0 ]; then \
+		scripts/install-deps.sh; \
+		scripts/setup-test-env.sh; \
+	else \
+		missing=""; \
+		for c in $(DEP_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+		[ -f $(TEST_ENV) ] || missing="$$missing $(TEST_ENV)"; \
+		if [ -n "$$missing" ]; then \
+			echo "missing:$$missing" >&2; \
+			echo "run as root: scripts/install-deps.sh && scripts/setup-test-env.sh" >&2; \
+			exit 1; \
+		fi; \
+		echo "dependencies present"; \
+	fi
+
+test: deps build
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout $(BENCH_TIMEOUT) ./integration/...
+
+demo: deps build
+	scripts/demo.sh
+
+lint:
+	@out=$$(gofmt -l .); \
+	if [ -n "$$out" ]; then echo "gofmt -l reports:" >&2; echo "$$out" >&2; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+clean:
+	rm -rf bin
