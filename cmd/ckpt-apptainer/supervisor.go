@@ -191,6 +191,9 @@ func (s *supervisor) supervise() error {
 					s.checkpointLogged(false)
 				}
 			case syscall.SIGTERM:
+				if s.isStopped() {
+					continue // a repeated SIGTERM while the job is going down
+				}
 				s.log.Info("SIGTERM: taking a final checkpoint, then stopping the job")
 				if _, err := s.checkpointLogged(true); err != nil {
 					s.log.Warn("the final checkpoint failed; stopping the job anyway, the previous generation stays")
