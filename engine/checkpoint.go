@@ -30,8 +30,8 @@ type CheckpointOptions struct {
 	// Kill ends the job once the generation is committed.
 	Kill bool
 	// BufferBytes bounds the page data held in memory so the job can be
-	// released before the disk has caught up; negative picks a quarter of
-	// the available memory, 0 streams to disk while the job waits.
+	// released before the disk has caught up; negative picks the default
+	// (defaultDumpBuffer), 0 streams to disk while the job waits.
 	BufferBytes int64
 	Log         logrus.FieldLogger
 }
@@ -181,7 +181,7 @@ func dumpProcess(t *ptrace.Tracer, job *stoppedJob, opts CheckpointOptions) (*pr
 	if err := dumpFiles(hostPID, p, opts.Stdio); err != nil {
 		return nil, err
 	}
-	file, err := opts.Writer.Create(image.PagesName(p.PID))
+	file, err := opts.Writer.CreateDirect(image.PagesName(p.PID))
 	if err != nil {
 		return nil, err
 	}

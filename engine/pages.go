@@ -288,10 +288,12 @@ func (d *pageDumper) close() error {
 	}
 }
 
-// defaultDumpBuffer is how much page data a dump may hold in memory: a
-// quarter of the memory available now, so the job is stopped only as long
-// as reading its memory takes, without pushing the node into reclaim.
+// defaultDumpBuffer is how much page data a dump may hold in memory:
+// enough to keep reading while the disk catches up (page files are written
+// with O_DIRECT at disk speed), at most a quarter of the memory available,
+// so a checkpoint never pushes a full node into reclaim.
 func defaultDumpBuffer() int64 {
+	const want = 256 << 20
 	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
 		return 2 * pageBatch
@@ -299,7 +301,7 @@ func defaultDumpBuffer() int64 {
 	for _, line := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10 / 4
+			return min(want, kb<<10/4)
 		}
 	}
 	return 2 * pageBatch
