@@ -25,6 +25,10 @@ type CheckpointOptions struct {
 	Writer   *image.Writer
 	Manifest *image.Manifest
 	Commit   func() error
+	// Stopped, when set, runs once every thread of the job is stopped and
+	// before any of it runs again (the supervisor reads the job's clocks
+	// there, so they never run backwards for it across a restart).
+	Stopped func()
 	// Stdio names the supervisor, whose standard streams the job shares.
 	Stdio Stdio
 	// Kill ends the job once the generation is committed.
@@ -59,6 +63,9 @@ func Checkpoint(opts CheckpointOptions) (*image.Stats, error) {
 	}
 	stopped := time.Now()
 	opts.Log.Debugf("job stopped (%s): pid %d, %d threads", job.method, job.pid, len(job.threads))
+	if opts.Stopped != nil {
+		opts.Stopped()
+	}
 
 	d, err := dumpProcess(t, job, opts)
 	if err != nil {

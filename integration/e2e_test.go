@@ -34,7 +34,7 @@ const (
 	goSteps      = 800 // 10 ms each
 	avxSeconds   = 10
 	memMiB       = 1024
-	memSteps     = 60
+	memSteps     = 150
 )
 
 var jobPrograms = []jobProgram{

@@ -284,16 +284,16 @@ func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
 		Kill:        kill,
 		Log:         s.log,
 		BufferBytes: s.buffer,
-		Commit: func() error {
-			// The clocks are read after the job stopped, so they never
-			// run backwards for it across a restart.
+		Stopped: func() {
+			// Read while the job is stopped: at restart its clocks go on
+			// from here, never behind what it has seen.
 			if mono, boot, err := namespaces.JobClocks(s.jobPID); err == nil {
 				m.Time = &image.TimeNamespace{MonotonicNs: mono.Nanoseconds(), BoottimeNs: boot.Nanoseconds()}
 			} else {
-				s.log.Debugf("job clocks: %v", err)
+				s.log.Warnf("job clocks not recorded (%v): after a restart from this checkpoint CLOCK_MONOTONIC jumps", err)
 			}
-			return w.Commit(m)
 		},
+		Commit: func() error { return w.Commit(m) },
 	}
 	if s.cg != nil {
 		opts.Freezer = s.cg
