@@ -166,13 +166,17 @@ func (r *restorer) run(pagesPath string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("vdso: %w", err)
 	}
+	t0 := time.Now()
 	if err := r.restoreVMAs(p); err != nil {
 		return 0, err
 	}
+	r.log.Debugf("pid %d: %d mappings re-created in %v", p.PID, len(p.VMAs), time.Since(t0))
+	t0 = time.Now()
 	n, err := r.fillPages(p, pagesPath)
 	if err != nil {
 		return 0, err
 	}
+	r.log.Debugf("pid %d: %d bytes of pages filled in %v", p.PID, n, time.Since(t0))
 	if err := r.finishVMAs(p); err != nil {
 		return 0, err
 	}
@@ -228,113 +232,187 @@ func stubBase(vmas []image.VMA, size uint64) (uint64, error) {
 	return cand + pageSize, nil
 }
 
-// fillWindow is how much of a page file is mapped at a time while filling.
-// The page cache holds the data anyway; a bounded window keeps the
-// supervisor's own footprint small.
-const fillWindow = 64 << 20
+// fillChunk is how much of a page file one read brings in. Two chunks are
+// in flight: one being read from disk, one being copied into the process.
+const fillChunk = 32 << 20
 
-// fillPages copies the page data into the rebuilt address space straight
-// from a read-only mapping of the page file, one window at a time.
+// fillPages copies the page data into the rebuilt address space. The page
+// file is read sequentially with large O_DIRECT reads (the page cache of a
+// just-verified image cannot be counted on: nodes reclaim it eagerly, and
+// faulting it back page by page is several times slower than the disk)
+// while the previous chunk is written into the process with
+// process_vm_writev.
 func (r *restorer) fillPages(p *image.Process, path string) (int64, error) {
 	if len(p.PageRuns) == 0 {
 		return 0, nil
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, fmt.Errorf("page data: %w", err)
+	var want uint64
+	for i, run := range p.PageRuns {
+		if run.Generation != 0 {
+			return 0, fmt.Errorf("page run at %#x refers to generation %d: incremental images are not supported yet", run.Addr, run.Generation)
+		}
+		if run.Offset != want {
+			return 0, fmt.Errorf("page run %d at %#x: file offset %d, expected %d: page runs must be stored in order", i, run.Addr, run.Offset, want)
+		}
+		want += run.Pages * pageSize
 	}
-	defer f.Close()
-	st, err := f.Stat()
+	rd, err := openChunkReader(path, want)
 	if err != nil {
-		return 0, fmt.Errorf("page data: %w", err)
+		return 0, err
 	}
-	size := uint64(st.Size())
-	w := pageWindow{f: f, size: size}
-	defer w.unmap()
+	defer rd.close()
 
 	var local []unix.Iovec
 	var remote []unix.RemoteIovec
-	var want, total int64
+	var total int64
 	flush := func() error {
 		if len(remote) == 0 {
 			return nil
+		}
+		var n int64
+		for _, l := range local {
+			n += int64(l.Len)
 		}
 		got, err := unix.ProcessVMWritev(r.pid, local, remote, 0)
 		if err != nil {
 			return fmt.Errorf("write pages at %#x: %w", remote[0].Base, err)
 		}
-		if int64(got) != want {
-			return fmt.Errorf("write pages at %#x: wrote %d of %d bytes", remote[0].Base, got, want)
+		if int64(got) != n {
+			return fmt.Errorf("write pages at %#x: wrote %d of %d bytes", remote[0].Base, got, n)
 		}
-		total += want
-		local, remote, want = local[:0], remote[:0], 0
+		total += n
+		local, remote = local[:0], remote[:0]
 		return nil
 	}
-	for _, run := range p.PageRuns {
-		if run.Generation != 0 {
-			return 0, fmt.Errorf("page run at %#x refers to generation %d: incremental images are not supported yet", run.Addr, run.Generation)
+	run, done := 0, uint64(0) // the run being copied, and how much of it is
+	for run < len(p.PageRuns) {
+		c, err := rd.next()
+		if err != nil {
+			return 0, fmt.Errorf("page data %s: %w", path, err)
 		}
-		if run.Offset+run.Pages*pageSize > size {
-			return 0, fmt.Errorf("page run at %#x: offset %d+%d beyond the %d bytes of %s", run.Addr, run.Offset, run.Pages*pageSize, size, path)
-		}
-		// A run may be longer than a window: copy it in pieces.
-		for done := uint64(0); done < run.Pages*pageSize; {
-			off := run.Offset + done
-			if !w.covers(off) {
-				if err := flush(); err != nil {
-					return 0, err
-				}
-				if err := w.mapAt(off); err != nil {
-					return 0, fmt.Errorf("map page data %s: %w", path, err)
-				}
-			}
-			n := min(run.Pages*pageSize-done, w.end()-off)
-			local = append(local, unix.Iovec{Base: &w.data[off-w.off], Len: n})
-			remote = append(remote, unix.RemoteIovec{Base: uintptr(run.Addr + done), Len: int(n)})
-			want += int64(n)
+		for pos := uint64(0); pos < uint64(len(c.data)) && run < len(p.PageRuns); {
+			pr := p.PageRuns[run]
+			n := min(pr.Pages*pageSize-done, uint64(len(c.data))-pos)
+			local = append(local, unix.Iovec{Base: &c.data[pos], Len: n})
+			remote = append(remote, unix.RemoteIovec{Base: uintptr(pr.Addr + done), Len: int(n)})
+			pos += n
 			done += n
+			if done == pr.Pages*pageSize {
+				run, done = run+1, 0
+			}
 			if len(remote) == maxIov {
 				if err := flush(); err != nil {
 					return 0, err
 				}
 			}
 		}
-	}
-	if err := flush(); err != nil {
-		return 0, err
+		// The chunk's buffer is reused once handed back: write it out first.
+		if err := flush(); err != nil {
+			return 0, err
+		}
+		rd.release(c)
 	}
 	return total, nil
 }
 
-// pageWindow is the currently mapped part of a page file.
-type pageWindow struct {
-	f    *os.File
-	size uint64
-	off  uint64
+// chunk is one read of a page file.
+type chunk struct {
+	buf  []byte
 	data []byte
 }
 
-func (w *pageWindow) end() uint64 { return w.off + uint64(len(w.data)) }
-
-func (w *pageWindow) covers(off uint64) bool { return w.data != nil && off >= w.off && off < w.end() }
-
-func (w *pageWindow) mapAt(off uint64) error {
-	w.unmap()
-	w.off = off &^ (pageSize - 1)
-	n := min(uint64(fillWindow), w.size-w.off)
-	data, err := unix.Mmap(int(w.f.Fd()), int64(w.off), int(n), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return err
-	}
-	unix.Madvise(data, unix.MADV_SEQUENTIAL)
-	w.data = data
-	return nil
+// chunkReader reads a page file ahead of the copy into the process.
+type chunkReader struct {
+	f     *os.File
+	size  uint64
+	full  chan chunk
+	free  chan []byte
+	errc  chan error
+	stop  chan struct{}
+	bufs  [][]byte
+	ended bool
 }
 
-func (w *pageWindow) unmap() {
-	if w.data != nil {
-		unix.Munmap(w.data)
-		w.data = nil
+func openChunkReader(path string, size uint64) (*chunkReader, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		// File systems without O_DIRECT are read through the page cache.
+		if f, err = os.Open(path); err != nil {
+			return nil, fmt.Errorf("page data: %w", err)
+		}
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("page data: %w", err)
+	}
+	if uint64(st.Size()) < size {
+		f.Close()
+		return nil, fmt.Errorf("page data %s has %d bytes, the page runs need %d", path, st.Size(), size)
+	}
+	rd := &chunkReader{f: f, size: size, full: make(chan chunk, 2), free: make(chan []byte, 2),
+		errc: make(chan error, 1), stop: make(chan struct{})}
+	for i := 0; i < 2; i++ {
+		// Page-aligned buffers outside the Go heap, as O_DIRECT needs.
+		b, err := unix.Mmap(-1, 0, fillChunk, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		if err != nil {
+			rd.close()
+			return nil, fmt.Errorf("map a read buffer: %w", err)
+		}
+		rd.bufs = append(rd.bufs, b)
+		rd.free <- b
+	}
+	go rd.read()
+	return rd, nil
+}
+
+func (rd *chunkReader) read() {
+	defer close(rd.full)
+	for off := uint64(0); off < rd.size; {
+		var b []byte
+		select {
+		case b = <-rd.free:
+		case <-rd.stop:
+			return
+		}
+		n := min(uint64(len(b)), rd.size-off)
+		if _, err := rd.f.ReadAt(b[:n], int64(off)); err != nil {
+			rd.errc <- err
+			return
+		}
+		rd.full <- chunk{buf: b, data: b[:n]}
+		off += n
+	}
+}
+
+// next returns the next chunk in file order.
+func (rd *chunkReader) next() (chunk, error) {
+	c, ok := <-rd.full
+	if !ok {
+		select {
+		case err := <-rd.errc:
+			return chunk{}, err
+		default:
+			return chunk{}, fmt.Errorf("page data ended early")
+		}
+	}
+	return c, nil
+}
+
+// release hands a chunk's buffer back for the next read.
+func (rd *chunkReader) release(c chunk) { rd.free <- c.buf }
+
+// close stops the reader and frees its buffers.
+func (rd *chunkReader) close() {
+	if !rd.ended {
+		rd.ended = true
+		close(rd.stop)
+		for range rd.full {
+		}
+	}
+	rd.f.Close()
+	for _, b := range rd.bufs {
+		unix.Munmap(b)
 	}
 }
 
