@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -332,11 +331,4 @@ func preflight(p *image.Process, opts RestoreOptions) error {
 		}
 	}
 	return rollbackFiles(p, opts)
-}
-
-// errnoOf extracts the errno of a failed injected call, for callers that
-// tolerate some failures.
-func errnoOf(err error) syscall.Errno {
-	e, _ := unwrapErrno(err)
-	return e
 }
