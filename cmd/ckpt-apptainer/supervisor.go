@@ -3,9 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -105,7 +108,10 @@ func (s *supervisor) makeCgroup(c *cli.Context) error {
 		s.log.Info("no job cgroup (--no-cgroup): checkpoints stop the job with ptrace alone")
 		return nil
 	}
-	cg, err := cgroup.Create(cgroup.Options{Parent: c.String("cgroup-parent"), Name: fmt.Sprintf("ckpt-%d", os.Getpid())})
+	// The pid names the owner (removeStaleCgroups relies on it); the
+	// suffix keeps a reused pid from meeting a dead owner's cgroup.
+	name := fmt.Sprintf("%s%d-%06x", jobCgroupPrefix, os.Getpid(), rand.Uint32()&0xffffff)
+	cg, err := cgroup.Create(cgroup.Options{Parent: c.String("cgroup-parent"), Name: name})
 	if errors.Is(err, cgroup.ErrNoWritableCgroup) && c.String("cgroup-parent") == "" {
 		s.log.Infof("%v: checkpoints stop the job with ptrace alone", err)
 		return nil
@@ -115,7 +121,46 @@ func (s *supervisor) makeCgroup(c *cli.Context) error {
 	}
 	s.cg = cg
 	s.log.Debugf("job cgroup %s (%s)", cg.Path(), cg.Version())
+	removeStaleCgroups(filepath.Dir(cg.Path()), s.log)
 	return nil
+}
+
+// jobCgroupPrefix starts the name of every job cgroup: ckpt-<supervisor
+// pid>-<random>.
+const jobCgroupPrefix = "ckpt-"
+
+// removeStaleCgroups removes job cgroups next to ours whose supervisor is
+// gone (SIGKILL, node failure): their jobs died with it, but nobody removed
+// the directories. A cgroup whose owner pid is alive is left alone, even if
+// that pid now belongs to another program.
+func removeStaleCgroups(parent string, log logrus.FieldLogger) {
+	ents, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if !e.IsDir() || !strings.HasPrefix(name, jobCgroupPrefix) {
+			continue
+		}
+		pidStr, _, _ := strings.Cut(strings.TrimPrefix(name, jobCgroupPrefix), "-")
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if err := unix.Kill(pid, 0); err == nil || errors.Is(err, unix.EPERM) {
+			continue
+		}
+		cg, err := cgroup.Load(filepath.Join(parent, name))
+		if err == nil {
+			err = cg.Remove()
+		}
+		if err != nil {
+			log.Debugf("stale job cgroup %s: %v", name, err)
+			continue
+		}
+		log.Debugf("removed stale job cgroup %s", name)
+	}
 }
 
 // startSandbox starts the sandbox and puts its init into the job cgroup
