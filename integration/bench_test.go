@@ -298,6 +298,7 @@ func benchCkptApptainer(e *benchEnv, mib int) (*benchResult, error) {
 	if err := benchDropCaches(); err != nil {
 		return nil, err
 	}
+	benchWarmMemory(mib)
 	start := time.Now()
 	rs, err := benchStart(filepath.Join(d, "restart.out"), true, e.bin, "restart", "--ckpt-dir", ckptDir)
 	if err != nil {
@@ -371,6 +372,7 @@ func benchCRIU(e *benchEnv, mib int) (*benchResult, error) {
 	if err := benchDropCaches(); err != nil {
 		return nil, err
 	}
+	benchWarmMemory(mib)
 	pidFile, restoreLog := filepath.Join(d, "restored.pid"), filepath.Join(d, "restore.log")
 	type restoreDone struct {
 		run benchRun
@@ -499,7 +501,9 @@ stopped s: ckpt-apptainer's stopped_ns; for CRIU the whole dump time (no --leave
 sync s: a sync(2) right after the checkpoint, i.e. image data still in the page cache (ckpt-apptainer fsyncs, CRIU does not).
 image MiB: du of the generation directory / the CRIU images directory.
 restart s: from starting "restart" / "criu restore -d" to the first new tick in the job's log; the page cache was dropped
-  (sync; echo 3 > /proc/sys/vm/drop_caches) before each restart, for both tools. Includes up to 100 ms of the job's own sleep.
+  (sync; echo 3 > /proc/sys/vm/drop_caches) and twice the job's size of memory touched and freed before each restart,
+  for both tools, so neither pays alone for memory the VM has to get back from its host. Includes up to 100 ms of the
+  job's own sleep.
 ckpt peak / rst peak MiB: ckpt-apptainer: VmHWM of the launch supervisor right after the checkpoint and of the restart
   supervisor after its job made progress; CRIU: ru_maxrss (wait4) of criu dump / criu restore.
 `)
