@@ -95,8 +95,9 @@ type restorer struct {
 	threads []*ptrace.Thread
 }
 
-// start spawns the stub and takes it under ptrace.
-func (r *restorer) start(sp Spawner) (int, error) {
+// start spawns the stub and takes it under ptrace. On failure the stub is
+// killed.
+func (r *restorer) start(sp Spawner) (_ int, err error) {
 	base, err := stubBase(r.proc.VMAs, stub.Size(stubScratch))
 	if err != nil {
 		return 0, err
@@ -107,28 +108,31 @@ func (r *restorer) start(sp Spawner) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("spawn stub: %w", err)
 	}
+	if pid <= 0 {
+		return 0, fmt.Errorf("spawn stub: no pid")
+	}
+	defer func() {
+		if err != nil {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	}()
 	// EXITKILL: if the supervisor dies half-way, the half-built process
 	// dies with it instead of running on.
 	if err := r.t.Seize(pid, unix.PTRACE_O_EXITKILL|unix.PTRACE_O_TRACECLONE); err != nil {
-		unix.Kill(pid, unix.SIGKILL)
 		return 0, err
 	}
 	if err := r.t.Interrupt(pid); err != nil {
-		unix.Kill(pid, unix.SIGKILL)
 		return 0, err
 	}
 	if _, err := r.t.WaitStop(pid, 0); err != nil {
-		unix.Kill(pid, unix.SIGKILL)
 		return 0, err
 	}
 	main, err := r.t.NewThread(pid, layout.Gadget)
 	if err != nil {
-		unix.Kill(pid, unix.SIGKILL)
 		return 0, err
 	}
 	r.remote = remote{pid: pid, main: main, scratch: layout.Scratch, size: layout.ScratchSize}
 	if err := r.unmapStubFile(); err != nil {
-		unix.Kill(pid, unix.SIGKILL)
 		return 0, err
 	}
 	return pid, nil

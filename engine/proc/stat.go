@@ -23,8 +23,8 @@ type Stat struct {
 	EnvStart, EnvEnd     uint64
 }
 
-// ReadStat parses /proc/<pid>/stat, or /proc/<pid>/task/<tid>/stat when
-// tid is not zero. The mm fields read as zero without ptrace access.
+// ReadStat parses /proc/<pid>/stat. The mm fields read as zero without
+// ptrace access.
 func ReadStat(pid int) (*Stat, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

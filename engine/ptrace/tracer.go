@@ -157,22 +157,6 @@ func (t *Tracer) GetEventMsg(tid int) (uint, error) {
 	return msg, nil
 }
 
-// Cont resumes tid with sig (0 for none) without detaching.
-func (t *Tracer) Cont(tid int, sig int) error {
-	if err := ptraceRaw(unix.PTRACE_CONT, tid, 0, uintptr(sig)); err != nil {
-		return fmt.Errorf("cont %d: %w", tid, err)
-	}
-	return nil
-}
-
-// Kill sends SIGKILL to every seized thread's process and forgets them.
-func (t *Tracer) Kill(tgid int) {
-	unix.Kill(tgid, unix.SIGKILL)
-	for tid := range t.seized {
-		delete(t.seized, tid)
-	}
-}
-
 func ptraceRaw(req int, tid int, addr, data uintptr) error {
 	_, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(tid), addr, data, 0, 0)
 	if e != 0 {
