@@ -6,8 +6,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 // mount is one cgroup filesystem mount from /proc/self/mountinfo.
@@ -55,29 +56,15 @@ func readMounts() ([]mount, error) {
 
 // parseMounts extracts the cgroup and cgroup2 mounts from mountinfo text.
 func parseMounts(r io.Reader) ([]mount, error) {
-	var ms []mount
-	s := bufio.NewScanner(r)
-	s.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-	for s.Scan() {
-		line := s.Text()
-		// The optional fields end at a lone "-"; the fields after it are
-		// fstype, source and super options.
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			return nil, fmt.Errorf("malformed line %q", line)
-		}
-		pf := strings.Fields(pre)
-		qf := strings.Fields(post)
-		if len(pf) < 5 || len(qf) < 1 {
-			return nil, fmt.Errorf("malformed line %q", line)
-		}
-		fstype := qf[0]
-		if fstype != "cgroup" && fstype != "cgroup2" {
-			continue
-		}
-		m := mount{root: unescape(pf[3]), point: unescape(pf[4]), fstype: fstype}
-		if fstype == "cgroup" && len(qf) >= 3 {
-			for _, o := range strings.Split(qf[2], ",") {
+	infos, err := mountinfo.GetMountsFromReader(r, mountinfo.FSTypeFilter("cgroup", "cgroup2"))
+	if err != nil {
+		return nil, err
+	}
+	ms := make([]mount, 0, len(infos))
+	for _, in := range infos {
+		m := mount{root: in.Root, point: in.Mountpoint, fstype: in.FSType}
+		if in.FSType == "cgroup" {
+			for _, o := range strings.Split(in.VFSOptions, ",") {
 				if notController[o] || strings.Contains(o, "=") || o == "" {
 					continue
 				}
@@ -86,27 +73,7 @@ func parseMounts(r io.Reader) ([]mount, error) {
 		}
 		ms = append(ms, m)
 	}
-	return ms, s.Err()
-}
-
-// unescape undoes the octal escapes (\040 for a space and the like) the
-// kernel uses for paths in mountinfo.
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return ms, nil
 }
 
 // mountOf returns the mount among ms whose mount point holds dir (the
