@@ -112,36 +112,18 @@ func skipZero(k image.VMAKind) bool {
 	return k == image.VMAAnon || k == image.VMAAnonShared
 }
 
-// dumpVMAs classifies the mappings of pid.
+// dumpVMAs classifies the mappings of pid. Guard pages are filled in by
+// the page dump, which walks pagemap anyway.
 func dumpVMAs(pid int) ([]image.VMA, error) {
 	maps, err := proc.ReadSmaps(pid)
 	if err != nil {
 		return nil, err
 	}
-	pm, err := proc.OpenPagemap(pid)
-	if err != nil {
-		return nil, err
-	}
-	defer pm.Close()
-	var out []image.VMA
-	var entries []uint64
+	out := make([]image.VMA, 0, len(maps))
 	for i := range maps {
 		v, err := classifyVMA(pid, &maps[i])
 		if err != nil {
 			return nil, err
-		}
-		if v.Kind == image.VMAAnon || v.Kind == image.VMAFilePrivate {
-			// Guard regions installed with MADV_GUARD_INSTALL are
-			// invisible in smaps; only pagemap shows them.
-			entries, err = pm.Read(v.Start, v.End, entries)
-			if err != nil {
-				return nil, err
-			}
-			for j, e := range entries {
-				if e&proc.PageGuardRegion != 0 {
-					v.GuardPages = append(v.GuardPages, uint64(j))
-				}
-			}
 		}
 		out = append(out, v)
 	}

@@ -135,7 +135,20 @@ func (d *pageDumper) writer() {
 	d.done <- err
 }
 
-// dump reads the pages of every VMA that the image needs.
+// recordGuardPages notes the guard regions (MADV_GUARD_INSTALL) among the
+// pagemap entries of v from start on: smaps does not show them, only
+// pagemap does, so the page walk that reads pagemap anyway records them.
+func recordGuardPages(v *image.VMA, start uint64, entries []uint64) {
+	first := (start - v.Start) / pageSize
+	for j, e := range entries {
+		if e&proc.PageGuardRegion != 0 {
+			v.GuardPages = append(v.GuardPages, first+uint64(j))
+		}
+	}
+}
+
+// dump reads the pages of every VMA that the image needs, and records
+// their guard pages in vmas.
 func (d *pageDumper) dump(vmas []image.VMA) error {
 	pm, err := proc.OpenPagemap(d.pid)
 	if err != nil {
@@ -162,6 +175,7 @@ func (d *pageDumper) dump(vmas []image.VMA) error {
 			if err != nil {
 				return err
 			}
+			recordGuardPages(v, start, entries)
 			for j := 0; j < len(entries); {
 				if !dumpPage(v.Kind, entries[j]) {
 					j++

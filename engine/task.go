@@ -17,7 +17,6 @@ import (
 
 const (
 	taskSize  = 0x7ffffffff000 // TASK_SIZE with 4-level page tables
-	parkRoom  = 64 * pageSize  // stub.ParkSize
 	nRlimits  = 16             // RLIM_NLIMITS
 	prSetMM   = 35             // PR_SET_MM
 	prSetMMap = 14             // PR_SET_MM_MAP

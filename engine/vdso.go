@@ -10,6 +10,7 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/stub"
 )
 
 // The vDSO: libc (and the Go runtime) cache pointers into it, so a restored
@@ -60,7 +61,7 @@ func (r *restorer) parkSpecialMappings() ([]special, error) {
 	if err != nil {
 		return nil, err
 	}
-	park := r.layout.End - parkRoom
+	park := r.layout.End - stub.ParkSize
 	var lowest uint64 = ^uint64(0)
 	for _, m := range maps {
 		if k := specialKind(m.Path); k != "" && k != image.VMAVsyscall && m.Start < lowest {
@@ -75,7 +76,7 @@ func (r *restorer) parkSpecialMappings() ([]special, error) {
 		}
 		to := park + (m.Start - lowest)
 		if to+m.Size() > r.layout.End {
-			return nil, fmt.Errorf("special mappings span %d bytes, more than the %d reserved", to+m.Size()-park, parkRoom)
+			return nil, fmt.Errorf("special mappings span %d bytes, more than the %d reserved", to+m.Size()-park, stub.ParkSize)
 		}
 		if _, err := r.main.Call("mremap "+m.Path, unix.SYS_MREMAP, m.Start, m.Size(), m.Size(), unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, to); err != nil {
 			return nil, err

@@ -7,13 +7,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
-
-func logrusLogger() logrus.FieldLogger { return logrus.StandardLogger() }
 
 func checkpointCommand() *cli.Command {
 	return &cli.Command{

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
@@ -92,7 +93,7 @@ func pickGeneration(c *cli.Context, st *image.Store) (*image.Generation, error) 
 		}
 		return g, nil
 	}
-	g, err := st.NewestGood(logrusLogger())
+	g, err := st.NewestGood(logrus.StandardLogger())
 	if err != nil {
 		return nil, fmt.Errorf("%w (checkpoint directory %s)", err, st.Dir)
 	}

@@ -28,9 +28,8 @@ var ErrTimeout = errors.New("timed out waiting for the thread to stop")
 // Tracer issues ptrace requests from the one OS thread it is locked to.
 type Tracer struct {
 	osThread int
-	// stopped remembers threads known to be in a ptrace-stop, with the
-	// signal that stopped them, so a caller can tell a fresh signal stop from
-	// one it caused.
+	// seized are the threads attached to this tracer, by Seize or, for
+	// threads the kernel attached on clone, by Adopt.
 	seized map[int]bool
 }
 
