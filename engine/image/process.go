@@ -7,6 +7,14 @@ type Process struct {
 	PGID int    `json:"pgid"`
 	SID  int    `json:"sid"`
 	Comm string `json:"comm"`
+	// State is how the process was found: running (any state the job
+	// resumes from), stopped by a job-control signal, or a zombie.
+	State ProcState `json:"state,omitempty"`
+	// ExitStatus is a zombie's wait status (exit code << 8 | signal).
+	ExitStatus int `json:"exit_status,omitempty"`
+	// PdeathSignal is PR_SET_PDEATHSIG; ChildSubreaper PR_SET_CHILD_SUBREAPER.
+	PdeathSignal   int  `json:"pdeath_signal,omitempty"`
+	ChildSubreaper bool `json:"child_subreaper,omitempty"`
 
 	Exe   FileID `json:"exe"`
 	Cwd   string `json:"cwd"`
@@ -27,6 +35,15 @@ type Process struct {
 	Rlimits    []Rlimit    `json:"rlimits"`
 	Itimers    []Itimer    `json:"itimers"`
 }
+
+// ProcState is the run state a process is restored into.
+type ProcState string
+
+const (
+	ProcRunning ProcState = ""        // runs on after the restore
+	ProcStopped ProcState = "stopped" // in a group stop (SIGSTOP, SIGTSTP...)
+	ProcZombie  ProcState = "zombie"  // exited, not yet reaped by its parent
+)
 
 // FileID identifies a file by path and by what it looked like at dump time, so
 // a restart can tell that a library or binary changed underneath the job.
@@ -173,12 +190,21 @@ const (
 	FDStdio   FDKind = "stdio"   // the supervisor's own stdin/stdout/stderr (tty or pipe)
 	FDEventfd FDKind = "eventfd" // eventfd with its counter
 	FDEpoll   FDKind = "epoll"   // epoll instance with its registered fds
+	FDPipe    FDKind = "pipe"    // one end of an anonymous pipe
+	FDFifo    FDKind = "fifo"    // one end of a named pipe, re-opened by path
+	FDUnix    FDKind = "unix"    // AF_UNIX socket
 )
 
 // FD is one open file descriptor.
 type FD struct {
-	Num   int     `json:"fd"`
-	Kind  FDKind  `json:"kind"`
+	Num  int    `json:"fd"`
+	Kind FDKind `json:"kind"`
+	// OFD names the open file description (offset, status flags) across
+	// the whole job: descriptors with the same OFD share one, as dup, fork
+	// and SCM_RIGHTS leave them. Only the first descriptor of an OFD in
+	// the image (by process order, then fd number) carries its state; the
+	// others are re-created from it.
+	OFD   int     `json:"ofd"`
 	Flags int     `json:"flags"` // open flags from fdinfo, O_CLOEXEC included
 	Pos   int64   `json:"pos"`
 	Path  string  `json:"path,omitempty"`
@@ -191,6 +217,23 @@ type FD struct {
 	EventfdSemaphore bool `json:"eventfd_semaphore,omitempty"`
 	// Epoll lists the registrations of an epoll fd.
 	Epoll []EpollEntry `json:"epoll,omitempty"`
+	// Pipe describes a pipe or FIFO end.
+	Pipe *Pipe `json:"pipe,omitempty"`
+	// Unix describes an AF_UNIX socket.
+	Unix *UnixSocket `json:"unix,omitempty"`
+}
+
+// Pipe is one end of a pipe or FIFO. Data is what was buffered in the pipe,
+// recorded once per pipe (with the first end in the image).
+type Pipe struct {
+	// Inode identifies the pipe; both ends share it.
+	Inode uint64 `json:"inode"`
+	// ReadEnd says which end this descriptor is (FIFOs may be opened
+	// read-write: then both are true).
+	ReadEnd  bool   `json:"read_end"`
+	WriteEnd bool   `json:"write_end"`
+	Size     int    `json:"size"` // F_GETPIPE_SZ
+	Data     []byte `json:"data,omitempty"`
 }
 
 // EpollEntry is one registration on an epoll instance.
