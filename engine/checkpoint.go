@@ -62,37 +62,49 @@ func Checkpoint(opts CheckpointOptions) (*image.Stats, error) {
 		return nil, err
 	}
 	stopped := time.Now()
-	opts.Log.Debugf("job stopped (%s): pid %d, %d threads", job.method, job.pid, len(job.threads))
+	opts.Log.Debugf("job stopped (%s): %d processes, %d threads", job.method, len(job.procs), job.threadCount())
 	if opts.Stopped != nil {
 		opts.Stopped()
 	}
 
-	d, err := dumpProcess(t, job, opts)
+	jd := newJobDump(opts)
+	dumps, err := jd.dumpAll(t, job)
 	if err != nil {
 		job.release()
 		return nil, err
 	}
 	stats := &image.Stats{
-		Threads:      len(d.proc.Threads),
-		Processes:    1,
+		Processes:    len(dumps),
 		FreezeMethod: job.method,
 		FrozenFor:    job.frozen,
+	}
+	for _, d := range dumps {
+		stats.Threads += len(d.proc.Threads)
+	}
+	finishAll := func() error {
+		var first error
+		for _, d := range dumps {
+			if err := d.finish(opts); err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
 	}
 	if !opts.Kill {
 		// Everything the job can change has been read: it may run while
 		// the data is written and made durable.
 		job.release()
 		stats.StoppedFor = time.Since(stopped)
-		if err := d.finish(opts); err != nil {
+		if err := finishAll(); err != nil {
 			return nil, err
 		}
 		written := time.Now()
 		if err := opts.Commit(); err != nil {
 			return nil, err
 		}
-		opts.Log.Debugf("pid %d: data written %v after the job was released, committed in %v", d.proc.PID, written.Sub(stopped)-stats.StoppedFor, time.Since(written))
+		opts.Log.Debugf("data written %v after the job was released, committed in %v", written.Sub(stopped)-stats.StoppedFor, time.Since(written))
 	} else {
-		err := d.finish(opts)
+		err := finishAll()
 		if err == nil {
 			err = opts.Commit()
 		}
@@ -103,63 +115,63 @@ func Checkpoint(opts CheckpointOptions) (*image.Stats, error) {
 		job.kill()
 		stats.StoppedFor = time.Since(stopped)
 	}
-	stats.PageBytes = d.pages.bytes
+	for _, d := range dumps {
+		if d.pages != nil {
+			stats.PageBytes += d.pages.bytes
+		}
+	}
 	stats.Duration = time.Since(start)
-	opts.Log.Debugf("pid %d: %d bytes of pages, job stopped %v, written by %v", d.proc.PID, d.pages.bytes, stats.StoppedFor, time.Since(start))
+	opts.Log.Debugf("%d bytes of pages, job stopped %v, written by %v", stats.PageBytes, stats.StoppedFor, time.Since(start))
 	return stats, nil
 }
 
 // processDump is one process whose state has been read; its page data may
 // still be on its way to disk.
 type processDump struct {
-	proc  *image.Process
-	pages *pageDumper
-	file  *image.DataFile
+	proc     *image.Process
+	pages    *pageDumper // nil for a zombie
+	file     *image.DataFile
+	finished bool
 }
 
 // finish waits for the page data, closes the page file and writes the core
 // file and the manifest entry.
 func (d *processDump) finish(opts CheckpointOptions) error {
-	werr := d.pages.close()
-	cerr := d.file.Close()
-	for _, e := range []error{werr, cerr} {
-		if e != nil {
-			return fmt.Errorf("pid %d: memory: %w", d.proc.PID, e)
-		}
+	if d.finished {
+		return nil
 	}
+	d.finished = true
 	p := d.proc
-	p.PageRuns = d.pages.runs
+	ref := image.ProcessRef{PID: p.PID, PPID: p.PPID, Comm: p.Comm, Core: image.CoreName(p.PID)}
+	if d.pages != nil {
+		werr := d.pages.close()
+		cerr := d.file.Close()
+		for _, e := range []error{werr, cerr} {
+			if e != nil {
+				return fmt.Errorf("pid %d: memory: %w", d.proc.PID, e)
+			}
+		}
+		p.PageRuns = d.pages.runs
+		ref.Pages = image.PagesName(p.PID)
+	}
 	if err := opts.Writer.WriteJSON(image.CoreName(p.PID), p); err != nil {
 		return err
 	}
-	opts.Manifest.Processes = append(opts.Manifest.Processes, image.ProcessRef{
-		PID: p.PID, PPID: p.PPID, Comm: p.Comm,
-		Core: image.CoreName(p.PID), Pages: image.PagesName(p.PID),
-	})
+	opts.Manifest.Processes = append(opts.Manifest.Processes, ref)
 	return nil
 }
 
 // dumpProcess reads everything of one stopped process: its state into an
 // image.Process, its pages into the dumper's buffers.
-func dumpProcess(t *ptrace.Tracer, job *stoppedJob, opts CheckpointOptions) (*processDump, error) {
-	hostPID := job.pid
-	st, err := proc.ReadStatus(strconv.Itoa(hostPID))
+func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump, error) {
+	hostPID := sp.pid
+	p, err := processIDs(hostPID)
 	if err != nil {
 		return nil, err
 	}
-	p := &image.Process{}
-	if p.PID, err = st.NSPid(); err != nil {
-		return nil, err
+	if sp.stopSig != 0 {
+		p.State = image.ProcStopped
 	}
-	stat, err := proc.ReadStat(hostPID)
-	if err != nil {
-		return nil, err
-	}
-	p.Comm = stat.Comm
-	if p.PPID, err = nsPidOf(stat.PPID); err != nil {
-		return nil, err
-	}
-	p.PGID, p.SID = lastInt(st, "NSpgid"), lastInt(st, "NSsid")
 
 	early, err := proc.ReadMaps(hostPID)
 	if err != nil {
@@ -177,7 +189,7 @@ func dumpProcess(t *ptrace.Tracer, job *stoppedJob, opts CheckpointOptions) (*pr
 	}
 	p.VDSO = vdso
 
-	if err := dumpWithScratch(t, job, gadget, p); err != nil {
+	if err := dumpWithScratch(t, sp, gadget, p); err != nil {
 		return nil, err
 	}
 
@@ -185,24 +197,54 @@ func dumpProcess(t *ptrace.Tracer, job *stoppedJob, opts CheckpointOptions) (*pr
 	if p.VMAs, err = dumpVMAs(hostPID); err != nil {
 		return nil, err
 	}
-	if err := dumpFiles(hostPID, p, opts.Stdio); err != nil {
+	if err := jd.dumpFiles(hostPID, p); err != nil {
 		return nil, err
 	}
-	file, err := opts.Writer.CreateDirect(image.PagesName(p.PID))
+	file, err := jd.opts.Writer.CreateDirect(image.PagesName(p.PID))
 	if err != nil {
 		return nil, err
 	}
-	pages, err := newPageDumper(hostPID, file, opts.BufferBytes)
+	pages, err := newPageDumper(hostPID, file, max(0, jd.opts.BufferBytes-jd.buffered))
 	if err != nil {
 		file.Close()
 		return nil, err
 	}
+	pages.shared = jd.shmem
 	d := &processDump{proc: p, pages: pages, file: file}
 	if err := pages.dump(p.VMAs); err != nil {
-		d.finish(opts)
+		d.finish(jd.opts)
 		return nil, fmt.Errorf("pid %d: memory: %w", p.PID, err)
 	}
+	jd.buffered += pages.bytes
 	return d, nil
+}
+
+// processIDs reads a process's pids in the job's namespace and its name.
+func processIDs(hostPID int) (*image.Process, error) {
+	st, err := proc.ReadStatus(strconv.Itoa(hostPID))
+	if err != nil {
+		return nil, err
+	}
+	p := &image.Process{}
+	if p.PID, err = st.NSPid(); err != nil {
+		return nil, err
+	}
+	stat, err := proc.ReadStat(hostPID)
+	if err != nil {
+		return nil, err
+	}
+	p.Comm = stat.Comm
+	if stat.PPID != 0 {
+		if p.PPID, err = nsPidOf(stat.PPID); err != nil {
+			return nil, err
+		}
+	}
+	p.PGID, p.SID = lastInt(st, "NSpgid"), lastInt(st, "NSsid")
+	if stat.State == 'Z' {
+		p.State = image.ProcZombie
+		p.ExitStatus = stat.ExitCode
+	}
+	return p, nil
 }
 
 const dumpScratchSize = 64 << 10
@@ -211,7 +253,7 @@ const dumpScratchSize = 64 << 10
 // injected queries that need memory for their results (signal handlers,
 // timers, brk, per-thread signal stacks and tid addresses), and unmaps it.
 // Every thread's registers are put back afterwards.
-func dumpWithScratch(t *ptrace.Tracer, job *stoppedJob, gadget uint64, p *image.Process) (err error) {
+func dumpWithScratch(t *ptrace.Tracer, job *stoppedProc, gadget uint64, p *image.Process) (err error) {
 	var threads []*ptrace.Thread
 	for _, tid := range job.threads {
 		th, err := t.NewThread(tid, gadget)

@@ -84,9 +84,11 @@ func TestClassifyVMA(t *testing.T) {
 		{"[vvar_vclock]", "r--p", image.VMAVVarVClock, ""},
 		{"/bin/sh", "r-xp", image.VMAFilePrivate, ""},
 		{"/bin/sh", "r--s", image.VMAFileShared, ""},
-		{"/memfd:x (deleted)", "rw-s", "", "memfd"},
+		{"/memfd:x (deleted)", "rw-s", image.VMAAnonShared, ""},
+		{"/memfd:x (deleted)", "r--p", image.VMAFileGone, ""},
 		{"/SYSV00000000 (deleted)", "rw-s", "", "System V"},
-		{"/tmp/gone (deleted)", "rw-p", "", "deleted file"},
+		{"/tmp/gone (deleted)", "rw-p", image.VMAFileGone, ""},
+		{"/dev/shm/x (deleted)", "rw-s", image.VMAAnonShared, ""},
 		{"/no/such/file", "r--p", "", "no such file"},
 	}
 	for _, tt := range tests {

@@ -3,9 +3,9 @@ package engine
 import (
 	"fmt"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -38,13 +38,19 @@ func sameOpenFile(pid1, a, pid2, b int) bool {
 
 // dumpFiles records the file descriptors of a process. Kinds that cannot be
 // restored yet fail the checkpoint with the pid, fd and kind named.
-func dumpFiles(hostPID int, p *image.Process, stdio Stdio) error {
+func (jd *jobDump) dumpFiles(hostPID int, p *image.Process) error {
 	fds, err := proc.ReadFDs(hostPID)
 	if err != nil {
 		return err
 	}
+	stdio := jd.opts.Stdio
 	for _, fd := range fds {
 		out := image.FD{Num: fd.Num, Flags: fd.Flags, Pos: fd.Pos}
+		id, first, err := jd.files.id(hostPID, fd.Num)
+		if err != nil {
+			return fmt.Errorf("pid %d fd %d: %w", p.PID, fd.Num, err)
+		}
+		out.OFD = id
 		if stdio.PID != 0 {
 			for s := 0; s <= 2; s++ {
 				if sameOpenFile(stdio.PID, s, hostPID, fd.Num) {
@@ -54,7 +60,7 @@ func dumpFiles(hostPID int, p *image.Process, stdio Stdio) error {
 			}
 		}
 		if out.Kind == "" {
-			if err := classifyFD(hostPID, &fd, &out); err != nil {
+			if err := jd.classifyFD(hostPID, &fd, &out, first); err != nil {
 				return fmt.Errorf("pid %d fd %d: %w", p.PID, fd.Num, err)
 			}
 		}
@@ -63,7 +69,10 @@ func dumpFiles(hostPID int, p *image.Process, stdio Stdio) error {
 	return nil
 }
 
-func classifyFD(hostPID int, fd *proc.FD, out *image.FD) error {
+// classifyFD fills in what re-creates fd. State held by the open file
+// description itself (pipe data, counters) is read only for the first fd
+// of each description.
+func (jd *jobDump) classifyFD(hostPID int, fd *proc.FD, out *image.FD, first bool) error {
 	t := fd.Target
 	switch {
 	case devicesReopened[t]:
@@ -89,8 +98,13 @@ func classifyFD(hostPID int, fd *proc.FD, out *image.FD) error {
 			return err
 		}
 		out.Epoll = entries
-	case strings.HasPrefix(t, "pipe:"):
-		return fmt.Errorf("pipe %s: pipes are not supported yet", t)
+	case strings.HasPrefix(t, "pipe:["):
+		ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(t, "pipe:["), "]"), 10, 64)
+		if err != nil {
+			return fmt.Errorf("pipe %q: %w", t, err)
+		}
+		out.Kind = image.FDPipe
+		return jd.dumpPipe(hostPID, fd.Num, ino, out)
 	case strings.HasPrefix(t, "socket:"):
 		return fmt.Errorf("socket %s: sockets are not supported yet", t)
 	case strings.HasPrefix(t, "anon_inode:"):
@@ -103,6 +117,10 @@ func classifyFD(hostPID int, fd *proc.FD, out *image.FD) error {
 		st, err := os.Stat(fmt.Sprintf("/proc/%d/fd/%d", hostPID, fd.Num))
 		if err != nil {
 			return fmt.Errorf("stat %s: %w", t, err)
+		}
+		if st.Mode().Type() == os.ModeNamedPipe {
+			out.Kind, out.Path = image.FDFifo, t
+			return jd.dumpPipe(hostPID, fd.Num, st.Sys().(*syscall.Stat_t).Ino, out)
 		}
 		if !st.Mode().IsRegular() && !st.IsDir() {
 			return fmt.Errorf("%s (%s): this kind of file is not supported yet", t, st.Mode().Type())
@@ -186,139 +204,6 @@ func rollbackFiles(p *image.Process, opts RestoreOptions) error {
 			}
 		case st.Size() < fd.File.Size:
 			opts.Log.Warnf("fd %d: %s is shorter (%d bytes) than at checkpoint time (%d); the job resumes at its old offset", fd.Num, fd.Path, st.Size(), fd.File.Size)
-		}
-	}
-	return nil
-}
-
-// restoreFiles re-creates the descriptor table. The stub starts with the
-// restarting supervisor's stdin, stdout and stderr on 0-2; they are first
-// moved above every fd the image uses, then each recorded fd is opened
-// and moved to its number.
-func (r *restorer) restoreFiles(p *image.Process) error {
-	files := append([]image.FD(nil), p.Files...)
-	sort.Slice(files, func(i, j int) bool { return files[i].Num < files[j].Num })
-	top := 3
-	for _, f := range files {
-		top = max(top, f.Num+1)
-	}
-	var stdio [3]uint64
-	for s := 0; s < 3; s++ {
-		fd, err := r.main.Call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, uint64(s), unix.F_DUPFD_CLOEXEC, uint64(top+s))
-		if err != nil {
-			return fmt.Errorf("stdio %d: %w", s, err)
-		}
-		stdio[s] = fd
-		if _, err := r.main.Call("close", unix.SYS_CLOSE, uint64(s)); err != nil {
-			return err
-		}
-	}
-	for _, f := range files {
-		if err := r.restoreFD(&f, stdio); err != nil {
-			return fmt.Errorf("fd %d (%s): %w", f.Num, f.Kind, err)
-		}
-	}
-	for _, f := range files {
-		if f.Kind == image.FDEpoll {
-			if err := r.restoreEpollEntries(&f); err != nil {
-				return fmt.Errorf("fd %d (epoll): %w", f.Num, err)
-			}
-		}
-	}
-	for _, fd := range stdio {
-		if _, err := r.main.Call("close", unix.SYS_CLOSE, fd); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (r *restorer) restoreFD(f *image.FD, stdio [3]uint64) error {
-	cloexec := f.Flags&unix.O_CLOEXEC != 0
-	var fd uint64
-	var err error
-	switch f.Kind {
-	case image.FDStdio:
-		return r.moveFD(stdio[f.Stdio], f.Num, cloexec, false)
-	case image.FDFile, image.FDDevice:
-		flags := uint64(f.Flags) &^ (unix.O_CREAT | unix.O_TRUNC | unix.O_EXCL | unix.O_NOCTTY)
-		fd, err = r.openat(f.Path, flags|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		if err := r.moveFD(fd, f.Num, cloexec, true); err != nil {
-			return err
-		}
-		if f.Kind == image.FDFile && f.Pos != 0 {
-			if _, err := r.main.Call("lseek", unix.SYS_LSEEK, uint64(f.Num), uint64(f.Pos), unix.SEEK_SET); err != nil {
-				return err
-			}
-		}
-		return nil
-	case image.FDEventfd:
-		flags := uint64(unix.EFD_CLOEXEC)
-		if f.Flags&unix.O_NONBLOCK != 0 {
-			flags |= unix.EFD_NONBLOCK
-		}
-		if f.EventfdSemaphore {
-			flags |= unix.EFD_SEMAPHORE
-		}
-		if fd, err = r.main.Call("eventfd2", unix.SYS_EVENTFD2, f.EventfdCount, flags); err != nil {
-			return err
-		}
-		return r.moveFD(fd, f.Num, cloexec, true)
-	case image.FDEpoll:
-		if fd, err = r.main.Call("epoll_create1", unix.SYS_EPOLL_CREATE1, unix.EPOLL_CLOEXEC); err != nil {
-			return err
-		}
-		return r.moveFD(fd, f.Num, cloexec, true)
-	}
-	return fmt.Errorf("restoring %s descriptors is not supported", f.Kind)
-}
-
-// moveFD puts fd on number num with the recorded close-on-exec flag,
-// closing the original when it was a temporary.
-func (r *restorer) moveFD(fd uint64, num int, cloexec, closeOld bool) error {
-	var flags uint64
-	if cloexec {
-		flags = unix.O_CLOEXEC
-	}
-	if fd == uint64(num) {
-		// Opened right on its number (with O_CLOEXEC): only the flag
-		// may need fixing.
-		if !cloexec {
-			_, err := r.main.Call("fcntl(F_SETFD)", unix.SYS_FCNTL, fd, unix.F_SETFD, 0)
-			return err
-		}
-		return nil
-	}
-	if _, err := r.main.Call("dup3", unix.SYS_DUP3, fd, uint64(num), flags); err != nil {
-		return err
-	}
-	if closeOld {
-		if _, err := r.main.Call("close", unix.SYS_CLOSE, fd); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// restoreEpollEntries registers the recorded fds on a restored epoll fd.
-func (r *restorer) restoreEpollEntries(f *image.FD) error {
-	addr, err := r.scratchAt(0, 12)
-	if err != nil {
-		return err
-	}
-	for _, e := range f.Epoll {
-		// struct epoll_event is packed on x86-64: u32 events, u64 data.
-		ev := make([]byte, 12)
-		putU32(ev[0:], e.Events)
-		putU64(ev[4:], e.Data)
-		if err := r.write(addr, ev); err != nil {
-			return err
-		}
-		if _, err := r.main.Call("epoll_ctl", unix.SYS_EPOLL_CTL, uint64(f.Num), unix.EPOLL_CTL_ADD, uint64(e.FD), addr); err != nil {
-			return fmt.Errorf("register fd %d: %w", e.FD, err)
 		}
 	}
 	return nil

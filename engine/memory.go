@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -50,20 +51,20 @@ func classifyVMA(pid int, m *proc.Mapping) (image.VMA, error) {
 		v.Kind = image.VMAVVarVClock
 	case m.Path == "[vsyscall]":
 		v.Kind = image.VMAVsyscall
-	case m.Path == "" || m.Path == "[heap]" || m.Path == "[stack]" || strings.HasPrefix(m.Path, "[anon:"):
-		if m.Shared() {
-			v.Kind = image.VMAAnonShared
-		} else {
-			v.Kind = image.VMAAnon
-		}
-	case m.Path == "/dev/zero (deleted)" && m.Shared():
-		v.Kind = image.VMAAnonShared
-	case strings.HasPrefix(m.Path, "/memfd:"):
-		return v, fmt.Errorf("pid %d: mapping %#x-%#x of %s: memfd mappings are not supported yet", pid, m.Start, m.End, m.Path)
+	case (m.Path == "" || m.Path == "[heap]" || m.Path == "[stack]" || strings.HasPrefix(m.Path, "[anon:")) && !m.Shared():
+		v.Kind = image.VMAAnon
 	case strings.HasPrefix(m.Path, "/SYSV"):
 		return v, fmt.Errorf("pid %d: mapping %#x-%#x: System V shared memory is not supported yet", pid, m.Start, m.End)
-	case strings.HasSuffix(m.Path, " (deleted)"):
-		return v, fmt.Errorf("pid %d: mapping %#x-%#x of deleted file %s is not supported yet", pid, m.Start, m.End, strings.TrimSuffix(m.Path, " (deleted)"))
+	case m.Path == "" || strings.HasPrefix(m.Path, "/memfd:") || strings.HasSuffix(m.Path, " (deleted)"):
+		// Shared memory (MAP_SHARED|MAP_ANONYMOUS shows as a deleted
+		// /dev/zero), a memfd, or a file deleted while mapped: nothing
+		// can open it again by path, so its pages are saved.
+		if m.Shared() {
+			v.Kind = image.VMAAnonShared
+			v.Shmem = m.Dev + ":" + strconv.FormatUint(m.Inode, 10)
+		} else {
+			v.Kind = image.VMAFileGone
+		}
 	case strings.HasPrefix(m.Path, "["):
 		return v, fmt.Errorf("pid %d: special mapping %s at %#x is not supported", pid, m.Path, m.Start)
 	case strings.HasPrefix(m.Path, "/"):
@@ -98,9 +99,11 @@ func dumpPage(k image.VMAKind, e uint64) bool {
 		// A present page that is still the file's page is re-read from
 		// the file at restore; only private copies are dumped.
 		return e&proc.PageSwapped != 0 || (e&proc.PagePresent != 0 && e&proc.PageFileShared == 0)
-	case image.VMAAnonShared:
-		// Shared anonymous pages stay in the shmem object even when this
-		// process's page table lost them, so every page is read.
+	case image.VMAAnonShared, image.VMAFileGone:
+		// Shared pages stay in the shmem object even when this process's
+		// page table lost them, and pages of a private mapping that were
+		// never copied come from a file no one can open again: every page
+		// is read.
 		return true
 	}
 	return false
@@ -109,7 +112,7 @@ func dumpPage(k image.VMAKind, e uint64) bool {
 // skipZero reports whether all-zero pages of a VMA of kind k can be left
 // out of the image, because the restored mapping reads as zero there anyway.
 func skipZero(k image.VMAKind) bool {
-	return k == image.VMAAnon || k == image.VMAAnonShared
+	return k == image.VMAAnon || k == image.VMAAnonShared || k == image.VMAFileGone
 }
 
 // dumpVMAs classifies the mappings of pid. Guard pages are filled in by
@@ -134,10 +137,14 @@ func dumpVMAs(pid int) ([]image.VMA, error) {
 func mmapFlags(v *image.VMA) uint64 {
 	var f uint64 = unix.MAP_FIXED
 	switch v.Kind {
-	case image.VMAAnon:
+	case image.VMAAnon, image.VMAFileGone:
 		f |= unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
 	case image.VMAAnonShared:
-		f |= unix.MAP_SHARED | unix.MAP_ANONYMOUS
+		if v.Shmem != "" {
+			f |= unix.MAP_SHARED // of the memfd that stands for the object
+		} else {
+			f |= unix.MAP_SHARED | unix.MAP_ANONYMOUS
+		}
 	case image.VMAFilePrivate:
 		f |= unix.MAP_PRIVATE
 	case image.VMAFileShared:
@@ -218,7 +225,18 @@ func (r *restorer) restoreVMAs(p *image.Process) error {
 				files[v.File.Path] = fd
 			}
 		}
+		if v.Shmem != "" {
+			var err error
+			if fd, err = r.shmemFD(v); err != nil {
+				return fmt.Errorf("mapping %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
+			}
+		}
 		addr, err := r.main.Call("mmap", unix.SYS_MMAP, v.Start, v.End-v.Start, prot, mmapFlags(v), fd, v.Offset)
+		if v.Shmem != "" {
+			if _, cerr := r.main.Call("close", unix.SYS_CLOSE, fd); cerr != nil && err == nil {
+				err = cerr
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("mapping %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
 		}

@@ -37,6 +37,10 @@ type pageDumper struct {
 	lastVMA int
 
 	mem *os.File // /proc/pid/mem, for mappings the process cannot read itself
+	// shared says which pages of shared memory objects other processes
+	// of the job already stored; nil for a single process.
+	shared *shmemPages
+	want   []bool
 
 	// pending are the ranges of the batch being collected, in buffer order.
 	pending []pendingRange
@@ -147,6 +151,23 @@ func recordGuardPages(v *image.VMA, start uint64, entries []uint64) {
 	}
 }
 
+// wanted marks the pages from start on that go into this process's page
+// file. A page of a shared memory object is stored once, by the first
+// process (and mapping) the dump meets it in.
+func (d *pageDumper) wanted(v *image.VMA, start uint64, entries []uint64) []bool {
+	want := d.want[:0]
+	for j, e := range entries {
+		w := dumpPage(v.Kind, e)
+		if w && v.Shmem != "" && d.shared != nil {
+			pgoff := (v.Offset + start - v.Start) / pageSize
+			w = d.shared.claim(v.Shmem, pgoff+uint64(j))
+		}
+		want = append(want, w)
+	}
+	d.want = want
+	return want
+}
+
 // dump reads the pages of every VMA that the image needs, and records
 // their guard pages in vmas.
 func (d *pageDumper) dump(vmas []image.VMA) error {
@@ -163,7 +184,7 @@ func (d *pageDumper) dump(vmas []image.VMA) error {
 	for i := range vmas {
 		v := &vmas[i]
 		switch v.Kind {
-		case image.VMAAnon, image.VMAAnonShared, image.VMAFilePrivate:
+		case image.VMAAnon, image.VMAAnonShared, image.VMAFilePrivate, image.VMAFileGone:
 		default:
 			continue
 		}
@@ -176,13 +197,14 @@ func (d *pageDumper) dump(vmas []image.VMA) error {
 				return err
 			}
 			recordGuardPages(v, start, entries)
+			want := d.wanted(v, start, entries)
 			for j := 0; j < len(entries); {
-				if !dumpPage(v.Kind, entries[j]) {
+				if !want[j] {
 					j++
 					continue
 				}
 				k := j
-				for k < len(entries) && dumpPage(v.Kind, entries[k]) {
+				for k < len(entries) && want[k] {
 					k++
 				}
 				addr := start + uint64(j)*pageSize

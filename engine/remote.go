@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"syscall"
@@ -92,4 +93,20 @@ func unwrapErrno(err error) (syscall.Errno, bool) {
 		return e, true
 	}
 	return 0, false
+}
+
+// prctlGetInt runs a prctl that stores an int at its second argument.
+func (r *remote) prctlGetInt(name string, option uint64) (int, error) {
+	addr, err := r.scratchAt(0, 4)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := r.main.Call("prctl("+name+")", unix.SYS_PRCTL, option, addr); err != nil {
+		return 0, err
+	}
+	b := make([]byte, 4)
+	if err := r.read(addr, b); err != nil {
+		return 0, err
+	}
+	return int(int32(binary.LittleEndian.Uint32(b))), nil
 }

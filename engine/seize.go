@@ -3,7 +3,9 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -29,13 +31,26 @@ const (
 
 // stoppedJob is a job whose threads are all in a ptrace-stop.
 type stoppedJob struct {
-	t       *ptrace.Tracer
-	pid     int   // host pid of the one process
-	threads []int // host tids, the main thread first
-	method  string
-	frozen  time.Duration
+	t *ptrace.Tracer
+	// procs are the job's processes, parents before children.
+	procs  []*stoppedProc
+	byPID  map[int]*stoppedProc
+	method string
+	frozen time.Duration
 	// waited are the threads whose stop has been collected.
 	waited map[int]bool
+}
+
+// stoppedProc is one process of a stopped job.
+type stoppedProc struct {
+	pid     int   // host pid
+	threads []int // host tids, the main thread first
+	// zombie processes are not seized: they have exited and wait for
+	// their parent.
+	zombie bool
+	// stopSig is the signal of the group stop the process was in before
+	// the checkpoint (SIGSTOP...), 0 when it was running.
+	stopSig unix.Signal
 }
 
 // descendants lists every process below pid, depth first.
@@ -62,7 +77,7 @@ func descendants(pid int) ([]int, error) {
 // each thread move), wait for the stops. Without one, threads are seized in
 // rounds until a round finds no new thread.
 func stopJob(t *ptrace.Tracer, initPID int, fz Freezer, log logrus.FieldLogger) (*stoppedJob, error) {
-	j := &stoppedJob{t: t, waited: map[int]bool{}}
+	j := &stoppedJob{t: t, waited: map[int]bool{}, byPID: map[int]*stoppedProc{}}
 	if fz != nil {
 		j.method = "freezer"
 		start := time.Now()
@@ -91,7 +106,7 @@ func stopJob(t *ptrace.Tracer, initPID int, fz Freezer, log logrus.FieldLogger) 
 			j.release()
 			return nil, fmt.Errorf("the job's threads did not settle after %d rounds of seizing", seizeRounds)
 		}
-		before := len(j.threads)
+		before := j.threadCount()
 		if err := j.seizeAll(initPID, false); err != nil {
 			j.release()
 			return nil, err
@@ -100,7 +115,7 @@ func stopJob(t *ptrace.Tracer, initPID int, fz Freezer, log logrus.FieldLogger) 
 			j.release()
 			return nil, err
 		}
-		if round > 0 && len(j.threads) == before {
+		if round > 0 && j.threadCount() == before {
 			return j, nil
 		}
 	}
@@ -115,30 +130,57 @@ func (j *stoppedJob) seizeAll(initPID int, frozen bool) error {
 	if len(pids) == 0 {
 		return fmt.Errorf("the job has no process left to checkpoint")
 	}
-	if len(pids) > 1 {
-		return fmt.Errorf("the job has %d processes (host pids %v): checkpointing more than one process is not supported yet", len(pids), pids)
+	for _, pid := range pids {
+		sp := j.byPID[pid]
+		if sp == nil {
+			sp = &stoppedProc{pid: pid}
+			j.byPID[pid] = sp
+			j.procs = append(j.procs, sp)
+		}
+		if sp.zombie {
+			continue
+		}
+		if err := j.seizeProc(sp, frozen); err != nil {
+			return fmt.Errorf("host pid %d: %w", pid, err)
+		}
 	}
-	j.pid = pids[0]
-	tids, err := proc.Tasks(j.pid)
+	return nil
+}
+
+// seizeProc seizes and interrupts the threads of one process not yet taken.
+func (j *stoppedJob) seizeProc(sp *stoppedProc, frozen bool) error {
+	if st, err := proc.ReadStat(sp.pid); err == nil && st.State == 'Z' && len(sp.threads) == 0 {
+		sp.zombie = true
+		return nil
+	}
+	tids, err := proc.Tasks(sp.pid)
 	if err != nil {
 		return err
 	}
-	sort.Slice(tids, func(a, b int) bool { return tids[a] == j.pid || (tids[b] != j.pid && tids[a] < tids[b]) })
+	sort.Slice(tids, func(a, b int) bool { return tids[a] == sp.pid || (tids[b] != sp.pid && tids[a] < tids[b]) })
 	for _, tid := range tids {
 		if j.t.Seized(tid) {
 			continue
 		}
 		err := j.t.Seize(tid, unix.PTRACE_O_TRACECLONE)
-		if errors.Is(err, unix.EPERM) && !frozen {
+		if errors.Is(err, unix.EPERM) && !frozen && tracedByUs(tid) {
 			// Already ours: a thread cloned by a seized thread is
 			// attached by the kernel (PTRACE_O_TRACECLONE).
 			j.t.Adopt(tid)
+		} else if errors.Is(err, unix.EPERM) && tid == sp.pid && len(sp.threads) == 0 {
+			// A zombie (its state read before it died), or a task
+			// traced by someone else.
+			if st, serr := proc.ReadStat(sp.pid); serr == nil && st.State == 'Z' {
+				sp.zombie = true
+				return nil
+			}
+			return fmt.Errorf("seize %d: %w (is it traced by another program, a debugger or strace?)", tid, err)
 		} else if errors.Is(err, unix.ESRCH) {
 			continue // exited meanwhile
 		} else if err != nil {
 			return err
 		}
-		j.threads = append(j.threads, tid)
+		sp.threads = append(sp.threads, tid)
 		if err := j.t.Interrupt(tid); err != nil && !errors.Is(err, unix.ESRCH) {
 			return err
 		}
@@ -146,51 +188,101 @@ func (j *stoppedJob) seizeAll(initPID int, frozen bool) error {
 	return nil
 }
 
-// waitAll waits until each taken thread reports its stop.
+// waitAll waits until each taken thread reports its stop, and notes which
+// processes were in a group stop.
 func (j *stoppedJob) waitAll() error {
-	live := j.threads[:0]
-	for _, tid := range j.threads {
-		if j.waited[tid] {
-			live = append(live, tid)
-			continue
-		}
-		if _, err := j.t.WaitStop(tid, stopTimeout); err != nil {
-			if !j.t.Seized(tid) {
-				continue // exited
+	for _, sp := range j.procs {
+		live := sp.threads[:0]
+		for _, tid := range sp.threads {
+			if j.waited[tid] {
+				live = append(live, tid)
+				continue
 			}
-			return fmt.Errorf("stop thread %d: %w", tid, err)
+			st, err := j.t.WaitStop(tid, stopTimeout)
+			if err != nil {
+				if !j.t.Seized(tid) {
+					continue // exited
+				}
+				return fmt.Errorf("stop thread %d: %w", tid, err)
+			}
+			if tid == sp.pid && st.Event() == unix.PTRACE_EVENT_STOP && isStopSignal(st.Signal()) {
+				sp.stopSig = st.Signal()
+			}
+			j.waited[tid] = true
+			live = append(live, tid)
 		}
-		j.waited[tid] = true
-		live = append(live, tid)
+		sp.threads = live
 	}
-	j.threads = live
 	return nil
+}
+
+// isStopSignal reports whether sig puts a process in a group stop.
+func isStopSignal(sig unix.Signal) bool {
+	switch sig {
+	case unix.SIGSTOP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU:
+		return true
+	}
+	return false
+}
+
+// live returns the processes that were seized (every one but the zombies).
+func (j *stoppedJob) live() []*stoppedProc {
+	var out []*stoppedProc
+	for _, sp := range j.procs {
+		if !sp.zombie {
+			out = append(out, sp)
+		}
+	}
+	return out
 }
 
 // kill ends the stopped job. SIGKILL reaches traced threads too, but a
 // traced thread's exit is reported to the tracer first: until the tracer has
 // collected it, the real parent (the sandbox init) cannot reap the process.
 func (j *stoppedJob) kill() {
-	unix.Kill(j.pid, unix.SIGKILL)
-	// The leader's exit is reported only after every other thread's, so it
-	// is collected last.
-	for i := len(j.threads) - 1; i >= 0; i-- {
-		tid := j.threads[i]
-		if !j.t.Seized(tid) {
-			continue
-		}
-		// WaitStop returns an error once the exit is collected.
-		for i := 0; i < 3 && j.t.Seized(tid); i++ {
-			j.t.WaitStop(tid, stopTimeout)
+	for _, sp := range j.live() {
+		unix.Kill(sp.pid, unix.SIGKILL)
+	}
+	for _, sp := range j.live() {
+		// The leader's exit is reported only after every other thread's,
+		// so it is collected last.
+		for i := len(sp.threads) - 1; i >= 0; i-- {
+			tid := sp.threads[i]
+			// WaitStop returns an error once the exit is collected.
+			for n := 0; n < 3 && j.t.Seized(tid); n++ {
+				j.t.WaitStop(tid, stopTimeout)
+			}
 		}
 	}
 }
 
-// release detaches every thread, letting the job run on.
+// release detaches every thread, letting the job run on. A process that was
+// in a group stop is put back into it.
 func (j *stoppedJob) release() {
-	for _, tid := range j.threads {
-		if j.t.Seized(tid) {
-			j.t.Detach(tid, 0)
+	for _, sp := range j.procs {
+		for _, tid := range sp.threads {
+			if !j.t.Seized(tid) {
+				continue
+			}
+			sig := 0
+			if tid == sp.pid {
+				sig = int(sp.stopSig)
+			}
+			j.t.Detach(tid, sig)
 		}
 	}
+}
+
+func (j *stoppedJob) threadCount() int {
+	n := 0
+	for _, sp := range j.procs {
+		n += len(sp.threads)
+	}
+	return n
+}
+
+// tracedByUs reports whether this process is tid's tracer.
+func tracedByUs(tid int) bool {
+	st, err := proc.ReadStatus(strconv.Itoa(tid))
+	return err == nil && st["TracerPid"] == strconv.Itoa(os.Getpid())
 }

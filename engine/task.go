@@ -136,6 +136,14 @@ func dumpTask(rem *remote, hostPID int, p *image.Process) error {
 	if err != nil {
 		return err
 	}
+	if p.PdeathSignal, err = rem.prctlGetInt("PR_GET_PDEATHSIG", unix.PR_GET_PDEATHSIG); err != nil {
+		return err
+	}
+	subreaper, err := rem.prctlGetInt("PR_GET_CHILD_SUBREAPER", unix.PR_GET_CHILD_SUBREAPER)
+	if err != nil {
+		return err
+	}
+	p.ChildSubreaper = subreaper != 0
 	p.MM = image.MM{
 		StartCode: stat.StartCode, EndCode: stat.EndCode,
 		StartData: stat.StartData, EndData: stat.EndData,
@@ -212,6 +220,16 @@ func (r *restorer) restoreTask(p *image.Process) error {
 	}
 	if _, err := r.main.Call("chdir "+p.Cwd, unix.SYS_CHDIR, addr); err != nil {
 		return err
+	}
+	if p.PdeathSignal != 0 {
+		if _, err := r.main.Call("prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(p.PdeathSignal)); err != nil {
+			return err
+		}
+	}
+	if p.ChildSubreaper {
+		if _, err := r.main.Call("prctl(PR_SET_CHILD_SUBREAPER)", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
+			return err
+		}
 	}
 	for _, rl := range p.Rlimits {
 		var cur unix.Rlimit

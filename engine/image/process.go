@@ -34,6 +34,8 @@ type Process struct {
 	Sigactions []Sigaction `json:"sigactions"`
 	Rlimits    []Rlimit    `json:"rlimits"`
 	Itimers    []Itimer    `json:"itimers"`
+	// PosixTimers are the process's timer_create timers.
+	PosixTimers []PosixTimer `json:"posix_timers,omitempty"`
 }
 
 // ProcState is the run state a process is restored into.
@@ -97,7 +99,8 @@ type VMAKind string
 
 const (
 	VMAAnon        VMAKind = "anon"         // MAP_PRIVATE|MAP_ANONYMOUS, heap and stack included
-	VMAAnonShared  VMAKind = "anon-shared"  // MAP_SHARED|MAP_ANONYMOUS
+	VMAAnonShared  VMAKind = "anon-shared"  // MAP_SHARED of shared memory without a path: anonymous, memfd, deleted file
+	VMAFileGone    VMAKind = "file-gone"    // MAP_PRIVATE of a memfd or deleted file: restored as anonymous memory
 	VMAFilePrivate VMAKind = "file-private" // MAP_PRIVATE of a file
 	VMAFileShared  VMAKind = "file-shared"  // MAP_SHARED of a file
 	VMAVDSO        VMAKind = "vdso"         // [vdso]
@@ -118,9 +121,15 @@ type VMA struct {
 	// VmFlags are the two-letter flags of smaps' VmFlags line that a restore
 	// re-applies (gd, dc, de, dd, hg, nh, wf, lo).
 	VmFlags []string `json:"vm_flags,omitempty"`
+	// Shmem identifies the shared memory object (device:inode) behind an
+	// anon-shared mapping: mappings with the same Shmem, in any process,
+	// are one object, whose pages are stored once.
+	Shmem string `json:"shmem,omitempty"`
 	// GuardPages are page indexes (relative to Start) that were guard regions
 	// installed with MADV_GUARD_INSTALL.
 	GuardPages []uint64 `json:"guard_pages,omitempty"`
+	// SysVShm is the segment a VMASysVShm mapping shows.
+	SysVShm *SysVShmAttach `json:"sysv_shm,omitempty"`
 }
 
 // PageRun is a run of consecutive dumped pages. Offset is the page-aligned
@@ -221,6 +230,10 @@ type FD struct {
 	Pipe *Pipe `json:"pipe,omitempty"`
 	// Unix describes an AF_UNIX socket.
 	Unix *UnixSocket `json:"unix,omitempty"`
+	// Anon describes a timerfd, signalfd or inotify descriptor.
+	Anon *AnonFD `json:"anon,omitempty"`
+	// Contents describes a memfd or deleted file whose data the image holds.
+	Contents *FileContents `json:"contents,omitempty"`
 }
 
 // Pipe is one end of a pipe or FIFO. Data is what was buffered in the pipe,

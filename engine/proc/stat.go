@@ -21,6 +21,8 @@ type Stat struct {
 	StartBrk             uint64
 	ArgStart, ArgEnd     uint64
 	EnvStart, EnvEnd     uint64
+	// ExitCode is the wait status a zombie leaves for its parent.
+	ExitCode int
 }
 
 // ReadStat parses /proc/<pid>/stat. The mm fields read as zero without
@@ -62,6 +64,7 @@ func parseStat(data []byte) (*Stat, error) {
 	st.StartData, st.EndData, st.StartBrk = field(45), field(46), field(47)
 	st.ArgStart, st.ArgEnd = field(48), field(49)
 	st.EnvStart, st.EnvEnd = field(50), field(51)
+	st.ExitCode = int(field(52))
 	return st, nil
 }
 

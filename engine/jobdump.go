@@ -1,0 +1,88 @@
+package engine
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
+)
+
+// jobDump holds what the dump of one process needs to know about the
+// others: which open file descriptions, pipes and shared memory objects are
+// already in the image.
+type jobDump struct {
+	opts CheckpointOptions
+	// files identifies open file descriptions across the job.
+	files *ofdTable
+	// pipes are the pipes whose buffered data is already recorded.
+	pipes map[uint64]bool
+	// shmem records, per shared memory object, the pages already dumped.
+	shmem *shmemPages
+	// buffered is the page data held in memory so far, against
+	// opts.BufferBytes.
+	buffered int64
+}
+
+func newJobDump(opts CheckpointOptions) *jobDump {
+	return &jobDump{
+		opts:  opts,
+		files: newOFDTable(),
+		pipes: map[uint64]bool{},
+		shmem: newShmemPages(),
+	}
+}
+
+// dumpAll dumps every process of the stopped job, parents first. On error
+// the page files already started are closed and nothing is committed.
+func (jd *jobDump) dumpAll(t *ptrace.Tracer, job *stoppedJob) ([]*processDump, error) {
+	if err := checkSharedMM(job); err != nil {
+		return nil, err
+	}
+	var dumps []*processDump
+	fail := func(err error) ([]*processDump, error) {
+		for _, d := range dumps {
+			d.finish(jd.opts)
+		}
+		return nil, err
+	}
+	for _, sp := range job.procs {
+		if sp.zombie {
+			p, err := processIDs(sp.pid)
+			if err != nil {
+				return fail(err)
+			}
+			if p.State != image.ProcZombie {
+				return fail(fmt.Errorf("pid %d: neither stopped nor a zombie", p.PID))
+			}
+			dumps = append(dumps, &processDump{proc: p})
+			continue
+		}
+		d, err := jd.dumpProcess(t, sp)
+		if err != nil {
+			return fail(err)
+		}
+		dumps = append(dumps, d)
+	}
+	return dumps, nil
+}
+
+// kcmpVM is KCMP_VM: compare two processes' address spaces.
+const kcmpVM = 1
+
+// checkSharedMM refuses processes that share one address space without
+// being threads of one process (vfork children before their exec,
+// clone(CLONE_VM) without CLONE_THREAD): they cannot be re-created.
+func checkSharedMM(job *stoppedJob) error {
+	live := job.live()
+	for i, a := range live {
+		for _, b := range live[i+1:] {
+			r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(a.pid), uintptr(b.pid), kcmpVM, 0, 0, 0)
+			if e == 0 && r == 0 {
+				return fmt.Errorf("host pids %d and %d share one address space (vfork before exec, or clone with CLONE_VM): not supported; checkpoint again in a moment", a.pid, b.pid)
+			}
+		}
+	}
+	return nil
+}

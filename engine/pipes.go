@@ -1,0 +1,252 @@
+package engine
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+)
+
+// dumpPipe records a pipe or FIFO end, and the data buffered in the pipe
+// the first time the pipe is met.
+func (jd *jobDump) dumpPipe(hostPID, fd int, ino uint64, out *image.FD) error {
+	pp := &image.Pipe{Inode: ino}
+	switch out.Flags & unix.O_ACCMODE {
+	case unix.O_RDONLY:
+		pp.ReadEnd = true
+	case unix.O_WRONLY:
+		pp.WriteEnd = true
+	default:
+		pp.ReadEnd, pp.WriteEnd = true, true
+	}
+	out.Pipe = pp
+	if jd.pipes[ino] {
+		return nil
+	}
+	jd.pipes[ino] = true
+	size, data, err := peekPipe(fmt.Sprintf("/proc/%d/fd/%d", hostPID, fd))
+	if err != nil {
+		return fmt.Errorf("pipe:[%d]: %w", ino, err)
+	}
+	pp.Size, pp.Data = size, data
+	return nil
+}
+
+// peekPipe reads what is buffered in the pipe behind path (a /proc fd link)
+// without taking it out: the pipe is opened for reading on its own, and its
+// buffers are duplicated with tee into a pipe of ours.
+func peekPipe(path string) (size int, data []byte, err error) {
+	src, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, nil, fmt.Errorf("open for reading: %w", err)
+	}
+	defer unix.Close(src)
+	size, err = unix.FcntlInt(uintptr(src), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		return 0, nil, fmt.Errorf("F_GETPIPE_SZ: %w", err)
+	}
+	n, err := unix.IoctlGetInt(src, unix.TIOCINQ)
+	if err != nil {
+		return 0, nil, fmt.Errorf("FIONREAD: %w", err)
+	}
+	if n == 0 {
+		return size, nil, nil
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		return 0, nil, err
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, size); err != nil {
+		return 0, nil, fmt.Errorf("size a pipe for %d bytes: %w", size, err)
+	}
+	// One tee: a second one would copy the same data again.
+	got, err := unix.Tee(src, p[1], n, unix.SPLICE_F_NONBLOCK)
+	if err != nil {
+		return 0, nil, fmt.Errorf("tee: %w", err)
+	}
+	if int(got) != n {
+		return 0, nil, fmt.Errorf("tee copied %d of %d buffered bytes", got, n)
+	}
+	data = make([]byte, n)
+	for off := 0; off < n; {
+		m, err := unix.Read(p[0], data[off:])
+		if err != nil {
+			return 0, nil, fmt.Errorf("read copied data: %w", err)
+		}
+		off += m
+	}
+	return size, data, nil
+}
+
+// fillPipe sizes a restored pipe and puts its buffered data back, through
+// a copy of its write end (or of a read-write FIFO descriptor) taken into
+// the supervisor.
+func fillPipe(hostPID int, fd uint64, pp *image.Pipe) error {
+	local, err := pullFD(hostPID, fd)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(local)
+	if pp.Size > 0 {
+		if cur, err := unix.FcntlInt(uintptr(local), unix.F_GETPIPE_SZ, 0); err == nil && cur != pp.Size {
+			if _, err := unix.FcntlInt(uintptr(local), unix.F_SETPIPE_SZ, pp.Size); err != nil {
+				return fmt.Errorf("F_SETPIPE_SZ %d: %w", pp.Size, err)
+			}
+		}
+	}
+	for off := 0; off < len(pp.Data); {
+		n, err := unix.Write(local, pp.Data[off:])
+		if err != nil {
+			return fmt.Errorf("refill %d bytes: %w", len(pp.Data), err)
+		}
+		off += n
+	}
+	return nil
+}
+
+// pipeInfo is what the restore knows about one pipe across the job.
+type pipeInfo struct {
+	data              *image.Pipe // the record carrying the buffered data
+	readOFD, writeOFD int
+}
+
+// pipesOf collects the pipes of the image: the ends' open file
+// descriptions and the record with the data.
+func pipesOf(procs []*image.Process) (map[uint64]*pipeInfo, error) {
+	out := map[uint64]*pipeInfo{}
+	for _, p := range procs {
+		for i := range p.Files {
+			f := &p.Files[i]
+			if f.Pipe == nil || f.Kind != image.FDPipe && f.Kind != image.FDFifo {
+				continue
+			}
+			pi := out[f.Pipe.Inode]
+			if pi == nil {
+				pi = &pipeInfo{}
+				out[f.Pipe.Inode] = pi
+			}
+			if pi.data == nil || len(f.Pipe.Data) > 0 {
+				pi.data = f.Pipe
+			}
+			if f.Kind != image.FDPipe {
+				continue
+			}
+			for _, end := range []struct {
+				is  bool
+				ofd *int
+			}{{f.Pipe.ReadEnd, &pi.readOFD}, {f.Pipe.WriteEnd, &pi.writeOFD}} {
+				if !end.is {
+					continue
+				}
+				if *end.ofd != 0 && *end.ofd != f.OFD {
+					return nil, fmt.Errorf("pid %d fd %d: pipe:[%d] has more than one open file description for one end (re-opened through /proc): not supported", p.PID, f.Num, f.Pipe.Inode)
+				}
+				*end.ofd = f.OFD
+			}
+		}
+	}
+	return out, nil
+}
+
+// restorePipe creates the pipe that f is an end of, with its buffered
+// data. The other end is kept on a spare descriptor, from which the
+// process that had it takes it; nobody having it, it is closed after the
+// restore (a pipe whose writers are gone reads its data, then EOF).
+func (r *restorer) restorePipe(f *image.FD) error {
+	jr := r.job
+	pi := jr.pipes[f.Pipe.Inode]
+	if pi == nil {
+		return fmt.Errorf("pipe:[%d] is missing from the image's pipe table", f.Pipe.Inode)
+	}
+	addr, err := r.scratchAt(0, 8)
+	if err != nil {
+		return err
+	}
+	if _, err := r.main.Call("pipe2", unix.SYS_PIPE2, addr, unix.O_CLOEXEC); err != nil {
+		return err
+	}
+	b := make([]byte, 8)
+	if err := r.read(addr, b); err != nil {
+		return err
+	}
+	readFD, writeFD := uint64(binary.LittleEndian.Uint32(b[0:])), uint64(binary.LittleEndian.Uint32(b[4:]))
+	if err := fillPipe(r.pid, writeFD, pi.data); err != nil {
+		return err
+	}
+	mine, other, otherOFD := writeFD, readFD, pi.readOFD
+	if f.Pipe.ReadEnd {
+		mine, other, otherOFD = readFD, writeFD, pi.writeOFD
+	}
+	if other, err = r.moveHigh(other); err != nil {
+		return err
+	}
+	h := fdHolder{r: r, fd: other}
+	jr.temps = append(jr.temps, h)
+	if otherOFD != 0 {
+		jr.holders[otherOFD] = h
+	}
+	return r.finishEnd(mine, f)
+}
+
+// restoreFifo opens a FIFO end by its path. The first time a FIFO is met, a
+// read-write descriptor is opened and kept until every process has its
+// files: it lets the other ends open without blocking and puts the buffered
+// data back.
+func (r *restorer) restoreFifo(f *image.FD) error {
+	jr := r.job
+	if _, ok := jr.fifoKeepers[f.Pipe.Inode]; !ok {
+		keeper, err := r.openat(f.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open FIFO %s: %w", f.Path, err)
+		}
+		if keeper, err = r.moveHigh(keeper); err != nil {
+			return err
+		}
+		h := fdHolder{r: r, fd: keeper}
+		jr.fifoKeepers[f.Pipe.Inode] = h
+		jr.temps = append(jr.temps, h)
+		if pi := jr.pipes[f.Pipe.Inode]; pi != nil {
+			if err := fillPipe(r.pid, keeper, pi.data); err != nil {
+				return err
+			}
+		}
+	}
+	fd, err := r.openat(f.Path, uint64(f.Flags&unix.O_ACCMODE)|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open FIFO %s: %w", f.Path, err)
+	}
+	return r.finishEnd(fd, f)
+}
+
+// finishEnd gives a new pipe, FIFO or socket descriptor its recorded status
+// flags (O_NONBLOCK...) and number.
+func (r *restorer) finishEnd(fd uint64, f *image.FD) error {
+	const settable = unix.O_APPEND | unix.O_ASYNC | unix.O_DIRECT | unix.O_NOATIME | unix.O_NONBLOCK
+	if _, err := r.main.Call("fcntl(F_SETFL)", unix.SYS_FCNTL, fd, unix.F_SETFL, uint64(f.Flags&settable)); err != nil {
+		return err
+	}
+	return r.moveFD(fd, f.Num, f.Flags&unix.O_CLOEXEC != 0, true)
+}
+
+// moveHigh moves a descriptor the restore keeps for itself above every
+// number the image uses, so that no recorded descriptor lands on it.
+func (r *restorer) moveHigh(fd uint64) (uint64, error) {
+	top := 3
+	for _, f := range r.proc.Files {
+		top = max(top, f.Num+1)
+	}
+	// The three after top are where restoreFiles parks the standard
+	// streams.
+	nfd, err := r.main.Call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, fd, unix.F_DUPFD_CLOEXEC, uint64(top+3))
+	if err != nil {
+		return 0, err
+	}
+	if _, err := r.main.Call("close", unix.SYS_CLOSE, fd); err != nil {
+		return 0, err
+	}
+	return nfd, nil
+}

@@ -1,0 +1,344 @@
+package engine
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"unsafe"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/stub"
+)
+
+// initPID is the sandbox init's pid in the job's PID namespace: the parent
+// of the job's main process and of its orphans, and the leader of the
+// session and process group the job starts in.
+const initPID = 1
+
+// jobRestore is the restore of a whole job: its processes, and what they
+// hand each other (open file descriptions, shared memory).
+type jobRestore struct {
+	t     *ptrace.Tracer
+	opts  RestoreOptions
+	log   logrus.FieldLogger
+	elf   []byte
+	procs []*restorer // in image order: parents before children
+	byPID map[int]*restorer
+	// holders are where each restored open file description can be
+	// taken from, by OFD id.
+	holders map[int]fdHolder
+	// shmem holds a descriptor of each restored shared memory object;
+	// shmemSize is the size each object is given.
+	shmem     map[string]fdHolder
+	shmemSize map[string]uint64
+	// temps are descriptors held only for the restore, closed once every
+	// process has its files.
+	temps []fdHolder
+	// pipes are the job's pipes and FIFOs by inode; fifoKeepers the
+	// read-write descriptor kept open on each restored FIFO.
+	pipes       map[uint64]*pipeInfo
+	fifoKeepers map[uint64]fdHolder
+	bytes       int64
+}
+
+func newJobRestore(t *ptrace.Tracer, opts RestoreOptions, procs []*image.Process, pages map[int]string) (*jobRestore, error) {
+	jr := &jobRestore{t: t, opts: opts, log: opts.Log, byPID: map[int]*restorer{},
+		holders: map[int]fdHolder{}, shmem: map[string]fdHolder{}, shmemSize: map[string]uint64{}}
+	// One stub layout for all: a child is cloned from its parent's stub
+	// and inherits its layout, so the stub must sit where no process of
+	// the job has a mapping.
+	var all []image.VMA
+	for _, p := range procs {
+		all = append(all, p.VMAs...)
+		for _, v := range p.VMAs {
+			if v.Shmem != "" {
+				jr.shmemSize[v.Shmem] = max(jr.shmemSize[v.Shmem], v.Offset+v.End-v.Start)
+			}
+		}
+	}
+	pipes, err := pipesOf(procs)
+	if err != nil {
+		return nil, err
+	}
+	jr.pipes, jr.fifoKeepers = pipes, map[uint64]fdHolder{}
+	base, err := stubBase(all, stub.Size(stubScratch))
+	if err != nil {
+		return nil, err
+	}
+	elf, layout := stub.Build(base, stubScratch)
+	jr.elf = elf
+	for _, p := range procs {
+		if jr.byPID[p.PID] != nil {
+			return nil, fmt.Errorf("pid %d appears twice in the image", p.PID)
+		}
+		r := &restorer{t: t, log: opts.Log, job: jr, proc: p, layout: layout, pagesPath: pages[p.PID]}
+		jr.procs = append(jr.procs, r)
+		jr.byPID[p.PID] = r
+	}
+	return jr, nil
+}
+
+// live returns the processes that run on after the restore.
+func (jr *jobRestore) live() []*restorer {
+	var out []*restorer
+	for _, r := range jr.procs {
+		if r.proc.State != image.ProcZombie {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// main is the job's main process: the first child of init in the image,
+// which is also the first process the sandbox started.
+func (jr *jobRestore) main() *restorer {
+	for _, r := range jr.procs {
+		if r.proc.PPID == initPID && r.proc.State != image.ProcZombie {
+			return r
+		}
+	}
+	return jr.procs[0]
+}
+
+// killAll ends every process created so far.
+func (jr *jobRestore) killAll() {
+	for _, r := range jr.procs {
+		if r.pid != 0 {
+			unix.Kill(r.pid, unix.SIGKILL)
+		}
+	}
+}
+
+// createTree creates every process as a stub with its pid, parent, session
+// and process group, then lets the zombies exit.
+//
+// A process whose parent is init is spawned by the sandbox, any other is
+// cloned by its parent's stub (clone3 with set_tid), so parents come first.
+// The session is inherited from the creator or started with setsid; one
+// that is neither (a process whose parent has since moved to another
+// session) is cloned with CLONE_PARENT from a sibling in that session.
+func (jr *jobRestore) createTree() error {
+	main := jr.main()
+	if main.proc.PPID != initPID {
+		return fmt.Errorf("the image has no process whose parent is the sandbox init")
+	}
+	order := []*restorer{main}
+	for _, r := range jr.procs {
+		if r != main && !(r.proc.State == image.ProcZombie && r.proc.PPID == initPID) {
+			// A zombie child of init would be reaped by init at once;
+			// it is left out.
+			order = append(order, r)
+		}
+	}
+	var created []*restorer
+	for _, r := range order {
+		if err := jr.create(r, created); err != nil {
+			return fmt.Errorf("restore pid %d: %w", r.proc.PID, err)
+		}
+		created = append(created, r)
+	}
+	jr.procs = created
+	if err := jr.setProcessGroups(); err != nil {
+		return err
+	}
+	for _, r := range created {
+		if r.proc.State == image.ProcZombie {
+			if err := r.exitAsZombie(); err != nil {
+				return fmt.Errorf("restore pid %d: %w", r.proc.PID, err)
+			}
+		}
+	}
+	return nil
+}
+
+// create makes the stub for r, given the processes already created.
+func (jr *jobRestore) create(r *restorer, created []*restorer) error {
+	p := r.proc
+	parentSID := initPID
+	var parent *restorer
+	if p.PPID != initPID {
+		parent = jr.byPID[p.PPID]
+		if parent == nil || parent.pid == 0 {
+			return fmt.Errorf("parent pid %d is not in the image", p.PPID)
+		}
+		parentSID = parent.proc.SID
+	}
+	creator, flags := parent, uint64(0)
+	newSession := false
+	switch {
+	case p.SID == parentSID:
+	case p.SID == p.PID:
+		newSession = true
+	default:
+		creator = nil
+		for _, c := range created {
+			if c.proc.PPID == p.PPID && c.proc.SID == p.SID {
+				creator, flags = c, unix.CLONE_PARENT
+				break
+			}
+		}
+		if creator == nil {
+			return fmt.Errorf("session %d cannot be rebuilt: its leader and every process of it that shares the parent of pid %d are gone (not supported)", p.SID, p.PID)
+		}
+	}
+	if creator == nil {
+		hostPID, err := jr.opts.Spawner.SpawnStub(jr.elf, p.PID)
+		if err != nil {
+			return fmt.Errorf("spawn stub: %w", err)
+		}
+		if hostPID <= 0 {
+			return fmt.Errorf("spawn stub: no pid")
+		}
+		r.pid = hostPID
+		if err := r.attach(hostPID, true); err != nil {
+			return err
+		}
+	} else if err := creator.cloneProcess(r, flags); err != nil {
+		return err
+	}
+	if newSession {
+		if _, err := r.main.Call("setsid", unix.SYS_SETSID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cloneProcess injects clone3 with child's pid into r's stub. The child is
+// a copy of the stub, traced from birth (PTRACE_O_TRACEFORK), so it never
+// runs a stub instruction on its own.
+func (r *restorer) cloneProcess(child *restorer, flags uint64) error {
+	pid := child.proc.PID
+	tidAddr, _ := r.scratchAt(0, 8)
+	argsAddr, _ := r.scratchAt(64, uint64(unsafe.Sizeof(cloneArgs{})))
+	b := make([]byte, 8)
+	binary.LittleEndian.PutUint64(b, uint64(pid))
+	if err := r.write(tidAddr, b); err != nil {
+		return err
+	}
+	args := cloneArgs{Flags: flags, ExitSignal: uint64(unix.SIGCHLD), SetTID: tidAddr, SetTIDSize: 1}
+	if err := r.write(argsAddr, unsafe.Slice((*byte)(unsafe.Pointer(&args)), unsafe.Sizeof(args))); err != nil {
+		return err
+	}
+	var hostPID int
+	onEvent := func(ev int) error {
+		if ev != unix.PTRACE_EVENT_FORK {
+			return fmt.Errorf("unexpected ptrace event %d during clone3", ev)
+		}
+		msg, err := r.t.GetEventMsg(r.main.TID)
+		if err != nil {
+			return err
+		}
+		hostPID = int(msg)
+		return nil
+	}
+	ret, err := r.main.SyscallEvent(onEvent, unix.SYS_CLONE3, argsAddr, uint64(unsafe.Sizeof(args)))
+	if err != nil {
+		return err
+	}
+	if ret < 0 {
+		return fmt.Errorf("clone3 with pid %d from pid %d: %w", pid, r.proc.PID, unix.Errno(-ret))
+	}
+	if int(ret) != pid {
+		return fmt.Errorf("clone3 gave pid %d, want %d", ret, pid)
+	}
+	if hostPID == 0 {
+		return fmt.Errorf("clone3: no fork event for the new process")
+	}
+	child.pid = hostPID
+	return child.attach(hostPID, false)
+}
+
+// setProcessGroups moves every process into its process group: leaders
+// first, so the groups exist when their members join. A group whose leader
+// has exited cannot be made again.
+func (jr *jobRestore) setProcessGroups() error {
+	for _, leaders := range []bool{true, false} {
+		for _, r := range jr.procs {
+			p := r.proc
+			if (p.PGID == p.PID) != leaders || p.SID == p.PID {
+				continue // session leaders lead their group already
+			}
+			if !leaders && jr.byPID[p.PGID] == nil && p.PGID != initPID {
+				return fmt.Errorf("restore pid %d: process group %d has no leader left in the job (not supported)", p.PID, p.PGID)
+			}
+			pg := uint64(p.PGID)
+			if leaders {
+				pg = 0
+			}
+			if _, err := r.main.Call("setpgid", unix.SYS_SETPGID, 0, pg); err != nil {
+				return fmt.Errorf("restore pid %d: process group %d: %w", p.PID, p.PGID, err)
+			}
+		}
+	}
+	return nil
+}
+
+// exitAsZombie ends a stub the way the zombie it stands for ended, leaving
+// the same wait status for its parent. The parent is still a stub, whose
+// SIGCHLD is ignored, so no signal is left pending for it.
+func (r *restorer) exitAsZombie() error {
+	ws := unix.WaitStatus(r.proc.ExitStatus)
+	if ws.Signaled() {
+		// No core file from a stub.
+		unix.Prlimit(r.pid, unix.RLIMIT_CORE, &unix.Rlimit{}, nil)
+		if err := r.t.Detach(r.pid, int(ws.Signal())); err != nil {
+			return err
+		}
+		return nil
+	}
+	_, err := r.main.Syscall(unix.SYS_EXIT_GROUP, uint64(ws.ExitStatus()))
+	if r.t.Seized(r.pid) {
+		return fmt.Errorf("exit as zombie with status %d: %v", ws.ExitStatus(), err)
+	}
+	return nil
+}
+
+// closeTemps closes the descriptors held only while files were passed
+// between processes.
+func (jr *jobRestore) closeTemps() error {
+	for _, h := range jr.temps {
+		if _, err := h.r.main.Call("close", unix.SYS_CLOSE, h.fd); err != nil {
+			return fmt.Errorf("restore pid %d: %w", h.r.proc.PID, err)
+		}
+	}
+	jr.temps = nil
+	return nil
+}
+
+// shmemFD returns a descriptor in r for the shared memory object behind v,
+// creating the object (as a memfd) in the first process that maps it. The
+// caller closes it after mapping.
+func (r *restorer) shmemFD(v *image.VMA) (uint64, error) {
+	jr := r.job
+	if h, ok := jr.shmem[v.Shmem]; ok {
+		return r.fetchFD(h)
+	}
+	name := strings.TrimSuffix(strings.TrimPrefix(v.Name, "/memfd:"), " (deleted)")
+	name = strings.TrimPrefix(name, "/")
+	if len(name) > 240 || name == "" {
+		name = "shmem"
+	}
+	addr, err := r.putString(0, name)
+	if err != nil {
+		return 0, err
+	}
+	fd, err := r.main.Call("memfd_create", unix.SYS_MEMFD_CREATE, addr, unix.MFD_CLOEXEC)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := r.main.Call("ftruncate", unix.SYS_FTRUNCATE, fd, jr.shmemSize[v.Shmem]); err != nil {
+		return 0, err
+	}
+	if fd, err = r.moveHigh(fd); err != nil {
+		return 0, err
+	}
+	h := fdHolder{r: r, fd: fd}
+	jr.shmem[v.Shmem] = h
+	jr.temps = append(jr.temps, h)
+	return r.fetchFD(h)
+}
