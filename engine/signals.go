@@ -4,11 +4,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
 
 const (
@@ -22,11 +22,12 @@ const (
 func putU32(b []byte, v uint32) { binary.LittleEndian.PutUint32(b, v) }
 func putU64(b []byte, v uint64) { binary.LittleEndian.PutUint64(b, v) }
 
-// dumpSignals records every signal's disposition and the interval timers,
-// which only the process itself can read: both are injected calls.
+// dumpSignals records every signal's disposition, the interval timers and
+// the POSIX timers, which only the process itself can read: all are
+// injected calls.
 func dumpSignals(rem *remote, hostPID int, p *image.Process) error {
-	if timers, err := os.ReadFile(fmt.Sprintf("/proc/%d/timers", hostPID)); err == nil && strings.TrimSpace(string(timers)) != "" {
-		return fmt.Errorf("pid %d has POSIX timers (timer_create): not supported yet", p.PID)
+	if err := dumpPosixTimers(rem, hostPID, p); err != nil {
+		return err
 	}
 	addr, err := rem.scratchAt(0, sigactionSize)
 	if err != nil {
@@ -71,6 +72,9 @@ func dumpSignals(rem *remote, hostPID int, p *image.Process) error {
 // restoreSignals installs the recorded dispositions and re-arms interval
 // timers with the time they had left.
 func (r *restorer) restoreSignals(p *image.Process) error {
+	// A re-armed timer may fire while the restore still steps the
+	// process; the signal must stay queued, not be taken by a step.
+	r.t.HoldSignals(true)
 	addr, err := r.scratchAt(0, sigactionSize)
 	if err != nil {
 		return err
@@ -102,4 +106,84 @@ func (r *restorer) restoreSignals(p *image.Process) error {
 		}
 	}
 	return nil
+}
+
+const siTkill int32 = -6 // SI_TKILL: sent by tkill/tgkill
+
+// restorePending queues the signals that were pending at checkpoint time,
+// with their siginfo: per thread with rt_tgsigqueueinfo, process-wide with
+// rt_sigqueueinfo. Each call is injected into the thread it queues for
+// (the main thread for process-wide ones): the kernel lets a thread give a
+// signal to itself any si_code, including the kernel's own (SI_KERNEL,
+// CLD_*, SI_TIMER), which it refuses to any other sender.
+//
+// Standard signals queue once, as the kernel queues them; real-time ones
+// keep their count and order. Every injected step runs with all signals
+// blocked (ptrace.Tracer.HoldSignals), so the signals stay queued until the
+// process runs with its own masks. Precondition: every thread exists
+// (restoreThreads).
+func (r *restorer) restorePending(p *image.Process) error {
+	if len(r.threads) != len(p.Threads) {
+		return fmt.Errorf("pending signals: %d threads restored, the image has %d", len(r.threads), len(p.Threads))
+	}
+	r.t.HoldSignals(true)
+	addr, err := r.scratchAt(0, ptrace.SiginfoSize)
+	if err != nil {
+		return err
+	}
+	for i := range p.Threads {
+		st := &p.Threads[i]
+		th := r.threads[i]
+		for _, si := range st.Pending {
+			sig, err := checkSiginfo(si.Raw)
+			if err != nil {
+				return fmt.Errorf("thread %d: %w", st.TID, err)
+			}
+			if err := r.write(addr, si.Raw); err != nil {
+				return err
+			}
+			if si.Shared {
+				if th != r.main {
+					return fmt.Errorf("thread %d: a process-wide signal %d is recorded on a thread that is not the main thread", st.TID, sig)
+				}
+				_, err = th.Call(fmt.Sprintf("rt_sigqueueinfo(%d)", sig), unix.SYS_RT_SIGQUEUEINFO, uint64(p.PID), uint64(sig), addr)
+			} else {
+				_, err = th.Call(fmt.Sprintf("rt_tgsigqueueinfo(%d)", sig), unix.SYS_RT_TGSIGQUEUEINFO, uint64(p.PID), uint64(st.TID), uint64(sig), addr)
+			}
+			if err != nil {
+				return fmt.Errorf("thread %d: queue signal %d: %w", st.TID, sig, err)
+			}
+		}
+	}
+	return nil
+}
+
+// checkSiginfo returns the signal number of a raw siginfo, refusing what
+// cannot be queued again: SIGKILL and SIGSTOP cannot be blocked, so the
+// next injected step would act on them.
+func checkSiginfo(raw []byte) (int, error) {
+	if len(raw) != ptrace.SiginfoSize {
+		return 0, fmt.Errorf("siginfo of %d bytes, want %d", len(raw), ptrace.SiginfoSize)
+	}
+	sig := int(int32(binary.LittleEndian.Uint32(raw)))
+	switch {
+	case sig <= 0 || sig > nSignals:
+		return 0, fmt.Errorf("siginfo with signal number %d", sig)
+	case sig == int(unix.SIGKILL), sig == int(unix.SIGSTOP):
+		return 0, fmt.Errorf("pending %v: queueing it again is not supported", unix.Signal(sig))
+	}
+	return sig, nil
+}
+
+// tkillSiginfo is the siginfo tgkill gives a signal sent by this process,
+// as the receiver sees it.
+func tkillSiginfo(sig unix.Signal) []byte {
+	b := make([]byte, ptrace.SiginfoSize)
+	putU32(b[0:], uint32(sig))
+	code := siTkill
+	putU32(b[8:], uint32(code))
+	// si_pid (at 16) stays 0: the supervisor is outside the job's PID
+	// namespace.
+	putU32(b[20:], uint32(os.Getuid()))
+	return b
 }

@@ -36,8 +36,8 @@ func dumpThread(t *ptrace.Tracer, rem *remote, th *ptrace.Thread, hostPID int) (
 	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", hostPID, th.TID)); err == nil {
 		out.Comm = strings.TrimSuffix(string(comm), "\n")
 	}
-	if pnd, _ := st.Hex("SigPnd"); pnd != 0 {
-		return out, fmt.Errorf("thread %d has pending signals %#x: checkpointing queued signals is not supported yet", out.TID, pnd)
+	if out.Pending, err = dumpPending(t, th, th.TID == hostPID); err != nil {
+		return out, fmt.Errorf("thread %d: %w", out.TID, err)
 	}
 	if out.XState, err = t.GetXState(th.TID); err != nil {
 		return out, err
@@ -224,4 +224,48 @@ func (r *restorer) setFinalRegs(th *ptrace.Thread, st *image.Thread) error {
 		return err
 	}
 	return r.t.SetRegs(th.TID, &regs)
+}
+
+// dumpPending records the signals queued for a thread with their siginfo,
+// and for the main thread also those queued for the whole process.
+//
+// Signals an earlier injected step took off the queue (th.Deferred) are
+// recorded as well, with the siginfo of the tgkill that gives them back to
+// the running job, so the image and the job agree. Call it before any
+// further injection into the thread.
+func dumpPending(t *ptrace.Tracer, th *ptrace.Thread, main bool) ([]image.SigInfo, error) {
+	var out []image.SigInfo
+	add := func(raw []byte, shared bool) error {
+		if _, err := checkSiginfo(raw); err != nil {
+			return err
+		}
+		out = append(out, image.SigInfo{Shared: shared, Raw: raw})
+		return nil
+	}
+	raws, err := t.PeekSiginfo(th.TID, false)
+	if err != nil {
+		return nil, err
+	}
+	for _, raw := range raws {
+		if err := add(raw, false); err != nil {
+			return nil, err
+		}
+	}
+	for _, sig := range th.Deferred {
+		if err := add(tkillSiginfo(sig), false); err != nil {
+			return nil, err
+		}
+	}
+	if !main {
+		return out, nil
+	}
+	if raws, err = t.PeekSiginfo(th.TID, true); err != nil {
+		return nil, err
+	}
+	for _, raw := range raws {
+		if err := add(raw, true); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

@@ -44,7 +44,7 @@ func (th *Thread) Syscall(nr uintptr, args ...uint64) (int64, error) {
 }
 
 // SyscallEvent is Syscall with a callback for ptrace event stops.
-func (th *Thread) SyscallEvent(onEvent func(event int) error, nr uintptr, args ...uint64) (int64, error) {
+func (th *Thread) SyscallEvent(onEvent func(event int) error, nr uintptr, args ...uint64) (ret int64, err error) {
 	if err := th.t.onThread(); err != nil {
 		return 0, err
 	}
@@ -60,6 +60,20 @@ func (th *Thread) SyscallEvent(onEvent func(event int) error, nr uintptr, args .
 	r.Rip = th.Gadget
 	if err := th.t.SetRegs(th.TID, &r); err != nil {
 		return 0, err
+	}
+	if th.t.hold {
+		mask, err := th.t.GetSigmask(th.TID)
+		if err != nil {
+			return 0, err
+		}
+		if err := th.t.SetSigmask(th.TID, allSignalsBlocked); err != nil {
+			return 0, err
+		}
+		defer func() {
+			if merr := th.t.SetSigmask(th.TID, mask); merr != nil && err == nil {
+				err = merr
+			}
+		}()
 	}
 	for {
 		if err := ptraceRaw(unix.PTRACE_SINGLESTEP, th.TID, 0, 0); err != nil {

@@ -31,6 +31,8 @@ type Tracer struct {
 	// seized are the threads attached to this tracer, by Seize or, for
 	// threads the kernel attached on clone, by Adopt.
 	seized map[int]bool
+	// hold blocks all signals around each injected step (HoldSignals).
+	hold bool
 }
 
 // NewTracer locks the calling goroutine to its OS thread and returns a

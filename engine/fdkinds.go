@@ -1,0 +1,487 @@
+package engine
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
+)
+
+// ErrNotAnonFD is returned by dumpAnonFD for a descriptor that is not a
+// timerfd, signalfd or inotify instance.
+var ErrNotAnonFD = errors.New("not a timerfd, signalfd or inotify descriptor")
+
+const (
+	tfdIocSetTicks      = 0x40085400 // TFD_IOC_SET_TICKS: _IOW('T', 0, u64)
+	tfdTimerAbstime     = 1          // TFD_TIMER_ABSTIME
+	tfdTimerCancelOnSet = 2          // TFD_TIMER_CANCEL_ON_SET
+	inotifySearchDepth  = 2
+)
+
+// dumpAnonFD records a timerfd, signalfd or inotify descriptor from its
+// fdinfo; hostPID is the process it belongs to (inotify watches are looked
+// up from its cwd and open files). Other kinds give ErrNotAnonFD.
+func dumpAnonFD(hostPID int, fd *proc.FD, out *image.FD) error {
+	switch fd.Target {
+	case "anon_inode:[timerfd]":
+		t, err := parseTimerfdInfo(fd.Info)
+		if err != nil {
+			return fmt.Errorf("timerfd: %w", err)
+		}
+		out.Kind, out.Anon = image.FDTimerfd, &image.AnonFD{Timerfd: t}
+	case "anon_inode:[signalfd]":
+		v, ok := fd.InfoValue("sigmask")
+		if !ok {
+			return fmt.Errorf("signalfd without sigmask in fdinfo")
+		}
+		mask, err := strconv.ParseUint(v, 16, 64)
+		if err != nil {
+			return fmt.Errorf("signalfd sigmask %q: %w", v, err)
+		}
+		out.Kind, out.Anon = image.FDSignalfd, &image.AnonFD{Signalfd: &image.Signalfd{Mask: mask}}
+	case "anon_inode:inotify":
+		watches, err := parseInotifyInfo(fd.Info)
+		if err != nil {
+			return fmt.Errorf("inotify: %w", err)
+		}
+		for i := range watches {
+			if watches[i].Path, err = inotifyPath(hostPID, &watches[i]); err != nil {
+				return fmt.Errorf("inotify watch %d: %w", watches[i].WD, err)
+			}
+		}
+		out.Kind, out.Anon = image.FDInotify, &image.AnonFD{Inotify: watches}
+	default:
+		return fmt.Errorf("%s: %w", fd.Target, ErrNotAnonFD)
+	}
+	return nil
+}
+
+// parseTimerfdInfo parses the timerfd lines of fdinfo:
+//
+//	clockid: 1
+//	ticks: 0
+//	settime flags: 00
+//	it_value: (4, 999640095)
+//	it_interval: (1, 5)
+func parseTimerfdInfo(info []string) (*image.Timerfd, error) {
+	t := &image.Timerfd{}
+	seen := 0
+	for _, l := range info {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		var err error
+		switch k {
+		case "clockid":
+			t.Clock, err = strconv.Atoi(v)
+		case "ticks":
+			t.Ticks, err = strconv.ParseUint(v, 10, 64)
+		case "settime flags":
+			var n int64
+			n, err = strconv.ParseInt(v, 8, 32)
+			t.SettimeFlags = int(n)
+		case "it_value":
+			t.ValueSec, t.ValueNsec, err = parseTimespecPair(v)
+		case "it_interval":
+			t.IntervalSec, t.IntervalNsec, err = parseTimespecPair(v)
+		default:
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("fdinfo %q: %w", l, err)
+		}
+		seen++
+	}
+	if seen != 5 {
+		return nil, fmt.Errorf("fdinfo has %d of the 5 timerfd fields", seen)
+	}
+	return t, nil
+}
+
+// parseTimespecPair parses "(sec, nsec)".
+func parseTimespecPair(v string) (int64, int64, error) {
+	v = strings.TrimSuffix(strings.TrimPrefix(v, "("), ")")
+	a, b, ok := strings.Cut(v, ",")
+	if !ok {
+		return 0, 0, fmt.Errorf("want (sec, nsec)")
+	}
+	sec, err := strconv.ParseInt(strings.TrimSpace(a), 10, 64)
+	if err != nil {
+		return 0, 0, err
+	}
+	nsec, err := strconv.ParseInt(strings.TrimSpace(b), 10, 64)
+	return sec, nsec, err
+}
+
+// parseInotifyInfo parses the watch lines of an inotify fdinfo, returned
+// in wd order (the kernel lists them newest first):
+//
+//	inotify wd:2 ino:263 sdev:fe00000 mask:80000002 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:6302000000000000
+func parseInotifyInfo(info []string) ([]image.InotifyWatch, error) {
+	var out []image.InotifyWatch
+	for _, l := range info {
+		if !strings.HasPrefix(l, "inotify ") {
+			continue
+		}
+		var w image.InotifyWatch
+		var sdev uint64
+		have := 0
+		for _, f := range strings.Fields(l)[1:] {
+			k, v, _ := strings.Cut(f, ":")
+			var err error
+			var n uint64
+			switch k {
+			case "wd":
+				w.WD, err = strconv.Atoi(v)
+				have++
+			case "ino":
+				w.Ino, err = strconv.ParseUint(v, 16, 64)
+				have++
+			case "sdev":
+				sdev, err = strconv.ParseUint(v, 16, 64)
+				have++
+			case "mask":
+				n, err = strconv.ParseUint(v, 16, 32)
+				w.Mask = uint32(n)
+				have++
+			case "fhandle-type":
+				var t int64
+				t, err = strconv.ParseInt(v, 16, 32)
+				w.HandleType = int32(t)
+			case "f_handle":
+				w.Handle, err = hex.DecodeString(v)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("fdinfo %q: %s: %w", l, k, err)
+			}
+		}
+		if have != 4 {
+			return nil, fmt.Errorf("fdinfo %q: want wd, ino, sdev and mask", l)
+		}
+		// The kernel prints its own dev_t (major << 20 | minor).
+		w.Dev = unix.Mkdev(uint32(sdev>>20), uint32(sdev&0xfffff))
+		out = append(out, w)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].WD < out[j].WD })
+	return out, nil
+}
+
+// inotifyPath finds a path to a watched inode: through its file handle
+// when the caller may open handles (CAP_DAC_READ_SEARCH), else by a search
+// of the process's cwd and the directories of its open files, to a depth
+// of two below each.
+func inotifyPath(hostPID int, w *image.InotifyWatch) (string, error) {
+	if p, err := pathByHandle(hostPID, w); err == nil {
+		return p, nil
+	}
+	var roots []string
+	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", hostPID)); err == nil {
+		roots = append(roots, cwd)
+	}
+	if fds, err := proc.ReadFDs(hostPID); err == nil {
+		for _, fd := range fds {
+			t := fd.Target
+			if strings.HasPrefix(t, "/") && !strings.HasSuffix(t, " (deleted)") {
+				roots = append(roots, filepath.Dir(t), t)
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for _, root := range roots {
+		if seen[root] {
+			continue
+		}
+		seen[root] = true
+		if p, ok := searchInode(root, w.Dev, w.Ino, inotifySearchDepth); ok {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no path found to the watched inode %d on device %d:%d (searched the cwd and the directories of the open files, %d levels deep)",
+		w.Ino, unix.Major(w.Dev), unix.Minor(w.Dev), inotifySearchDepth)
+}
+
+// pathByHandle opens the watched inode with open_by_handle_at, through a
+// mount point of its file system in the process's mount table, and
+// returns the path the kernel shows for it.
+func pathByHandle(hostPID int, w *image.InotifyWatch) (string, error) {
+	if len(w.Handle) == 0 {
+		return "", fmt.Errorf("no file handle")
+	}
+	mnt, err := mountOfDev(hostPID, w.Dev)
+	if err != nil {
+		return "", err
+	}
+	// Not O_PATH: open_by_handle_at does not take an O_PATH mount fd.
+	mfd, err := unix.Open(mnt, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(mfd)
+	fd, err := unix.OpenByHandleAt(mfd, unix.NewFileHandle(w.HandleType, w.Handle), unix.O_PATH|unix.O_CLOEXEC)
+	if err != nil {
+		return "", fmt.Errorf("open_by_handle_at: %w", err)
+	}
+	defer unix.Close(fd)
+	p, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return "", err
+	}
+	if !sameInode(p, w.Dev, w.Ino) {
+		return "", fmt.Errorf("handle resolves to %s, which is not inode %d", p, w.Ino)
+	}
+	return p, nil
+}
+
+// mountOfDev finds a mount point of device dev in the mount table of pid.
+func mountOfDev(pid int, dev uint64) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		return "", err
+	}
+	want := fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev))
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 4 && f[2] == want {
+			// The mount point as the process sees it; the supervisor
+			// shares the host's view of the job's file systems.
+			return fmt.Sprintf("/proc/%d/root%s", pid, f[4]), nil
+		}
+	}
+	return "", fmt.Errorf("no mount of device %s", want)
+}
+
+// sameInode reports whether path (not followed if a symlink) is inode ino
+// on device dev.
+func sameInode(path string, dev, ino uint64) bool {
+	var st unix.Stat_t
+	return unix.Lstat(path, &st) == nil && st.Dev == dev && st.Ino == ino
+}
+
+// searchInode looks for inode (dev, ino) at root and below it, depth
+// levels deep, without crossing into other file systems.
+func searchInode(root string, dev, ino uint64, depth int) (string, bool) {
+	if sameInode(root, dev, ino) {
+		return root, true
+	}
+	if depth == 0 {
+		return "", false
+	}
+	var st unix.Stat_t
+	if unix.Lstat(root, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return "", false
+	}
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return "", false
+	}
+	for _, e := range ents {
+		if p, ok := searchInode(filepath.Join(root, e.Name()), dev, ino, depth-1); ok {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+// createAnonFD re-creates a timerfd, signalfd or inotify descriptor in the
+// process and returns its fd, opened close-on-exec; the caller moves it to
+// its number and sets the recorded close-on-exec flag.
+func (r *restorer) createAnonFD(f *image.FD) (uint64, error) {
+	if f.Anon == nil {
+		return 0, fmt.Errorf("%s descriptor without its state in the image", f.Kind)
+	}
+	nonblock := f.Flags&unix.O_NONBLOCK != 0
+	var fd uint64
+	var err error
+	switch {
+	case f.Kind == image.FDTimerfd && f.Anon.Timerfd != nil:
+		fd, err = r.createTimerfd(f.Anon.Timerfd, nonblock)
+	case f.Kind == image.FDSignalfd && f.Anon.Signalfd != nil:
+		addr, serr := r.scratchAt(0, sigsetSize)
+		if serr != nil {
+			return 0, serr
+		}
+		b := make([]byte, sigsetSize)
+		putU64(b, f.Anon.Signalfd.Mask)
+		if err := r.write(addr, b); err != nil {
+			return 0, err
+		}
+		flags := uint64(unix.SFD_CLOEXEC)
+		if nonblock {
+			flags |= unix.SFD_NONBLOCK
+		}
+		fd, err = r.main.Call("signalfd4", unix.SYS_SIGNALFD4, ^uint64(0), addr, sigsetSize, flags)
+	case f.Kind == image.FDInotify:
+		fd, err = r.createInotify(f.Anon.Inotify, nonblock)
+	default:
+		return 0, fmt.Errorf("%s descriptor: not a timerfd, signalfd or inotify descriptor", f.Kind)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", f.Kind, err)
+	}
+	return fd, nil
+}
+
+// createTimerfd re-creates a timerfd armed with the time it had left
+// (relative: the time the job was down does not count) and its unread
+// expirations (TFD_IOC_SET_TICKS). A timer on the real-time clock set with
+// TFD_TIMER_CANCEL_ON_SET keeps that flag: it is re-armed at the absolute
+// time now + what was left, the only form the flag is accepted with.
+func (r *restorer) createTimerfd(t *image.Timerfd, nonblock bool) (uint64, error) {
+	flags := uint64(unix.TFD_CLOEXEC)
+	if nonblock {
+		flags |= unix.TFD_NONBLOCK
+	}
+	fd, err := r.main.Call("timerfd_create", unix.SYS_TIMERFD_CREATE, uint64(t.Clock), flags)
+	if err != nil {
+		return 0, err
+	}
+	fail := func(err error) (uint64, error) {
+		r.main.Syscall(unix.SYS_CLOSE, fd)
+		return 0, err
+	}
+	if t.ValueSec != 0 || t.ValueNsec != 0 {
+		sec, nsec := t.ValueSec, t.ValueNsec
+		var settime uint64
+		if t.SettimeFlags&tfdTimerCancelOnSet != 0 && (t.Clock == unix.CLOCK_REALTIME || t.Clock == unix.CLOCK_REALTIME_ALARM) {
+			// CLOCK_REALTIME is not namespaced: the supervisor's clock
+			// is the job's.
+			var now unix.Timespec
+			if err := unix.ClockGettime(int32(t.Clock), &now); err != nil {
+				return fail(fmt.Errorf("clock_gettime(%d): %w", t.Clock, err))
+			}
+			sec, nsec = sec+now.Sec, nsec+now.Nsec
+			if nsec >= 1e9 {
+				sec, nsec = sec+1, nsec-1e9
+			}
+			settime = tfdTimerAbstime | tfdTimerCancelOnSet
+		}
+		its := make([]byte, itimerspecSize)
+		putU64(its[0:], uint64(t.IntervalSec))
+		putU64(its[8:], uint64(t.IntervalNsec))
+		putU64(its[16:], uint64(sec))
+		putU64(its[24:], uint64(nsec))
+		addr, err := r.scratchAt(0, itimerspecSize)
+		if err != nil {
+			return fail(err)
+		}
+		if err := r.write(addr, its); err != nil {
+			return fail(err)
+		}
+		if _, err := r.main.Call("timerfd_settime", unix.SYS_TIMERFD_SETTIME, fd, settime, addr, 0); err != nil {
+			return fail(err)
+		}
+	}
+	if t.Ticks != 0 {
+		addr, err := r.scratchAt(0, 8)
+		if err != nil {
+			return fail(err)
+		}
+		b := make([]byte, 8)
+		putU64(b, t.Ticks)
+		if err := r.write(addr, b); err != nil {
+			return fail(err)
+		}
+		if _, err := r.main.Call("ioctl(TFD_IOC_SET_TICKS)", unix.SYS_IOCTL, fd, tfdIocSetTicks, addr); err != nil {
+			return fail(fmt.Errorf("%d unread expirations: %w", t.Ticks, err))
+		}
+	}
+	return fd, nil
+}
+
+// createInotify re-creates an inotify instance with its watches under their
+// original numbers. The kernel hands out watch descriptors in increasing
+// order from 1 (cyclically); a gap left by a removed watch is consumed by
+// adding and removing a watch on the next path, and the IN_IGNORED events
+// this queues are read off again.
+func (r *restorer) createInotify(watches []image.InotifyWatch, nonblock bool) (uint64, error) {
+	flags := uint64(unix.IN_CLOEXEC)
+	if nonblock {
+		flags |= unix.IN_NONBLOCK
+	}
+	fd, err := r.main.Call("inotify_init1", unix.SYS_INOTIFY_INIT1, flags)
+	if err != nil {
+		return 0, err
+	}
+	fail := func(err error) (uint64, error) {
+		r.main.Syscall(unix.SYS_CLOSE, fd)
+		return 0, err
+	}
+	sorted := append([]image.InotifyWatch(nil), watches...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].WD < sorted[j].WD })
+	skipped := false
+	added := map[int]bool{}
+	for _, w := range sorted {
+		addr, err := r.putString(0, w.Path)
+		if err != nil {
+			return fail(err)
+		}
+		// The recorded path names the watched inode itself, symlink or
+		// not; the mask carries IN_ONESHOT and IN_EXCL_UNLINK.
+		mask := uint64(w.Mask) | unix.IN_DONT_FOLLOW
+		for {
+			wd, err := r.main.Call("inotify_add_watch "+w.Path, unix.SYS_INOTIFY_ADD_WATCH, fd, addr, mask)
+			if err != nil {
+				return fail(fmt.Errorf("watch %d: %w", w.WD, err))
+			}
+			if int(wd) == w.WD {
+				added[w.WD] = true
+				break
+			}
+			if added[int(wd)] || int(wd) > w.WD {
+				return fail(fmt.Errorf("watch %d on %s: the kernel gave watch descriptor %d; the recorded number cannot be had (is the inode watched twice?)", w.WD, w.Path, wd))
+			}
+			if _, err := r.main.Call("inotify_rm_watch", unix.SYS_INOTIFY_RM_WATCH, fd, wd); err != nil {
+				return fail(err)
+			}
+			skipped = true
+		}
+	}
+	if skipped {
+		if err := r.drainInotify(fd); err != nil {
+			return fail(err)
+		}
+	}
+	return fd, nil
+}
+
+// drainInotify reads the events queued on a fresh inotify instance.
+func (r *restorer) drainInotify(fd uint64) error {
+	const bufSize = 4096
+	addr, err := r.scratchAt(0, bufSize)
+	if err != nil {
+		return err
+	}
+	// Non-blocking while drained, so that reading an empty queue returns.
+	fl, err := r.main.Call("fcntl(F_GETFL)", unix.SYS_FCNTL, fd, unix.F_GETFL)
+	if err != nil {
+		return err
+	}
+	if _, err := r.main.Call("fcntl(F_SETFL)", unix.SYS_FCNTL, fd, unix.F_SETFL, fl|unix.O_NONBLOCK); err != nil {
+		return err
+	}
+	for {
+		ret, err := r.main.Syscall(unix.SYS_READ, fd, addr, bufSize)
+		if err != nil {
+			return err
+		}
+		if ret == -int64(unix.EAGAIN) {
+			break
+		}
+		if ret < 0 {
+			return fmt.Errorf("read inotify events: %w", unix.Errno(-ret))
+		}
+	}
+	_, err = r.main.Call("fcntl(F_SETFL)", unix.SYS_FCNTL, fd, unix.F_SETFL, fl)
+	return err
+}

@@ -1,0 +1,271 @@
+package engine
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
+)
+
+const (
+	prTimerCreateRestoreIDs    = 77 // PR_TIMER_CREATE_RESTORE_IDS
+	prTimerCreateRestoreIDsOff = 0  // PR_TIMER_CREATE_RESTORE_IDS_OFF
+	prTimerCreateRestoreIDsOn  = 1  // PR_TIMER_CREATE_RESTORE_IDS_ON
+	sigeventSize               = 64 // struct sigevent
+	itimerspecSize             = 32 // struct itimerspec
+	sigevSignal                = 0  // SIGEV_SIGNAL
+	sigevNone                  = 1  // SIGEV_NONE
+	sigevThread                = 2  // SIGEV_THREAD (the kernel treats it as SIGEV_SIGNAL)
+	sigevThreadID              = 4  // SIGEV_THREAD_ID
+	clockThreadCPUTime         = 3  // CLOCK_THREAD_CPUTIME_ID
+)
+
+// procTimer is one entry of /proc/pid/timers.
+type procTimer struct {
+	ID     int
+	Signal int
+	Value  uint64 // sigev_value
+	Notify int    // SIGEV_*, SIGEV_THREAD_ID included
+	Target int    // the pid or tid signalled, in the PID namespace of /proc
+	Clock  int
+}
+
+// parseProcTimers parses /proc/pid/timers:
+//
+//	ID: 0
+//	signal: 37/00000000deadbeef
+//	notify: signal/tid.12559
+//	ClockID: 1
+func parseProcTimers(text string) ([]procTimer, error) {
+	var out []procTimer
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(line, ":")
+		v = strings.TrimSpace(v)
+		if !ok {
+			return nil, fmt.Errorf("timers line %q: no key", line)
+		}
+		if k == "ID" {
+			id, err := strconv.Atoi(v)
+			if err != nil {
+				return nil, fmt.Errorf("timers line %q: %w", line, err)
+			}
+			out = append(out, procTimer{ID: id})
+			continue
+		}
+		if len(out) == 0 {
+			return nil, fmt.Errorf("timers line %q before the first ID", line)
+		}
+		t := &out[len(out)-1]
+		var err error
+		switch k {
+		case "signal":
+			sig, val, _ := strings.Cut(v, "/")
+			if t.Signal, err = strconv.Atoi(sig); err == nil {
+				t.Value, err = strconv.ParseUint(val, 16, 64)
+			}
+		case "notify":
+			t.Notify, t.Target, err = parseTimerNotify(v)
+		case "ClockID":
+			t.Clock, err = strconv.Atoi(v)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("timers line %q: %w", line, err)
+		}
+	}
+	return out, sc.Err()
+}
+
+// parseTimerNotify parses "signal/tid.12559": how the timer notifies, and
+// whom ("pid" for the process, "tid" for one thread: SIGEV_THREAD_ID).
+func parseTimerNotify(v string) (notify, target int, err error) {
+	how, who, ok := strings.Cut(v, "/")
+	kind, id, ok2 := strings.Cut(who, ".")
+	if !ok || !ok2 {
+		return 0, 0, fmt.Errorf("notify %q: want how/pid.N or how/tid.N", v)
+	}
+	switch how {
+	case "signal":
+		notify = sigevSignal
+	case "none":
+		notify = sigevNone
+	case "thread":
+		notify = sigevThread
+	default:
+		return 0, 0, fmt.Errorf("notify %q: unknown kind %q", v, how)
+	}
+	switch kind {
+	case "pid":
+	case "tid":
+		notify |= sigevThreadID
+	default:
+		return 0, 0, fmt.Errorf("notify %q: unknown target %q", v, kind)
+	}
+	target, err = strconv.Atoi(id)
+	return notify, target, err
+}
+
+// dumpPosixTimers records the process's timer_create timers: how each
+// notifies from /proc/pid/timers, the time left and the period from an
+// injected timer_gettime (the one call that tells them), the overrun from
+// timer_getoverrun. Precondition: p.Threads is filled in.
+func dumpPosixTimers(rem *remote, hostPID int, p *image.Process) error {
+	text, err := os.ReadFile(fmt.Sprintf("/proc/%d/timers", hostPID))
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("pid %d: /proc/%d/timers is missing: the kernel lacks CONFIG_CHECKPOINT_RESTORE, POSIX timers cannot be read", p.PID, hostPID)
+	}
+	if err != nil {
+		return fmt.Errorf("pid %d: %w", p.PID, err)
+	}
+	timers, err := parseProcTimers(string(text))
+	if err != nil {
+		return fmt.Errorf("pid %d: /proc/%d/timers: %w", p.PID, hostPID, err)
+	}
+	sort.Slice(timers, func(i, j int) bool { return timers[i].ID < timers[j].ID })
+	addr, err := rem.scratchAt(0, itimerspecSize)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, itimerspecSize)
+	le := binary.LittleEndian
+	for _, pt := range timers {
+		switch {
+		case pt.Clock < 0:
+			return fmt.Errorf("pid %d: POSIX timer %d counts the CPU time of a given process or thread (clock %d): not supported", p.PID, pt.ID, pt.Clock)
+		case pt.Clock == clockThreadCPUTime && len(p.Threads) > 1:
+			return fmt.Errorf("pid %d: POSIX timer %d counts one thread's CPU time in a process of %d threads: not supported", p.PID, pt.ID, len(p.Threads))
+		}
+		t := image.PosixTimer{ID: pt.ID, Clock: pt.Clock, Notify: pt.Notify, Signal: pt.Signal, Value: pt.Value}
+		if pt.Notify&sigevThreadID != 0 {
+			st, err := proc.ReadStatus(fmt.Sprintf("%d/task/%d", hostPID, pt.Target))
+			if err != nil {
+				return fmt.Errorf("pid %d: POSIX timer %d signals thread %d: %w", p.PID, pt.ID, pt.Target, err)
+			}
+			if t.TID, err = st.NSPid(); err != nil {
+				return fmt.Errorf("pid %d: POSIX timer %d: %w", p.PID, pt.ID, err)
+			}
+		}
+		if _, err := rem.main.Call(fmt.Sprintf("timer_gettime(%d)", pt.ID), unix.SYS_TIMER_GETTIME, uint64(pt.ID), addr); err != nil {
+			return fmt.Errorf("pid %d: %w", p.PID, err)
+		}
+		if err := rem.read(addr, buf); err != nil {
+			return err
+		}
+		t.IntervalSec, t.IntervalNsec = int64(le.Uint64(buf[0:])), int64(le.Uint64(buf[8:]))
+		t.ValueSec, t.ValueNsec = int64(le.Uint64(buf[16:])), int64(le.Uint64(buf[24:]))
+		ov, err := rem.main.Call(fmt.Sprintf("timer_getoverrun(%d)", pt.ID), unix.SYS_TIMER_GETOVERRUN, uint64(pt.ID))
+		if err != nil {
+			return fmt.Errorf("pid %d: %w", p.PID, err)
+		}
+		t.Overrun = int(ov)
+		p.PosixTimers = append(p.PosixTimers, t)
+	}
+	return nil
+}
+
+// restorePosixTimers re-creates the timers with their ids and re-arms them
+// with the time they had left (relative: the time the job was down does not
+// count, as for the interval timers) and their period.
+//
+// The ids are asked for with prctl(PR_TIMER_CREATE_RESTORE_IDS): while it
+// is on, timer_create takes the id to create from the timer_t it would
+// otherwise only write. A timer armed with TIMER_ABSTIME comes back as a
+// relative one, which /proc and timer_gettime cannot tell apart. The
+// overrun count starts again from zero.
+//
+// Precondition: every thread exists (a timer may signal one of them).
+func (r *restorer) restorePosixTimers(p *image.Process) (err error) {
+	if len(p.PosixTimers) == 0 {
+		return nil
+	}
+	// A re-armed timer that fires must leave its signal queued.
+	r.t.HoldSignals(true)
+	if _, err := r.main.Call("prctl(PR_TIMER_CREATE_RESTORE_IDS)", unix.SYS_PRCTL, prTimerCreateRestoreIDs, prTimerCreateRestoreIDsOn, 0, 0, 0); err != nil {
+		if e, ok := unwrapErrno(err); ok && e == unix.EINVAL {
+			return fmt.Errorf("POSIX timers: this kernel (%s) lacks prctl(PR_TIMER_CREATE_RESTORE_IDS), needed to re-create timers with their ids: %w", kernelRelease(), err)
+		}
+		return fmt.Errorf("POSIX timers: %w", err)
+	}
+	defer func() {
+		_, oerr := r.main.Call("prctl(PR_TIMER_CREATE_RESTORE_IDS_OFF)", unix.SYS_PRCTL, prTimerCreateRestoreIDs, prTimerCreateRestoreIDsOff, 0, 0, 0)
+		if oerr != nil && err == nil {
+			err = oerr
+		}
+	}()
+	sevAddr, err := r.scratchAt(0, sigeventSize)
+	if err != nil {
+		return err
+	}
+	idAddr, err := r.scratchAt(sigeventSize, 4)
+	if err != nil {
+		return err
+	}
+	itsAddr, err := r.scratchAt(sigeventSize+8, itimerspecSize)
+	if err != nil {
+		return err
+	}
+	for _, t := range p.PosixTimers {
+		sev := make([]byte, sigeventSize)
+		putU64(sev[0:], t.Value)
+		putU32(sev[8:], uint32(t.Signal))
+		putU32(sev[12:], uint32(t.Notify))
+		putU32(sev[16:], uint32(t.TID))
+		if err := r.write(sevAddr, sev); err != nil {
+			return err
+		}
+		id := make([]byte, 4)
+		putU32(id, uint32(t.ID))
+		if err := r.write(idAddr, id); err != nil {
+			return err
+		}
+		if _, err := r.main.Call(fmt.Sprintf("timer_create(id %d)", t.ID), unix.SYS_TIMER_CREATE, uint64(t.Clock), sevAddr, idAddr); err != nil {
+			return fmt.Errorf("POSIX timer %d: %w", t.ID, err)
+		}
+		if err := r.read(idAddr, id); err != nil {
+			return err
+		}
+		if got := int(int32(binary.LittleEndian.Uint32(id))); got != t.ID {
+			return fmt.Errorf("POSIX timer %d: timer_create gave id %d", t.ID, got)
+		}
+		if t.Overrun != 0 {
+			r.log.Debugf("pid %d: POSIX timer %d had an overrun of %d; it restarts from 0", p.PID, t.ID, t.Overrun)
+		}
+		if t.ValueSec == 0 && t.ValueNsec == 0 {
+			continue // disarmed
+		}
+		its := make([]byte, itimerspecSize)
+		putU64(its[0:], uint64(t.IntervalSec))
+		putU64(its[8:], uint64(t.IntervalNsec))
+		putU64(its[16:], uint64(t.ValueSec))
+		putU64(its[24:], uint64(t.ValueNsec))
+		if err := r.write(itsAddr, its); err != nil {
+			return err
+		}
+		if _, err := r.main.Call(fmt.Sprintf("timer_settime(%d)", t.ID), unix.SYS_TIMER_SETTIME, uint64(t.ID), 0, itsAddr, 0); err != nil {
+			return fmt.Errorf("POSIX timer %d: %w", t.ID, err)
+		}
+	}
+	return nil
+}
+
+// kernelRelease is uname -r, for messages about missing kernel features.
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
