@@ -86,7 +86,7 @@ func TestClassifyVMA(t *testing.T) {
 		{"/bin/sh", "r--s", image.VMAFileShared, ""},
 		{"/memfd:x (deleted)", "rw-s", image.VMAAnonShared, ""},
 		{"/memfd:x (deleted)", "r--p", image.VMAFileGone, ""},
-		{"/SYSV00000000 (deleted)", "rw-s", "", "System V"},
+		{"/SYSV00000000 (deleted)", "rw-s", image.VMASysVShm, ""},
 		{"/tmp/gone (deleted)", "rw-p", image.VMAFileGone, ""},
 		{"/dev/shm/x (deleted)", "rw-s", image.VMAAnonShared, ""},
 		{"/no/such/file", "r--p", "", "no such file"},

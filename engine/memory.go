@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -53,8 +54,11 @@ func classifyVMA(pid int, m *proc.Mapping) (image.VMA, error) {
 		v.Kind = image.VMAVsyscall
 	case (m.Path == "" || m.Path == "[heap]" || m.Path == "[stack]" || strings.HasPrefix(m.Path, "[anon:")) && !m.Shared():
 		v.Kind = image.VMAAnon
-	case strings.HasPrefix(m.Path, "/SYSV"):
-		return v, fmt.Errorf("pid %d: mapping %#x-%#x: System V shared memory is not supported yet", pid, m.Start, m.End)
+	case isSysVShmPath(m.Path):
+		// The inode number of a segment's file is its shmid; without
+		// VM_MAYWRITE the segment was attached with SHM_RDONLY.
+		v.Kind = image.VMASysVShm
+		v.SysVShm = &image.SysVShmAttach{ID: int(m.Inode), ReadOnly: !m.HasFlag("mw")}
 	case m.Path == "" || strings.HasPrefix(m.Path, "/memfd:") || strings.HasSuffix(m.Path, " (deleted)"):
 		// Shared memory (MAP_SHARED|MAP_ANONYMOUS shows as a deleted
 		// /dev/zero), a memfd, or a file deleted while mapped: nothing
@@ -205,6 +209,12 @@ func (r *restorer) restoreVMAs(p *image.Process) error {
 		if isSpecial(v.Kind) {
 			continue
 		}
+		if v.Kind == image.VMASysVShm {
+			if err := r.attachSysVShm(v); err != nil {
+				return fmt.Errorf("mapping %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
+			}
+			continue
+		}
 		prot := uint64(v.Prot)
 		if withPages[i] {
 			prot |= unix.PROT_READ | unix.PROT_WRITE
@@ -297,4 +307,103 @@ func vmasWithPages(p *image.Process) []bool {
 
 func isSpecial(k image.VMAKind) bool {
 	return k == image.VMAVDSO || k == image.VMAVVar || k == image.VMAVVarVClock || k == image.VMAVsyscall
+}
+
+// isSysVShmPath reports whether a mapping's path is the kernel's name for a
+// System V segment, "/SYSV" and the key in eight hex digits, " (deleted)".
+func isSysVShmPath(path string) bool {
+	key, ok := strings.CutPrefix(path, "/SYSV")
+	if !ok {
+		return false
+	}
+	key, ok = strings.CutSuffix(key, " (deleted)")
+	if !ok || len(key) != 8 {
+		return false
+	}
+	for _, c := range key {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// attachSysVShm attaches the re-created segment of v at v.Start in the
+// stub, with the rights of the original attach (SHM_RDONLY, SHM_EXEC),
+// then sets v's protection. A mapping that shows only part of the segment
+// (split by munmap or mprotect) is attached whole elsewhere and the part
+// moved into place, so that it keeps its offset in the segment.
+// Precondition: restoreSysVIPC has re-created the segment.
+func (r *restorer) attachSysVShm(v *image.VMA) error {
+	if v.SysVShm == nil {
+		return errors.New("no segment recorded for this System V shared memory mapping")
+	}
+	id := uint64(v.SysVShm.ID)
+	buf, err := r.scratchAt(0, shmidDsSize)
+	if err != nil {
+		return err
+	}
+	if _, err := r.main.Call(fmt.Sprintf("shmctl(%d, IPC_STAT)", id), unix.SYS_SHMCTL, id, unix.IPC_STAT, buf); err != nil {
+		return fmt.Errorf("segment %d (System V) was not restored: %w", id, err)
+	}
+	ds := make([]byte, shmidDsSize)
+	if err := r.read(buf, ds); err != nil {
+		return err
+	}
+	segSize := (ipcOrder.Uint64(ds[offShmSegsz:]) + pageSize - 1) &^ (pageSize - 1)
+	length := v.End - v.Start
+	if v.Offset+length > segSize {
+		return fmt.Errorf("segment %d (System V) has %d bytes, the mapping needs %d at offset %d", id, segSize, length, v.Offset)
+	}
+	var flags uint64
+	attachProt := uint64(unix.PROT_READ | unix.PROT_WRITE)
+	if v.SysVShm.ReadOnly {
+		flags |= shmRdonly
+		attachProt = unix.PROT_READ
+	}
+	if v.Prot&unix.PROT_EXEC != 0 {
+		flags |= shmExec
+		attachProt |= unix.PROT_EXEC
+	}
+	name := fmt.Sprintf("shmat(%d)", id)
+	if v.Offset == 0 && length == segSize {
+		addr, err := r.main.Call(name, unix.SYS_SHMAT, id, v.Start, flags|shmRemap)
+		if err != nil {
+			return err
+		}
+		if addr != v.Start {
+			return fmt.Errorf("%s: the kernel attached it at %#x", name, addr)
+		}
+	} else {
+		tmp, err := r.main.Call(name, unix.SYS_SHMAT, id, 0, flags)
+		if err != nil {
+			return err
+		}
+		if _, err := r.main.Call("mremap", unix.SYS_MREMAP, tmp+v.Offset, length, length,
+			unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, v.Start); err != nil {
+			r.main.Syscall(unix.SYS_MUNMAP, tmp, segSize)
+			return err
+		}
+		if v.Offset > 0 {
+			if _, err := r.main.Call("munmap", unix.SYS_MUNMAP, tmp, v.Offset); err != nil {
+				return err
+			}
+		}
+		if rest := segSize - v.Offset - length; rest > 0 {
+			if _, err := r.main.Call("munmap", unix.SYS_MUNMAP, tmp+v.Offset+length, rest); err != nil {
+				return err
+			}
+		}
+	}
+	if uint64(v.Prot) != attachProt {
+		if _, err := r.main.Call("mprotect", unix.SYS_MPROTECT, v.Start, length, uint64(v.Prot)); err != nil {
+			return err
+		}
+	}
+	for _, adv := range madvFlags(v) {
+		if _, err := r.main.Call("madvise", unix.SYS_MADVISE, v.Start, length, uint64(adv)); err != nil {
+			r.log.Debugf("madvise(%#x, %d) on %#x: %v", v.Start, adv, length, err)
+		}
+	}
+	return nil
 }

@@ -11,7 +11,8 @@ import (
 // fields, ids, files it must reopen, signals and clocks. Init keeps the same
 // set for itself: mounting /proc and creating a time namespace need
 // CAP_SYS_ADMIN, its offsets CAP_SYS_TIME, ns_last_pid
-// CAP_CHECKPOINT_RESTORE and securebits CAP_SETPCAP.
+// CAP_CHECKPOINT_RESTORE and securebits CAP_SETPCAP. CAP_IPC_OWNER lets a
+// stub attach a System V segment whose mode no longer admits its owner.
 var stubCaps = []uintptr{
 	unix.CAP_CHECKPOINT_RESTORE,
 	unix.CAP_SYS_ADMIN,
@@ -24,6 +25,7 @@ var stubCaps = []uintptr{
 	unix.CAP_KILL,
 	unix.CAP_SYS_TIME,
 	unix.CAP_SYS_NICE,
+	unix.CAP_IPC_OWNER,
 }
 
 // StubCaps returns the capabilities a stub started by SpawnStub holds in its

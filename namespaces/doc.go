@@ -1,4 +1,4 @@
-// Package namespaces owns the job sandbox: the user, PID, mount and
+// Package namespaces owns the job sandbox: the user, PID, mount, IPC and
 // (optionally) time namespaces a job runs in, the init process that is PID 1
 // inside them, and the runtime-spec records of namespaces and mounts that go
 // into a checkpoint manifest.

@@ -52,6 +52,28 @@ func Namespaces(pid int) ([]specs.LinuxNamespace, error) {
 	return out, nil
 }
 
+// Own reports whether process pid has a namespace of kind typ of its own,
+// one the caller is not in. A restart asks it of the new sandbox's init
+// before it restores state that only a private namespace can hold (System V
+// IPC objects with their original ids).
+func Own(pid int, typ specs.LinuxNamespaceType) (bool, error) {
+	for _, n := range nsFiles {
+		if n.typ != typ {
+			continue
+		}
+		theirs, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, n.file))
+		if err != nil {
+			return false, fmt.Errorf("%s namespace of pid %d: %w", typ, pid, err)
+		}
+		ours, err := os.Readlink("/proc/self/ns/" + n.file)
+		if err != nil {
+			return false, fmt.Errorf("own %s namespace: %w", typ, err)
+		}
+		return theirs != ours, nil
+	}
+	return false, fmt.Errorf("unknown namespace kind %q", typ)
+}
+
 // Mounts returns the mount table of process pid as runtime-spec mounts, in
 // mountinfo order. Options are the per-mount options followed by the
 // filesystem's own (super block) options not already given. A mount of part

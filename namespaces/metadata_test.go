@@ -36,7 +36,7 @@ func TestNamespacesOfJob(t *testing.T) {
 		{specs.MountNamespace, "mnt", true},
 		{specs.TimeNamespace, "time", true},
 		{specs.NetworkNamespace, "net", false},
-		{specs.IPCNamespace, "ipc", false},
+		{specs.IPCNamespace, "ipc", true},
 		{specs.UTSNamespace, "uts", false},
 	}
 	for _, tt := range tests {

@@ -33,6 +33,11 @@ type Options struct {
 	Stdin, Stdout, Stderr *os.File
 	// TimeNamespace puts the job's processes in a new time namespace.
 	TimeNamespace bool
+	// SharedIPC leaves the job in the supervisor's IPC namespace instead of
+	// giving it one of its own, for sites whose jobs must share System V
+	// IPC objects with processes outside the job. Such a job's System V
+	// objects cannot be checkpointed.
+	SharedIPC bool
 	// MonotonicOffset and BoottimeOffset are added to the host's
 	// CLOCK_MONOTONIC and CLOCK_BOOTTIME inside the time namespace. They
 	// may be negative, as long as the resulting clocks are not.
@@ -66,8 +71,8 @@ type Sandbox struct {
 	threadDone chan struct{}
 }
 
-// Start creates the user, PID and mount namespaces with init as PID 1 and
-// returns once init is ready. Init dies with SIGKILL, and the whole sandbox
+// Start creates the user, PID, mount and (unless opts.SharedIPC) IPC
+// namespaces with init as PID 1 and returns once init is ready. Init dies with SIGKILL, and the whole sandbox
 // with it, when the supervisor dies. Nothing of the job runs yet.
 func Start(opts Options) (*Sandbox, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -114,7 +119,7 @@ func Start(opts Options) (*Sandbox, error) {
 	if err := <-started; err != nil {
 		close(s.threadDone)
 		ours.Close()
-		return nil, fmt.Errorf("sandbox: create user/pid/mount namespaces: %w", err)
+		return nil, fmt.Errorf("sandbox: create user/pid/mount/ipc namespaces: %w", err)
 	}
 	logrus.Debugf("sandbox: init started as host pid %d", cmd.Process.Pid)
 
@@ -157,8 +162,15 @@ func initCommand(opts Options, preInit, ctrl, exe *os.File) *exec.Cmd {
 		ExtraFiles: []*os.File{ctrl, exe},
 	}
 	uid, gid := os.Getuid(), os.Getgid()
+	flags := uintptr(syscall.CLONE_NEWUSER | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS)
+	if !opts.SharedIPC {
+		// System V objects of the job live in an IPC namespace the job
+		// user namespace owns: a checkpoint can list them all, and a
+		// restart can give them back their ids.
+		flags |= syscall.CLONE_NEWIPC
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS,
+		Cloneflags:  flags,
 		UidMappings: []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}},
 		GidMappings: []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}},
 		// Denying setgroups is what lets an unprivileged user write gid_map.

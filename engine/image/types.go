@@ -43,6 +43,9 @@ type Manifest struct {
 	Mounts     []specs.Mount          `json:"mounts,omitempty"`
 	Cgroup     *Cgroup                `json:"cgroup,omitempty"`
 	Time       *TimeNamespace         `json:"time,omitempty"`
+	// IPC is the System V IPC state of the job's IPC namespace; nil when
+	// the job had none or shared the host's namespace.
+	IPC *SysVIPC `json:"ipc,omitempty"`
 
 	// Files lists every data file of the generation except the manifest
 	// itself, with the checksum a restart verifies before starting anything.
