@@ -106,8 +106,20 @@ func (r *restorer) restoreFD(f *image.FD, stdio [3]uint64) error {
 			return err
 		}
 		return r.moveFD(fd, f.Num, cloexec, true)
+	case image.FDTimerfd, image.FDSignalfd, image.FDInotify:
+		if fd, err = r.createAnonFD(f); err != nil {
+			return err
+		}
+		return r.moveFD(fd, f.Num, cloexec, true)
+	case image.FDMemfd, image.FDDeleted:
+		if fd, err = r.createFromContents(f, r.job.opts.Dir); err != nil {
+			return err
+		}
+		return r.moveFD(fd, f.Num, cloexec, true)
 	case image.FDPipe:
 		return r.restorePipe(f)
+	case image.FDUnix:
+		return r.restoreUnix(f)
 	case image.FDFifo:
 		return r.restoreFifo(f)
 	}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -105,14 +106,29 @@ func (jd *jobDump) classifyFD(hostPID int, fd *proc.FD, out *image.FD, first boo
 		}
 		out.Kind = image.FDPipe
 		return jd.dumpPipe(hostPID, fd.Num, ino, out)
-	case strings.HasPrefix(t, "socket:"):
-		return fmt.Errorf("socket %s: sockets are not supported yet", t)
+	case strings.HasPrefix(t, "socket:["):
+		ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(t, "socket:["), "]"), 10, 64)
+		if err != nil {
+			return fmt.Errorf("socket %q: %w", t, err)
+		}
+		return jd.dumpSocket(hostPID, fd.Num, ino, out, first)
 	case strings.HasPrefix(t, "anon_inode:"):
-		return fmt.Errorf("%s: this kind of file descriptor is not supported yet", strings.TrimPrefix(t, "anon_inode:"))
-	case strings.HasSuffix(t, " (deleted)"):
-		return fmt.Errorf("file %s was deleted while open: not supported yet", strings.TrimSuffix(t, " (deleted)"))
-	case strings.HasPrefix(t, "/memfd:"):
-		return fmt.Errorf("memfd %s: not supported yet", t)
+		err := dumpAnonFD(hostPID, fd, out)
+		if errors.Is(err, ErrNotAnonFD) {
+			return fmt.Errorf("%s: this kind of file descriptor is not supported yet", strings.TrimPrefix(t, "anon_inode:"))
+		}
+		return err
+	case strings.HasSuffix(t, " (deleted)") || strings.HasPrefix(t, "/memfd:"):
+		if !first {
+			// Shared with an fd already dumped, which holds the contents.
+			kind, _, ok := contentsKind(t)
+			if !ok {
+				return fmt.Errorf("%s: this kind of file descriptor is not supported yet", t)
+			}
+			out.Kind = kind
+			return nil
+		}
+		return dumpFileContents(hostPID, fd, out, jd.opts.Writer)
 	case strings.HasPrefix(t, "/"):
 		st, err := os.Stat(fmt.Sprintf("/proc/%d/fd/%d", hostPID, fd.Num))
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/unixsock"
 )
 
 // jobDump holds what the dump of one process needs to know about the
@@ -20,6 +21,11 @@ type jobDump struct {
 	pipes map[uint64]bool
 	// shmem records, per shared memory object, the pages already dumped.
 	shmem *shmemPages
+	// socks and sockInfo are the unix sockets of the job's network
+	// namespace, listed once per checkpoint; unixSeen those the job holds.
+	socks    map[uint64]*image.UnixSocket
+	sockInfo map[uint64]unixsock.Info
+	unixSeen map[uint64]bool
 	// buffered is the page data held in memory so far, against
 	// opts.BufferBytes.
 	buffered int64
@@ -27,10 +33,11 @@ type jobDump struct {
 
 func newJobDump(opts CheckpointOptions) *jobDump {
 	return &jobDump{
-		opts:  opts,
-		files: newOFDTable(),
-		pipes: map[uint64]bool{},
-		shmem: newShmemPages(),
+		opts:     opts,
+		files:    newOFDTable(),
+		pipes:    map[uint64]bool{},
+		unixSeen: map[uint64]bool{},
+		shmem:    newShmemPages(),
 	}
 }
 
@@ -65,6 +72,18 @@ func (jd *jobDump) dumpAll(t *ptrace.Tracer, job *stoppedJob) ([]*processDump, e
 		}
 		dumps = append(dumps, d)
 	}
+	var procs []*image.Process
+	for _, d := range dumps {
+		procs = append(procs, d.proc)
+	}
+	if err := jd.checkSocketPeers(procs); err != nil {
+		return fail(err)
+	}
+	ipc, err := dumpSysVIPC(jd.opts.InitPID, jd.opts.Writer)
+	if err != nil {
+		return fail(err)
+	}
+	jd.opts.Manifest.IPC = ipc
 	return dumps, nil
 }
 

@@ -29,6 +29,9 @@ type RestoreOptions struct {
 	Dir      string
 	Manifest *image.Manifest
 	Spawner  Spawner
+	// InitPID is the host pid of the new sandbox's init, whose namespaces
+	// the job's System V IPC objects are re-created in.
+	InitPID int
 	// NoRollback keeps files the job writes at their current length
 	// instead of cutting them back to their length at checkpoint time.
 	NoRollback bool
@@ -81,6 +84,10 @@ func Restore(opts RestoreOptions) (*RestoreResult, error) {
 
 	t := ptrace.NewTracer()
 	defer t.Close()
+	// Signals that arrive while the restore runs injected calls (timers
+	// re-armed, pending signals queued) stay queued for the job instead of
+	// stopping the injection.
+	t.HoldSignals(true)
 	jr, err := newJobRestore(t, opts, procs, pages)
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
@@ -122,15 +129,36 @@ func (jr *jobRestore) run() error {
 	}
 	jr.log.Debugf("%d processes created in %v", len(jr.procs), time.Since(t0))
 	live := jr.live()
+	ipc := jr.opts.Manifest.IPC
+	if ipc != nil {
+		if jr.opts.InitPID == 0 {
+			return fmt.Errorf("restore: the image has System V IPC objects, and no sandbox to re-create them in")
+		}
+		if err := restoreSysVIPC(jr.opts.InitPID, ipc, jr.opts.Dir); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+	}
 	steps := []struct {
 		name string
 		do   func(r *restorer) error
 	}{
 		{"memory", (*restorer).restoreMemory},
+		{"", func(*restorer) error {
+			if ipc == nil {
+				return nil
+			}
+			// Segments removed while attached are marked again once
+			// every process has attached them.
+			return finishSysVIPC(jr.opts.InitPID, ipc)
+		}},
 		{"files", func(r *restorer) error { return r.restoreFiles(r.proc) }},
 		{"", func(*restorer) error { return jr.closeTemps() }},
 		{"signals", func(r *restorer) error { return r.restoreSignals(r.proc) }},
 		{"threads", func(r *restorer) error { return r.restoreThreads(r.proc) }},
+		// Both need every thread: timers may target one, signals may be
+		// queued for one.
+		{"timers", func(r *restorer) error { return r.restorePosixTimers(r.proc) }},
+		{"pending signals", func(r *restorer) error { return r.restorePending(r.proc) }},
 		{"stub", (*restorer).unmapStub},
 		{"release", (*restorer).release},
 	}

@@ -68,9 +68,6 @@ func dumpTask(rem *remote, hostPID int, p *image.Process) error {
 	if s := st["Seccomp"]; s != "" && s != "0" {
 		return fmt.Errorf("pid %d runs under seccomp (mode %s): not supported yet", p.PID, s)
 	}
-	if pnd, _ := st.Hex("ShdPnd"); pnd != 0 {
-		return fmt.Errorf("pid %d has pending signals %#x: checkpointing queued signals is not supported yet", p.PID, pnd)
-	}
 	uids, err := st.Ints("Uid")
 	if err != nil {
 		return err

@@ -41,6 +41,7 @@ type jobRestore struct {
 	// pipes are the job's pipes and FIFOs by inode; fifoKeepers the
 	// read-write descriptor kept open on each restored FIFO.
 	pipes       map[uint64]*pipeInfo
+	unix        map[uint64]*image.FD
 	fifoKeepers map[uint64]fdHolder
 	bytes       int64
 }
@@ -65,6 +66,7 @@ func newJobRestore(t *ptrace.Tracer, opts RestoreOptions, procs []*image.Process
 		return nil, err
 	}
 	jr.pipes, jr.fifoKeepers = pipes, map[uint64]fdHolder{}
+	jr.unix = unixOf(procs)
 	base, err := stubBase(all, stub.Size(stubScratch))
 	if err != nil {
 		return nil, err

@@ -62,7 +62,7 @@ func restart(c *cli.Context) error {
 		return err
 	}
 	res, err := engine.Restore(engine.RestoreOptions{
-		Dir: gen.Dir, Manifest: m, Spawner: s.sb, NoRollback: c.Bool("no-rollback"), Log: s.log,
+		Dir: gen.Dir, Manifest: m, Spawner: s.sb, InitPID: s.sb.InitPID(), NoRollback: c.Bool("no-rollback"), Log: s.log,
 	})
 	if err != nil {
 		s.sb.Kill()

@@ -1,0 +1,254 @@
+package engine
+
+import (
+	"encoding/binary"
+	"fmt"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/unixsock"
+)
+
+// dumpSocket records a socket descriptor. AF_UNIX sockets are taken along
+// with their queued data; any other socket (TCP, UDP, netlink...) reaches
+// beyond the job and fails the checkpoint with its kind named.
+func (jd *jobDump) dumpSocket(hostPID, fd int, ino uint64, out *image.FD, first bool) error {
+	if jd.socks == nil {
+		socks, info, err := unixsock.Diag()
+		if err != nil {
+			return err
+		}
+		jd.socks, jd.sockInfo = socks, info
+	}
+	s, ok := jd.socks[ino]
+	if !ok {
+		return fmt.Errorf("socket:[%d] (%s): only unix sockets between processes of the job are supported", ino, socketKind(hostPID, fd))
+	}
+	info := jd.sockInfo[ino]
+	if info.PendingOn != 0 || len(info.Pending) > 0 {
+		return fmt.Errorf("unix socket %s has a connection not accepted yet: not supported; checkpoint again in a moment", sockName(s))
+	}
+	rec := *s
+	out.Kind, out.Unix = image.FDUnix, &rec
+	jd.unixSeen[ino] = true
+	if !first {
+		return nil
+	}
+	local, err := pullFD(hostPID, uint64(fd))
+	if err != nil {
+		return err
+	}
+	defer unix.Close(local)
+	if rec.Queue, err = unixsock.PeekQueue(local, rec.Type); err != nil {
+		return fmt.Errorf("unix socket %s: %w", sockName(s), err)
+	}
+	return nil
+}
+
+// checkSocketPeers refuses unix sockets connected to a socket outside the
+// job (a system daemon, the user's session): that end cannot be restored.
+func (jd *jobDump) checkSocketPeers(procs []*image.Process) error {
+	for _, p := range procs {
+		for _, f := range p.Files {
+			if f.Kind != image.FDUnix || f.Unix.PeerInode == 0 || jd.unixSeen[f.Unix.PeerInode] {
+				continue
+			}
+			return fmt.Errorf("pid %d fd %d: unix socket %s is connected to %s outside the job: not supported", p.PID, f.Num, sockName(f.Unix), peerName(f.Unix))
+		}
+	}
+	return nil
+}
+
+func sockName(s *image.UnixSocket) string {
+	if s.Name != "" {
+		return fmt.Sprintf("%q (socket:[%d])", s.Name, s.Inode)
+	}
+	return fmt.Sprintf("socket:[%d]", s.Inode)
+}
+
+func peerName(s *image.UnixSocket) string {
+	if s.PeerName != "" {
+		return fmt.Sprintf("%q (socket:[%d])", s.PeerName, s.PeerInode)
+	}
+	return fmt.Sprintf("socket:[%d]", s.PeerInode)
+}
+
+// socketKind names a socket's family, type and protocol for an error.
+func socketKind(hostPID, fd int) string {
+	local, err := pullFD(hostPID, uint64(fd))
+	if err != nil {
+		return "unknown kind"
+	}
+	defer unix.Close(local)
+	dom, _ := unix.GetsockoptInt(local, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	typ, _ := unix.GetsockoptInt(local, unix.SOL_SOCKET, unix.SO_TYPE)
+	proto, _ := unix.GetsockoptInt(local, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	family := map[int]string{unix.AF_INET: "IPv4", unix.AF_INET6: "IPv6", unix.AF_NETLINK: "netlink",
+		unix.AF_PACKET: "packet", unix.AF_UNIX: "unix"}[dom]
+	if family == "" {
+		family = fmt.Sprintf("family %d", dom)
+	}
+	switch {
+	case (dom == unix.AF_INET || dom == unix.AF_INET6) && proto == unix.IPPROTO_TCP:
+		return family + " TCP"
+	case (dom == unix.AF_INET || dom == unix.AF_INET6) && proto == unix.IPPROTO_UDP:
+		return family + " UDP"
+	}
+	return fmt.Sprintf("%s socket type %d protocol %d", family, typ, proto)
+}
+
+// restoreUnix re-creates a unix socket, and its peer when the peer is in
+// the job, in the supervisor (where the queues are refilled and shutdowns
+// applied), then passes them to the process. The peer is left on a spare
+// descriptor, from which the process that had it takes it.
+func (r *restorer) restoreUnix(f *image.FD) error {
+	jr := r.job
+	s := *f.Unix
+	var peer *image.UnixSocket
+	if s.PeerInode != 0 {
+		pf := jr.unix[s.PeerInode]
+		if pf == nil {
+			return fmt.Errorf("unix socket %s: its peer %s is not in the image", sockName(&s), peerName(&s))
+		}
+		if jr.holders[pf.OFD].r != nil {
+			return fmt.Errorf("unix socket %s: its peer was restored on its own", sockName(&s))
+		}
+		p := *pf.Unix
+		peer = &p
+	}
+	// Names are bound by the supervisor: relative ones are made absolute
+	// against the process's working directory.
+	for _, u := range []*image.UnixSocket{&s, peer} {
+		if u != nil && u.Name != "" && !strings.HasPrefix(u.Name, "@") && !path.IsAbs(u.Name) {
+			u.Name = path.Join(r.proc.Cwd, u.Name)
+		}
+	}
+	fd, peerFD, err := unixsock.Restore(&s, peer)
+	if err != nil {
+		return err
+	}
+	local := []int{fd}
+	if peerFD >= 0 {
+		local = append(local, peerFD)
+	}
+	defer func() {
+		for _, l := range local {
+			unix.Close(l)
+		}
+	}()
+	got, err := r.pushFDs(local)
+	if err != nil {
+		return fmt.Errorf("unix socket %s: %w", sockName(&s), err)
+	}
+	if len(got) > 1 {
+		other, err := r.moveHigh(got[1])
+		if err != nil {
+			return err
+		}
+		h := fdHolder{r: r, fd: other}
+		jr.temps = append(jr.temps, h)
+		jr.holders[jr.unix[s.PeerInode].OFD] = h
+	}
+	return r.finishEnd(got[0], f)
+}
+
+// unixOf indexes the image's unix socket descriptors by socket inode (the
+// first descriptor of each).
+func unixOf(procs []*image.Process) map[uint64]*image.FD {
+	out := map[uint64]*image.FD{}
+	for _, p := range procs {
+		for i := range p.Files {
+			f := &p.Files[i]
+			if f.Kind == image.FDUnix && f.Unix != nil && out[f.Unix.Inode] == nil {
+				out[f.Unix.Inode] = f
+			}
+		}
+	}
+	return out
+}
+
+// pushFDs installs descriptors of the supervisor in the process: the
+// process gets a socketpair, the supervisor takes one end (pidfd_getfd) and
+// sends the descriptors over it with SCM_RIGHTS, and the process receives
+// them with an injected recvmsg. The new descriptors are close-on-exec.
+func (r *restorer) pushFDs(local []int) ([]uint64, error) {
+	pairAddr, err := r.scratchAt(0, 8)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.main.Call("socketpair", unix.SYS_SOCKETPAIR, unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0, pairAddr); err != nil {
+		return nil, err
+	}
+	b := make([]byte, 8)
+	if err := r.read(pairAddr, b); err != nil {
+		return nil, err
+	}
+	pair := [2]uint64{uint64(binary.LittleEndian.Uint32(b[0:])), uint64(binary.LittleEndian.Uint32(b[4:]))}
+	defer func() {
+		for _, fd := range pair {
+			r.main.Call("close", unix.SYS_CLOSE, fd)
+		}
+	}()
+	sender, err := pullFD(r.pid, pair[0])
+	if err != nil {
+		return nil, err
+	}
+	err = unix.Sendmsg(sender, []byte{0}, unix.UnixRights(local...), nil, 0)
+	unix.Close(sender)
+	if err != nil {
+		return nil, fmt.Errorf("send descriptors: %w", err)
+	}
+
+	// struct msghdr (56 bytes on x86-64), one iovec, the byte and the
+	// control buffer, in the scratch area.
+	ctlLen := unix.CmsgSpace(4 * len(local))
+	const hdrOff, iovOff, byteOff, ctlOff = 64, 128, 160, 192
+	if _, err := r.scratchAt(0, uint64(ctlOff+ctlLen)); err != nil {
+		return nil, err
+	}
+	at := func(off uint64) uint64 { return r.scratch + off }
+	le := binary.LittleEndian
+	iov := make([]byte, 16)
+	le.PutUint64(iov[0:], at(byteOff))
+	le.PutUint64(iov[8:], 1)
+	hdr := make([]byte, 56)
+	le.PutUint64(hdr[16:], at(iovOff))
+	le.PutUint64(hdr[24:], 1)
+	le.PutUint64(hdr[32:], at(ctlOff))
+	le.PutUint64(hdr[40:], uint64(ctlLen))
+	if err := r.write(at(iovOff), iov); err != nil {
+		return nil, err
+	}
+	if err := r.write(at(hdrOff), hdr); err != nil {
+		return nil, err
+	}
+	if _, err := r.main.Call("recvmsg", unix.SYS_RECVMSG, pair[1], at(hdrOff), unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT); err != nil {
+		return nil, err
+	}
+	if err := r.read(at(hdrOff), hdr); err != nil {
+		return nil, err
+	}
+	ctl := make([]byte, le.Uint64(hdr[40:]))
+	if err := r.read(at(ctlOff), ctl); err != nil {
+		return nil, err
+	}
+	msgs, err := unix.ParseSocketControlMessage(ctl)
+	if err != nil || len(msgs) != 1 {
+		return nil, fmt.Errorf("receive descriptors: control message %d bytes: %v", len(ctl), err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil {
+		return nil, fmt.Errorf("receive descriptors: %w", err)
+	}
+	if len(fds) != len(local) {
+		return nil, fmt.Errorf("receive descriptors: got %d of %d", len(fds), len(local))
+	}
+	out := make([]uint64, len(fds))
+	for i, fd := range fds {
+		out[i] = uint64(fd)
+	}
+	return out, nil
+}
