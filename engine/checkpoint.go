@@ -18,6 +18,9 @@ type CheckpointOptions struct {
 	// InitPID is the host pid of the sandbox init; the job is everything
 	// below it.
 	InitPID int
+	// MainPID is the host pid of the job's main process, the one whose
+	// exit ends the job; the restore makes the same process the main one.
+	MainPID int
 	// Freezer freezes the job cgroup; nil means ptrace-only.
 	Freezer Freezer
 	// Writer receives the generation's data files; Manifest is filled in

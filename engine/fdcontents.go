@@ -93,7 +93,8 @@ func dumpFileContents(hostPID int, fd *proc.FD, out *image.FD, w *image.Writer) 
 		return fmt.Errorf("%s: %w", fd.Target, err)
 	}
 	c := &image.FileContents{Name: name, Data: contentsDataName(nsPID, fd.Num), Size: fst.Size,
-		Mode: fst.Mode & 0o7777, Seals: seals, Extents: extents}
+		Mode: fst.Mode & 0o7777, Seals: seals, Extents: extents,
+		Shmem: fmt.Sprintf("%02x:%02x:%d", unix.Major(fst.Dev), unix.Minor(fst.Dev), fst.Ino)}
 	df, err := w.Create(c.Data)
 	if err != nil {
 		return err
@@ -175,17 +176,29 @@ func (r *restorer) createFromContents(f *image.FD, dir string) (uint64, error) {
 	} else if st.Size() != stored {
 		return 0, fmt.Errorf("contents of %s: data file %s has %d bytes, the extents need %d", c.Name, c.Data, st.Size(), stored)
 	}
-	name := c.Name
-	if len(name) > mfdNameMax {
-		name = name[:mfdNameMax]
-	}
-	addr, err := r.putString(0, name)
-	if err != nil {
-		return 0, err
-	}
-	fd, err := r.main.Call("memfd_create", unix.SYS_MEMFD_CREATE, addr, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
-	if err != nil {
-		return 0, err
+	var fd uint64
+	if h, ok := r.job.shmem[c.Shmem]; ok && c.Shmem != "" {
+		// Also mapped (restored with the memory) or open elsewhere: the
+		// same file, filled again with the same data.
+		if fd, err = r.fetchFD(h); err != nil {
+			return 0, err
+		}
+	} else {
+		name := c.Name
+		if len(name) > mfdNameMax {
+			name = name[:mfdNameMax]
+		}
+		addr, err := r.putString(0, name)
+		if err != nil {
+			return 0, err
+		}
+		if fd, err = r.main.Call("memfd_create", unix.SYS_MEMFD_CREATE, addr, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING); err != nil {
+			return 0, err
+		}
+		if c.Shmem != "" {
+			// The caller moves the descriptor to its number at once.
+			r.job.shmem[c.Shmem] = fdHolder{r: r, fd: uint64(f.Num)}
+		}
 	}
 	final, err := r.fillMemfd(fd, f, src)
 	if err != nil {
@@ -243,10 +256,14 @@ func (r *restorer) fillMemfd(fd uint64, f *image.FD, src *os.File) (uint64, erro
 			return fd, fmt.Errorf("F_SETFL %#o: %w", status, err)
 		}
 	}
-	if c.Seals != 0 {
+	have, err := unix.FcntlInt(local.Fd(), unix.F_GET_SEALS, 0)
+	if err != nil {
+		return final, fmt.Errorf("F_GET_SEALS: %w", err)
+	}
+	if add := c.Seals &^ have; add != 0 {
 		// Seals need a writable descriptor: local still is one.
-		if _, err := unix.FcntlInt(local.Fd(), unix.F_ADD_SEALS, c.Seals); err != nil {
-			return final, fmt.Errorf("F_ADD_SEALS %#x: %w", c.Seals, err)
+		if _, err := unix.FcntlInt(local.Fd(), unix.F_ADD_SEALS, add); err != nil {
+			return final, fmt.Errorf("F_ADD_SEALS %#x: %w", add, err)
 		}
 	}
 	if _, err := r.main.Call("lseek", unix.SYS_LSEEK, final, uint64(f.Pos), unix.SEEK_SET); err != nil {

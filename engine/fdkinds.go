@@ -350,6 +350,11 @@ func (r *restorer) createTimerfd(t *image.Timerfd, nonblock bool) (uint64, error
 		r.main.Syscall(unix.SYS_CLOSE, fd)
 		return 0, err
 	}
+	if t.ValueSec == 0 && t.ValueNsec == 0 && (t.IntervalSec != 0 || t.IntervalNsec != 0) {
+		// A periodic timer read the instant it expired shows no time
+		// left; zero would disarm it.
+		t.ValueNsec = 1
+	}
 	if t.ValueSec != 0 || t.ValueNsec != 0 {
 		sec, nsec := t.ValueSec, t.ValueNsec
 		var settime uint64

@@ -70,6 +70,9 @@ func (jd *jobDump) dumpAll(t *ptrace.Tracer, job *stoppedJob) ([]*processDump, e
 		if err != nil {
 			return fail(err)
 		}
+		if sp.pid == jd.opts.MainPID {
+			jd.opts.Manifest.Job.MainPID = d.proc.PID
+		}
 		dumps = append(dumps, d)
 	}
 	var procs []*image.Process

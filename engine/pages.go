@@ -156,11 +156,22 @@ func recordGuardPages(v *image.VMA, start uint64, entries []uint64) {
 // process (and mapping) the dump meets it in.
 func (d *pageDumper) wanted(v *image.VMA, start uint64, entries []uint64) []bool {
 	want := d.want[:0]
+	obj := v.Shmem
+	writableFile := v.Kind == image.VMAFileShared && v.Prot&unix.PROT_WRITE != 0 && v.File != nil
+	if writableFile {
+		// The file holds what the job wrote through the mapping, and goes
+		// on changing after the checkpoint: the pages are stored and
+		// written back at restore, like the job's own memory.
+		obj = fmt.Sprintf("file:%d:%d", v.File.Dev, v.File.Ino)
+	}
 	for j, e := range entries {
 		w := dumpPage(v.Kind, e)
-		if w && v.Shmem != "" && d.shared != nil {
+		if writableFile {
+			w = e&proc.PageGuardRegion == 0 && e&proc.PagePresent != 0
+		}
+		if w && obj != "" && d.shared != nil {
 			pgoff := (v.Offset + start - v.Start) / pageSize
-			w = d.shared.claim(v.Shmem, pgoff+uint64(j))
+			w = d.shared.claim(obj, pgoff+uint64(j))
 		}
 		want = append(want, w)
 	}
@@ -184,7 +195,7 @@ func (d *pageDumper) dump(vmas []image.VMA) error {
 	for i := range vmas {
 		v := &vmas[i]
 		switch v.Kind {
-		case image.VMAAnon, image.VMAAnonShared, image.VMAFilePrivate, image.VMAFileGone:
+		case image.VMAAnon, image.VMAAnonShared, image.VMAFilePrivate, image.VMAFileGone, image.VMAFileShared:
 		default:
 			continue
 		}

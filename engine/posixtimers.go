@@ -244,7 +244,12 @@ func (r *restorer) restorePosixTimers(p *image.Process) (err error) {
 			r.log.Debugf("pid %d: POSIX timer %d had an overrun of %d; it restarts from 0", p.PID, t.ID, t.Overrun)
 		}
 		if t.ValueSec == 0 && t.ValueNsec == 0 {
-			continue // disarmed
+			if t.IntervalSec == 0 && t.IntervalNsec == 0 {
+				continue // disarmed
+			}
+			// A periodic timer read the instant it expired shows no
+			// time left; zero would disarm it.
+			t.ValueNsec = 1
 		}
 		its := make([]byte, itimerspecSize)
 		putU64(its[0:], uint64(t.IntervalSec))

@@ -205,7 +205,9 @@ func (j *stoppedJob) waitAll() error {
 				}
 				return fmt.Errorf("stop thread %d: %w", tid, err)
 			}
-			if tid == sp.pid && st.Event() == unix.PTRACE_EVENT_STOP && isStopSignal(st.Signal()) {
+			// A group stop shows as PTRACE_EVENT_STOP with the stop
+			// signal (WaitStatus.TrapCause only decodes SIGTRAP stops).
+			if tid == sp.pid && uint32(st.Status)>>16 == unix.PTRACE_EVENT_STOP && isStopSignal(st.Signal()) {
 				sp.stopSig = st.Signal()
 			}
 			j.waited[tid] = true

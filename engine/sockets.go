@@ -34,7 +34,9 @@ func (jd *jobDump) dumpSocket(hostPID, fd int, ino uint64, out *image.FD, first 
 	rec := *s
 	out.Kind, out.Unix = image.FDUnix, &rec
 	jd.unixSeen[ino] = true
-	if !first {
+	if !first || rec.State == unixsock.StateListen {
+		// A listener queues connections, not data; pending ones were
+		// refused above.
 		return nil
 	}
 	local, err := pullFD(hostPID, uint64(fd))

@@ -95,9 +95,12 @@ func (jr *jobRestore) live() []*restorer {
 	return out
 }
 
-// main is the job's main process: the first child of init in the image,
-// which is also the first process the sandbox started.
+// main is the job's main process, the first one the sandbox starts: the one
+// the image names, else the first child of init in it.
 func (jr *jobRestore) main() *restorer {
+	if r := jr.byPID[jr.opts.Manifest.Job.MainPID]; r != nil {
+		return r
+	}
 	for _, r := range jr.procs {
 		if r.proc.PPID == initPID && r.proc.State != image.ProcZombie {
 			return r
@@ -329,7 +332,8 @@ func (r *restorer) shmemFD(v *image.VMA) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	fd, err := r.main.Call("memfd_create", unix.SYS_MEMFD_CREATE, addr, unix.MFD_CLOEXEC)
+	// Sealing allowed: a descriptor of the same memfd may bring seals.
+	fd, err := r.main.Call("memfd_create", unix.SYS_MEMFD_CREATE, addr, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return 0, err
 	}

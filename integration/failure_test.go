@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -191,6 +192,7 @@ func TestUnsupportedJobKeepsRunning(t *testing.T) {
 			// The job's directory as $0 marks the shell as part of the job.
 			s := j.launch(nil, "sh", "-c", "yes | python3 -c '"+tcpListener+"'", j.dir)
 			yes, sleep := waitForComm(t, s, "yes"), waitForComm(t, s, "python3")
+			waitForFD(t, s, sleep.pid, "socket:")
 
 			for attempt := 1; attempt <= 2; attempt++ {
 				code, out, errOut := j.cli("checkpoint", "--ckpt-dir", j.ckptDir)
@@ -218,6 +220,23 @@ func TestUnsupportedJobKeepsRunning(t *testing.T) {
 			s.kill()
 		})
 	}
+}
+
+// waitForFD waits until process pid has a descriptor whose link starts
+// with prefix.
+func waitForFD(t *testing.T, s *supervisor, pid int, prefix string) {
+	t.Helper()
+	deadline := time.Now().Add(startTimeout)
+	for time.Now().Before(deadline) && !s.exited() {
+		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		for _, e := range ents {
+			if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); err == nil && strings.HasPrefix(l, prefix) {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("pid %d never had a %s descriptor (%s):\n%s", pid, prefix, s.status(), s.output())
 }
 
 // waitForComm waits for a process named comm below the supervisor.

@@ -323,6 +323,7 @@ func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
 	m := s.manifest()
 	opts := engine.CheckpointOptions{
 		InitPID:     s.sb.InitPID(),
+		MainPID:     s.jobPID,
 		Writer:      w,
 		Manifest:    m,
 		Stdio:       engine.Stdio{PID: os.Getpid()},

@@ -53,11 +53,14 @@ type InotifyWatch struct {
 // of the generation holding the extents back to back; Extents are the
 // ranges holding data, in order (holes are not stored).
 type FileContents struct {
-	Name    string   `json:"name"` // memfd name, or the deleted file's path
-	Data    string   `json:"data"`
-	Size    int64    `json:"size"`
-	Mode    uint32   `json:"mode"`  // permission bits
-	Seals   int      `json:"seals"` // F_GET_SEALS
+	Name  string `json:"name"` // memfd name, or the deleted file's path
+	Data  string `json:"data"`
+	Size  int64  `json:"size"`
+	Mode  uint32 `json:"mode"`  // permission bits
+	Seals int    `json:"seals"` // F_GET_SEALS
+	// Shmem names the file as VMA.Shmem does (device:inode), so that a
+	// memfd both open and mapped is restored as one file.
+	Shmem   string   `json:"shmem,omitempty"`
 	Extents []Extent `json:"extents,omitempty"`
 }
 

@@ -56,11 +56,14 @@ type Manifest struct {
 
 // Job is what the user asked to run.
 type Job struct {
-	Argv []string `json:"argv"`
-	Env  []string `json:"env"`
-	Cwd  string   `json:"cwd"`
-	UID  int      `json:"uid"`
-	GID  int      `json:"gid"`
+	// MainPID is the pid (in the job's namespace) of the main process,
+	// whose exit ends the job; 0 in images that do not say.
+	MainPID int      `json:"main_pid,omitempty"`
+	Argv    []string `json:"argv"`
+	Env     []string `json:"env"`
+	Cwd     string   `json:"cwd"`
+	UID     int      `json:"uid"`
+	GID     int      `json:"gid"`
 }
 
 // ProcessRef names one dumped process and its files.
