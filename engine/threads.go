@@ -126,20 +126,34 @@ func (r *restorer) restoreThreads(p *image.Process) error {
 // life in a ptrace-stop (PTRACE_O_TRACECLONE), so it never runs a stub
 // instruction: its registers are replaced before it is released.
 func (r *restorer) cloneThread(tid int) (*ptrace.Thread, error) {
+	hostTID, err := r.clone3(cloneArgs{Flags: threadCloneFlags}, tid, unix.PTRACE_EVENT_CLONE)
+	if err != nil {
+		return nil, err
+	}
+	r.t.Adopt(hostTID)
+	if _, err := r.t.WaitStop(hostTID, 0); err != nil {
+		return nil, err
+	}
+	return r.t.NewThread(hostTID, r.layout.Gadget)
+}
+
+// clone3 injects clone3 with args and set_tid tid into the main thread and
+// returns the host tid the ptrace event (event) reports for the new task.
+func (r *restorer) clone3(args cloneArgs, tid int, event int) (int, error) {
 	tidAddr, _ := r.scratchAt(0, 8)
 	argsAddr, _ := r.scratchAt(64, uint64(unsafe.Sizeof(cloneArgs{})))
 	b := make([]byte, 8)
 	binary.LittleEndian.PutUint64(b, uint64(tid))
 	if err := r.write(tidAddr, b); err != nil {
-		return nil, err
+		return 0, err
 	}
-	args := cloneArgs{Flags: threadCloneFlags, SetTID: tidAddr, SetTIDSize: 1}
+	args.SetTID, args.SetTIDSize = tidAddr, 1
 	if err := r.write(argsAddr, unsafe.Slice((*byte)(unsafe.Pointer(&args)), unsafe.Sizeof(args))); err != nil {
-		return nil, err
+		return 0, err
 	}
 	var hostTID int
 	onEvent := func(ev int) error {
-		if ev != unix.PTRACE_EVENT_CLONE {
+		if ev != event {
 			return fmt.Errorf("unexpected ptrace event %d during clone3", ev)
 		}
 		msg, err := r.t.GetEventMsg(r.main.TID)
@@ -151,22 +165,18 @@ func (r *restorer) cloneThread(tid int) (*ptrace.Thread, error) {
 	}
 	ret, err := r.main.SyscallEvent(onEvent, unix.SYS_CLONE3, argsAddr, uint64(unsafe.Sizeof(args)))
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	if ret < 0 {
-		return nil, fmt.Errorf("clone3 with tid %d: %w", tid, unix.Errno(-ret))
+		return 0, fmt.Errorf("clone3 with id %d in pid %d: %w", tid, r.proc.PID, unix.Errno(-ret))
 	}
 	if int(ret) != tid {
-		return nil, fmt.Errorf("clone3 gave tid %d, want %d", ret, tid)
+		return 0, fmt.Errorf("clone3 gave id %d, want %d", ret, tid)
 	}
 	if hostTID == 0 {
-		return nil, fmt.Errorf("clone3: no clone event for the new thread")
+		return 0, fmt.Errorf("clone3: no ptrace event for the new task %d", tid)
 	}
-	r.t.Adopt(hostTID)
-	if _, err := r.t.WaitStop(hostTID, 0); err != nil {
-		return nil, err
-	}
-	return r.t.NewThread(hostTID, r.layout.Gadget)
+	return hostTID, nil
 }
 
 // restoreThreadState sets what each thread owns: robust futex list, the

@@ -1,10 +1,8 @@
 package engine
 
 import (
-	"encoding/binary"
 	"fmt"
 	"strings"
-	"unsafe"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -217,42 +215,9 @@ func (jr *jobRestore) create(r *restorer, created []*restorer) error {
 // a copy of the stub, traced from birth (PTRACE_O_TRACEFORK), so it never
 // runs a stub instruction on its own.
 func (r *restorer) cloneProcess(child *restorer, flags uint64) error {
-	pid := child.proc.PID
-	tidAddr, _ := r.scratchAt(0, 8)
-	argsAddr, _ := r.scratchAt(64, uint64(unsafe.Sizeof(cloneArgs{})))
-	b := make([]byte, 8)
-	binary.LittleEndian.PutUint64(b, uint64(pid))
-	if err := r.write(tidAddr, b); err != nil {
-		return err
-	}
-	args := cloneArgs{Flags: flags, ExitSignal: uint64(unix.SIGCHLD), SetTID: tidAddr, SetTIDSize: 1}
-	if err := r.write(argsAddr, unsafe.Slice((*byte)(unsafe.Pointer(&args)), unsafe.Sizeof(args))); err != nil {
-		return err
-	}
-	var hostPID int
-	onEvent := func(ev int) error {
-		if ev != unix.PTRACE_EVENT_FORK {
-			return fmt.Errorf("unexpected ptrace event %d during clone3", ev)
-		}
-		msg, err := r.t.GetEventMsg(r.main.TID)
-		if err != nil {
-			return err
-		}
-		hostPID = int(msg)
-		return nil
-	}
-	ret, err := r.main.SyscallEvent(onEvent, unix.SYS_CLONE3, argsAddr, uint64(unsafe.Sizeof(args)))
+	hostPID, err := r.clone3(cloneArgs{Flags: flags, ExitSignal: uint64(unix.SIGCHLD)}, child.proc.PID, unix.PTRACE_EVENT_FORK)
 	if err != nil {
 		return err
-	}
-	if ret < 0 {
-		return fmt.Errorf("clone3 with pid %d from pid %d: %w", pid, r.proc.PID, unix.Errno(-ret))
-	}
-	if int(ret) != pid {
-		return fmt.Errorf("clone3 gave pid %d, want %d", ret, pid)
-	}
-	if hostPID == 0 {
-		return fmt.Errorf("clone3: no fork event for the new process")
 	}
 	child.pid = hostPID
 	return child.attach(hostPID, false)

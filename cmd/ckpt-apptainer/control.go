@@ -49,6 +49,7 @@ func listenControl(dir string, s *supervisor) (net.Listener, error) {
 			if err != nil {
 				return
 			}
+			s.answering.Add(1)
 			go serveControl(conn, s)
 		}
 	}()
@@ -56,6 +57,7 @@ func listenControl(dir string, s *supervisor) (net.Listener, error) {
 }
 
 func serveControl(conn net.Conn, s *supervisor) {
+	defer s.answering.Done()
 	defer conn.Close()
 	var req controlRequest
 	if err := json.NewDecoder(bufio.NewReader(conn)).Decode(&req); err != nil {

@@ -56,6 +56,10 @@ type supervisor struct {
 	interval time.Duration
 	keep     int
 	buffer   int64 // dump buffer in bytes; <0: engine default
+	// answering counts control requests being served: a checkpoint
+	// --kill ends the job, and the supervisor must not exit before it
+	// has told the client.
+	answering sync.WaitGroup
 
 	// mu serializes checkpoints; stopped is set once a checkpoint ended the
 	// job on purpose, so the exit status says so; lastFailed tells whether
@@ -224,6 +228,7 @@ func (s *supervisor) supervise() error {
 	for {
 		select {
 		case st := <-exited:
+			s.waitAnswers()
 			return s.finish(st)
 		case <-tick:
 			if !s.isStopped() {
@@ -254,6 +259,24 @@ func (s *supervisor) supervise() error {
 				}
 			}
 		}
+	}
+}
+
+// answerTimeout bounds how long an ending supervisor waits for control
+// clients to be answered.
+const answerTimeout = 10 * time.Second
+
+// waitAnswers waits until the control requests being served are answered.
+func (s *supervisor) waitAnswers() {
+	done := make(chan struct{})
+	go func() {
+		s.answering.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(answerTimeout):
+		s.log.Warn("a checkpoint request was still being served when the job ended")
 	}
 }
 
