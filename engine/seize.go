@@ -6,6 +6,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -37,8 +38,9 @@ type stoppedJob struct {
 	byPID  map[int]*stoppedProc
 	method string
 	frozen time.Duration
-	// waited are the threads whose stop has been collected.
-	waited map[int]bool
+	// waited are the threads whose stop has been collected, interrupted
+	// those asked to stop.
+	waited, interrupted map[int]bool
 }
 
 // stoppedProc is one process of a stopped job.
@@ -77,16 +79,36 @@ func descendants(pid int) ([]int, error) {
 // each thread move), wait for the stops. Without one, threads are seized in
 // rounds until a round finds no new thread.
 func stopJob(t *ptrace.Tracer, initPID int, fz Freezer, log logrus.FieldLogger) (*stoppedJob, error) {
-	j := &stoppedJob{t: t, waited: map[int]bool{}, byPID: map[int]*stoppedProc{}}
+	j := &stoppedJob{t: t, waited: map[int]bool{}, interrupted: map[int]bool{}, byPID: map[int]*stoppedProc{}}
 	if fz != nil {
 		j.method = "freezer"
+		// A process in a group stop must be attached before the freeze:
+		// attaching makes it move from stopped to traced, which a frozen
+		// task (cgroup v1) never does, and the attach would wait forever.
+		if err := j.seizeAll(initPID, seizeStopped); err != nil {
+			j.release()
+			return nil, err
+		}
 		start := time.Now()
 		if err := fz.Freeze(freezeTimeout); err != nil {
+			j.release()
 			return nil, fmt.Errorf("freeze job: %w", err)
 		}
-		err := j.seizeAll(initPID, true)
+		// One that stops between that pass and the freeze would hang the
+		// attach: a watchdog thaws the job, which lets the attach finish,
+		// and the checkpoint is given up.
+		var hung atomic.Bool
+		watchdog := time.AfterFunc(seizeHangTimeout, func() {
+			hung.Store(true)
+			fz.Thaw()
+		})
+		err := j.seizeAll(initPID, seizeFrozen)
+		watchdog.Stop()
 		if terr := fz.Thaw(); terr != nil && err == nil {
 			err = fmt.Errorf("thaw job: %w", terr)
+		}
+		if hung.Load() && err == nil {
+			err = fmt.Errorf("attaching to the frozen job took more than %v (a process stopped while the job was being frozen); checkpoint again", seizeHangTimeout)
 		}
 		j.frozen = time.Since(start)
 		if err != nil {
@@ -107,7 +129,7 @@ func stopJob(t *ptrace.Tracer, initPID int, fz Freezer, log logrus.FieldLogger) 
 			return nil, fmt.Errorf("the job's threads did not settle after %d rounds of seizing", seizeRounds)
 		}
 		before := j.threadCount()
-		if err := j.seizeAll(initPID, false); err != nil {
+		if err := j.seizeAll(initPID, seizeRunning); err != nil {
 			j.release()
 			return nil, err
 		}
@@ -121,8 +143,20 @@ func stopJob(t *ptrace.Tracer, initPID int, fz Freezer, log logrus.FieldLogger) 
 	}
 }
 
+// seizeMode says how a pass of seizeAll takes the job's threads.
+type seizeMode int
+
+const (
+	seizeStopped seizeMode = iota // attach to processes in a group stop, nothing else
+	seizeFrozen                   // the job is frozen: attach and interrupt all
+	seizeRunning                  // no freezer: attach and interrupt all, in rounds
+)
+
+// seizeHangTimeout bounds the attach to a frozen job.
+const seizeHangTimeout = 5 * time.Second
+
 // seizeAll seizes and interrupts threads of the job not yet taken.
-func (j *stoppedJob) seizeAll(initPID int, frozen bool) error {
+func (j *stoppedJob) seizeAll(initPID int, mode seizeMode) error {
 	pids, err := descendants(initPID)
 	if err != nil {
 		return err
@@ -140,7 +174,12 @@ func (j *stoppedJob) seizeAll(initPID int, frozen bool) error {
 		if sp.zombie {
 			continue
 		}
-		if err := j.seizeProc(sp, frozen); err != nil {
+		if mode == seizeStopped {
+			if st, err := proc.ReadStat(pid); err != nil || st.State != 'T' {
+				continue
+			}
+		}
+		if err := j.seizeProc(sp, mode); err != nil {
 			return fmt.Errorf("host pid %d: %w", pid, err)
 		}
 	}
@@ -148,7 +187,8 @@ func (j *stoppedJob) seizeAll(initPID int, frozen bool) error {
 }
 
 // seizeProc seizes and interrupts the threads of one process not yet taken.
-func (j *stoppedJob) seizeProc(sp *stoppedProc, frozen bool) error {
+func (j *stoppedJob) seizeProc(sp *stoppedProc, mode seizeMode) error {
+	frozen := mode == seizeFrozen
 	if st, err := proc.ReadStat(sp.pid); err == nil && st.State == 'Z' && len(sp.threads) == 0 {
 		sp.zombie = true
 		return nil
@@ -160,6 +200,9 @@ func (j *stoppedJob) seizeProc(sp *stoppedProc, frozen bool) error {
 	sort.Slice(tids, func(a, b int) bool { return tids[a] == sp.pid || (tids[b] != sp.pid && tids[a] < tids[b]) })
 	for _, tid := range tids {
 		if j.t.Seized(tid) {
+			if err := j.interrupt(tid, mode); err != nil {
+				return err
+			}
 			continue
 		}
 		err := j.t.Seize(tid, unix.PTRACE_O_TRACECLONE)
@@ -181,10 +224,23 @@ func (j *stoppedJob) seizeProc(sp *stoppedProc, frozen bool) error {
 			return err
 		}
 		sp.threads = append(sp.threads, tid)
-		if err := j.t.Interrupt(tid); err != nil && !errors.Is(err, unix.ESRCH) {
+		if err := j.interrupt(tid, mode); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// interrupt asks a seized thread to stop, once, except in the pass that
+// only attaches.
+func (j *stoppedJob) interrupt(tid int, mode seizeMode) error {
+	if mode == seizeStopped || j.interrupted[tid] {
+		return nil
+	}
+	if err := j.t.Interrupt(tid); err != nil && !errors.Is(err, unix.ESRCH) {
+		return err
+	}
+	j.interrupted[tid] = true
 	return nil
 }
 

@@ -111,6 +111,23 @@ const (
 // unprivileged user, both with a cgroup v2 freezer.
 var suiteFlavors = []string{"root-v2", "user-v2"}
 
+// otherStopFlavors are the other ways of stopping a job (the cgroup v1
+// freezer, ptrace alone), and stopFlavorEntries the entries also run in
+// them: the shapes where a process tree must be caught whole.
+var (
+	otherStopFlavors  = []string{"user-v1", "root-none"}
+	stopFlavorEntries = map[string]bool{"tree3": true, "zombie": true, "stopped": true,
+		"pipe_inflight": true, "sock_stream": true, "shm_anon": true, "bash_gzip": true}
+)
+
+// flavorsOf returns the flavors entry runs in.
+func flavorsOf(entry string) []string {
+	if stopFlavorEntries[entry] {
+		return append(append([]string(nil), suiteFlavors...), otherStopFlavors...)
+	}
+	return suiteFlavors
+}
+
 // selectedEntries returns the entries named in $CKPT_SUITE (comma
 // separated), or all of them.
 func selectedEntries(t *testing.T) []suiteEntry {
@@ -204,7 +221,7 @@ func TestSuite(t *testing.T) {
 	}
 	var cases []suiteCase
 	for _, entry := range entries {
-		for _, fl := range suiteFlavors {
+		for _, fl := range flavorsOf(entry.name) {
 			cases = append(cases, suiteCase{entry, fl})
 		}
 	}
@@ -329,7 +346,7 @@ func (r *suiteResults) table(entries []suiteEntry) string {
 	var b strings.Builder
 	counts := map[string]int{}
 	for _, e := range entries {
-		for _, fl := range suiteFlavors {
+		for _, fl := range flavorsOf(e.name) {
 			s, ok := r.m[e.name+"/"+fl]
 			if !ok {
 				s = "NOT RUN"
