@@ -177,7 +177,11 @@ func (r *restorer) createFromContents(f *image.FD, dir string) (uint64, error) {
 		return 0, fmt.Errorf("contents of %s: data file %s has %d bytes, the extents need %d", c.Name, c.Data, st.Size(), stored)
 	}
 	var fd uint64
-	if h, ok := r.job.shmem[c.Shmem]; ok && c.Shmem != "" {
+	var shared map[string]fdHolder // the job's memfds by inode, when restoring a job
+	if r.job != nil && c.Shmem != "" {
+		shared = r.job.shmem
+	}
+	if h, ok := shared[c.Shmem]; ok {
 		// Also mapped (restored with the memory) or open elsewhere: the
 		// same file, filled again with the same data.
 		if fd, err = r.fetchFD(h); err != nil {
@@ -195,9 +199,9 @@ func (r *restorer) createFromContents(f *image.FD, dir string) (uint64, error) {
 		if fd, err = r.main.Call("memfd_create", unix.SYS_MEMFD_CREATE, addr, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING); err != nil {
 			return 0, err
 		}
-		if c.Shmem != "" {
+		if shared != nil {
 			// The caller moves the descriptor to its number at once.
-			r.job.shmem[c.Shmem] = fdHolder{r: r, fd: uint64(f.Num)}
+			shared[c.Shmem] = fdHolder{r: r, fd: uint64(f.Num)}
 		}
 	}
 	final, err := r.fillMemfd(fd, f, src)
