@@ -99,13 +99,12 @@ func apptainerArgv(fl flavor, sif string, cmd ...string) []string {
 }
 
 // TestApptainerJobRunsInSandbox runs as the unprivileged user, the normal
-// case on clusters. (As root, `apptainer exec --userns` cannot write the
-// nested uid map from the capability-less job yet; container support will
-// handle it.)
+// case on clusters, and as root with --userns (root keeps its capabilities
+// inside the job's user namespace, which Apptainer needs for its own).
 func TestApptainerJobRunsInSandbox(t *testing.T) {
 	e := setup(t)
 	sif := busyboxImage(t)
-	for _, name := range []string{"user-v2", "user-v1", "user-none"} {
+	for _, name := range []string{"user-v2", "user-v1", "user-none", "root-v2", "root-none"} {
 		t.Run(name, func(t *testing.T) {
 			fl := e.pickFlavor(t, name)
 			machine.acquire(t, 1)

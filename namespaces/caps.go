@@ -45,20 +45,15 @@ func CapMask(caps []uintptr) uint64 {
 	return m
 }
 
-// secbitNoRoot makes uid 0 gain no capabilities on execve: with it, a job
-// run by root starts with no capabilities, and a stub with exactly its
-// ambient set, as for any other user.
-const secbitNoRoot = 1 << 0
-
 // dropThreadInheritance clears the calling thread's ambient and inheritable
-// sets and stops root from gaining capabilities on exec, so that children
-// forked from this thread exec with none unless they raise their own.
-// Capability sets and securebits are per thread: the caller must hold its
-// OS thread locked for as long as it relies on the result.
+// sets, so that children forked from this thread exec with no capabilities
+// unless they are root: a job (or stub) run by uid 0 gains root's full set
+// inside the job's user namespace on exec, as root does in any user
+// namespace it owns (none on the host). Apptainer run by root needs them to
+// build its own user namespace (--userns). Capability sets are per thread:
+// the caller must hold its OS thread locked for as long as it relies on the
+// result.
 func dropThreadInheritance() error {
-	if err := unix.Prctl(unix.PR_SET_SECUREBITS, secbitNoRoot, 0, 0, 0); err != nil {
-		return fmt.Errorf("set securebits noroot: %w", err)
-	}
 	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
 		return fmt.Errorf("clear ambient capabilities: %w", err)
 	}
