@@ -131,19 +131,14 @@ func Checkpoint(opts CheckpointOptions) (*image.Stats, error) {
 // processDump is one process whose state has been read; its page data may
 // still be on its way to disk.
 type processDump struct {
-	proc     *image.Process
-	pages    *pageDumper // nil for a zombie
-	file     *image.DataFile
-	finished bool
+	proc  *image.Process
+	pages *pageDumper // nil for a zombie
+	file  *image.DataFile
 }
 
 // finish waits for the page data, closes the page file and writes the core
 // file and the manifest entry.
 func (d *processDump) finish(opts CheckpointOptions) error {
-	if d.finished {
-		return nil
-	}
-	d.finished = true
 	p := d.proc
 	ref := image.ProcessRef{PID: p.PID, PPID: p.PPID, Comm: p.Comm, Core: image.CoreName(p.PID)}
 	if d.pages != nil {

@@ -279,14 +279,9 @@ func (r *restorer) fillMemfd(fd uint64, f *image.FD, src *os.File) (uint64, erro
 // getFD duplicates fd of the process into the supervisor (pidfd_getfd),
 // sharing its open file description.
 func (r *restorer) getFD(fd uint64) (*os.File, error) {
-	pidfd, err := unix.PidfdOpen(r.pid, 0)
+	local, err := pullFD(r.pid, fd)
 	if err != nil {
-		return nil, fmt.Errorf("pidfd_open %d: %w", r.pid, err)
-	}
-	defer unix.Close(pidfd)
-	local, err := unix.PidfdGetfd(pidfd, int(fd), 0)
-	if err != nil {
-		return nil, fmt.Errorf("pidfd_getfd %d of %d: %w", fd, r.pid, err)
+		return nil, err
 	}
 	return os.NewFile(uintptr(local), fmt.Sprintf("fd %d of %d", fd, r.pid)), nil
 }

@@ -350,13 +350,7 @@ func (r *restorer) createTimerfd(t *image.Timerfd, nonblock bool) (uint64, error
 		r.main.Syscall(unix.SYS_CLOSE, fd)
 		return 0, err
 	}
-	if t.ValueSec == 0 && t.ValueNsec == 0 && (t.IntervalSec != 0 || t.IntervalNsec != 0) {
-		// A periodic timer read the instant it expired shows no time
-		// left; zero would disarm it.
-		t.ValueNsec = 1
-	}
-	if t.ValueSec != 0 || t.ValueNsec != 0 {
-		sec, nsec := t.ValueSec, t.ValueNsec
+	if sec, nsec, armed := timeLeft(t.ValueSec, t.ValueNsec, t.IntervalSec, t.IntervalNsec); armed {
 		var settime uint64
 		if t.SettimeFlags&tfdTimerCancelOnSet != 0 && (t.Clock == unix.CLOCK_REALTIME || t.Clock == unix.CLOCK_REALTIME_ALARM) {
 			// CLOCK_REALTIME is not namespaced: the supervisor's clock
@@ -371,16 +365,11 @@ func (r *restorer) createTimerfd(t *image.Timerfd, nonblock bool) (uint64, error
 			}
 			settime = tfdTimerAbstime | tfdTimerCancelOnSet
 		}
-		its := make([]byte, itimerspecSize)
-		putU64(its[0:], uint64(t.IntervalSec))
-		putU64(its[8:], uint64(t.IntervalNsec))
-		putU64(its[16:], uint64(sec))
-		putU64(its[24:], uint64(nsec))
 		addr, err := r.scratchAt(0, itimerspecSize)
 		if err != nil {
 			return fail(err)
 		}
-		if err := r.write(addr, its); err != nil {
+		if err := r.write(addr, itimerspec(t.IntervalSec, t.IntervalNsec, sec, nsec)); err != nil {
 			return fail(err)
 		}
 		if _, err := r.main.Call("timerfd_settime", unix.SYS_TIMERFD_SETTIME, fd, settime, addr, 0); err != nil {

@@ -16,10 +16,7 @@ import (
 func (r *restorer) restoreFiles(p *image.Process) error {
 	files := append([]image.FD(nil), p.Files...)
 	sort.Slice(files, func(i, j int) bool { return files[i].Num < files[j].Num })
-	top := 3
-	for _, f := range files {
-		top = max(top, f.Num+1)
-	}
+	top := r.fdTop()
 	var stdio [3]uint64
 	for s := 0; s < 3; s++ {
 		fd, err := r.main.Call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, uint64(s), unix.F_DUPFD_CLOEXEC, uint64(top+s))
@@ -65,6 +62,17 @@ func (r *restorer) restoreFiles(p *image.Process) error {
 		}
 	}
 	return nil
+}
+
+// fdTop is the first descriptor number above every one the image uses.
+// restoreFiles parks the standard streams on the three numbers from there,
+// moveHigh the restore's own descriptors above those.
+func (r *restorer) fdTop() int {
+	top := 3
+	for _, f := range r.proc.Files {
+		top = max(top, f.Num+1)
+	}
+	return top
 }
 
 func (r *restorer) restoreFD(f *image.FD, stdio [3]uint64) error {

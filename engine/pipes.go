@@ -235,13 +235,7 @@ func (r *restorer) finishEnd(fd uint64, f *image.FD) error {
 // moveHigh moves a descriptor the restore keeps for itself above every
 // number the image uses, so that no recorded descriptor lands on it.
 func (r *restorer) moveHigh(fd uint64) (uint64, error) {
-	top := 3
-	for _, f := range r.proc.Files {
-		top = max(top, f.Num+1)
-	}
-	// The three after top are where restoreFiles parks the standard
-	// streams.
-	nfd, err := r.main.Call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, fd, unix.F_DUPFD_CLOEXEC, uint64(top+3))
+	nfd, err := r.main.Call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, fd, unix.F_DUPFD_CLOEXEC, uint64(r.fdTop()+3))
 	if err != nil {
 		return 0, err
 	}

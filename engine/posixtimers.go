@@ -243,20 +243,11 @@ func (r *restorer) restorePosixTimers(p *image.Process) (err error) {
 		if t.Overrun != 0 {
 			r.log.Debugf("pid %d: POSIX timer %d had an overrun of %d; it restarts from 0", p.PID, t.ID, t.Overrun)
 		}
-		if t.ValueSec == 0 && t.ValueNsec == 0 {
-			if t.IntervalSec == 0 && t.IntervalNsec == 0 {
-				continue // disarmed
-			}
-			// A periodic timer read the instant it expired shows no
-			// time left; zero would disarm it.
-			t.ValueNsec = 1
+		sec, nsec, armed := timeLeft(t.ValueSec, t.ValueNsec, t.IntervalSec, t.IntervalNsec)
+		if !armed {
+			continue
 		}
-		its := make([]byte, itimerspecSize)
-		putU64(its[0:], uint64(t.IntervalSec))
-		putU64(its[8:], uint64(t.IntervalNsec))
-		putU64(its[16:], uint64(t.ValueSec))
-		putU64(its[24:], uint64(t.ValueNsec))
-		if err := r.write(itsAddr, its); err != nil {
+		if err := r.write(itsAddr, itimerspec(t.IntervalSec, t.IntervalNsec, sec, nsec)); err != nil {
 			return err
 		}
 		if _, err := r.main.Call(fmt.Sprintf("timer_settime(%d)", t.ID), unix.SYS_TIMER_SETTIME, uint64(t.ID), 0, itsAddr, 0); err != nil {
@@ -264,6 +255,30 @@ func (r *restorer) restorePosixTimers(p *image.Process) (err error) {
 		}
 	}
 	return nil
+}
+
+// timeLeft is the time a restored timer is armed with: what was left at
+// checkpoint time, or 1 ns for a periodic timer read the instant it expired
+// (it shows no time left, and zero would disarm it). armed is false for a
+// disarmed timer.
+func timeLeft(sec, nsec, intervalSec, intervalNsec int64) (int64, int64, bool) {
+	if sec != 0 || nsec != 0 {
+		return sec, nsec, true
+	}
+	if intervalSec == 0 && intervalNsec == 0 {
+		return 0, 0, false
+	}
+	return 0, 1, true
+}
+
+// itimerspec encodes struct itimerspec.
+func itimerspec(intervalSec, intervalNsec, sec, nsec int64) []byte {
+	its := make([]byte, itimerspecSize)
+	putU64(its[0:], uint64(intervalSec))
+	putU64(its[8:], uint64(intervalNsec))
+	putU64(its[16:], uint64(sec))
+	putU64(its[24:], uint64(nsec))
+	return its
 }
 
 // kernelRelease is uname -r, for messages about missing kernel features.

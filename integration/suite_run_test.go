@@ -1,8 +1,6 @@
 package integration
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -113,22 +110,11 @@ func lookTool(name string) (string, error) {
 // exit status and output.
 func runPlain(t *testing.T, argv []string, timeout time.Duration) (int, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.WaitDelay = 5 * time.Second
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		t.Fatalf("%s did not finish in %v:\n%s", strings.Join(argv, " "), timeout, out.String())
+	r, err := benchCommand(timeout, argv...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var exit *exec.ExitError
-	if err != nil && !errors.As(err, &exit) {
-		t.Fatalf("%s: %v", strings.Join(argv, " "), err)
-	}
-	return cmd.ProcessState.ExitCode(), out.String()
+	return r.code, r.out
 }
 
 // echoListener listens on 127.0.0.1, outside any job, and echoes what each
