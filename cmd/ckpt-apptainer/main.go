@@ -46,6 +46,7 @@ func main() {
 			restartCommand(),
 			checkpointCommand(),
 			listCommand(),
+			inspectCommand(),
 		},
 	}
 	if err := app.Run(os.Args); err != nil {

@@ -46,6 +46,9 @@ type Manifest struct {
 	// IPC is the System V IPC state of the job's IPC namespace; nil when
 	// the job had none or shared the host's namespace.
 	IPC *SysVIPC `json:"ipc,omitempty"`
+	// Container is the Apptainer container the application ran in; nil
+	// for a plain job.
+	Container *Container `json:"container,omitempty"`
 
 	// Files lists every data file of the generation except the manifest
 	// itself, with the checksum a restart verifies before starting anything.
