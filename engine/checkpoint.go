@@ -21,6 +21,10 @@ type CheckpointOptions struct {
 	// MainPID is the host pid of the job's main process, the one whose
 	// exit ends the job; the restore makes the same process the main one.
 	MainPID int
+	// App, when set, limits the dump to a container's application; the
+	// container runtime stays out of the image (and frozen with the job
+	// while the application is caught).
+	App *AppScope
 	// Freezer freezes the job cgroup; nil means ptrace-only.
 	Freezer Freezer
 	// Writer receives the generation's data files; Manifest is filled in
@@ -60,7 +64,7 @@ func Checkpoint(opts CheckpointOptions) (*image.Stats, error) {
 	t := ptrace.NewTracer()
 	defer t.Close()
 
-	job, err := stopJob(t, opts.InitPID, opts.Freezer, opts.Log)
+	job, err := stopJob(t, opts.InitPID, opts.App, opts.Freezer, opts.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -194,6 +198,11 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 	// The address space, as it is with the scratch area gone again.
 	if p.VMAs, err = dumpVMAs(hostPID); err != nil {
 		return nil, err
+	}
+	if p.Exe.Path == "" {
+		if err := exeFromCode(hostPID, p); err != nil {
+			return nil, err
+		}
 	}
 	if err := jd.dumpFiles(hostPID, p); err != nil {
 		return nil, err

@@ -141,7 +141,7 @@ func (jd *jobDump) classifyFD(hostPID int, fd *proc.FD, out *image.FD, first boo
 		if !st.Mode().IsRegular() && !st.IsDir() {
 			return fmt.Errorf("%s (%s): this kind of file is not supported yet", t, st.Mode().Type())
 		}
-		id, err := fileID(t)
+		id, err := procFileID(hostPID, t)
 		if err != nil {
 			return err
 		}
@@ -198,12 +198,12 @@ func writable(flags int) bool {
 // checkpoint time, so output the job wrote after the checkpoint, and will
 // write again after the restart, is not there twice. A file is never cut
 // below that length, and never emptied.
-func rollbackFiles(p *image.Process, opts RestoreOptions) error {
+func rollbackFiles(p *image.Process, opts RestoreOptions, root string) error {
 	for _, fd := range p.Files {
 		if fd.Kind != image.FDFile || fd.File == nil || !writable(fd.Flags) {
 			continue
 		}
-		st, err := os.Stat(fd.Path)
+		st, err := os.Stat(root + fd.Path)
 		if err != nil {
 			return fmt.Errorf("fd %d: %s: %w (the job had it open at checkpoint time)", fd.Num, fd.Path, err)
 		}
@@ -215,7 +215,7 @@ func rollbackFiles(p *image.Process, opts RestoreOptions) error {
 			opts.Log.Infof("fd %d: %s is %d bytes longer than at checkpoint time; kept (--no-rollback)", fd.Num, fd.Path, st.Size()-fd.File.Size)
 		case st.Size() > fd.File.Size:
 			opts.Log.Infof("fd %d: rolling %s back from %d to %d bytes (its length at checkpoint time)", fd.Num, fd.Path, st.Size(), fd.File.Size)
-			if err := os.Truncate(fd.Path, fd.File.Size); err != nil {
+			if err := os.Truncate(root+fd.Path, fd.File.Size); err != nil {
 				return fmt.Errorf("fd %d: roll back %s: %w", fd.Num, fd.Path, err)
 			}
 		case st.Size() < fd.File.Size:

@@ -72,7 +72,7 @@ func classifyVMA(pid int, m *proc.Mapping) (image.VMA, error) {
 	case strings.HasPrefix(m.Path, "["):
 		return v, fmt.Errorf("pid %d: special mapping %s at %#x is not supported", pid, m.Path, m.Start)
 	case strings.HasPrefix(m.Path, "/"):
-		id, err := fileID(m.Path)
+		id, err := procFileID(pid, m.Path)
 		if err != nil {
 			return v, fmt.Errorf("pid %d: mapping %#x-%#x: %w", pid, m.Start, m.End, err)
 		}

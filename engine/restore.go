@@ -32,6 +32,9 @@ type RestoreOptions struct {
 	// InitPID is the host pid of the new sandbox's init, whose namespaces
 	// the job's System V IPC objects are re-created in.
 	InitPID int
+	// Container, when set, has the container runtime build the
+	// application's container again and start the main process in it.
+	Container *ContainerStart
 	// NoRollback keeps files the job writes at their current length
 	// instead of cutting them back to their length at checkpoint time.
 	NoRollback bool
@@ -40,11 +43,14 @@ type RestoreOptions struct {
 
 // RestoreResult reports a finished restore.
 type RestoreResult struct {
-	HostPID   int // host pid of the job's main process
-	NSPID     int
-	Processes int
-	Bytes     int64
-	Duration  time.Duration
+	HostPID int // host pid of the job's main process
+	NSPID   int
+	// RuntimeHostPID is the host pid of the container runtime, the
+	// sandbox's main process, for a container restore.
+	RuntimeHostPID int
+	Processes      int
+	Bytes          int64
+	Duration       time.Duration
 }
 
 const stubScratch = 256 << 10
@@ -74,7 +80,7 @@ func Restore(opts RestoreOptions) (*RestoreResult, error) {
 			return nil, err
 		}
 		if p.State != image.ProcZombie {
-			if err := preflight(p, opts); err != nil {
+			if err := preflight(p, opts, ""); err != nil {
 				return nil, fmt.Errorf("restore pid %d: %w", p.PID, err)
 			}
 			pages[p.PID] = filepath.Join(opts.Dir, ref.Pages)
@@ -92,12 +98,16 @@ func Restore(opts RestoreOptions) (*RestoreResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	if err := jr.run(); err != nil {
+	err = jr.run()
+	if jr.pids != nil {
+		jr.pids.stop()
+	}
+	if err != nil {
 		jr.killAll()
 		return nil, err
 	}
 	main := jr.main()
-	return &RestoreResult{HostPID: main.pid, NSPID: main.proc.PID, Processes: len(procs),
+	return &RestoreResult{HostPID: main.pid, NSPID: main.proc.PID, RuntimeHostPID: jr.runtimeHost, Processes: len(procs),
 		Bytes: jr.bytes, Duration: time.Since(start)}, nil
 }
 
@@ -221,6 +231,33 @@ func (r *restorer) attach(hostPID int, spawned bool) error {
 		return r.unmapStubFile()
 	}
 	return nil
+}
+
+// attachStopped takes a stub that was traced from birth and has just been
+// exec'd (it is in its exec stop): the container runtime's.
+func (r *restorer) attachStopped(hostPID int) error {
+	r.t.Adopt(hostPID)
+	if err := ptraceSetOptions(hostPID, unix.PTRACE_O_EXITKILL|unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_TRACEFORK); err != nil {
+		return err
+	}
+	// Injection cannot start from the exec stop (the exec has not
+	// returned yet): the stub runs into its pause loop and is stopped
+	// there, as a spawned stub is.
+	if err := unix.PtraceCont(hostPID, 0); err != nil {
+		return fmt.Errorf("resume stub %d: %w", hostPID, err)
+	}
+	if err := r.t.Interrupt(hostPID); err != nil {
+		return err
+	}
+	if _, err := r.t.WaitStop(hostPID, 0); err != nil {
+		return err
+	}
+	main, err := r.t.NewThread(hostPID, r.layout.Gadget)
+	if err != nil {
+		return err
+	}
+	r.remote = remote{pid: hostPID, main: main, scratch: r.layout.Scratch, size: r.layout.ScratchSize}
+	return r.unmapStubFile()
 }
 
 // unmapStubFile replaces the stub's file-backed code and scratch pages with

@@ -41,6 +41,8 @@ type stoppedJob struct {
 	// waited are the threads whose stop has been collected, interrupted
 	// those asked to stop.
 	waited, interrupted map[int]bool
+	// list lists the processes to take.
+	list func() ([]int, error)
 }
 
 // stoppedProc is one process of a stopped job.
@@ -73,19 +75,62 @@ func descendants(pid int) ([]int, error) {
 	return out, nil
 }
 
-// stopJob brings every thread of the job below initPID into a ptrace-stop.
+// AppScope limits a checkpoint to a container's application: the processes
+// below Parent, the container runtime's process that started the
+// application (and stays out of the image), which are in mount namespace
+// MountNS (any, when empty), with all their descendants.
+type AppScope struct {
+	Parent  int
+	MountNS string
+}
+
+// pids lists the processes in the scope, parents before children.
+func (s *AppScope) pids() ([]int, error) {
+	kids, err := proc.Children(s.Parent)
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, k := range kids {
+		if s.MountNS != "" {
+			ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", k))
+			if err != nil || ns != s.MountNS {
+				continue
+			}
+		}
+		sub, err := descendants(k)
+		if err != nil {
+			return nil, err
+		}
+		out = append(append(out, k), sub...)
+	}
+	return out, nil
+}
+
+// jobPIDs lists the processes a checkpoint takes: every one below init, or
+// those in scope.
+func jobPIDs(initPID int, scope *AppScope) ([]int, error) {
+	if scope != nil {
+		return scope.pids()
+	}
+	return descendants(initPID)
+}
+
+// stopJob brings every thread of the job below initPID (or in scope) into
+// a ptrace-stop.
 // With a freezer the set of tasks is caught atomically: freeze, seize and
 // interrupt each thread, thaw (the interrupt takes effect as the thaw lets
 // each thread move), wait for the stops. Without one, threads are seized in
 // rounds until a round finds no new thread.
-func stopJob(t *ptrace.Tracer, initPID int, fz Freezer, log logrus.FieldLogger) (*stoppedJob, error) {
-	j := &stoppedJob{t: t, waited: map[int]bool{}, interrupted: map[int]bool{}, byPID: map[int]*stoppedProc{}}
+func stopJob(t *ptrace.Tracer, initPID int, scope *AppScope, fz Freezer, log logrus.FieldLogger) (*stoppedJob, error) {
+	j := &stoppedJob{t: t, waited: map[int]bool{}, interrupted: map[int]bool{}, byPID: map[int]*stoppedProc{},
+		list: func() ([]int, error) { return jobPIDs(initPID, scope) }}
 	if fz != nil {
 		j.method = "freezer"
 		// A process in a group stop must be attached before the freeze:
 		// attaching makes it move from stopped to traced, which a frozen
 		// task (cgroup v1) never does, and the attach would wait forever.
-		if err := j.seizeAll(initPID, seizeStopped); err != nil {
+		if err := j.seizeAll(seizeStopped); err != nil {
 			j.release()
 			return nil, err
 		}
@@ -102,7 +147,7 @@ func stopJob(t *ptrace.Tracer, initPID int, fz Freezer, log logrus.FieldLogger) 
 			hung.Store(true)
 			fz.Thaw()
 		})
-		err := j.seizeAll(initPID, seizeFrozen)
+		err := j.seizeAll(seizeFrozen)
 		watchdog.Stop()
 		if terr := fz.Thaw(); terr != nil && err == nil {
 			err = fmt.Errorf("thaw job: %w", terr)
@@ -129,7 +174,7 @@ func stopJob(t *ptrace.Tracer, initPID int, fz Freezer, log logrus.FieldLogger) 
 			return nil, fmt.Errorf("the job's threads did not settle after %d rounds of seizing", seizeRounds)
 		}
 		before := j.threadCount()
-		if err := j.seizeAll(initPID, seizeRunning); err != nil {
+		if err := j.seizeAll(seizeRunning); err != nil {
 			j.release()
 			return nil, err
 		}
@@ -156,8 +201,8 @@ const (
 const seizeHangTimeout = 5 * time.Second
 
 // seizeAll seizes and interrupts threads of the job not yet taken.
-func (j *stoppedJob) seizeAll(initPID int, mode seizeMode) error {
-	pids, err := descendants(initPID)
+func (j *stoppedJob) seizeAll(mode seizeMode) error {
+	pids, err := j.list()
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -44,10 +45,22 @@ func fileID(path string) (*image.FileID, error) {
 	return &image.FileID{Path: path, Size: st.Size, MtimeNs: st.Mtim.Nano(), Dev: st.Dev, Ino: st.Ino}, nil
 }
 
+// procFileID describes a file as process hostPID names it: path is looked
+// up from the process's root, which for a container's process is the
+// container's.
+func procFileID(hostPID int, path string) (*image.FileID, error) {
+	id, err := fileID(fmt.Sprintf("/proc/%d/root%s", hostPID, path))
+	if err != nil {
+		return nil, fmt.Errorf("stat %s: %w", path, errors.Unwrap(err))
+	}
+	id.Path = path
+	return id, nil
+}
+
 // checkFileID refuses a file that changed since the checkpoint: mapping a
 // different library or binary under a running program corrupts it.
-func checkFileID(want *image.FileID) error {
-	got, err := fileID(want.Path)
+func checkFileID(root string, want *image.FileID) error {
+	got, err := fileID(root + want.Path)
 	if err != nil {
 		return fmt.Errorf("%w (the file was there at checkpoint time)", err)
 	}
@@ -55,6 +68,31 @@ func checkFileID(want *image.FileID) error {
 		return fmt.Errorf("%s changed since the checkpoint (size %d→%d, mtime %d→%d): restore needs the same file", want.Path, want.Size, got.Size, want.MtimeNs, got.MtimeNs)
 	}
 	return nil
+}
+
+// restoredStubExe is the exe link of a process restored in a container
+// (see restoreMM).
+const restoredStubExe = "/memfd:ckpt-stub (deleted)"
+
+// setExe records exe, process hostPID's executable.
+func setExe(hostPID int, p *image.Process, exe string) error {
+	id, err := procFileID(hostPID, exe)
+	if err != nil {
+		return fmt.Errorf("pid %d: exe: %w", p.PID, err)
+	}
+	p.Exe = *id
+	return nil
+}
+
+// exeFromCode finds the executable of a process whose exe link is lost:
+// the file mapped where its code starts.
+func exeFromCode(hostPID int, p *image.Process) error {
+	for _, v := range p.VMAs {
+		if v.File != nil && v.Start <= p.MM.StartCode && p.MM.StartCode < v.End {
+			return setExe(hostPID, p, v.File.Path)
+		}
+	}
+	return fmt.Errorf("pid %d: its executable is unknown (no file mapped at its code, %#x)", p.PID, p.MM.StartCode)
 }
 
 // dumpTask records ids, capabilities, limits, mm fields, cwd and the like.
@@ -106,14 +144,16 @@ func dumpTask(rem *remote, hostPID int, p *image.Process) error {
 	if err != nil {
 		return fmt.Errorf("pid %d: exe: %w", p.PID, err)
 	}
-	if strings.HasSuffix(exe, " (deleted)") {
+	if exe == restoredStubExe {
+		// A process restored in a container, whose exe link could not
+		// be set: its executable is the file mapped at its code, which
+		// dumpProcess fills in once the mappings are read.
+		p.Exe = image.FileID{}
+	} else if strings.HasSuffix(exe, " (deleted)") {
 		return fmt.Errorf("pid %d runs deleted executable %s: not supported", p.PID, exe)
+	} else if err := setExe(hostPID, p, exe); err != nil {
+		return err
 	}
-	id, err := fileID(exe)
-	if err != nil {
-		return fmt.Errorf("pid %d: exe: %w", p.PID, err)
-	}
-	p.Exe = *id
 	for res := 0; res < nRlimits; res++ {
 		var rl unix.Rlimit
 		if err := unix.Prlimit(hostPID, res, nil, &rl); err != nil {
@@ -197,10 +237,18 @@ func (r *restorer) restoreMM(p *image.Process) error {
 	if err := r.write(mmAddr, unsafe.Slice((*byte)(unsafe.Pointer(&mm)), unsafe.Sizeof(mm))); err != nil {
 		return err
 	}
-	if _, err := r.main.Call("prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, prSetMM, prSetMMap, mmAddr, uint64(unsafe.Sizeof(mm))); err != nil {
-		return err
+	_, err = r.main.Call("prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, prSetMM, prSetMMap, mmAddr, uint64(unsafe.Sizeof(mm)))
+	if errors.Is(err, unix.EPERM) && r.job != nil && r.job.opts.Container != nil {
+		// A container's stub has no capability in the container's user
+		// namespace: everything but the exe link can be set.
+		// Its exe link was set by an exec (execExe).
+		mm.ExeFD = ^uint32(0)
+		if err := r.write(mmAddr, unsafe.Slice((*byte)(unsafe.Pointer(&mm)), unsafe.Sizeof(mm))); err != nil {
+			return err
+		}
+		_, err = r.main.Call("prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, prSetMM, prSetMMap, mmAddr, uint64(unsafe.Sizeof(mm)))
 	}
-	return nil
+	return err
 }
 
 // restoreTask sets personality, umask, cwd and resource limits.
@@ -295,6 +343,11 @@ func (r *restorer) restoreCreds(th *ptrace.Thread, c *image.Creds) error {
 		if c.CapBnd&(1<<c2) != 0 {
 			continue
 		}
+		// Dropping needs CAP_SETPCAP, which a container's stub lacks
+		// (its bounding set is the one the runtime gave, as before).
+		if in, err := th.Call("prctl(PR_CAPBSET_READ)", unix.SYS_PRCTL, unix.PR_CAPBSET_READ, uint64(c2)); err == nil && in == 0 {
+			continue
+		}
 		if _, err := th.Call("prctl(PR_CAPBSET_DROP)", unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uint64(c2)); err != nil {
 			return err
 		}
@@ -328,21 +381,29 @@ func (r *restorer) restoreCreds(th *ptrace.Thread, c *image.Creds) error {
 
 // preflight checks, before anything is started, that the restore can work
 // here: same user, same files. It also rolls written files back.
-func preflight(p *image.Process, opts RestoreOptions) error {
+//
+// root is where the process's files are seen from: "" for the host's view;
+// a container's files are checked through its main process's root
+// (/proc/PID/root), once the container exists, so a container restore
+// calls preflight twice.
+func preflight(p *image.Process, opts RestoreOptions, root string) error {
 	if uid := os.Getuid(); p.Creds.UID[0] != uid {
 		return fmt.Errorf("the checkpoint was taken as uid %d; restart it as that user (running as %d)", p.Creds.UID[0], uid)
 	}
-	if err := checkFileID(&p.Exe); err != nil {
+	if opts.Container != nil && root == "" {
+		return nil
+	}
+	if err := checkFileID(root, &p.Exe); err != nil {
 		return fmt.Errorf("executable: %w", err)
 	}
 	seen := map[string]bool{}
 	for _, v := range p.VMAs {
 		if v.File != nil && !seen[v.File.Path] {
 			seen[v.File.Path] = true
-			if err := checkFileID(v.File); err != nil {
+			if err := checkFileID(root, v.File); err != nil {
 				return fmt.Errorf("mapped file: %w", err)
 			}
 		}
 	}
-	return rollbackFiles(p, opts)
+	return rollbackFiles(p, opts, root)
 }

@@ -139,6 +139,7 @@ func (r *restorer) cloneThread(tid int) (*ptrace.Thread, error) {
 
 // clone3 injects clone3 with args and set_tid tid into the main thread and
 // returns the host tid the ptrace event (event) reports for the new task.
+// A tid of 0 takes whatever the kernel gives.
 func (r *restorer) clone3(args cloneArgs, tid int, event int) (int, error) {
 	tidAddr, _ := r.scratchAt(0, 8)
 	argsAddr, _ := r.scratchAt(64, uint64(unsafe.Sizeof(cloneArgs{})))
@@ -147,7 +148,16 @@ func (r *restorer) clone3(args cloneArgs, tid int, event int) (int, error) {
 	if err := r.write(tidAddr, b); err != nil {
 		return 0, err
 	}
-	args.SetTID, args.SetTIDSize = tidAddr, 1
+	switch {
+	case tid == 0:
+	case r.job != nil && r.job.pids != nil:
+		// A container's stub: the pid writer sets the counter.
+		if err := r.job.setLastPID(tid - 1); err != nil {
+			return 0, err
+		}
+	default:
+		args.SetTID, args.SetTIDSize = tidAddr, 1
+	}
 	if err := r.write(argsAddr, unsafe.Slice((*byte)(unsafe.Pointer(&args)), unsafe.Sizeof(args))); err != nil {
 		return 0, err
 	}
@@ -170,8 +180,11 @@ func (r *restorer) clone3(args cloneArgs, tid int, event int) (int, error) {
 	if ret < 0 {
 		return 0, fmt.Errorf("clone3 with id %d in pid %d: %w", tid, r.proc.PID, unix.Errno(-ret))
 	}
-	if int(ret) != tid {
-		return 0, fmt.Errorf("clone3 gave id %d, want %d", ret, tid)
+	if tid != 0 && int(ret) != tid {
+		if hostTID != 0 {
+			unix.Kill(hostTID, unix.SIGKILL)
+		}
+		return 0, fmt.Errorf("clone3 gave id %d, want %d (another task took it meanwhile; restart again)", ret, tid)
 	}
 	if hostTID == 0 {
 		return 0, fmt.Errorf("clone3: no ptrace event for the new task %d", tid)

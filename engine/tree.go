@@ -42,6 +42,17 @@ type jobRestore struct {
 	unix        map[uint64]*image.FD
 	fifoKeepers map[uint64]fdHolder
 	bytes       int64
+	layout      stub.Layout
+	// outer is the recorded pid of the main process's parent, a process
+	// outside the image: the sandbox init, or the container runtime.
+	outer int
+	// maxPID is the highest pid or tid of the image.
+	maxPID int
+	// pids sets the PID counter for stubs that cannot pick their pids
+	// (a container's); nil where clone3 with set_tid does.
+	pids *pidWriter
+	// runtimeHost is the host pid of the container runtime.
+	runtimeHost int
 }
 
 func newJobRestore(t *ptrace.Tracer, opts RestoreOptions, procs []*image.Process, pages map[int]string) (*jobRestore, error) {
@@ -70,8 +81,13 @@ func newJobRestore(t *ptrace.Tracer, opts RestoreOptions, procs []*image.Process
 		return nil, err
 	}
 	elf, layout := stub.Build(base, stubScratch)
-	jr.elf = elf
+	jr.elf, jr.layout = elf, layout
+	jr.outer = initPID
 	for _, p := range procs {
+		for _, th := range p.Threads {
+			jr.maxPID = max(jr.maxPID, th.TID)
+		}
+		jr.maxPID = max(jr.maxPID, p.PID)
 		if jr.byPID[p.PID] != nil {
 			return nil, fmt.Errorf("pid %d appears twice in the image", p.PID)
 		}
@@ -100,7 +116,7 @@ func (jr *jobRestore) main() *restorer {
 		return r
 	}
 	for _, r := range jr.procs {
-		if r.proc.PPID == initPID && r.proc.State != image.ProcZombie {
+		if r.proc.PPID == jr.outer && r.proc.State != image.ProcZombie {
 			return r
 		}
 	}
@@ -126,12 +142,18 @@ func (jr *jobRestore) killAll() {
 // session) is cloned with CLONE_PARENT from a sibling in that session.
 func (jr *jobRestore) createTree() error {
 	main := jr.main()
-	if main.proc.PPID != initPID {
+	jr.outer = main.proc.PPID
+	if main.proc.PPID != initPID && jr.opts.Container == nil {
 		return fmt.Errorf("the image has no process whose parent is the sandbox init")
 	}
 	order := []*restorer{main}
 	for _, r := range jr.procs {
-		if r != main && !(r.proc.State == image.ProcZombie && r.proc.PPID == initPID) {
+		if r != main && r.proc.PPID == jr.outer {
+			if jr.opts.Container != nil {
+				return fmt.Errorf("restore pid %d: its parent is the container runtime, as is the main process's (pid %d): not supported", r.proc.PID, main.proc.PID)
+			}
+		}
+		if r != main && !(r.proc.State == image.ProcZombie && r.proc.PPID == jr.outer) {
 			// A zombie child of init would be reaped by init at once;
 			// it is left out.
 			order = append(order, r)
@@ -161,9 +183,9 @@ func (jr *jobRestore) createTree() error {
 // create makes the stub for r, given the processes already created.
 func (jr *jobRestore) create(r *restorer, created []*restorer) error {
 	p := r.proc
-	parentSID := initPID
+	parentSID := jr.outerSID(r)
 	var parent *restorer
-	if p.PPID != initPID {
+	if p.PPID != jr.outer {
 		parent = jr.byPID[p.PPID]
 		if parent == nil || parent.pid == 0 {
 			return fmt.Errorf("parent pid %d is not in the image", p.PPID)
@@ -188,7 +210,11 @@ func (jr *jobRestore) create(r *restorer, created []*restorer) error {
 			return fmt.Errorf("session %d cannot be rebuilt: its leader and every process of it that shares the parent of pid %d are gone (not supported)", p.SID, p.PID)
 		}
 	}
-	if creator == nil {
+	if creator == nil && jr.opts.Container != nil {
+		if err := jr.startContainer(r); err != nil {
+			return err
+		}
+	} else if creator == nil {
 		hostPID, err := jr.opts.Spawner.SpawnStub(jr.elf, p.PID)
 		if err != nil {
 			return fmt.Errorf("spawn stub: %w", err)
@@ -207,6 +233,9 @@ func (jr *jobRestore) create(r *restorer, created []*restorer) error {
 		if _, err := r.main.Call("setsid", unix.SYS_SETSID); err != nil {
 			return err
 		}
+	}
+	if jr.opts.Container != nil && p.State != image.ProcZombie {
+		return r.execExe()
 	}
 	return nil
 }
@@ -233,7 +262,13 @@ func (jr *jobRestore) setProcessGroups() error {
 			if (p.PGID == p.PID) != leaders || p.SID == p.PID {
 				continue // session leaders lead their group already
 			}
-			if !leaders && jr.byPID[p.PGID] == nil && p.PGID != initPID {
+			if jr.opts.Container != nil && p.PGID == jr.outerPGID() {
+				// The runtime's group, which every process of the
+				// container is born into; its number may not even be
+				// visible in the container's PID namespace.
+				continue
+			}
+			if !leaders && jr.byPID[p.PGID] == nil && p.PGID != jr.outerPGID() {
 				return fmt.Errorf("restore pid %d: process group %d has no leader left in the job (not supported)", p.PID, p.PGID)
 			}
 			pg := uint64(p.PGID)
@@ -246,6 +281,28 @@ func (jr *jobRestore) setProcessGroups() error {
 		}
 	}
 	return nil
+}
+
+// outerSID is the session the main process is born into: init's, or for
+// a container the one the runtime gives it, which is the recorded one when
+// it was not the application's own.
+func (jr *jobRestore) outerSID(r *restorer) int {
+	if jr.opts.Container == nil {
+		return initPID
+	}
+	m := jr.main().proc
+	if m.SID == m.PID {
+		return -1
+	}
+	return m.SID
+}
+
+// outerPGID is the process group the main process is born into.
+func (jr *jobRestore) outerPGID() int {
+	if jr.opts.Container == nil {
+		return initPID
+	}
+	return jr.main().proc.PGID
 }
 
 // exitAsZombie ends a stub the way the zombie it stands for ended, leaving

@@ -38,6 +38,9 @@ func launch(c *cli.Context) error {
 		return err
 	}
 	s.job = image.Job{Argv: argv, Env: os.Environ(), Cwd: cwd, UID: os.Getuid(), GID: os.Getgid()}
+	if s.container = parseContainer(argv, s.job.Env); s.container != nil && s.container.refused != nil {
+		s.log.Warnf("checkpoints of this job will be refused: %v", s.container.refused)
+	}
 	if err := s.makeCgroup(c); err != nil {
 		return err
 	}

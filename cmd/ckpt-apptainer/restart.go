@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -20,6 +21,7 @@ func restartCommand() *cli.Command {
 		Usage:     "resume a job from its newest good checkpoint (or GENERATION)",
 		ArgsUsage: "[GENERATION]",
 		Flags: append(jobFlags(),
+			&cli.StringFlag{Name: "image", Usage: "the container image moved: restart with the image at `PATH` (it must be the same image)"},
 			&cli.BoolFlag{Name: "no-rollback", Usage: "keep files the job writes at their current length instead of cutting them back to their length at checkpoint time"},
 		),
 		Action: restart,
@@ -40,6 +42,26 @@ func restart(c *cli.Context) error {
 	s.job = m.Job
 	s.log.Infof("restarting %q from generation %d (%s)", commandLine(m.Job.Argv), gen.Gen, m.Created.Local().Format(time.DateTime))
 
+	var cs *engine.ContainerStart
+	if m.Container != nil {
+		img := c.String("image")
+		if img != "" {
+			if img, err = filepath.Abs(img); err != nil {
+				return err
+			}
+		}
+		if cs, err = s.containerStart(m.Container, img); err != nil {
+			return err
+		}
+		if img != "" && m.Container.ImageArg < len(s.job.Argv) && commandLine(s.job.Argv) == commandLine(m.Container.Argv) {
+			// Later checkpoints record the image where it is now.
+			s.job.Argv = append([]string(nil), s.job.Argv...)
+			s.job.Argv[m.Container.ImageArg] = img
+		}
+	} else if c.String("image") != "" {
+		return fmt.Errorf("restart --image: generation %d is not a container job's", gen.Gen)
+	}
+	s.container = parseContainer(s.job.Argv, s.job.Env)
 	if err := s.makeCgroup(c); err != nil {
 		return err
 	}
@@ -63,12 +85,16 @@ func restart(c *cli.Context) error {
 	}
 	res, err := engine.Restore(engine.RestoreOptions{
 		Dir: gen.Dir, Manifest: m, Spawner: s.sb, InitPID: s.sb.InitPID(), NoRollback: c.Bool("no-rollback"), Log: s.log,
+		Container: cs,
 	})
 	if err != nil {
 		s.sb.Kill()
 		return err
 	}
 	s.jobPID = res.HostPID
+	if cs != nil {
+		s.jobPID = res.RuntimeHostPID
+	}
 	s.log.Infof("restored generation %d: %s in %v", gen.Gen, humanBytes(res.Bytes), res.Duration.Round(time.Millisecond))
 	return s.supervise()
 }

@@ -45,17 +45,19 @@ func jobFlags() []cli.Flag {
 // supervisor owns one running job: its sandbox, cgroup, checkpoint store,
 // timer, control socket and signals.
 type supervisor struct {
-	log      logrus.FieldLogger
-	dir      string
-	store    *image.Store
-	unlock   func()
-	cg       *cgroup.Cgroup // nil: ptrace-only
-	sb       *namespaces.Sandbox
-	job      image.Job
-	jobPID   int // host pid of the job's main process
-	interval time.Duration
-	keep     int
-	buffer   int64 // dump buffer in bytes; <0: engine default
+	log    logrus.FieldLogger
+	dir    string
+	store  *image.Store
+	unlock func()
+	cg     *cgroup.Cgroup // nil: ptrace-only
+	sb     *namespaces.Sandbox
+	job    image.Job
+	jobPID int // host pid of the job's main process
+	// container is set for a job that runs Apptainer.
+	container *containerJob
+	interval  time.Duration
+	keep      int
+	buffer    int64 // dump buffer in bytes; <0: engine default
 	// answering counts control requests being served: a checkpoint
 	// --kill ends the job, and the supervisor must not exit before it
 	// has told the client.
@@ -366,6 +368,22 @@ func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
 	}
 	if s.cg != nil {
 		opts.Freezer = s.cg
+	}
+	if s.container != nil {
+		if s.container.refused != nil {
+			w.Abort()
+			return nil, s.container.refused
+		}
+		app, err := findContainerApp(s.jobPID)
+		if err != nil {
+			w.Abort()
+			return nil, err
+		}
+		if m.Container, err = s.containerRecord(app); err != nil {
+			w.Abort()
+			return nil, err
+		}
+		opts.App, opts.MainPID = app.scope, app.mainPID
 	}
 	stats, err := engine.Checkpoint(opts)
 	if err != nil {

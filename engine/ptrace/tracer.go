@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -69,6 +70,10 @@ func (t *Tracer) Seize(tid int, opts int) error {
 
 // Adopt records a thread the kernel attached on its own (PTRACE_O_TRACECLONE).
 func (t *Tracer) Adopt(tid int) { t.seized[tid] = true }
+
+// Forget drops a thread that is gone without its exit having been
+// collected through the tracer.
+func (t *Tracer) Forget(tid int) { delete(t.seized, tid) }
 
 // Seized reports whether tid is attached to this tracer.
 func (t *Tracer) Seized(tid int) bool { return t.seized[tid] }
@@ -164,4 +169,24 @@ func ptraceRaw(req int, tid int, addr, data uintptr) error {
 		return e
 	}
 	return nil
+}
+
+// Syscall stop kinds PTRACE_GET_SYSCALL_INFO reports.
+const (
+	SyscallEntry = 1 // PTRACE_SYSCALL_INFO_ENTRY
+	SyscallExit  = 2 // PTRACE_SYSCALL_INFO_EXIT
+)
+
+// SyscallStopKind tells whether tid, in a system call stop, is at the
+// call's entry or exit. Counting stops cannot: an exec, or a stop the
+// tracer did not see begin, puts the count out of step.
+func (t *Tracer) SyscallStopKind(tid int) (int, error) {
+	if err := t.onThread(); err != nil {
+		return 0, err
+	}
+	var info [88]byte // struct ptrace_syscall_info
+	if err := ptraceRaw(unix.PTRACE_GET_SYSCALL_INFO, tid, uintptr(len(info)), uintptr(unsafe.Pointer(&info[0]))); err != nil {
+		return 0, fmt.Errorf("get syscall info %d: %w", tid, err)
+	}
+	return int(info[0]), nil
 }

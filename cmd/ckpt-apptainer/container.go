@@ -1,0 +1,189 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
+	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
+	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces/apptainer"
+)
+
+// containerJob is what the supervisor knows of a job that runs Apptainer.
+type containerJob struct {
+	cmd *apptainer.Command
+	// refused says why this Apptainer command cannot be checkpointed; the
+	// job runs anyway and each checkpoint reports it.
+	refused error
+}
+
+// parseContainer tells whether argv runs Apptainer: nil for a plain job.
+func parseContainer(argv, env []string) *containerJob {
+	cmd, err := apptainer.Parse(argv, env)
+	if errors.Is(err, apptainer.ErrNotApptainer) {
+		return nil
+	}
+	return &containerJob{cmd: cmd, refused: err}
+}
+
+// containerApp is the application of a running container job, found in the
+// job's process tree.
+type containerApp struct {
+	scope   *engine.AppScope
+	mainPID int // host pid of the application's main process
+	inner   bool
+}
+
+// findContainerApp finds the application below the runtime's process
+// (host pid runtime): the runtime's child in a mount namespace of its own
+// (the container's) is the container process. With a PID namespace of its
+// own that process is the namespace's init (Apptainer's), and the
+// application is its child.
+func findContainerApp(runtime int) (*containerApp, error) {
+	rtNS, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", runtime))
+	if err != nil {
+		return nil, fmt.Errorf("container runtime: %w", err)
+	}
+	rtPID, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", runtime))
+	kids, err := proc.Children(runtime)
+	if err != nil {
+		return nil, fmt.Errorf("container runtime: %w", err)
+	}
+	var found []int
+	var foundNS string
+	for _, k := range kids {
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", k))
+		if err != nil || ns == rtNS {
+			continue
+		}
+		found, foundNS = append(found, k), ns
+	}
+	switch {
+	case len(found) == 0:
+		return nil, errors.New("the container's application is not running (it has not started yet, or it has exited)")
+	case len(found) > 1:
+		return nil, fmt.Errorf("the container runtime has %d container processes, expected one", len(found))
+	}
+	c := found[0]
+	if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid_for_children", c)); ns == rtPID || ns == "" {
+		if pns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", c)); pns == rtPID {
+			return &containerApp{scope: &engine.AppScope{Parent: runtime, MountNS: foundNS}, mainPID: c}, nil
+		}
+	}
+	// c is the init of the container's PID namespace.
+	apps, err := proc.Children(c)
+	if err != nil {
+		return nil, fmt.Errorf("container init: %w", err)
+	}
+	var live []int
+	for _, a := range apps {
+		if st, err := proc.ReadStat(a); err == nil && st.State != 'Z' {
+			live = append(live, a)
+		}
+	}
+	switch {
+	case len(live) == 0:
+		return nil, errors.New("the container's application is not running (it has not started yet, or it has exited)")
+	case len(live) > 1:
+		return nil, fmt.Errorf("the container's PID namespace init has %d children (processes orphaned inside the container): not supported", len(live))
+	}
+	return &containerApp{scope: &engine.AppScope{Parent: c}, mainPID: live[0], inner: true}, nil
+}
+
+// containerRecord records the container of the running application.
+func (s *supervisor) containerRecord(app *containerApp) (*image.Container, error) {
+	rec, err := apptainer.NewRecord(s.container.cmd, s.job.Env, s.job.Cwd)
+	if err != nil {
+		return nil, err
+	}
+	ns, err := namespaces.Namespaces(app.mainPID)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range ns {
+		// Types only: the paths name this run's processes.
+		rec.Namespaces = append(rec.Namespaces, specs.LinuxNamespace{Type: n.Type})
+	}
+	if rec.Mounts, err = namespaces.Mounts(app.mainPID); err != nil {
+		return nil, err
+	}
+	st, err := proc.ReadStatus(strconv.Itoa(s.jobPID))
+	if err != nil {
+		return nil, err
+	}
+	if rec.RuntimePID, err = st.NSPid(); err != nil {
+		return nil, err
+	}
+	rec.InnerPIDNamespace = app.inner
+	return rec, nil
+}
+
+// containerStart prepares the restart of a container job: it checks the
+// recorded container against what is here (image, binds), and returns
+// how the engine is to start it again. imagePath is the image's new path
+// (restart --image), "" for the recorded one.
+func (s *supervisor) containerStart(rec *image.Container, imagePath string) (*engine.ContainerStart, error) {
+	if err := apptainer.Verify(rec, imagePath); err != nil {
+		return nil, err
+	}
+	argv, err := apptainer.RestartArgv(rec, imagePath, []string{"/proc/self/fd/" + strconv.Itoa(engine.ContainerStubFD)})
+	if err != nil {
+		return nil, err
+	}
+	path, err := lookPathIn(argv[0], rec.Env, rec.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("container runtime %s: %w", argv[0], err)
+	}
+	cs := &engine.ContainerStart{Path: path, Argv: argv, Env: rec.Env, Dir: rec.Dir,
+		RuntimePID: rec.RuntimePID, InnerPIDNamespace: rec.InnerPIDNamespace}
+	cs.Check = func(hostPID int) error {
+		mounts, err := namespaces.Mounts(hostPID)
+		if err != nil {
+			return fmt.Errorf("the new container's mount table: %w", err)
+		}
+		if diffs := apptainer.CompareMounts(rec.Mounts, mounts); len(diffs) > 0 {
+			return fmt.Errorf("the new container's mounts differ from the checkpoint's:\n  - %s\nrestart with the same binds and options as at launch (the recorded command line: %s)",
+				strings.Join(diffs, "\n  - "), commandLine(rec.Argv))
+		}
+		return nil
+	}
+	return cs, nil
+}
+
+// lookPathIn finds argv0 as the job's exec would: names with a slash as
+// they are (relative to dir), others in the PATH of env.
+func lookPathIn(argv0 string, env []string, dir string) (string, error) {
+	if strings.Contains(argv0, "/") {
+		if !filepath.IsAbs(argv0) {
+			argv0 = filepath.Join(dir, argv0)
+		}
+		return argv0, nil
+	}
+	pathVar := "/usr/local/bin:/usr/bin:/bin"
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			pathVar = v
+		}
+	}
+	for _, d := range filepath.SplitList(pathVar) {
+		if d == "" {
+			d = "."
+		}
+		cand := filepath.Join(d, argv0)
+		if !filepath.IsAbs(cand) {
+			cand = filepath.Join(dir, cand)
+		}
+		if fi, err := os.Stat(cand); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return cand, nil
+		}
+	}
+	return "", errors.New("executable file not found in the job's $PATH")
+}

@@ -1,0 +1,548 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
+)
+
+// ContainerStubFD is the descriptor the container runtime inherits the
+// restore stub on: the container's command at restart is
+// /proc/self/fd/ContainerStubFD, which the runtime passes through to the
+// container process like any inherited descriptor.
+const ContainerStubFD = 63
+
+// ContainerStart says how a restore has the container runtime build the
+// application's container again: the runtime is started with the recorded
+// command line, whose application command is the restore stub, and the
+// stub it starts becomes the application's main process.
+type ContainerStart struct {
+	// Path is the runtime executable, Argv its full command line (the
+	// application command replaced by /proc/self/fd/ContainerStubFD),
+	// Env and Dir its environment and working directory.
+	Path string
+	Argv []string
+	Env  []string
+	Dir  string
+	// RuntimePID is the sandbox pid the runtime had at checkpoint time.
+	RuntimePID int
+	// InnerPIDNamespace: the application ran in a PID namespace of the
+	// runtime's, whose init is the runtime's and whose pids the image
+	// holds.
+	InnerPIDNamespace bool
+	// Check, when set, vets the new container once its process runs
+	// (hostPID), before anything of the application is restored.
+	Check func(hostPID int) error
+}
+
+// startTimeout bounds the runtime's start, up to the stub's exec.
+const startTimeout = 60 * time.Second
+
+// Clone flags that mark a task sharing its creator's memory, files or
+// thread group: never the container's process.
+const sharedCloneFlags = unix.CLONE_THREAD | unix.CLONE_VM | unix.CLONE_VFORK | unix.CLONE_FILES
+
+// traceOpts are the options of every task of the runtime the restore
+// follows.
+const traceOpts = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK |
+	unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACEEXEC | unix.PTRACE_O_TRACESYSGOOD
+
+// taskRole is what a traced task of the starting runtime is to the restore.
+type taskRole int
+
+const (
+	roleOther     taskRole = iota // let go at its first stop
+	roleRuntime                   // a thread of the runtime's main process
+	roleContainer                 // the runtime's container process (and its threads, with an inner PID namespace)
+	roleApp                       // a child of the container process that may exec the stub
+)
+
+type runtimeTask struct {
+	role taskRole
+	// forkFlags are the clone flags of the fork the task is in, seen at
+	// its syscall entry; forking is set for a fork that makes the
+	// process the restore waits for.
+	forkFlags uint64
+	forking   bool
+	started   bool // past its first stop
+}
+
+// containerLaunch follows the container runtime from its exec to the exec
+// of the restore stub in the container, steering the PID of the one
+// process that must keep its PID.
+type containerLaunch struct {
+	jr      *jobRestore
+	cs      *ContainerStart
+	want    int // the application's main pid (in its own PID namespace)
+	runtime *restorer
+	tasks   map[int]*runtimeTask
+	// container is the host pid of the runtime's container process.
+	container int
+	stub      int
+}
+
+// startContainer starts the runtime for r, the application's main process,
+// and returns once r's stub runs in the new container with r's pid, traced
+// and stopped. The runtime's pid writer is set up on the way.
+func (jr *jobRestore) startContainer(r *restorer) error {
+	cs := jr.opts.Container
+	cl := &containerLaunch{jr: jr, cs: cs, want: r.proc.PID, tasks: map[int]*runtimeTask{}}
+	rt := &restorer{t: jr.t, log: jr.log, job: jr, proc: &image.Process{PID: cs.RuntimePID}, layout: jr.layout}
+	hostPID, err := jr.opts.Spawner.SpawnStub(jr.elf, cs.RuntimePID)
+	if err != nil {
+		return fmt.Errorf("spawn the container runtime's stub: %w", err)
+	}
+	rt.pid = hostPID
+	if err := rt.attach(hostPID, true); err != nil {
+		return err
+	}
+	cl.runtime = rt
+	jr.runtimeHost = hostPID
+	if err := jr.startPIDWriter(); err != nil {
+		return err
+	}
+	if err := cl.execRuntime(); err != nil {
+		return err
+	}
+	if err := cl.follow(); err != nil {
+		cl.letGo()
+		return err
+	}
+	cl.letGo()
+	r.pid = cl.stub
+	if err := r.attachStopped(cl.stub); err != nil {
+		return err
+	}
+	got, err := nsPidOf(cl.stub)
+	if err != nil {
+		return err
+	}
+	if got != r.proc.PID {
+		return fmt.Errorf("the container runtime started the application with pid %d, not %d", got, r.proc.PID)
+	}
+	// The container exists: its files can be checked as its processes
+	// will see them.
+	root := fmt.Sprintf("/proc/%d/root", cl.stub)
+	for _, o := range jr.procs {
+		if o.proc.State == image.ProcZombie {
+			continue
+		}
+		if err := preflight(o.proc, jr.opts, root); err != nil {
+			return fmt.Errorf("restore pid %d: %w", o.proc.PID, err)
+		}
+	}
+	if cs.Check != nil {
+		return cs.Check(cl.stub)
+	}
+	return nil
+}
+
+// execRuntime turns the runtime's stub into the runtime: without the
+// restore's capabilities, with the stub executable on ContainerStubFD, in
+// the recorded directory, the recorded command line and environment.
+func (cl *containerLaunch) execRuntime() error {
+	rt, cs := cl.runtime, cl.cs
+	if _, err := rt.main.Call("prctl(PR_CAP_AMBIENT_CLEAR_ALL)", unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
+		return err
+	}
+	if err := rt.writeStubFile(cl.jr.elf, ContainerStubFD); err != nil {
+		return fmt.Errorf("container runtime: %w", err)
+	}
+	if cs.Dir != "" {
+		addr, err := rt.putString(0, cs.Dir)
+		if err != nil {
+			return err
+		}
+		if _, err := rt.main.Call("chdir "+cs.Dir, unix.SYS_CHDIR, addr); err != nil {
+			return fmt.Errorf("container runtime: %w", err)
+		}
+	}
+	path, argv, envp, err := rt.putExecArgs(cs.Path, cs.Argv, cs.Env)
+	if err != nil {
+		return fmt.Errorf("container runtime: %w", err)
+	}
+	if err := ptraceSetOptions(rt.pid, traceOpts); err != nil {
+		return err
+	}
+	// The capabilities go with the exec: a process that is not root in
+	// the job's namespace keeps none once it runs a new program.
+	regs := rt.main.Saved
+	regs.Rax, regs.Orig_rax = unix.SYS_EXECVE, ^uint64(0)
+	regs.Rdi, regs.Rsi, regs.Rdx = path, argv, envp
+	regs.Rip = rt.main.Gadget
+	if err := cl.jr.t.SetRegs(rt.pid, &regs); err != nil {
+		return err
+	}
+	if err := unix.PtraceCont(rt.pid, 0); err != nil {
+		return fmt.Errorf("container runtime: exec: %w", err)
+	}
+	st, err := cl.jr.t.WaitStop(rt.pid, startTimeout)
+	if err != nil {
+		return fmt.Errorf("container runtime: exec %s: %w", cs.Path, err)
+	}
+	if st.Event() != unix.PTRACE_EVENT_EXEC {
+		// The exec failed: the stub went on to the int3 after the
+		// system call, with the error in rax.
+		after, rerr := cl.jr.t.GetRegs(rt.pid)
+		if rerr == nil && int64(after.Rax) < 0 {
+			return fmt.Errorf("container runtime: exec %s: %w", cs.Path, unix.Errno(-int64(after.Rax)))
+		}
+		return fmt.Errorf("container runtime: exec %s: stopped with %v instead", cs.Path, st.Signal())
+	}
+	cl.tasks[rt.pid] = &runtimeTask{role: roleRuntime, started: true}
+	return cl.resume(rt.pid)
+}
+
+// writeStubFile puts the executable elf into a memfd on descriptor fd of
+// the stub, inheritable across exec.
+func (r *restorer) writeStubFile(elf []byte, fd uint64) error {
+	name, err := r.putString(0, "ckpt-stub")
+	if err != nil {
+		return err
+	}
+	mfd, err := r.main.Call("memfd_create", unix.SYS_MEMFD_CREATE, name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	chunk := r.size
+	for off := uint64(0); off < uint64(len(elf)); off += chunk {
+		end := min(off+chunk, uint64(len(elf)))
+		if err := r.write(r.scratch, elf[off:end]); err != nil {
+			return err
+		}
+		n, err := r.main.Call("pwrite64 stub", unix.SYS_PWRITE64, mfd, r.scratch, end-off, off)
+		if err != nil {
+			return err
+		}
+		if n != end-off {
+			return fmt.Errorf("pwrite64 stub: short write (%d of %d)", n, end-off)
+		}
+	}
+	if _, err := r.main.Call("dup3 stub", unix.SYS_DUP3, mfd, fd, 0); err != nil {
+		return err
+	}
+	_, err = r.main.Call("close", unix.SYS_CLOSE, mfd)
+	return err
+}
+
+// putExecArgs lays out execve's path, argv and envp in the scratch area.
+func (r *restorer) putExecArgs(path string, argv, env []string) (pathAddr, argvAddr, envAddr uint64, err error) {
+	var strs []byte
+	var offs []int
+	add := func(s string) {
+		offs = append(offs, len(strs))
+		strs = append(append(strs, s...), 0)
+	}
+	add(path)
+	for _, s := range argv {
+		add(s)
+	}
+	for _, s := range env {
+		add(s)
+	}
+	ptrs := uint64(8 * (len(argv) + len(env) + 2))
+	ptrBase, err := r.scratchAt(0, ptrs+uint64(len(strs)))
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("command line and environment: %w", err)
+	}
+	strBase := ptrBase + ptrs
+	table := make([]byte, ptrs)
+	i := 0
+	put := func(v uint64) { binary.LittleEndian.PutUint64(table[8*i:], v); i++ }
+	for k := range argv {
+		put(strBase + uint64(offs[1+k]))
+	}
+	put(0)
+	for k := range env {
+		put(strBase + uint64(offs[1+len(argv)+k]))
+	}
+	put(0)
+	if err := r.write(ptrBase, append(table, strs...)); err != nil {
+		return 0, 0, 0, err
+	}
+	return strBase, ptrBase, ptrBase + uint64(8*(len(argv)+1)), nil
+}
+
+// follow runs the runtime until the stub has been exec'd in the container.
+// The runtime's main process runs with system call stops: its fork of the
+// container process is given the application's pid (no inner PID
+// namespace), or the container process is followed the same way until it
+// forks the application (inner PID namespace, whose init it is). Every
+// other task the runtime makes is let go at its first stop.
+func (cl *containerLaunch) follow() error {
+	deadline := time.Now().Add(startTimeout)
+	for spin := 0; cl.stub == 0; spin++ {
+		progressed := false
+		for tid, task := range cl.tasks {
+			var ws unix.WaitStatus
+			pid, err := unix.Wait4(tid, &ws, unix.WNOHANG|unix.WALL, nil)
+			if err == unix.EINTR || (err == nil && pid == 0) {
+				continue
+			}
+			if err != nil {
+				delete(cl.tasks, tid)
+				continue
+			}
+			progressed = true
+			if ws.Exited() || ws.Signaled() {
+				delete(cl.tasks, tid)
+				cl.jr.t.Forget(tid)
+				if tid == cl.runtime.pid {
+					return fmt.Errorf("the container runtime exited before starting the application (%s); its messages are in the job's output", describeWait(ws))
+				}
+				continue
+			}
+			if err := cl.stopped(tid, task, ws); err != nil {
+				return err
+			}
+			if cl.stub != 0 {
+				return nil
+			}
+		}
+		if progressed {
+			spin = 0
+			continue
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the container runtime did not start the application within %v", startTimeout)
+		}
+		backoff(spin)
+	}
+	return nil
+}
+
+// stopped handles one stop of a runtime task.
+func (cl *containerLaunch) stopped(tid int, task *runtimeTask, ws unix.WaitStatus) error {
+	sig := ws.StopSignal()
+	event := int(uint32(ws) >> 16)
+	switch {
+	case !task.started:
+		task.started = true
+		if task.role == roleOther {
+			cl.drop(tid)
+			return nil
+		}
+		return cl.resume(tid)
+	case sig == unix.SIGTRAP|0x80:
+		return cl.syscallStop(tid, task)
+	case sig == unix.SIGTRAP && (event == unix.PTRACE_EVENT_FORK || event == unix.PTRACE_EVENT_VFORK || event == unix.PTRACE_EVENT_CLONE):
+		msg, err := cl.jr.t.GetEventMsg(tid)
+		if err != nil {
+			return err
+		}
+		if err := cl.born(task, int(msg), event); err != nil {
+			return err
+		}
+		return cl.resume(tid)
+	case sig == unix.SIGTRAP && event == unix.PTRACE_EVENT_EXEC:
+		if task.role == roleApp || (task.role == roleContainer && !cl.cs.InnerPIDNamespace) {
+			if isStub, err := cl.execedStub(tid); err != nil {
+				return err
+			} else if isStub {
+				cl.stub = tid
+				delete(cl.tasks, tid)
+				return nil
+			}
+		}
+		return cl.resume(tid)
+	case sig == unix.SIGTRAP && event != 0:
+		return cl.resume(tid)
+	case event == unix.PTRACE_EVENT_STOP:
+		// A group stop (the runtime stopping a child) or a leftover
+		// interrupt: let it be.
+		return cl.resumeSignal(tid, 0)
+	default:
+		return cl.resumeSignal(tid, int(sig))
+	}
+}
+
+// born records a task the kernel attached because a traced task forked or
+// cloned it.
+func (cl *containerLaunch) born(pt *runtimeTask, child int, event int) error {
+	nt := &runtimeTask{role: roleOther}
+	switch {
+	case event == unix.PTRACE_EVENT_CLONE:
+		// A thread: the threads of the tasks the restore follows are
+		// followed too.
+		nt.role = pt.role
+	case pt.forking && pt.role == roleRuntime:
+		nt.role = roleContainer
+		cl.container = child
+		pt.forking = false
+	case pt.forking && pt.role == roleContainer:
+		nt.role = roleApp
+		pt.forking = false
+	}
+	cl.jr.log.Debugf("container runtime: new task %d (role %d, event %d)", child, nt.role, event)
+	if nt.role == roleContainer && cl.cs.InnerPIDNamespace {
+		// The child is the init of the application's PID namespace; it
+		// has not run yet. The restore's pid writer enters the new
+		// namespace now, and moves its counter above the application's
+		// pids, so that none of the runtime's tasks takes one.
+		if err := cl.jr.enterPIDNamespace(child); err != nil {
+			return err
+		}
+		if err := cl.jr.setLastPID(cl.jr.maxPID); err != nil {
+			return err
+		}
+	}
+	if existing := cl.tasks[child]; existing != nil && existing.started {
+		// Its first stop came before its parent's event.
+		existing.role = nt.role
+		if nt.role == roleOther {
+			cl.drop(child)
+		}
+		return nil
+	}
+	cl.jr.t.Adopt(child)
+	cl.tasks[child] = nt
+	return nil
+}
+
+// syscallStop handles a system call entry or exit of a followed task: at
+// the entry of the fork that makes the process the restore waits for, the
+// PID counter is set so that the child gets the application's pid.
+func (cl *containerLaunch) syscallStop(tid int, task *runtimeTask) error {
+	if kind, err := cl.jr.t.SyscallStopKind(tid); err != nil {
+		return err
+	} else if kind != ptrace.SyscallEntry {
+		return cl.resume(tid)
+	}
+	regs, err := cl.jr.t.GetRegs(tid)
+	if err != nil {
+		return err
+	}
+	var flags uint64
+	switch regs.Orig_rax {
+	case unix.SYS_CLONE:
+		flags = regs.Rdi
+	case unix.SYS_CLONE3:
+		b := make([]byte, 8)
+		rem := remote{pid: tid}
+		if err := rem.read(regs.Rdi, b); err != nil {
+			return err
+		}
+		flags = binary.LittleEndian.Uint64(b)
+	case unix.SYS_FORK:
+	case unix.SYS_VFORK:
+		flags = unix.CLONE_VM | unix.CLONE_VFORK
+	default:
+		return cl.resume(tid)
+	}
+	task.forkFlags = flags
+	cl.jr.log.Debugf("container runtime: task %d (role %d) forks with flags %#x", tid, task.role, flags)
+	switch {
+	case flags&unix.CLONE_THREAD != 0:
+	case task.role == roleRuntime && cl.container == 0 && flags&sharedCloneFlags == 0:
+		// The runtime's container process: with no inner PID namespace
+		// it is the application's main process.
+		task.forking = true
+		if !cl.cs.InnerPIDNamespace {
+			if err := cl.jr.setLastPID(cl.want - 1); err != nil {
+				return err
+			}
+		}
+	case task.role == roleContainer && cl.cs.InnerPIDNamespace:
+		// Any process the inner init forks may be the application's:
+		// each gets the application's pid while it is free.
+		task.forking = true
+		if err := cl.jr.setLastPID(cl.want - 1); err != nil {
+			return err
+		}
+	}
+	return cl.resume(tid)
+}
+
+// resume lets a followed task go on to its next system call stop (the
+// runtime's main process, and the container process when it is the
+// inner init) or event.
+func (cl *containerLaunch) resume(tid int) error { return cl.resumeSignal(tid, 0) }
+
+// resumeSignal is resume delivering sig.
+func (cl *containerLaunch) resumeSignal(tid, sig int) error {
+	task := cl.tasks[tid]
+	follow := task != nil && (task.role == roleRuntime && cl.container == 0 ||
+		task.role == roleContainer && cl.cs.InnerPIDNamespace)
+	var err error
+	if follow {
+		err = unix.PtraceSyscall(tid, sig)
+	} else {
+		err = unix.PtraceCont(tid, sig)
+	}
+	if err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("container runtime: resume %d: %w", tid, err)
+	}
+	return nil
+}
+
+// drop lets a task of the runtime go.
+func (cl *containerLaunch) drop(tid int) {
+	delete(cl.tasks, tid)
+	cl.jr.t.Detach(tid, 0)
+}
+
+// letGo detaches every runtime task still followed. A task is detached in
+// a stop: each is interrupted and its next stop, whatever it is, taken.
+func (cl *containerLaunch) letGo() {
+	for tid, task := range cl.tasks {
+		if task.started {
+			cl.jr.t.Interrupt(tid)
+		}
+		if _, err := cl.jr.t.WaitStop(tid, time.Second); err != nil {
+			cl.jr.t.Forget(tid)
+			continue
+		}
+		cl.jr.t.Detach(tid, 0)
+	}
+	cl.tasks = map[int]*runtimeTask{}
+}
+
+// execedStub reports whether task tid has just exec'd the restore stub.
+func (cl *containerLaunch) execedStub(tid int) (bool, error) {
+	regs, err := cl.jr.t.GetRegs(tid)
+	if err != nil {
+		return false, err
+	}
+	if regs.Rip != cl.jr.layout.Entry {
+		return false, nil
+	}
+	exe, err := os.Readlink("/proc/" + strconv.Itoa(tid) + "/exe")
+	if err != nil {
+		return false, fmt.Errorf("pid %d: exe: %w", tid, err)
+	}
+	cl.jr.log.Debugf("container process %d exec'd the restore stub (%s)", tid, exe)
+	return true, nil
+}
+
+// describeWait says how a task ended.
+func describeWait(ws unix.WaitStatus) string {
+	if ws.Signaled() {
+		return "killed by " + ws.Signal().String()
+	}
+	return "exit status " + strconv.Itoa(ws.ExitStatus())
+}
+
+// backoff waits a little longer each time nothing happened.
+func backoff(spin int) {
+	switch {
+	case spin < 50:
+		time.Sleep(50 * time.Microsecond)
+	default:
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func ptraceSetOptions(tid, opts int) error {
+	if err := unix.PtraceSetOptions(tid, opts); err != nil {
+		return fmt.Errorf("ptrace setoptions %d: %w", tid, err)
+	}
+	return nil
+}

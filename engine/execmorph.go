@@ -1,0 +1,103 @@
+package engine
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
+)
+
+// execExe makes a container's stub run the image's executable and turns
+// it back into a stub, so that its /proc/pid/exe names the executable.
+//
+// Pointing the exe link at a file (prctl PR_SET_MM_MAP's exe_fd) needs
+// CAP_CHECKPOINT_RESTORE in the process's user namespace, which a process
+// the container runtime starts does not have; and programs use the link
+// (busybox's shell runs its applets through /proc/self/exe). An exec sets
+// it like any exec does. The new program never runs: at the exec stop a
+// `syscall; int3` gadget is written at its entry point, the stub's code
+// and scratch area are mapped back where they were, and the memory phase
+// later removes everything the exec mapped.
+func (r *restorer) execExe() error {
+	path := r.proc.Exe.Path
+	if err := ptraceSetOptions(r.pid, unix.PTRACE_O_EXITKILL|unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_TRACEFORK|unix.PTRACE_O_TRACEEXEC); err != nil {
+		return err
+	}
+	pathAddr, argv, envp, err := r.putExecArgs(path, []string{path}, nil)
+	if err != nil {
+		return err
+	}
+	regs := r.main.Saved
+	regs.Rax, regs.Orig_rax = unix.SYS_EXECVE, ^uint64(0)
+	regs.Rdi, regs.Rsi, regs.Rdx = pathAddr, argv, envp
+	regs.Rip = r.main.Gadget
+	if err := r.t.SetRegs(r.pid, &regs); err != nil {
+		return err
+	}
+	if err := unix.PtraceCont(r.pid, 0); err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
+	}
+	st, err := r.t.WaitStop(r.pid, 0)
+	if err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
+	}
+	if st.Event() != unix.PTRACE_EVENT_EXEC {
+		after, rerr := r.t.GetRegs(r.pid)
+		if rerr == nil && int64(after.Rax) < 0 {
+			return fmt.Errorf("exec %s in the container: %w", path, unix.Errno(-int64(after.Rax)))
+		}
+		return fmt.Errorf("exec %s: stopped with %v instead", path, st.Signal())
+	}
+	// The exec stop comes before the system call's exit; one step
+	// finishes the exit and stops before the program's first instruction.
+	if err := unix.PtraceSingleStep(r.pid); err != nil {
+		return fmt.Errorf("exec %s: step: %w", path, err)
+	}
+	if _, err := r.t.WaitStop(r.pid, 0); err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
+	}
+	at, err := r.t.GetRegs(r.pid)
+	if err != nil {
+		return err
+	}
+	entry := at.Rip
+	l := r.layout
+	if err := checkStubRoom(r.pid, entry, l.Base, l.End); err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
+	}
+	if _, err := unix.PtracePokeData(r.pid, uintptr(entry), []byte{0x0f, 0x05, 0xcc}); err != nil {
+		return fmt.Errorf("exec %s: write gadget: %w", path, err)
+	}
+	tmp, err := r.t.NewThread(r.pid, entry)
+	if err != nil {
+		return err
+	}
+	r.main = tmp
+	if err := r.unmapStubFile(); err != nil {
+		return fmt.Errorf("exec %s: stub back: %w", path, err)
+	}
+	at.Rip = l.Entry
+	if err := r.t.SetRegs(r.pid, &at); err != nil {
+		return err
+	}
+	if r.main, err = r.t.NewThread(r.pid, l.Gadget); err != nil {
+		return err
+	}
+	return nil
+}
+
+// checkStubRoom refuses an exec whose program landed on the page the
+// stub's area would replace while the gadget there is in use.
+func checkStubRoom(pid int, entry, base, end uint64) error {
+	maps, err := proc.ReadMaps(pid)
+	if err != nil {
+		return err
+	}
+	for _, m := range maps {
+		if m.Start <= entry && entry < m.End && m.Start < end && base < m.End {
+			return fmt.Errorf("the program's entry point %#x lies in the restore stub's area %#x-%#x", entry, base, end)
+		}
+	}
+	return nil
+}
