@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # setup-test-env.sh prepares this machine for the unprivileged tests. Run it as
 # root; it is idempotent.
+# Last, it builds the container test images with scripts/build-test-images.sh
+# (cached: instant when they are already there).
 #
 # It creates the test user ckpt-user and delegates cgroups to it the way
 # systemd's Delegate=yes does, on whichever hierarchies are mounted (found in
@@ -234,3 +236,12 @@ say "v1 root freezer:  ${V1_ROOT:-(no v1 freezer)}"
 say "v1 user freezer:  ${V1_USER:-(no v1 freezer)}"
 verify_as_user
 say "wrote $ENV_FILE"
+
+# The container tests' images (python3.sif); built once, cached afterwards.
+# Without Apptainer there is nothing to build them for: those tests then skip
+# (or fail under CKPT_REQUIRE_APPTAINER=1) and name this script.
+if command -v apptainer >/dev/null 2>&1; then
+	"$(dirname "${BASH_SOURCE[0]}")/build-test-images.sh"
+else
+	say "apptainer not installed; container test images not built"
+fi
