@@ -432,3 +432,27 @@ func removeTree(dir string) error {
 	}
 	return nil
 }
+
+// Child creates (or opens) the sub-cgroup name below c, in the freezer's
+// hierarchy only: a part of the job to freeze on its own while the rest
+// runs (a container's application, whose FUSE image daemon must keep
+// answering it while it is being frozen). Resource limits stay with the
+// job's cgroup, which still holds the child.
+func (c *Cgroup) Child(name string) (*Cgroup, error) {
+	dir := filepath.Join(c.path, name)
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("create cgroup %s: %w", dir, err)
+	}
+	child := &Cgroup{version: c.version, path: dir, mountPoint: c.mountPoint, companions: map[string]string{}}
+	if c.v2 != nil {
+		rel, err := filepath.Rel(c.mountPoint, dir)
+		if err != nil {
+			return nil, fmt.Errorf("open cgroup %s: %w", dir, err)
+		}
+		if child.v2, err = cgroup2.Load(filepath.Join("/", rel), cgroup2.WithMountpoint(c.mountPoint)); err != nil {
+			return nil, fmt.Errorf("open cgroup %s: %w", dir, err)
+		}
+		child.companions = nil
+	}
+	return child, nil
+}

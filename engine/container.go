@@ -116,7 +116,9 @@ func (jr *jobRestore) startContainer(r *restorer) error {
 		cl.letGo()
 		return err
 	}
-	cl.letGo()
+	// The runtime's tasks stay stopped until the restore ends: a thread
+	// they start meanwhile would take a pid the application needs.
+	jr.heldRuntime = cl.hold()
 	r.pid = cl.stub
 	if err := r.attachStopped(cl.stub); err != nil {
 		return err
@@ -382,6 +384,13 @@ func (cl *containerLaunch) born(pt *runtimeTask, child int, event int) error {
 		pt.forking = false
 	}
 	cl.jr.log.Debugf("container runtime: new task %d (role %d, event %d)", child, nt.role, event)
+	if nt.role == roleContainer && !cl.cs.InnerPIDNamespace || nt.role == roleApp {
+		// The application's pid is taken: the runtime's next tasks go
+		// above every pid of the image again.
+		if err := cl.jr.setLastPID(cl.jr.pidsAbove()); err != nil {
+			return err
+		}
+	}
 	if nt.role == roleContainer && cl.cs.InnerPIDNamespace {
 		// The child is the init of the application's PID namespace; it
 		// has not run yet. The restore's pid writer enters the new
@@ -411,12 +420,17 @@ func (cl *containerLaunch) born(pt *runtimeTask, child int, event int) error {
 // the entry of the fork that makes the process the restore waits for, the
 // PID counter is set so that the child gets the application's pid.
 func (cl *containerLaunch) syscallStop(tid int, task *runtimeTask) error {
-	if kind, err := cl.jr.t.SyscallStopKind(tid); err != nil {
+	if kind, err := cl.jr.t.SyscallStopKind(tid); errors.Is(err, unix.ESRCH) {
+		return nil
+	} else if err != nil {
 		return err
 	} else if kind != ptrace.SyscallEntry {
 		return cl.resume(tid)
 	}
 	regs, err := cl.jr.t.GetRegs(tid)
+	if errors.Is(err, unix.ESRCH) {
+		return nil // killed meanwhile; its exit is collected next
+	}
 	if err != nil {
 		return err
 	}
@@ -487,6 +501,23 @@ func (cl *containerLaunch) resumeSignal(tid, sig int) error {
 func (cl *containerLaunch) drop(tid int) {
 	delete(cl.tasks, tid)
 	cl.jr.t.Detach(tid, 0)
+}
+
+// hold stops every runtime task still followed and returns them.
+func (cl *containerLaunch) hold() []int {
+	var held []int
+	for tid, task := range cl.tasks {
+		if task.started {
+			cl.jr.t.Interrupt(tid)
+		}
+		if _, err := cl.jr.t.WaitStop(tid, time.Second); err != nil {
+			cl.jr.t.Forget(tid)
+			continue
+		}
+		held = append(held, tid)
+	}
+	cl.tasks = map[int]*runtimeTask{}
+	return held
 }
 
 // letGo detaches every runtime task still followed. A task is detached in

@@ -112,6 +112,16 @@ func (jr *jobRestore) setLastPID(last int) error {
 	return nil
 }
 
+// pidsAbove is the counter value that keeps new tasks off the image's
+// pids: the helper's own pid in the sandbox's namespace (above them all),
+// or the image's highest pid in an inner namespace.
+func (jr *jobRestore) pidsAbove() int {
+	if jr.pids.inner != nil {
+		return jr.maxPID
+	}
+	return jr.pids.host.proc.PID
+}
+
 // stop ends the writer's processes.
 func (w *pidWriter) stop() {
 	for _, r := range []*restorer{w.inner, w.host} {

@@ -102,6 +102,9 @@ func Restore(opts RestoreOptions) (*RestoreResult, error) {
 	if jr.pids != nil {
 		jr.pids.stop()
 	}
+	for _, tid := range jr.heldRuntime {
+		t.Detach(tid, 0)
+	}
 	if err != nil {
 		jr.killAll()
 		return nil, err

@@ -84,8 +84,9 @@ type AppScope struct {
 	MountNS string
 }
 
-// pids lists the processes in the scope, parents before children.
-func (s *AppScope) pids() ([]int, error) {
+// PIDs lists the host pids of the processes in the scope, parents before
+// children.
+func (s *AppScope) PIDs() ([]int, error) {
 	kids, err := proc.Children(s.Parent)
 	if err != nil {
 		return nil, err
@@ -111,7 +112,7 @@ func (s *AppScope) pids() ([]int, error) {
 // those in scope.
 func jobPIDs(initPID int, scope *AppScope) ([]int, error) {
 	if scope != nil {
-		return scope.pids()
+		return scope.PIDs()
 	}
 	return descendants(initPID)
 }

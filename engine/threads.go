@@ -148,14 +148,8 @@ func (r *restorer) clone3(args cloneArgs, tid int, event int) (int, error) {
 	if err := r.write(tidAddr, b); err != nil {
 		return 0, err
 	}
-	switch {
-	case tid == 0:
-	case r.job != nil && r.job.pids != nil:
-		// A container's stub: the pid writer sets the counter.
-		if err := r.job.setLastPID(tid - 1); err != nil {
-			return 0, err
-		}
-	default:
+	viaWriter := tid != 0 && r.job != nil && r.job.pids != nil
+	if tid != 0 && !viaWriter {
 		args.SetTID, args.SetTIDSize = tidAddr, 1
 	}
 	if err := r.write(argsAddr, unsafe.Slice((*byte)(unsafe.Pointer(&args)), unsafe.Sizeof(args))); err != nil {
@@ -173,23 +167,70 @@ func (r *restorer) clone3(args cloneArgs, tid int, event int) (int, error) {
 		hostTID = int(msg)
 		return nil
 	}
-	ret, err := r.main.SyscallEvent(onEvent, unix.SYS_CLONE3, argsAddr, uint64(unsafe.Sizeof(args)))
-	if err != nil {
-		return 0, err
-	}
-	if ret < 0 {
-		return 0, fmt.Errorf("clone3 with id %d in pid %d: %w", tid, r.proc.PID, unix.Errno(-ret))
-	}
-	if tid != 0 && int(ret) != tid {
-		if hostTID != 0 {
-			unix.Kill(hostTID, unix.SIGKILL)
+	for attempt := 1; ; attempt++ {
+		if viaWriter {
+			// A container's stub: the pid writer sets the counter.
+			if err := r.job.setLastPID(tid - 1); err != nil {
+				return 0, err
+			}
 		}
-		return 0, fmt.Errorf("clone3 gave id %d, want %d (another task took it meanwhile; restart again)", ret, tid)
+		hostTID = 0
+		ret, err := r.main.SyscallEvent(onEvent, unix.SYS_CLONE3, argsAddr, uint64(unsafe.Sizeof(args)))
+		if err != nil {
+			return 0, err
+		}
+		if ret < 0 {
+			return 0, fmt.Errorf("clone3 with id %d in pid %d: %w", tid, r.proc.PID, unix.Errno(-ret))
+		}
+		if tid == 0 || int(ret) == tid {
+			break
+		}
+		// Another task of the namespace forked between the counter's
+		// write and the clone: the copy goes and the clone is tried
+		// again while the id is still free.
+		if hostTID != 0 {
+			if derr := r.discardClone(hostTID, uint64(ret), event); derr != nil {
+				return 0, derr
+			}
+		}
+		if !viaWriter || attempt == maxCloneAttempts {
+			return 0, fmt.Errorf("clone3 gave id %d, want %d (another task took it; restart again)", ret, tid)
+		}
+		r.log.Debugf("pid %d: clone3 gave id %d, want %d; trying again", r.proc.PID, ret, tid)
 	}
 	if hostTID == 0 {
 		return 0, fmt.Errorf("clone3: no ptrace event for the new task %d", tid)
 	}
 	return hostTID, nil
+}
+
+// maxCloneAttempts bounds the clones tried for one id through the pid
+// writer.
+const maxCloneAttempts = 5
+
+// discardClone ends a task cloned with the wrong id: it exits from its
+// birth stop, and a process is reaped by its stub parent, so the job never
+// sees it.
+func (r *restorer) discardClone(hostTID int, nsID uint64, event int) error {
+	r.t.Adopt(hostTID)
+	if _, err := r.t.WaitStop(hostTID, 0); err != nil {
+		return fmt.Errorf("discard task %d: %w", hostTID, err)
+	}
+	th, err := r.t.NewThread(hostTID, r.layout.Gadget)
+	if err != nil {
+		return err
+	}
+	// The call never returns: WaitStop collects the exit and reports it.
+	th.Syscall(unix.SYS_EXIT, 0)
+	if r.t.Seized(hostTID) {
+		return fmt.Errorf("discard task %d: it did not exit", hostTID)
+	}
+	if event == unix.PTRACE_EVENT_FORK {
+		if _, err := r.main.Call("wait4", unix.SYS_WAIT4, nsID, 0, unix.WALL, 0); err != nil {
+			return fmt.Errorf("discard task %d: %w", hostTID, err)
+		}
+	}
+	return nil
 }
 
 // restoreThreadState sets what each thread owns: robust futex list, the

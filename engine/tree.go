@@ -51,8 +51,10 @@ type jobRestore struct {
 	// pids sets the PID counter for stubs that cannot pick their pids
 	// (a container's); nil where clone3 with set_tid does.
 	pids *pidWriter
-	// runtimeHost is the host pid of the container runtime.
+	// runtimeHost is the host pid of the container runtime;
+	// heldRuntime its tasks kept stopped while the restore runs.
 	runtimeHost int
+	heldRuntime []int
 }
 
 func newJobRestore(t *ptrace.Tracer, opts RestoreOptions, procs []*image.Process, pages map[int]string) (*jobRestore, error) {

@@ -73,11 +73,14 @@ type containerProgram struct {
 }
 
 // busyboxCounter is a shell loop: the counter lives in the shell's memory,
-// each step is appended to the bound log and printed on stdout.
-const busyboxCounter = `i=0
+// each step is appended to the bound log (held open, so that a restart
+// cuts back what the job wrote after the checkpoint) and printed on
+// stdout.
+const busyboxCounter = `exec 3>>"$2"
+i=0
 while [ $i -lt $1 ]; do
 	i=$((i + 1))
-	echo "tick $i" >> "$2"
+	echo "tick $i" >&3
 	echo "tick $i"
 	sleep 0.05
 done
@@ -90,7 +93,7 @@ exit 3`
 const busyboxPipeline = `( while :; do sleep 0.2; done ) &
 bg=$!
 ( i=0; while [ $i -lt $1 ]; do i=$((i + 1)); echo $i; sleep 0.05; done ) |
-	( s=0; while read n; do s=$((s + n)); echo "$n $s" >> "$2"; echo "tick $n"; done; exit 3 )
+	( exec 3>>"$2"; s=0; while read n; do s=$((s + n)); echo "$n $s" >&3; echo "tick $n"; done; exit 3 )
 st=$?
 kill $bg || exit 9
 exit $st`

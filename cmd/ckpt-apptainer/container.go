@@ -9,7 +9,9 @@ import (
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/cgroup"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
@@ -96,6 +98,43 @@ func findContainerApp(runtime int) (*containerApp, error) {
 		return nil, fmt.Errorf("the container's PID namespace init has %d children (processes orphaned inside the container): not supported", len(live))
 	}
 	return &containerApp{scope: &engine.AppScope{Parent: c}, mainPID: live[0], inner: true}, nil
+}
+
+// appCgroup moves the container's application into a sub-cgroup of the
+// job's and returns it. Freezing the whole job would freeze the image's
+// FUSE daemon (squashfuse) too, and a process of the application waiting
+// on a read from the image would then never freeze. Processes forked while
+// they are moved are caught by the next pass.
+func (s *supervisor) appCgroup(app *containerApp) (*cgroup.Cgroup, error) {
+	if s.appCg == nil {
+		cg, err := s.cg.Child("app")
+		if err != nil {
+			return nil, err
+		}
+		s.appCg = cg
+	}
+	moved := map[int]bool{}
+	for pass := 0; pass < 20; pass++ {
+		pids, err := app.scope.PIDs()
+		if err != nil {
+			return nil, err
+		}
+		fresh := 0
+		for _, pid := range pids {
+			if moved[pid] {
+				continue
+			}
+			if err := s.appCg.AddProc(pid); err != nil && !errors.Is(err, unix.ESRCH) {
+				return nil, fmt.Errorf("application cgroup: %w", err)
+			}
+			moved[pid] = true
+			fresh++
+		}
+		if fresh == 0 {
+			return s.appCg, nil
+		}
+	}
+	return nil, errors.New("the container's application keeps starting processes faster than they can be moved into its cgroup")
 }
 
 // containerRecord records the container of the running application.

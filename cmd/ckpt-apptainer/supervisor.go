@@ -53,8 +53,10 @@ type supervisor struct {
 	sb     *namespaces.Sandbox
 	job    image.Job
 	jobPID int // host pid of the job's main process
-	// container is set for a job that runs Apptainer.
+	// container is set for a job that runs Apptainer; appCg is the
+	// sub-cgroup its application is frozen in.
 	container *containerJob
+	appCg     *cgroup.Cgroup
 	interval  time.Duration
 	keep      int
 	buffer    int64 // dump buffer in bytes; <0: engine default
@@ -384,6 +386,14 @@ func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
 			return nil, err
 		}
 		opts.App, opts.MainPID = app.scope, app.mainPID
+		if s.cg != nil {
+			fz, err := s.appCgroup(app)
+			if err != nil {
+				w.Abort()
+				return nil, err
+			}
+			opts.Freezer = fz
+		}
 	}
 	stats, err := engine.Checkpoint(opts)
 	if err != nil {
