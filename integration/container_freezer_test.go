@@ -1,0 +1,89 @@
+package integration
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestContainerOtherFreezers runs the container story under the cgroup v1
+// freezer and with ptrace alone (no cgroup), plain and with Apptainer's PID
+// namespace: the application's sub-cgroup is a v1 freezer directory there,
+// or there is none.
+func TestContainerOtherFreezers(t *testing.T) {
+	e := setup(t)
+	for _, flName := range []string{"user-v1", "user-none"} {
+		t.Run(flName, func(t *testing.T) {
+			fl := e.flavorNamed(t, flName)
+			for _, mode := range containerModes[:2] {
+				t.Run(mode.name, func(t *testing.T) {
+					t.Parallel()
+					sif := busyboxImage(t)
+					machine.acquire(t, 1)
+					containerCheckpointRestart(t, e, fl, mode, containerPrograms[0], sif)
+				})
+			}
+		})
+	}
+}
+
+// containerSignalled is a job that reports every SIGUSR2 it gets (a
+// batch system's signal, which the supervisor passes on to Apptainer and
+// Apptainer to the application) and ends on the third.
+const containerSignalled = `exec 3>>"$1"
+n=0
+trap 'n=$((n + 1)); echo "usr2 $n" >&3; [ $n -ge 3 ] && exit 5' USR2
+echo ready >&3
+while :; do sleep 0.05; done`
+
+// TestContainerSignalsAfterRestart: signals sent to the supervisor reach
+// the application through Apptainer before and after a restart, and
+// Apptainer's exit status is the application's.
+func TestContainerSignalsAfterRestart(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	sif := busyboxImage(t)
+	for _, flName := range []string{"user-v2", "root-v2"} {
+		t.Run(flName, func(t *testing.T) {
+			fl := e.flavorNamed(t, flName)
+			for _, mode := range containerModes[:2] {
+				t.Run(mode.name, func(t *testing.T) {
+					t.Parallel()
+					machine.acquire(t, 1)
+					j := newJob(t, e, fl)
+					j.setupData(containerProgram{})
+					argv := containerArgv(fl, mode, j.path("data"), sif, "sh", "-c", containerSignalled, "signalled", containerData+"/sig.log")
+					s := j.launch(nil, argv...)
+					j.waitLines(s, "data/sig.log", 1)
+					s.signal(syscall.SIGUSR2)
+					j.waitLines(s, "data/sig.log", 2)
+					j.checkpoint("--kill")
+					s.finish(143, killTimeout)
+
+					s = j.restart()
+					// A signal that comes before the job is back has no one
+					// to go to.
+					deadline := time.Now().Add(progressTimeout)
+					for !s.outputContains("restored generation") {
+						if s.exited() || time.Now().After(deadline) {
+							t.Fatalf("restart did not come back (%s):\n%s", s.status(), s.output())
+						}
+						time.Sleep(20 * time.Millisecond)
+					}
+					s.signal(syscall.SIGUSR2)
+					j.waitLines(s, "data/sig.log", 3)
+					s.signal(syscall.SIGUSR2)
+					s.finish(5, containerFinishTimeout)
+					got := string(j.readFile("data/sig.log"))
+					if want := "ready\nusr2 1\nusr2 2\nusr2 3\n"; got != want {
+						t.Errorf("signal log:\n%s\nwant:\n%s", got, want)
+					}
+					if strings.Contains(s.output(), "level=error") {
+						t.Errorf("restarted supervisor logged errors:\n%s", s.output())
+					}
+				})
+			}
+		})
+	}
+}
