@@ -561,11 +561,15 @@ func describeWait(ws unix.WaitStatus) string {
 	return "exit status " + strconv.Itoa(ws.ExitStatus())
 }
 
-// backoff waits a little longer each time nothing happened.
+// backoff waits a little longer each time nothing happened: the runtime's
+// next stop usually comes within microseconds, so the first waits only
+// yield the CPU.
 func backoff(spin int) {
 	switch {
-	case spin < 50:
-		time.Sleep(50 * time.Microsecond)
+	case spin < 200:
+		unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+	case spin < 1000:
+		time.Sleep(20 * time.Microsecond)
 	default:
 		time.Sleep(time.Millisecond)
 	}
