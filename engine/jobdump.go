@@ -82,7 +82,13 @@ func (jd *jobDump) dumpAll(t *ptrace.Tracer, job *stoppedJob) ([]*processDump, e
 	if err := jd.checkSocketPeers(procs); err != nil {
 		return fail(err)
 	}
-	ipc, err := dumpSysVIPC(jd.opts.InitPID, jd.opts.Writer)
+	// A container's application may have an IPC namespace of its own
+	// (Apptainer's --ipc, --containall): its objects are there.
+	ipcPID := jd.opts.InitPID
+	if jd.opts.App != nil {
+		ipcPID = ipcHolder(jd.opts.InitPID, jd.opts.MainPID)
+	}
+	ipc, err := dumpSysVIPC(ipcPID, jd.opts.Writer)
 	if err != nil {
 		return fail(err)
 	}

@@ -143,11 +143,16 @@ func (jr *jobRestore) run() error {
 	jr.log.Debugf("%d processes created in %v", len(jr.procs), time.Since(t0))
 	live := jr.live()
 	ipc := jr.opts.Manifest.IPC
+	ipcPID := jr.opts.InitPID
+	if jr.opts.Container != nil {
+		// The container's IPC namespace (see dumpSysVIPC's caller).
+		ipcPID = ipcHolder(jr.opts.InitPID, jr.main().pid)
+	}
 	if ipc != nil {
-		if jr.opts.InitPID == 0 {
+		if ipcPID == 0 {
 			return fmt.Errorf("restore: the image has System V IPC objects, and no sandbox to re-create them in")
 		}
-		if err := restoreSysVIPC(jr.opts.InitPID, ipc, jr.opts.Dir); err != nil {
+		if err := restoreSysVIPC(ipcPID, ipc, jr.opts.Dir); err != nil {
 			return fmt.Errorf("restore: %w", err)
 		}
 	}
@@ -162,7 +167,7 @@ func (jr *jobRestore) run() error {
 			}
 			// Segments removed while attached are marked again once
 			// every process has attached them.
-			return finishSysVIPC(jr.opts.InitPID, ipc)
+			return finishSysVIPC(ipcPID, ipc)
 		}},
 		{"files", func(r *restorer) error { return r.restoreFiles(r.proc) }},
 		{"", func(*restorer) error { return jr.closeTemps() }},

@@ -124,6 +124,20 @@ func finishSysVIPC(initHostPID int, ipc *image.SysVIPC) error {
 	return nil
 }
 
+// ipcHolder picks the process whose namespaces the IPC helper joins for a
+// container's application (host pid app): the application when it has an
+// IPC namespace of its own (created in the container's user namespace),
+// else the sandbox init, whose user namespace owns the sandbox's IPC
+// namespace (the container's user namespace holds no capability over it).
+func ipcHolder(initPID, app int) int {
+	a, aerr := os.Readlink("/proc/" + strconv.Itoa(app) + "/ns/ipc")
+	i, ierr := os.Readlink("/proc/" + strconv.Itoa(initPID) + "/ns/ipc")
+	if aerr == nil && ierr == nil && a != i {
+		return app
+	}
+	return initPID
+}
+
 // ownIPCNamespace reports whether the process has an IPC namespace other
 // than the supervisor's.
 func ownIPCNamespace(pid int) (bool, error) {
