@@ -87,3 +87,56 @@ func TestContainerSignalsAfterRestart(t *testing.T) {
 		})
 	}
 }
+
+// containerEnvCounter counts like busyboxCounter and ends with a line
+// showing what Apptainer set up: the variable --env passed and the working
+// directory --pwd chose.
+const containerEnvCounter = `exec 3>>"$2"
+i=0
+while [ $i -lt $1 ]; do
+	i=$((i + 1))
+	echo "tick $i" >&3
+	sleep 0.05
+done
+echo "env ${CKPT_T:-unset} $(pwd)" >&3
+exit 3`
+
+// TestContainerOptions: --cleanenv, --env and --pwd keep working under the
+// wrapper, and what they set up is still there after two restarts.
+func TestContainerOptions(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	sif := busyboxImage(t)
+	for _, flName := range []string{"user-v2", "root-v2"} {
+		t.Run(flName, func(t *testing.T) {
+			t.Parallel()
+			fl := e.flavorNamed(t, flName)
+			machine.acquire(t, 1)
+			j := newJob(t, e, fl)
+			j.setupData(containerProgram{})
+			mode := containerMode{"options", []string{"--cleanenv", "--env", "CKPT_T=42", "--pwd", containerData}}
+			argv := containerArgv(fl, mode, j.path("data"), sif, "sh", "-c", containerEnvCounter, "counter", "120", containerData+"/env.log")
+			s := j.launch(nil, argv...)
+			j.waitLines(s, "data/env.log", 20)
+			j.checkpoint("--kill")
+			s.finish(143, killTimeout)
+			s = j.restart()
+			j.waitLines(s, "data/env.log", 40)
+			j.checkpoint("--kill")
+			s.finish(143, killTimeout)
+			s = j.restart()
+			s.finish(containerExit, containerFinishTimeout)
+			data := string(j.readFile("data/env.log"))
+			lines := strings.Split(strings.TrimSuffix(data, "\n"), "\n")
+			if len(lines) != 121 {
+				t.Fatalf("env.log has %d lines, want 121:\n%s", len(lines), data)
+			}
+			if err := checkSequence([]byte(strings.Join(lines[:120], "\n")+"\n"), 1, 120, parseTickLine); err != nil {
+				t.Errorf("ticks: %v", err)
+			}
+			if want := "env 42 " + containerData; lines[120] != want {
+				t.Errorf("last line %q, want %q", lines[120], want)
+			}
+		})
+	}
+}
