@@ -148,3 +148,25 @@ func TestApptainerCheckpointRefusedJobRunsOn(t *testing.T) {
 	}
 	s.kill()
 }
+
+// TestApptainerInstanceRefused: instances are not supported yet; launching
+// one under the supervisor and checkpointing one by name both say so
+// instead of losing the instance silently.
+func TestApptainerInstanceRefused(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	sif := busyboxImage(t)
+	fl := e.pickFlavor(t, "user-v2", "user-none")
+	j := newJob(t, e, fl)
+	s := j.launch(nil, "apptainer", "instance", "start", sif, "ckpt-refused")
+	if code := s.waitExit(cliTimeout); code == 0 {
+		t.Fatalf("launch of an instance succeeded:\n%s", s.output())
+	}
+	if !strings.Contains(s.output(), "instances are not supported yet") {
+		t.Errorf("the refusal does not say instances are unsupported:\n%s", s.output())
+	}
+	code, out, errOut := j.cli("checkpoint", "--instance", "ckpt-refused")
+	if code == 0 || !strings.Contains(out+errOut, "instances are not supported yet") {
+		t.Errorf("checkpoint --instance: exit %d, output:\n%s%s", code, out, errOut)
+	}
+}

@@ -21,8 +21,12 @@ func checkpointCommand() *cli.Command {
 			&cli.BoolFlag{Name: "kill", Usage: "stop the job once the checkpoint is safely on disk"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Minute, Usage: "how long to wait for the checkpoint"},
+			&cli.StringFlag{Name: "instance", Usage: "checkpoint the Apptainer instance `NAME` (not supported yet)"},
 		},
 		Action: func(c *cli.Context) error {
+			if name := c.String("instance"); name != "" {
+				return fmt.Errorf("checkpoint --instance %s: Apptainer instances are not supported yet; run the application with `apptainer exec` or `apptainer run` under `ckpt-apptainer launch`", name)
+			}
 			dir, err := ckptDir(c)
 			if err != nil {
 				return err

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
+	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces/apptainer"
 )
 
 func launchCommand() *cli.Command {
@@ -38,7 +39,13 @@ func launch(c *cli.Context) error {
 		return err
 	}
 	s.job = image.Job{Argv: argv, Env: os.Environ(), Cwd: cwd, UID: os.Getuid(), GID: os.Getgid()}
-	if s.container = parseContainer(argv, s.job.Env); s.container != nil && s.container.refused != nil {
+	if s.container = parseContainer(argv, s.job.Env); s.container != nil && s.container.cmd != nil && s.container.cmd.Subcommand == apptainer.InstanceStart {
+		// The instance's daemon outlives its launcher, whose exit ends
+		// the job and with it the instance.
+		return fmt.Errorf("launch: %s instance start: Apptainer instances are not supported yet; run the application with `%s exec` or `%s run`",
+			s.container.cmd.Runtime, s.container.cmd.Runtime, s.container.cmd.Runtime)
+	}
+	if s.container != nil && s.container.refused != nil {
 		s.log.Warnf("checkpoints of this job will be refused: %v", s.container.refused)
 	}
 	if err := s.makeCgroup(c); err != nil {
