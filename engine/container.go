@@ -167,37 +167,13 @@ func (cl *containerLaunch) execRuntime() error {
 			return fmt.Errorf("container runtime: %w", err)
 		}
 	}
-	path, argv, envp, err := rt.putExecArgs(cs.Path, cs.Argv, cs.Env)
-	if err != nil {
-		return fmt.Errorf("container runtime: %w", err)
-	}
 	if err := ptraceSetOptions(rt.pid, traceOpts); err != nil {
 		return err
 	}
 	// The capabilities go with the exec: a process that is not root in
 	// the job's namespace keeps none once it runs a new program.
-	regs := rt.main.Saved
-	regs.Rax, regs.Orig_rax = unix.SYS_EXECVE, ^uint64(0)
-	regs.Rdi, regs.Rsi, regs.Rdx = path, argv, envp
-	regs.Rip = rt.main.Gadget
-	if err := cl.jr.t.SetRegs(rt.pid, &regs); err != nil {
-		return err
-	}
-	if err := unix.PtraceCont(rt.pid, 0); err != nil {
-		return fmt.Errorf("container runtime: exec: %w", err)
-	}
-	st, err := cl.jr.t.WaitStop(rt.pid, startTimeout)
-	if err != nil {
-		return fmt.Errorf("container runtime: exec %s: %w", cs.Path, err)
-	}
-	if st.Event() != unix.PTRACE_EVENT_EXEC {
-		// The exec failed: the stub went on to the int3 after the
-		// system call, with the error in rax.
-		after, rerr := cl.jr.t.GetRegs(rt.pid)
-		if rerr == nil && int64(after.Rax) < 0 {
-			return fmt.Errorf("container runtime: exec %s: %w", cs.Path, unix.Errno(-int64(after.Rax)))
-		}
-		return fmt.Errorf("container runtime: exec %s: stopped with %v instead", cs.Path, st.Signal())
+	if err := rt.exec(cs.Path, cs.Argv, cs.Env); err != nil {
+		return fmt.Errorf("container runtime: %w", err)
 	}
 	cl.tasks[rt.pid] = &runtimeTask{role: roleRuntime, started: true}
 	return cl.resume(rt.pid)
@@ -316,7 +292,7 @@ func (cl *containerLaunch) follow() error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("the container runtime did not start the application within %v", startTimeout)
 		}
-		backoff(spin)
+		ptrace.Backoff(spin)
 	}
 	return nil
 }
@@ -403,14 +379,8 @@ func (cl *containerLaunch) born(pt *runtimeTask, child int, event int) error {
 			return err
 		}
 	}
-	if existing := cl.tasks[child]; existing != nil && existing.started {
-		// Its first stop came before its parent's event.
-		existing.role = nt.role
-		if nt.role == roleOther {
-			cl.drop(child)
-		}
-		return nil
-	}
+	// Its first stop is collected once it is known: a task is only
+	// waited for after its parent's event names it.
 	cl.jr.t.Adopt(child)
 	cl.tasks[child] = nt
 	return nil
@@ -507,33 +477,36 @@ func (cl *containerLaunch) drop(tid int) {
 func (cl *containerLaunch) hold() []int {
 	var held []int
 	for tid, task := range cl.tasks {
-		if task.started {
-			cl.jr.t.Interrupt(tid)
+		if cl.stopTask(tid, task) {
+			held = append(held, tid)
 		}
-		if _, err := cl.jr.t.WaitStop(tid, time.Second); err != nil {
-			cl.jr.t.Forget(tid)
-			continue
-		}
-		held = append(held, tid)
 	}
 	cl.tasks = map[int]*runtimeTask{}
 	return held
 }
 
-// letGo detaches every runtime task still followed. A task is detached in
-// a stop: each is interrupted and its next stop, whatever it is, taken.
+// letGo detaches every runtime task still followed.
 func (cl *containerLaunch) letGo() {
 	for tid, task := range cl.tasks {
-		if task.started {
-			cl.jr.t.Interrupt(tid)
+		if cl.stopTask(tid, task) {
+			cl.jr.t.Detach(tid, 0)
 		}
-		if _, err := cl.jr.t.WaitStop(tid, time.Second); err != nil {
-			cl.jr.t.Forget(tid)
-			continue
-		}
-		cl.jr.t.Detach(tid, 0)
 	}
 	cl.tasks = map[int]*runtimeTask{}
+}
+
+// stopTask brings a followed task into a stop (it may only be detached in
+// one): it is interrupted and its next stop, whatever it is, taken. It
+// reports false for a task that is gone.
+func (cl *containerLaunch) stopTask(tid int, task *runtimeTask) bool {
+	if task.started {
+		cl.jr.t.Interrupt(tid)
+	}
+	if _, err := cl.jr.t.WaitStop(tid, time.Second); err != nil {
+		cl.jr.t.Forget(tid)
+		return false
+	}
+	return true
 }
 
 // execedStub reports whether task tid has just exec'd the restore stub.
@@ -559,20 +532,6 @@ func describeWait(ws unix.WaitStatus) string {
 		return "killed by " + ws.Signal().String()
 	}
 	return "exit status " + strconv.Itoa(ws.ExitStatus())
-}
-
-// backoff waits a little longer each time nothing happened: the runtime's
-// next stop usually comes within microseconds, so the first waits only
-// yield the CPU.
-func backoff(spin int) {
-	switch {
-	case spin < 200:
-		unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
-	case spin < 1000:
-		time.Sleep(20 * time.Microsecond)
-	default:
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func ptraceSetOptions(tid, opts int) error {

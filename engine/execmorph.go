@@ -24,30 +24,8 @@ func (r *restorer) execExe() error {
 	if err := ptraceSetOptions(r.pid, unix.PTRACE_O_EXITKILL|unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_TRACEFORK|unix.PTRACE_O_TRACEEXEC); err != nil {
 		return err
 	}
-	pathAddr, argv, envp, err := r.putExecArgs(path, []string{path}, nil)
-	if err != nil {
-		return err
-	}
-	regs := r.main.Saved
-	regs.Rax, regs.Orig_rax = unix.SYS_EXECVE, ^uint64(0)
-	regs.Rdi, regs.Rsi, regs.Rdx = pathAddr, argv, envp
-	regs.Rip = r.main.Gadget
-	if err := r.t.SetRegs(r.pid, &regs); err != nil {
-		return err
-	}
-	if err := unix.PtraceCont(r.pid, 0); err != nil {
-		return fmt.Errorf("exec %s: %w", path, err)
-	}
-	st, err := r.t.WaitStop(r.pid, 0)
-	if err != nil {
-		return fmt.Errorf("exec %s: %w", path, err)
-	}
-	if st.Event() != unix.PTRACE_EVENT_EXEC {
-		after, rerr := r.t.GetRegs(r.pid)
-		if rerr == nil && int64(after.Rax) < 0 {
-			return fmt.Errorf("exec %s in the container: %w", path, unix.Errno(-int64(after.Rax)))
-		}
-		return fmt.Errorf("exec %s: stopped with %v instead", path, st.Signal())
+	if err := r.exec(path, []string{path}, nil); err != nil {
+		return fmt.Errorf("in the container: %w", err)
 	}
 	// The exec stop comes before the system call's exit; one step
 	// finishes the exit and stops before the program's first instruction.
@@ -85,6 +63,37 @@ func (r *restorer) execExe() error {
 		return err
 	}
 	return nil
+}
+
+// exec injects execve(path, argv, env) into the stub and waits for its
+// exec stop (the tracee needs PTRACE_O_TRACEEXEC). A failed exec returns
+// to the stub's int3 with the error in rax.
+func (r *restorer) exec(path string, argv, env []string) error {
+	pathAddr, argvAddr, envAddr, err := r.putExecArgs(path, argv, env)
+	if err != nil {
+		return err
+	}
+	regs := r.main.Saved
+	regs.Rax, regs.Orig_rax = unix.SYS_EXECVE, ^uint64(0)
+	regs.Rdi, regs.Rsi, regs.Rdx = pathAddr, argvAddr, envAddr
+	regs.Rip = r.main.Gadget
+	if err := r.t.SetRegs(r.pid, &regs); err != nil {
+		return err
+	}
+	if err := unix.PtraceCont(r.pid, 0); err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
+	}
+	st, err := r.t.WaitStop(r.pid, startTimeout)
+	if err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
+	}
+	if st.Event() == unix.PTRACE_EVENT_EXEC {
+		return nil
+	}
+	if after, rerr := r.t.GetRegs(r.pid); rerr == nil && int64(after.Rax) < 0 {
+		return fmt.Errorf("exec %s: %w", path, unix.Errno(-int64(after.Rax)))
+	}
+	return fmt.Errorf("exec %s: stopped with %v instead", path, st.Signal())
 }
 
 // checkStubRoom refuses an exec whose program landed on the page the

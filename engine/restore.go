@@ -227,6 +227,17 @@ func (r *restorer) attach(hostPID int, spawned bool) error {
 	} else {
 		r.t.Adopt(hostPID)
 	}
+	if err := r.take(hostPID); err != nil {
+		return err
+	}
+	if spawned {
+		return r.unmapStubFile()
+	}
+	return nil
+}
+
+// take waits for the stub's stop and makes it the restorer's process.
+func (r *restorer) take(hostPID int) error {
 	if _, err := r.t.WaitStop(hostPID, 0); err != nil {
 		return err
 	}
@@ -235,9 +246,6 @@ func (r *restorer) attach(hostPID int, spawned bool) error {
 		return err
 	}
 	r.remote = remote{pid: hostPID, main: main, scratch: r.layout.Scratch, size: r.layout.ScratchSize}
-	if spawned {
-		return r.unmapStubFile()
-	}
 	return nil
 }
 
@@ -257,14 +265,9 @@ func (r *restorer) attachStopped(hostPID int) error {
 	if err := r.t.Interrupt(hostPID); err != nil {
 		return err
 	}
-	if _, err := r.t.WaitStop(hostPID, 0); err != nil {
+	if err := r.take(hostPID); err != nil {
 		return err
 	}
-	main, err := r.t.NewThread(hostPID, r.layout.Gadget)
-	if err != nil {
-		return err
-	}
-	r.remote = remote{pid: hostPID, main: main, scratch: r.layout.Scratch, size: r.layout.ScratchSize}
 	return r.unmapStubFile()
 }
 

@@ -165,6 +165,7 @@ func stopJob(t *ptrace.Tracer, initPID int, scope *AppScope, fz Freezer, log log
 			j.release()
 			return nil, err
 		}
+		j.dropGone()
 		return j, nil
 	}
 	j.method = "ptrace"
@@ -184,6 +185,7 @@ func stopJob(t *ptrace.Tracer, initPID int, scope *AppScope, fz Freezer, log log
 			return nil, err
 		}
 		if round > 0 && j.threadCount() == before {
+			j.dropGone()
 			return j, nil
 		}
 	}
@@ -327,6 +329,21 @@ func isStopSignal(sig unix.Signal) bool {
 		return true
 	}
 	return false
+}
+
+// dropGone forgets the processes that exited between being listed and
+// being seized: no thread of theirs was taken, and they are not zombies
+// (a process outside the frozen cgroup can still exit then).
+func (j *stoppedJob) dropGone() {
+	kept := j.procs[:0]
+	for _, sp := range j.procs {
+		if !sp.zombie && len(sp.threads) == 0 {
+			delete(j.byPID, sp.pid)
+			continue
+		}
+		kept = append(kept, sp)
+	}
+	j.procs = kept
 }
 
 // live returns the processes that were seized (every one but the zombies).

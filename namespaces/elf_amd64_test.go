@@ -85,7 +85,7 @@ func TestLookPath(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := lookPath(tt.argv0, []string{"PATH=" + tt.path}, tt.dir)
+			got, err := LookPath(tt.argv0, []string{"PATH=" + tt.path}, tt.dir)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
@@ -93,7 +93,7 @@ func TestLookPath(t *testing.T) {
 				return
 			}
 			if err != nil || got != tt.want {
-				t.Errorf("lookPath = %q, %v; want %q", got, err, tt.want)
+				t.Errorf("LookPath = %q, %v; want %q", got, err, tt.want)
 			}
 		})
 	}

@@ -324,7 +324,7 @@ func (s *initServer) run(r request) (pid, hostPID int, err error) {
 	if len(r.Argv) == 0 {
 		return 0, 0, errors.New("run: empty command")
 	}
-	path, err := lookPath(r.Argv[0], r.Env, r.Dir)
+	path, err := LookPath(r.Argv[0], r.Env, r.Dir)
 	if err != nil {
 		return 0, 0, fmt.Errorf("exec %s: %w", r.Argv[0], err)
 	}
@@ -439,9 +439,11 @@ func (s *initServer) spawnStub(r request) (pid, hostPID int, err error) {
 	return pid, hostPID, nil
 }
 
-// lookPath finds the executable argv0 as execvp would with the job's PATH:
-// names with a slash are taken as they are (relative to dir when relative).
-func lookPath(argv0 string, env []string, dir string) (string, error) {
+// LookPath finds the executable argv0 as execvp would with the PATH of
+// env: names with a slash are taken as they are (relative to dir when
+// relative), and a match in a relative PATH entry is returned relative to
+// dir.
+func LookPath(argv0 string, env []string, dir string) (string, error) {
 	if strings.Contains(argv0, "/") {
 		return argv0, nil
 	}

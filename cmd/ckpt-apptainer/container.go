@@ -177,9 +177,12 @@ func (s *supervisor) containerStart(rec *image.Container, imagePath string) (*en
 	if err != nil {
 		return nil, err
 	}
-	path, err := lookPathIn(argv[0], rec.Env, rec.Dir)
+	path, err := namespaces.LookPath(argv[0], rec.Env, rec.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("container runtime %s: %w", argv[0], err)
+	}
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(rec.Dir, path)
 	}
 	cs := &engine.ContainerStart{Path: path, Argv: argv, Env: rec.Env, Dir: rec.Dir,
 		RuntimePID: rec.RuntimePID, InnerPIDNamespace: rec.InnerPIDNamespace}
@@ -195,34 +198,4 @@ func (s *supervisor) containerStart(rec *image.Container, imagePath string) (*en
 		return nil
 	}
 	return cs, nil
-}
-
-// lookPathIn finds argv0 as the job's exec would: names with a slash as
-// they are (relative to dir), others in the PATH of env.
-func lookPathIn(argv0 string, env []string, dir string) (string, error) {
-	if strings.Contains(argv0, "/") {
-		if !filepath.IsAbs(argv0) {
-			argv0 = filepath.Join(dir, argv0)
-		}
-		return argv0, nil
-	}
-	pathVar := "/usr/local/bin:/usr/bin:/bin"
-	for _, e := range env {
-		if v, ok := strings.CutPrefix(e, "PATH="); ok {
-			pathVar = v
-		}
-	}
-	for _, d := range filepath.SplitList(pathVar) {
-		if d == "" {
-			d = "."
-		}
-		cand := filepath.Join(d, argv0)
-		if !filepath.IsAbs(cand) {
-			cand = filepath.Join(dir, cand)
-		}
-		if fi, err := os.Stat(cand); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return cand, nil
-		}
-	}
-	return "", errors.New("executable file not found in the job's $PATH")
 }

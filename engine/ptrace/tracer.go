@@ -140,8 +140,13 @@ func (t *Tracer) WaitStop(tid int, timeout time.Duration) (Stop, error) {
 	}
 }
 
-// pause backs off between polls: yield first (an injected system call
-// usually completes in microseconds), then sleep up to a millisecond.
+// Backoff waits between polls for a tracee's stop, a little longer each
+// time nothing happened: yield first (an injected system call, or a traced
+// program's next system call, usually comes within microseconds), then
+// sleep up to a millisecond.
+func Backoff(spin int) { pause(spin) }
+
+// pause is Backoff.
 func pause(spin int) {
 	switch {
 	case spin < 64:
