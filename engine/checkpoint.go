@@ -94,6 +94,18 @@ func Checkpoint(opts CheckpointOptions) (*image.Stats, error) {
 			if err := d.finish(opts); err != nil && first == nil {
 				first = err
 			}
+			if d.pages != nil {
+				stats.PageBytes += d.pages.bytes
+			}
+		}
+		// The manifest keeps the figures as they are at commit time
+		// (inspect shows them).
+		if opts.Manifest != nil {
+			opts.Manifest.Stats = *stats
+			opts.Manifest.Stats.Duration = time.Since(start)
+			if opts.Manifest.Stats.StoppedFor == 0 {
+				opts.Manifest.Stats.StoppedFor = time.Since(stopped)
+			}
 		}
 		return first
 	}
@@ -121,11 +133,6 @@ func Checkpoint(opts CheckpointOptions) (*image.Stats, error) {
 		}
 		job.kill()
 		stats.StoppedFor = time.Since(stopped)
-	}
-	for _, d := range dumps {
-		if d.pages != nil {
-			stats.PageBytes += d.pages.bytes
-		}
 	}
 	stats.Duration = time.Since(start)
 	opts.Log.Debugf("%d bytes of pages, job stopped %v, written by %v", stats.PageBytes, stats.StoppedFor, time.Since(start))

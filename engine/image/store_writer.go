@@ -199,6 +199,10 @@ func (w *Writer) Commit(m *Manifest) error {
 		}
 	}
 	m.Files = sums
+	m.Stats.Bytes = 0
+	for _, sum := range sums {
+		m.Stats.Bytes += sum.Size
+	}
 	m.Generation = w.Gen
 	m.FormatVersion = FormatVersion
 	if m.Created.IsZero() {
