@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 	"path"
 	"strings"
 
@@ -32,6 +33,11 @@ func (jd *jobDump) dumpSocket(hostPID, fd int, ino uint64, out *image.FD, first 
 		return fmt.Errorf("unix socket %s has a connection not accepted yet: not supported; checkpoint again in a moment", sockName(s))
 	}
 	rec := *s
+	if jd.opts.App != nil {
+		if err := checkSocketPath(hostPID, &rec); err != nil {
+			return err
+		}
+	}
 	out.Kind, out.Unix = image.FDUnix, &rec
 	jd.unixSeen[ino] = true
 	if !first || rec.State == unixsock.StateListen {
@@ -48,6 +54,26 @@ func (jd *jobDump) dumpSocket(hostPID, fd int, ino uint64, out *image.FD, first 
 		return fmt.Errorf("unix socket %s: %w", sockName(s), err)
 	}
 	return nil
+}
+
+// checkSocketPath refuses a container's unix socket bound to a path that
+// the supervisor, which binds the name again at restart, does not see as
+// the same file: a path private to the container (its own /tmp with
+// --contain), or one bound in from another host path (--bind /a:/b). A
+// path the container shares with the host at the same place (/tmp and
+// $HOME by default, --bind /a:/a) is the same file.
+func checkSocketPath(hostPID int, s *image.UnixSocket) error {
+	if s.Name == "" || strings.HasPrefix(s.Name, "@") || !path.IsAbs(s.Name) {
+		return nil
+	}
+	inside, err := os.Stat(fmt.Sprintf("/proc/%d/root%s", hostPID, s.Name))
+	if err != nil {
+		return nil // unlinked: nothing to match
+	}
+	if outside, err := os.Stat(s.Name); err == nil && os.SameFile(inside, outside) {
+		return nil
+	}
+	return fmt.Errorf("unix socket %s is bound to a path inside the container that the host does not have at the same place: not supported yet (bind the socket where the container shares the host's path, e.g. /tmp without --contain, or --bind DIR:DIR)", sockName(s))
 }
 
 // checkSocketPeers refuses unix sockets connected to a socket outside the
