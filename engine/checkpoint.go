@@ -22,8 +22,8 @@ type CheckpointOptions struct {
 	// exit ends the job; the restore makes the same process the main one.
 	MainPID int
 	// App, when set, limits the dump to a container's application; the
-	// container runtime stays out of the image (and frozen with the job
-	// while the application is caught).
+	// container runtime stays out of the image and runs on (Freezer is
+	// then the application's own cgroup).
 	App *AppScope
 	// Freezer freezes the job cgroup; nil means ptrace-only.
 	Freezer Freezer

@@ -67,12 +67,10 @@ const (
 
 type runtimeTask struct {
 	role taskRole
-	// forkFlags are the clone flags of the fork the task is in, seen at
-	// its syscall entry; forking is set for a fork that makes the
-	// process the restore waits for.
-	forkFlags uint64
-	forking   bool
-	started   bool // past its first stop
+	// forking is set, at its system call entry, for a fork that makes
+	// the process the restore waits for.
+	forking bool
+	started bool // past its first stop
 }
 
 // containerLaunch follows the container runtime from its exec to the exec
@@ -100,7 +98,6 @@ func (jr *jobRestore) startContainer(r *restorer) error {
 	if err != nil {
 		return fmt.Errorf("spawn the container runtime's stub: %w", err)
 	}
-	rt.pid = hostPID
 	if err := rt.attach(hostPID, true); err != nil {
 		return err
 	}
@@ -421,7 +418,6 @@ func (cl *containerLaunch) syscallStop(tid int, task *runtimeTask) error {
 	default:
 		return cl.resume(tid)
 	}
-	task.forkFlags = flags
 	cl.jr.log.Debugf("container runtime: task %d (role %d) forks with flags %#x", tid, task.role, flags)
 	switch {
 	case flags&unix.CLONE_THREAD != 0:

@@ -18,10 +18,6 @@ func TestContainerSysVIPC(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	sif := busyboxImage(t)
-	gcc, err := exec.LookPath("gcc")
-	if err != nil {
-		t.Skip("gcc not found: the IPC programs cannot be built")
-	}
 	fl := e.flavorNamed(t, "user-v2")
 	for _, prog := range []string{"sysv_shm", "sysv_sem", "sysv_msg"} {
 		for _, mode := range []containerMode{containerModes[0], containerModes[2]} {
@@ -30,15 +26,10 @@ func TestContainerSysVIPC(t *testing.T) {
 				machine.acquire(t, 1)
 				j := newJob(t, e, fl)
 				j.setupData(containerProgram{})
-				bin := j.path(filepath.Join("data", prog))
-				if out, err := exec.Command(gcc, "-static", "-O1", "-pthread", "-o", bin,
-					filepath.Join("testdata/suite", prog+".c")).CombinedOutput(); err != nil {
-					t.Fatalf("build %s: %v\n%s", prog, err, out)
-				}
-				j.chown(bin)
+				bin := buildStatic(t, j, prog)
 				log := "data/" + prog + ".log"
 				s := j.launch(nil, containerArgv(fl, mode, j.path("data"), sif,
-					containerData+"/"+prog, containerData+"/"+prog+".log", "120")...)
+					bin, containerData+"/"+prog+".log", "120")...)
 				j.waitLines(s, log, 20)
 				j.checkpoint("--kill")
 				s.finish(143, killTimeout)

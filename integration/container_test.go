@@ -270,17 +270,7 @@ func TestContainerImageChanged(t *testing.T) {
 
 	putBack := j.changeImage(img)
 	before := j.lines(log)
-	s = j.restart()
-	if code := s.waitExit(ckptTimeout); code == 0 || code == containerExit {
-		t.Fatalf("restart with a changed image exited with %d, want a refusal:\n%s", code, s.output())
-	}
-	j.waitJobGone(nil)
-	if !s.outputContains(img) {
-		t.Errorf("the refusal does not name the image %s:\n%s", img, s.output())
-	}
-	if got := j.lines(log); got != before {
-		t.Errorf("the refused restart touched the job's log: it went from %d to %d lines", before, got)
-	}
+	j.refusedRestart("a changed image", img, log)
 	j.checkList()
 
 	putBack()
@@ -289,6 +279,25 @@ func TestContainerImageChanged(t *testing.T) {
 	s.finish(containerExit, containerFinishTimeout)
 	if err := prog.check(j.readFile(log), prog.steps); err != nil {
 		t.Fatalf("job log after a refused and a good restart: %v", err)
+	}
+}
+
+// refusedRestart starts a restart that must be refused because of the
+// image (what, for the messages): it must fail, name the image img, end
+// every process it started and leave the job's log as it was.
+func (j *job) refusedRestart(what, img, log string) {
+	j.t.Helper()
+	before := j.lines(log)
+	s := j.restart()
+	if code := s.waitExit(ckptTimeout); code == 0 || code == containerExit {
+		j.t.Fatalf("restart with %s exited with %d, want a refusal:\n%s", what, code, s.output())
+	}
+	j.waitJobGone(nil)
+	if !s.outputContains(img) {
+		j.t.Errorf("the refusal (%s) does not name the image %s:\n%s", what, img, s.output())
+	}
+	if got := j.lines(log); got != before {
+		j.t.Errorf("the refused restart touched the job's log: it went from %d to %d lines", before, got)
 	}
 }
 
@@ -319,17 +328,7 @@ func TestContainerImageMoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := j.lines(log)
-	s = j.restart()
-	if code := s.waitExit(ckptTimeout); code == 0 || code == containerExit {
-		t.Fatalf("restart with the image gone exited with %d, want a refusal:\n%s", code, s.output())
-	}
-	j.waitJobGone(nil)
-	if !s.outputContains(img) {
-		t.Errorf("the refusal does not name the missing image %s:\n%s", img, s.output())
-	}
-	if got := j.lines(log); got != before {
-		t.Errorf("the refused restart touched the job's log: it went from %d to %d lines", before, got)
-	}
+	j.refusedRestart("the image gone", img, log)
 
 	s = j.restart("--image", moved)
 	j.waitLines(s, log, before+prog.runOn)

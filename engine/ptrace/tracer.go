@@ -136,7 +136,7 @@ func (t *Tracer) WaitStop(tid int, timeout time.Duration) (Stop, error) {
 		if time.Now().After(deadline) {
 			return Stop{}, fmt.Errorf("thread %d: %w after %v", tid, ErrTimeout, timeout)
 		}
-		pause(spin)
+		Backoff(spin)
 	}
 }
 
@@ -144,10 +144,7 @@ func (t *Tracer) WaitStop(tid int, timeout time.Duration) (Stop, error) {
 // time nothing happened: yield first (an injected system call, or a traced
 // program's next system call, usually comes within microseconds), then
 // sleep up to a millisecond.
-func Backoff(spin int) { pause(spin) }
-
-// pause is Backoff.
-func pause(spin int) {
+func Backoff(spin int) {
 	switch {
 	case spin < 64:
 		unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)

@@ -23,7 +23,7 @@ var uriPrefixes = []string{
 func (c *Command) checkImage() error {
 	img := c.Image
 	if strings.HasPrefix(img, "instance://") {
-		return fmt.Errorf("%s %s %s %w: it runs in an instance started earlier; checkpoint the instance itself with --instance", c.Runtime, c.Subcommand, img, ErrUnsupported)
+		return fmt.Errorf("%s %s %s %w: it runs in an instance started earlier, and Apptainer instances are not supported yet; run the application with %s exec or %s run IMAGE", c.Runtime, c.Subcommand, img, ErrUnsupported, c.Runtime, c.Runtime)
 	}
 	for _, p := range uriPrefixes {
 		if strings.HasPrefix(img, p) {
