@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -38,6 +39,14 @@ type ContainerStart struct {
 	// runtime's, whose init is the runtime's and whose pids the image
 	// holds.
 	InnerPIDNamespace bool
+	// Instance: the runtime starts an Apptainer instance. Its launcher
+	// starts a daemon that outlives it, the container process is the one
+	// a task of the daemon clones into a new PID namespace, and the stub
+	// runs as the instance's startscript, from StubFile.
+	Instance bool
+	// StubFile, when set, is where the restore writes the stub executable
+	// for the runtime to find it by path.
+	StubFile string
 	// Check, when set, vets the new container once its process runs
 	// (hostPID), before anything of the application is restored.
 	Check func(hostPID int) error
@@ -100,6 +109,11 @@ func (jr *jobRestore) startContainer(r *restorer) error {
 	}
 	if err := rt.attach(hostPID, true); err != nil {
 		return err
+	}
+	if cs.StubFile != "" {
+		if err := writeStubExecutable(cs.StubFile, jr.elf); err != nil {
+			return err
+		}
 	}
 	cl.runtime = rt
 	jr.runtimeHost = hostPID
@@ -174,6 +188,22 @@ func (cl *containerLaunch) execRuntime() error {
 	}
 	cl.tasks[rt.pid] = &runtimeTask{role: roleRuntime, started: true}
 	return cl.resume(rt.pid)
+}
+
+// writeStubExecutable writes the stub to path, readable and executable by
+// its owner only.
+func writeStubExecutable(path string, elf []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, elf, 0o700); err != nil {
+		return fmt.Errorf("write the restore stub: %w", err)
+	}
+	if err := os.Chmod(tmp, 0o700); err != nil {
+		return fmt.Errorf("write the restore stub: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write the restore stub: %w", err)
+	}
+	return nil
 }
 
 // writeStubFile puts the executable elf into a memfd on descriptor fd of
@@ -318,6 +348,12 @@ func (cl *containerLaunch) stopped(tid int, task *runtimeTask, ws unix.WaitStatu
 		}
 		return cl.resume(tid)
 	case sig == unix.SIGTRAP && event == unix.PTRACE_EVENT_EXEC:
+		if task.role == roleRuntime && cl.cs.Instance && tid != cl.runtime.pid && !isStarter(tid) {
+			// A helper of the instance's (squashfuse_ll, fuse-overlayfs):
+			// it must run on while the application is restored.
+			cl.drop(tid)
+			return nil
+		}
 		if task.role == roleApp || (task.role == roleContainer && !cl.cs.InnerPIDNamespace) {
 			if isStub, err := cl.execedStub(tid); err != nil {
 				return err
@@ -355,6 +391,10 @@ func (cl *containerLaunch) born(pt *runtimeTask, child int, event int) error {
 	case pt.forking && pt.role == roleContainer:
 		nt.role = roleApp
 		pt.forking = false
+	case pt.role == roleRuntime && cl.cs.Instance && cl.container == 0:
+		// The instance's starter, its daemon and their helpers: one of
+		// them makes the container process.
+		nt.role = roleRuntime
 	}
 	cl.jr.log.Debugf("container runtime: new task %d (role %d, event %d)", child, nt.role, event)
 	if nt.role == roleContainer && !cl.cs.InnerPIDNamespace || nt.role == roleApp {
@@ -421,6 +461,10 @@ func (cl *containerLaunch) syscallStop(tid int, task *runtimeTask) error {
 	cl.jr.log.Debugf("container runtime: task %d (role %d) forks with flags %#x", tid, task.role, flags)
 	switch {
 	case flags&unix.CLONE_THREAD != 0:
+	case task.role == roleRuntime && cl.container == 0 && cl.cs.Instance:
+		// An instance always has a PID namespace of its own, and the
+		// daemon's clone that makes it makes the container process.
+		task.forking = flags&unix.CLONE_NEWPID != 0
 	case task.role == roleRuntime && cl.container == 0 && flags&sharedCloneFlags == 0:
 		// The runtime's container process: with no inner PID namespace
 		// it is the application's main process.
@@ -520,6 +564,16 @@ func (cl *containerLaunch) execedStub(tid int) (bool, error) {
 	}
 	cl.jr.log.Debugf("container process %d exec'd the restore stub (%s)", tid, exe)
 	return true, nil
+}
+
+// isStarter reports whether task tid runs Apptainer's starter.
+func isStarter(tid int) bool {
+	exe, err := os.Readlink("/proc/" + strconv.Itoa(tid) + "/exe")
+	if err != nil {
+		return false
+	}
+	base := filepath.Base(exe)
+	return base == "starter" || base == "starter-suid"
 }
 
 // describeWait says how a task ended.

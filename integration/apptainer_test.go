@@ -11,17 +11,10 @@ import (
 	"time"
 )
 
-// Container jobs are not checkpointed yet: these tests pin down what already
-// holds, that an Apptainer job runs unchanged under the supervisor's sandbox
-// (its own user, PID and mount namespaces) with its exit status passed
-// through, and that a checkpoint of it is refused without harming it.
-
-var (
-	sifOnce   sync.Once
-	sifPath   string
-	sifReason string
-	sifErr    error
-)
+// The basics of Apptainer jobs under the supervisor: an Apptainer job runs
+// unchanged under the sandbox (its own user, PID and mount namespaces)
+// with its exit status passed through, and a checkpoint the tool refuses
+// leaves it running.
 
 // requireApptainer skips the test when Apptainer cannot run here, except
 // when CKPT_REQUIRE_APPTAINER (or CI) asks for it: then it fails.
@@ -33,59 +26,94 @@ func requireApptainer(t *testing.T, format string, args ...any) {
 	t.Skipf(format, args...)
 }
 
-// busyboxImage builds, once per run, a SIF from a busybox root file system
-// with a marker file, offline, in a directory every test user can read.
-func busyboxImage(t *testing.T) string {
+// busyboxSIF is a SIF built once per run, offline, from a busybox root
+// file system with a marker file and the files of extra (path in the
+// image: contents, executable), in a directory every test user can read.
+type busyboxSIF struct {
+	name  string
+	extra map[string]string
+
+	once   sync.Once
+	path   string
+	reason string
+	err    error
+}
+
+var (
+	plainSIF = &busyboxSIF{name: "busybox.sif"}
+	// instanceSIF's startscript runs instance.sh from the directory bound
+	// at /data: an instance runs its startscript, not a command.
+	instanceSIF = &busyboxSIF{name: "instance.sif", extra: map[string]string{
+		".singularity.d/startscript": "#!/bin/sh\nexec /bin/sh " + containerData + "/instance.sh\n",
+	}}
+)
+
+func busyboxImage(t *testing.T) string  { return plainSIF.get(t) }
+func instanceImage(t *testing.T) string { return instanceSIF.get(t) }
+
+func (b *busyboxSIF) get(t *testing.T) string {
 	t.Helper()
-	sifOnce.Do(func() {
-		if _, err := exec.LookPath("apptainer"); err != nil {
-			sifReason = "apptainer not installed (scripts/install-deps.sh)"
-			return
-		}
-		bb, err := exec.LookPath("busybox")
-		if err != nil {
-			sifReason = "busybox not installed (scripts/install-deps.sh)"
-			return
-		}
-		dir, err := os.MkdirTemp("", "ckpt-it-sif-")
-		if err != nil {
-			sifErr = err
-			return
-		}
-		os.Chmod(dir, 0o755)
-		root := filepath.Join(dir, "rootfs")
-		for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc", "root", "home"} {
-			if sifErr = os.MkdirAll(filepath.Join(root, d), 0o755); sifErr != nil {
-				return
-			}
-		}
-		if sifErr = copyFile(bb, filepath.Join(root, "bin", "busybox"), 0o755); sifErr != nil {
-			return
-		}
-		for _, app := range []string{"sh", "echo", "cat", "sleep"} {
-			if sifErr = os.Symlink("busybox", filepath.Join(root, "bin", app)); sifErr != nil {
-				return
-			}
-		}
-		if sifErr = os.WriteFile(filepath.Join(root, "etc", "ckpt-marker"), []byte("inside-the-image\n"), 0o644); sifErr != nil {
-			return
-		}
-		sif := filepath.Join(dir, "busybox.sif")
-		out, err := exec.Command("apptainer", "build", "-F", sif, root).CombinedOutput()
-		if err != nil {
-			sifErr = fmt.Errorf("apptainer build: %v\n%s", err, out)
-			return
-		}
-		os.Chmod(sif, 0o644)
-		sifPath = sif
-	})
-	if sifReason != "" {
-		requireApptainer(t, "%s", sifReason)
+	b.once.Do(b.build)
+	if b.reason != "" {
+		requireApptainer(t, "%s", b.reason)
 	}
-	if sifErr != nil {
-		t.Fatalf("build the test image: %v", sifErr)
+	if b.err != nil {
+		t.Fatalf("build the test image %s: %v", b.name, b.err)
 	}
-	return sifPath
+	return b.path
+}
+
+func (b *busyboxSIF) build() {
+	if _, err := exec.LookPath("apptainer"); err != nil {
+		b.reason = "apptainer not installed (scripts/install-deps.sh)"
+		return
+	}
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		b.reason = "busybox not installed (scripts/install-deps.sh)"
+		return
+	}
+	dir, err := os.MkdirTemp("", "ckpt-it-sif-")
+	if err != nil {
+		b.err = err
+		return
+	}
+	os.Chmod(dir, 0o755)
+	root := filepath.Join(dir, "rootfs")
+	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc", "root", "home"} {
+		if b.err = os.MkdirAll(filepath.Join(root, d), 0o755); b.err != nil {
+			return
+		}
+	}
+	if b.err = copyFile(bb, filepath.Join(root, "bin", "busybox"), 0o755); b.err != nil {
+		return
+	}
+	for _, app := range []string{"sh", "echo", "cat", "sleep"} {
+		if b.err = os.Symlink("busybox", filepath.Join(root, "bin", app)); b.err != nil {
+			return
+		}
+	}
+	files := map[string]string{"etc/ckpt-marker": "inside-the-image\n"}
+	for name, body := range b.extra {
+		files[name] = body
+	}
+	for name, body := range files {
+		p := filepath.Join(root, name)
+		if b.err = os.MkdirAll(filepath.Dir(p), 0o755); b.err != nil {
+			return
+		}
+		if b.err = os.WriteFile(p, []byte(body), 0o755); b.err != nil {
+			return
+		}
+	}
+	sif := filepath.Join(dir, b.name)
+	out, err := exec.Command("apptainer", "build", "-F", sif, root).CombinedOutput()
+	if err != nil {
+		b.err = fmt.Errorf("apptainer build: %v\n%s", err, out)
+		return
+	}
+	os.Chmod(sif, 0o644)
+	b.path = sif
 }
 
 // apptainerArgv is the apptainer command line for the flavor: root needs
@@ -147,26 +175,4 @@ func TestApptainerCheckpointRefusedJobRunsOn(t *testing.T) {
 		t.Fatalf("supervisor ended (%s) after a refused checkpoint:\n%s", s.status(), s.output())
 	}
 	s.kill()
-}
-
-// TestApptainerInstanceRefused: instances are not supported yet; launching
-// one under the supervisor and checkpointing one by name both say so
-// instead of losing the instance silently.
-func TestApptainerInstanceRefused(t *testing.T) {
-	t.Parallel()
-	e := setup(t)
-	sif := busyboxImage(t)
-	fl := e.pickFlavor(t, "user-v2", "user-none")
-	j := newJob(t, e, fl)
-	s := j.launch(nil, "apptainer", "instance", "start", sif, "ckpt-refused")
-	if code := s.waitExit(cliTimeout); code == 0 {
-		t.Fatalf("launch of an instance succeeded:\n%s", s.output())
-	}
-	if !strings.Contains(s.output(), "instances are not supported yet") {
-		t.Errorf("the refusal does not say instances are unsupported:\n%s", s.output())
-	}
-	code, out, errOut := j.cli("checkpoint", "--instance", "ckpt-refused")
-	if code == 0 || !strings.Contains(out+errOut, "instances are not supported yet") {
-		t.Errorf("checkpoint --instance: exit %d, output:\n%s%s", code, out, errOut)
-	}
 }

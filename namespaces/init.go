@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 )
 
 // forwardedSignals are passed on by init to the job's main process.
@@ -40,6 +42,11 @@ type initServer struct {
 	// never sees the main process exit before it is known.
 	mu      sync.Mutex
 	mainPID int
+	// outliveMain is the configuration's OutliveMain; orphaned is set once
+	// the main process has exited 0 and the job goes on with the
+	// processes it left.
+	outliveMain bool
+	orphaned    bool
 
 	// hostProc is the host's /proc, opened before the sandbox's own was
 	// mounted over it: there a child's pidfd shows the child's host PID.
@@ -93,6 +100,7 @@ func runInit() error {
 	// init's threads must be made while the PID counter is at the top.
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, append([]os.Signal{syscall.SIGCHLD}, forwardedSignals...)...)
+	s.outliveMain = cfg.OutliveMain
 	if err := s.setup(cfg); err != nil {
 		s.send(message{Error: err.Error()})
 		return err
@@ -207,10 +215,14 @@ func (s *initServer) serve(dec *json.Decoder) error {
 	}
 }
 
-// signalMain delivers sig to the job's main process.
+// signalMain delivers sig to the job's main process, or, once the main
+// process has left the job to its orphans, to each of init's children.
 func (s *initServer) signalMain(sig syscall.Signal) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.orphaned {
+		return signalChildren(sig)
+	}
 	if s.mainPID == 0 {
 		return fmt.Errorf("signal %v: no job process started", sig)
 	}
@@ -235,7 +247,9 @@ func (s *initServer) signalLoop(sigs <-chan os.Signal) {
 
 // reap collects every exited child. When the main process is among them,
 // init reports its status and exits; the kernel then kills the rest of the
-// namespace.
+// namespace. With OutliveMain, a main process that exits 0 leaves the job
+// to its orphans, and init exits 0 when the last of them has: an instance
+// that `apptainer instance stop` ended has no status of its own.
 func (s *initServer) reap() {
 	for {
 		var ws unix.WaitStatus
@@ -246,20 +260,54 @@ func (s *initServer) reap() {
 		if err == unix.EINTR {
 			continue
 		}
+		if err == unix.ECHILD && s.isOrphaned() {
+			s.exit(ExitStatus{})
+		}
 		if err != nil || pid <= 0 {
 			return
 		}
-		if !isMain || !(ws.Exited() || ws.Signaled()) {
+		if !(ws.Exited() || ws.Signaled()) {
 			continue
 		}
 		st := ExitStatus{Code: ws.ExitStatus()}
 		if ws.Signaled() {
 			st = ExitStatus{Code: 128 + int(ws.Signal()), Signal: ws.Signal()}
 		}
-		s.reqMu.Lock() // never released: init exits
-		_ = s.send(message{Exit: &st})
-		os.Exit(st.Code)
+		switch {
+		case isMain && s.outliveMain && st.Code == 0 && st.Signal == 0:
+			s.mu.Lock()
+			s.orphaned = true
+			s.mu.Unlock()
+		case isMain:
+			s.exit(st)
+		}
 	}
+}
+
+func (s *initServer) isOrphaned() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.orphaned
+}
+
+// exit reports the job's status and ends init; the kernel then kills the
+// rest of the namespace.
+func (s *initServer) exit(st ExitStatus) {
+	s.reqMu.Lock() // never released: init exits
+	_ = s.send(message{Exit: &st})
+	os.Exit(st.Code)
+}
+
+// signalChildren delivers sig to each of init's children.
+func signalChildren(sig syscall.Signal) error {
+	kids, err := proc.Children(1)
+	if err != nil {
+		return fmt.Errorf("signal %v: %w", sig, err)
+	}
+	for _, pid := range kids {
+		unix.Kill(pid, sig)
+	}
+	return nil
 }
 
 // spawner owns the OS thread every job process is forked from. Its

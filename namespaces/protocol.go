@@ -37,6 +37,7 @@ type initConfig struct {
 	TimeNamespace bool  `json:"time_namespace"`
 	MonotonicNs   int64 `json:"monotonic_ns"`
 	BoottimeNs    int64 `json:"boottime_ns"`
+	OutliveMain   bool  `json:"outlive_main,omitempty"`
 }
 
 // message is one init-to-supervisor message: the ready report, a reply to

@@ -42,6 +42,11 @@ type Options struct {
 	// CLOCK_MONOTONIC and CLOCK_BOOTTIME inside the time namespace. They
 	// may be negative, as long as the resulting clocks are not.
 	MonotonicOffset, BoottimeOffset time.Duration
+	// OutliveMain keeps the job going after its main process exits with
+	// status 0, for as long as any of its processes is left: the daemon of
+	// an Apptainer instance outlives the command that started it. The
+	// job's status is then 0.
+	OutliveMain bool
 }
 
 // ExitStatus is how the job's main process ended.
@@ -125,6 +130,7 @@ func Start(opts Options) (*Sandbox, error) {
 
 	cfg := initConfig{
 		TimeNamespace: opts.TimeNamespace,
+		OutliveMain:   opts.OutliveMain,
 		MonotonicNs:   int64(opts.MonotonicOffset),
 		BoottimeNs:    int64(opts.BoottimeOffset),
 	}

@@ -14,10 +14,21 @@ var ckptDirFlag = &cli.StringFlag{
 	Usage: "checkpoint directory (default: $CKPT_APPTAINER_DIR, else $DMTCP_CHECKPOINT_DIR, else ./ckpt)",
 }
 
+// instanceFlag names an Apptainer instance instead of its checkpoint
+// directory.
+var instanceFlag = &cli.StringFlag{
+	Name:  "instance",
+	Usage: "the job of Apptainer instance `NAME` (started with `ckpt-apptainer launch -- apptainer instance start IMAGE NAME`): use its checkpoint directory",
+}
+
 // ckptDir resolves the checkpoint directory. $DMTCP_CHECKPOINT_DIR is
-// honoured so sites that already export it need no change.
+// honoured so sites that already export it need no change. An explicit
+// --ckpt-dir wins over --instance.
 func ckptDir(c *cli.Context) (string, error) {
 	dir := c.String("ckpt-dir")
+	if name := c.String("instance"); name != "" && dir == "" {
+		return instanceCkptDir(name)
+	}
 	for _, env := range []string{"CKPT_APPTAINER_DIR", "DMTCP_CHECKPOINT_DIR"} {
 		if dir == "" {
 			dir = os.Getenv(env)

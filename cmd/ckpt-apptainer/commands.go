@@ -21,12 +21,9 @@ func checkpointCommand() *cli.Command {
 			&cli.BoolFlag{Name: "kill", Usage: "stop the job once the checkpoint is safely on disk"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Minute, Usage: "how long to wait for the checkpoint"},
-			&cli.StringFlag{Name: "instance", Usage: "checkpoint the Apptainer instance `NAME` (not supported yet)"},
+			instanceFlag,
 		},
 		Action: func(c *cli.Context) error {
-			if name := c.String("instance"); name != "" {
-				return fmt.Errorf("checkpoint --instance %s: Apptainer instances are not supported yet; run the application with `apptainer exec` or `apptainer run` under `ckpt-apptainer launch`", name)
-			}
 			dir, err := ckptDir(c)
 			if err != nil {
 				return err
@@ -62,6 +59,7 @@ func listCommand() *cli.Command {
 		Usage: "list the checkpoint generations and whether they verify",
 		Flags: []cli.Flag{
 			ckptDirFlag,
+			instanceFlag,
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 		},
 		Action: func(c *cli.Context) error {

@@ -97,6 +97,9 @@ func findContainerApp(runtime int) (*containerApp, error) {
 	case len(live) > 1:
 		return nil, fmt.Errorf("the container's PID namespace init has %d children (processes orphaned inside the container): not supported", len(live))
 	}
+	if err := checkNoStrangers(c); err != nil {
+		return nil, err
+	}
 	return &containerApp{scope: &engine.AppScope{Parent: c}, mainPID: live[0], inner: true}, nil
 }
 
@@ -138,7 +141,7 @@ func (s *supervisor) appCgroup(app *containerApp) (*cgroup.Cgroup, error) {
 }
 
 // containerRecord records the container of the running application.
-func (s *supervisor) containerRecord(app *containerApp) (*image.Container, error) {
+func (s *supervisor) containerRecord(app *containerApp, runtime int) (*image.Container, error) {
 	rec, err := apptainer.NewRecord(s.container.cmd, s.job.Env, s.job.Cwd)
 	if err != nil {
 		return nil, err
@@ -154,7 +157,7 @@ func (s *supervisor) containerRecord(app *containerApp) (*image.Container, error
 	if rec.Mounts, err = namespaces.Mounts(app.mainPID); err != nil {
 		return nil, err
 	}
-	st, err := proc.ReadStatus(strconv.Itoa(s.jobPID))
+	st, err := proc.ReadStatus(strconv.Itoa(runtime))
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +176,13 @@ func (s *supervisor) containerStart(rec *image.Container, imagePath string) (*en
 	if err := apptainer.Verify(rec, imagePath); err != nil {
 		return nil, err
 	}
-	argv, err := apptainer.RestartArgv(rec, imagePath, []string{"/proc/self/fd/" + strconv.Itoa(engine.ContainerStubFD)})
+	command := "/proc/self/fd/" + strconv.Itoa(engine.ContainerStubFD)
+	instance := rec.Subcommand == apptainer.InstanceStart
+	if instance {
+		// The stub is bound over the startscript, by path.
+		command = filepath.Join(s.dir, instanceStubFile)
+	}
+	argv, err := apptainer.RestartArgv(rec, imagePath, []string{command})
 	if err != nil {
 		return nil, err
 	}
@@ -185,17 +194,40 @@ func (s *supervisor) containerStart(rec *image.Container, imagePath string) (*en
 		path = filepath.Join(rec.Dir, path)
 	}
 	cs := &engine.ContainerStart{Path: path, Argv: argv, Env: rec.Env, Dir: rec.Dir,
-		RuntimePID: rec.RuntimePID, InnerPIDNamespace: rec.InnerPIDNamespace}
+		RuntimePID: rec.RuntimePID, InnerPIDNamespace: rec.InnerPIDNamespace, Instance: instance}
+	if instance {
+		cs.StubFile = command
+	}
 	cs.Check = func(hostPID int) error {
 		mounts, err := namespaces.Mounts(hostPID)
 		if err != nil {
 			return fmt.Errorf("the new container's mount table: %w", err)
 		}
-		if diffs := apptainer.CompareMounts(rec.Mounts, mounts); len(diffs) > 0 {
+		recorded := rec.Mounts
+		if instance {
+			// The startscript is the restore's stub, bound over it.
+			recorded, mounts = withoutMount(recorded, apptainer.StartscriptPath), withoutMount(mounts, apptainer.StartscriptPath)
+		}
+		if diffs := apptainer.CompareMounts(recorded, mounts); len(diffs) > 0 {
 			return fmt.Errorf("the new container's mounts differ from the checkpoint's:\n  - %s\nrestart with the same binds and options as at launch (the recorded command line: %s)",
 				strings.Join(diffs, "\n  - "), commandLine(rec.Argv))
 		}
 		return nil
 	}
 	return cs, nil
+}
+
+// instanceStubFile is the file in the checkpoint directory that holds the
+// restore stub an instance's restart binds over its startscript.
+const instanceStubFile = "instance-stub"
+
+// withoutMount returns mounts without those on dest.
+func withoutMount(mounts []specs.Mount, dest string) []specs.Mount {
+	var out []specs.Mount
+	for _, m := range mounts {
+		if m.Destination != dest {
+			out = append(out, m)
+		}
+	}
+	return out
 }

@@ -24,6 +24,7 @@ func inspectCommand() *cli.Command {
 		ArgsUsage: "[GENERATION]",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: ckptDirFlag.Name, Aliases: []string{"dir"}, Usage: ckptDirFlag.Usage},
+			instanceFlag,
 			&cli.BoolFlag{Name: "json", Usage: "print the generation's manifest as JSON"},
 		},
 		Action: func(c *cli.Context) error {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
-	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces/apptainer"
 )
 
 func launchCommand() *cli.Command {
@@ -39,19 +38,21 @@ func launch(c *cli.Context) error {
 		return err
 	}
 	s.job = image.Job{Argv: argv, Env: os.Environ(), Cwd: cwd, UID: os.Getuid(), GID: os.Getgid()}
-	if s.container = parseContainer(argv, s.job.Env); s.container != nil && s.container.cmd != nil && s.container.cmd.Subcommand == apptainer.InstanceStart {
-		// The instance's daemon outlives its launcher, whose exit ends
-		// the job and with it the instance.
-		return fmt.Errorf("launch: %s instance start: Apptainer instances are not supported yet; run the application with `%s exec` or `%s run`",
-			s.container.cmd.Runtime, s.container.cmd.Runtime, s.container.cmd.Runtime)
-	}
+	s.container = parseContainer(argv, s.job.Env)
 	if s.container != nil && s.container.refused != nil {
 		s.log.Warnf("checkpoints of this job will be refused: %v", s.container.refused)
+	}
+	var instanceState string
+	if s.container.isInstance() && s.container.refused == nil {
+		if instanceState, err = s.claimInstance(); err != nil {
+			return fmt.Errorf("launch: %w", err)
+		}
 	}
 	if err := s.makeCgroup(c); err != nil {
 		return err
 	}
-	if err := s.startSandbox(namespaces.Options{TimeNamespace: !c.Bool("no-timens")}); err != nil {
+	opts := namespaces.Options{TimeNamespace: !c.Bool("no-timens"), OutliveMain: s.container.isInstance()}
+	if err := s.startSandbox(opts); err != nil {
 		return err
 	}
 	hostPID, nsPID, err := s.sb.Run(argv, s.job.Env, cwd)
@@ -61,5 +62,8 @@ func launch(c *cli.Context) error {
 	}
 	s.jobPID = hostPID
 	s.log.Debugf("job %q started: pid %d (%d in the sandbox)", commandLine(argv), hostPID, nsPID)
+	if instanceState != "" {
+		go s.publishInstance(instanceState)
+	}
 	return s.supervise()
 }

@@ -20,7 +20,7 @@ func restartCommand() *cli.Command {
 		Name:      "restart",
 		Usage:     "resume a job from its newest good checkpoint (or GENERATION)",
 		ArgsUsage: "[GENERATION]",
-		Flags: append(jobFlags(),
+		Flags: append(jobFlags(), instanceFlag,
 			&cli.StringFlag{Name: "image", Usage: "the container image moved: restart with the image at `PATH` (it must be the same image)"},
 			&cli.BoolFlag{Name: "no-rollback", Usage: "keep files the job writes at their current length instead of cutting them back to their length at checkpoint time"},
 		),
@@ -62,6 +62,12 @@ func restart(c *cli.Context) error {
 		return fmt.Errorf("restart --image: generation %d is not a container job's", gen.Gen)
 	}
 	s.container = parseContainer(s.job.Argv, s.job.Env)
+	var instanceState string
+	if s.container.isInstance() {
+		if instanceState, err = s.claimInstance(); err != nil {
+			return fmt.Errorf("restart: %w", err)
+		}
+	}
 	if err := s.makeCgroup(c); err != nil {
 		return err
 	}
@@ -74,7 +80,7 @@ func restart(c *cli.Context) error {
 			s.log.Warnf("job cgroup: %s", w)
 		}
 	}
-	opts := namespaces.Options{TimeNamespace: !c.Bool("no-timens") && m.Time != nil}
+	opts := namespaces.Options{TimeNamespace: !c.Bool("no-timens") && m.Time != nil, OutliveMain: s.container.isInstance()}
 	if opts.TimeNamespace {
 		mono, boot := hostClocks()
 		opts.MonotonicOffset = time.Duration(m.Time.MonotonicNs) - mono
@@ -96,6 +102,9 @@ func restart(c *cli.Context) error {
 		s.jobPID = res.RuntimeHostPID
 	}
 	s.log.Infof("restored generation %d: %s in %v", gen.Gen, humanBytes(res.Bytes), res.Duration.Round(time.Millisecond))
+	if instanceState != "" {
+		go s.publishInstance(instanceState)
+	}
 	return s.supervise()
 }
 

@@ -347,6 +347,13 @@ func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	var runtime int
+	if s.container != nil && s.container.refused == nil {
+		if runtime, err = s.containerRuntime(); err != nil {
+			w.Abort()
+			return nil, err
+		}
+	}
 	m := s.manifest()
 	opts := engine.CheckpointOptions{
 		InitPID:     s.sb.InitPID(),
@@ -376,12 +383,12 @@ func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
 			w.Abort()
 			return nil, s.container.refused
 		}
-		app, err := findContainerApp(s.jobPID)
+		app, err := findContainerApp(runtime)
 		if err != nil {
 			w.Abort()
 			return nil, err
 		}
-		if m.Container, err = s.containerRecord(app); err != nil {
+		if m.Container, err = s.containerRecord(app, runtime); err != nil {
 			w.Abort()
 			return nil, err
 		}

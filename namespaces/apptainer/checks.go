@@ -23,7 +23,7 @@ var uriPrefixes = []string{
 func (c *Command) checkImage() error {
 	img := c.Image
 	if strings.HasPrefix(img, "instance://") {
-		return fmt.Errorf("%s %s %s %w: it runs in an instance started earlier, and Apptainer instances are not supported yet; run the application with %s exec or %s run IMAGE", c.Runtime, c.Subcommand, img, ErrUnsupported, c.Runtime, c.Runtime)
+		return fmt.Errorf("%s %s %s %w: it joins an instance started outside the job, whose processes the job cannot checkpoint; run the application with %s exec IMAGE, or put it in the instance's startscript and launch the instance itself (ckpt-apptainer launch -- %s instance start IMAGE NAME)", c.Runtime, c.Subcommand, img, ErrUnsupported, c.Runtime, c.Runtime)
 	}
 	for _, p := range uriPrefixes {
 		if strings.HasPrefix(img, p) {

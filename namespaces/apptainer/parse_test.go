@@ -136,7 +136,7 @@ func TestParseRefuses(t *testing.T) {
 		{name: "python", argv: "python3 apptainer.py", notApptainer: true},
 		{name: "empty", argv: "", notApptainer: true},
 		{name: "lookalike", argv: "/opt/apptainer-wrapper exec img.sif app", notApptainer: true},
-		{name: "exec instance", argv: "apptainer exec instance://web ps", unsupported: true, want: "instances are not supported yet"},
+		{name: "exec instance", argv: "apptainer exec instance://web ps", unsupported: true, want: "launch the instance itself"},
 		{name: "docker image", argv: "apptainer exec docker://ubuntu:22.04 ls", unsupported: true, want: "apptainer build"},
 		{name: "library image", argv: "apptainer run library://alpine", unsupported: true, want: "only SIF/squashfs image files"},
 		{name: "oras image", argv: "singularity exec oras://ghcr.io/x/y:1 ls", unsupported: true, want: "only SIF/squashfs"},

@@ -34,7 +34,7 @@ func RestartArgv(rec *image.Container, imagePath string, command []string) ([]st
 		return nil, fmt.Errorf("restart command line: the record puts the image at argument %d, the recorded command line at %d", rec.ImageArg, cmd.ImageArg)
 	}
 	if cmd.Subcommand == InstanceStart {
-		return nil, fmt.Errorf("restart command line: restarting an application inside `%s instance start` %w: an instance runs its startscript, not a command ckpt-apptainer can choose", cmd.Runtime, ErrUnsupported)
+		return instanceArgv(cmd, imagePath, command)
 	}
 	drop := map[int]bool{}
 	for _, o := range cmd.Options {
@@ -66,4 +66,36 @@ func RestartArgv(rec *image.Container, imagePath string, command []string) ([]st
 	}
 	out = append(out, img)
 	return append(out, command...), nil
+}
+
+// StartscriptPath is where an instance's startscript is in its container.
+const StartscriptPath = "/.singularity.d/startscript"
+
+// instanceArgv is RestartArgv for `instance start`, which takes no
+// command: the instance runs its startscript, so command (one executable
+// on the host) is bound read-only over the startscript, and the
+// startscript's arguments are dropped. The instance keeps its name.
+func instanceArgv(cmd *Command, imagePath string, command []string) ([]string, error) {
+	if len(command) != 1 || !strings.HasPrefix(command[0], "/") {
+		return nil, fmt.Errorf("restart command line: an instance's startscript is replaced by one executable file given by absolute path, not %q", command)
+	}
+	if strings.HasPrefix(command[0], "/proc/self/") {
+		// Apptainer resolves a bind's source in its own processes.
+		return nil, fmt.Errorf("restart command line: %s cannot be bound into the instance: /proc/self names Apptainer's process there", command[0])
+	}
+	if strings.ContainsAny(command[0], ":,") {
+		return nil, fmt.Errorf("restart command line: %s cannot be bound into the instance: its path holds ':' or ','", command[0])
+	}
+	out := make([]string, 0, len(cmd.Argv)+2)
+	out = append(out, cmd.Argv[:cmd.SubcommandArg+2]...)
+	out = append(out, "--bind", command[0]+":"+StartscriptPath+":ro")
+	out = append(out, cmd.Argv[cmd.SubcommandArg+2:cmd.ImageArg]...)
+	img := cmd.Argv[cmd.ImageArg]
+	if imagePath != "" {
+		img = imagePath
+	}
+	if strings.HasPrefix(img, "-") {
+		img = "./" + img
+	}
+	return append(out, img, cmd.Instance), nil
 }

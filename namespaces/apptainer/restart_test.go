@@ -47,7 +47,6 @@ func TestRestartArgv(t *testing.T) {
 			argv: "apptainer exec -- img.sif app", imagePath: "-odd.sif",
 			want: "apptainer exec -- ./-odd.sif /proc/self/fd/7"},
 		{name: "grouped shell option", argv: "apptainer shell -es /bin/zsh img.sif", err: "grouped"},
-		{name: "instance", argv: "apptainer instance start img.sif web", err: "instance start"},
 		{name: "now refused", argv: "apptainer exec img.sif app", env: []string{"APPTAINER_NV=1"}, err: "GPU"},
 	}
 	for _, tt := range tests {
@@ -81,6 +80,60 @@ func TestRestartArgv(t *testing.T) {
 			}
 			if c.Subcommand != Exec || !reflect.DeepEqual(c.Args, stub) {
 				t.Errorf("restart command line parses as %s %q", c.Subcommand, c.Args)
+			}
+		})
+	}
+}
+
+func TestRestartArgvInstance(t *testing.T) {
+	const stub = "/ckpt/instance-stub"
+	tests := []struct {
+		name, argv, imagePath, stub, want, err string
+	}{
+		{name: "startscript replaced",
+			argv: "apptainer instance start img.sif web",
+			want: "apptainer instance start --bind " + stub + ":/.singularity.d/startscript:ro img.sif web"},
+		{name: "options stay, startscript arguments go",
+			argv: "apptainer -q instance start --containall -B /data img.sif web --port 8080",
+			want: "apptainer -q instance start --bind " + stub + ":/.singularity.d/startscript:ro --containall -B /data img.sif web"},
+		{name: "moved image",
+			argv: "apptainer instance start img.sif web", imagePath: "/new/img.sif",
+			want: "apptainer instance start --bind " + stub + ":/.singularity.d/startscript:ro /new/img.sif web"},
+		{name: "relative stub", argv: "apptainer instance start img.sif web", stub: "stub", err: "absolute path"},
+		{name: "descriptor path", argv: "apptainer instance start img.sif web", stub: "/proc/self/fd/63", err: "/proc/self"},
+		{name: "stub path with a colon", argv: "apptainer instance start img.sif web", stub: "/a:b/stub", err: "':'"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			argv := strings.Fields(tt.argv)
+			c, err := Parse(argv, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := &image.Container{Argv: argv, ImageArg: c.ImageArg}
+			s := tt.stub
+			if s == "" {
+				s = stub
+			}
+			got, err := RestartArgv(rec, tt.imagePath, []string{s})
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("got %q, %v; want error mentioning %q", got, err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := strings.Fields(tt.want); !reflect.DeepEqual(got, want) {
+				t.Errorf("got  %q\nwant %q", got, want)
+			}
+			again, err := Parse(got, nil)
+			if err != nil {
+				t.Fatalf("restart command line does not parse: %v", err)
+			}
+			if again.Subcommand != InstanceStart || again.Instance != "web" || len(again.Args) != 0 {
+				t.Errorf("restart command line parses as %s %q %q", again.Subcommand, again.Instance, again.Args)
 			}
 		})
 	}
