@@ -205,6 +205,41 @@ func TestSandboxExitStatus(t *testing.T) {
 	}
 }
 
+// TestSandboxOutliveMain: with OutliveMain the job goes on after its main
+// process exits 0, as long as the processes it left run (an instance's
+// daemon), and ends 0 with the last of them; a main process that fails
+// still ends the job at once.
+func TestSandboxOutliveMain(t *testing.T) {
+	tests := []struct {
+		name    string
+		script  string
+		want    ExitStatus
+		atLeast time.Duration
+		atMost  time.Duration
+	}{
+		{"orphans run on", "(sleep 1; echo orphan done) & exit 0", ExitStatus{}, time.Second, 20 * time.Second},
+		{"orphan's status is not the job's", "(sleep 0.5; exit 7) & exit 0", ExitStatus{}, 500 * time.Millisecond, 20 * time.Second},
+		{"failed main ends the job", "sleep 1000 & exit 4", ExitStatus{Code: 4}, 0, 10 * time.Second},
+		{"no orphans", "exit 0", ExitStatus{}, 0, 10 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			out, st, _ := runScript(t, Options{OutliveMain: true}, tt.script)
+			took := time.Since(start)
+			if st != tt.want {
+				t.Errorf("status %+v, want %+v; output:\n%s", st, tt.want, out)
+			}
+			if took < tt.atLeast || took > tt.atMost {
+				t.Errorf("the job took %v, want between %v and %v; output:\n%s", took, tt.atLeast, tt.atMost, out)
+			}
+			if strings.Contains(tt.script, "echo orphan done") && !strings.Contains(out, "orphan done") {
+				t.Errorf("the orphan did not finish:\n%s", out)
+			}
+		})
+	}
+}
+
 func TestSandboxRunErrors(t *testing.T) {
 	tests := []struct {
 		name string

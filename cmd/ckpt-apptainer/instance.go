@@ -247,8 +247,8 @@ type instanceEntry struct {
 // ~/.ckpt-apptainer/instances/HOST/NAME.json. The host is part of the
 // path because home directories are shared between a cluster's nodes.
 func registryPath(name string) (string, error) {
-	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
-		return "", fmt.Errorf("instance name %q is not a valid name", name)
+	if err := apptainer.CheckInstanceName(name); err != nil {
+		return "", err
 	}
 	home, err := os.UserHomeDir()
 	if err != nil {

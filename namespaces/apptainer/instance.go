@@ -29,8 +29,8 @@ type InstanceState struct {
 // CONFIGDIR/instances/app/HOST/USER/NAME/NAME.json, CONFIGDIR being
 // $APPTAINER_CONFIGDIR or ~/.apptainer.
 func InstanceStateFile(env []string, name string) (string, error) {
-	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
-		return "", fmt.Errorf("instance name %q is not a valid name", name)
+	if err := CheckInstanceName(name); err != nil {
+		return "", err
 	}
 	dir, _ := lookupEnv(env, "APPTAINER_CONFIGDIR")
 	if dir == "" {
@@ -56,6 +56,14 @@ func InstanceStateFile(env []string, name string) (string, error) {
 		return "", fmt.Errorf("instance %s: user name: %w", name, err)
 	}
 	return filepath.Join(dir, "instances", "app", host, u.Username, name, name+".json"), nil
+}
+
+// CheckInstanceName refuses an instance name that cannot name a file.
+func CheckInstanceName(name string) error {
+	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
+		return fmt.Errorf("instance name %q is not a valid name", name)
+	}
+	return nil
 }
 
 // ReadInstanceState reads an instance's state file; a missing file is

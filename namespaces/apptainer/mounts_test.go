@@ -128,8 +128,16 @@ func containerMounts(t *testing.T, sif, dir string, opts ...string) []specs.Moun
 	cmd.Stdout, cmd.Stderr = &out, &out
 	must(t, cmd.Start())
 	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		// Apptainer ends with its application (killed below) and stops its
+		// squashfuse_ll; a SIGKILL would leave that daemon behind.
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
