@@ -12,5 +12,8 @@
 // the container (NewRecord), checks at restart that the image and binds
 // are still what the checkpoint saw (Verify), builds the restart command
 // line (RestartArgv) and compares the new container's mount table with the
-// recorded one (CompareMounts).
+// recorded one (CompareMounts). For an instance, whose startscript is its
+// command, the restart binds the stub over the startscript, and the
+// instance's state file, which names the instance's processes by pid, is
+// found, claimed for the name and renumbered to host pids (InstanceState).
 package apptainer
