@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
+	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces/apptainer"
 )
 
 // ContainerStubFD is the descriptor the container runtime inherits the
@@ -348,7 +348,7 @@ func (cl *containerLaunch) stopped(tid int, task *runtimeTask, ws unix.WaitStatu
 		}
 		return cl.resume(tid)
 	case sig == unix.SIGTRAP && event == unix.PTRACE_EVENT_EXEC:
-		if task.role == roleRuntime && cl.cs.Instance && tid != cl.runtime.pid && !isStarter(tid) {
+		if task.role == roleRuntime && cl.cs.Instance && tid != cl.runtime.pid && !apptainer.IsStarter(tid) {
 			// A helper of the instance's (squashfuse_ll, fuse-overlayfs):
 			// it must run on while the application is restored.
 			cl.drop(tid)
@@ -564,16 +564,6 @@ func (cl *containerLaunch) execedStub(tid int) (bool, error) {
 	}
 	cl.jr.log.Debugf("container process %d exec'd the restore stub (%s)", tid, exe)
 	return true, nil
-}
-
-// isStarter reports whether task tid runs Apptainer's starter.
-func isStarter(tid int) bool {
-	exe, err := os.Readlink("/proc/" + strconv.Itoa(tid) + "/exe")
-	if err != nil {
-		return false
-	}
-	base := filepath.Base(exe)
-	return base == "starter" || base == "starter-suid"
 }
 
 // describeWait says how a task ended.

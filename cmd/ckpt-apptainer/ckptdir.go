@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
 
 // ckptDirFlag is the --ckpt-dir flag shared by every command.
@@ -42,4 +44,13 @@ func ckptDir(c *cli.Context) (string, error) {
 		return "", fmt.Errorf("checkpoint directory %s: %w", dir, err)
 	}
 	return abs, nil
+}
+
+// openCkptStore opens the checkpoint directory the command names, to read.
+func openCkptStore(c *cli.Context) (*image.Store, error) {
+	dir, err := ckptDir(c)
+	if err != nil {
+		return nil, err
+	}
+	return image.OpenStore(dir, false)
 }

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-
-	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
 
 func checkpointCommand() *cli.Command {
@@ -63,11 +61,7 @@ func listCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 		},
 		Action: func(c *cli.Context) error {
-			dir, err := ckptDir(c)
-			if err != nil {
-				return err
-			}
-			st, err := image.OpenStore(dir, false)
+			st, err := openCkptStore(c)
 			if err != nil {
 				return err
 			}

@@ -28,11 +28,7 @@ func inspectCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print the generation's manifest as JSON"},
 		},
 		Action: func(c *cli.Context) error {
-			dir, err := ckptDir(c)
-			if err != nil {
-				return err
-			}
-			st, err := image.OpenStore(dir, false)
+			st, err := openCkptStore(c)
 			if err != nil {
 				return err
 			}

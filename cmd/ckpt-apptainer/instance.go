@@ -59,11 +59,7 @@ func (s *supervisor) containerRuntime() (int, error) {
 // isInstanceDaemon reports whether pid is the daemon of an Apptainer
 // instance: the starter, under the name it gives itself.
 func isInstanceDaemon(pid int) bool {
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil {
-		return false
-	}
-	if base := filepath.Base(exe); base != "starter" && base != "starter-suid" {
+	if !apptainer.IsStarter(pid) {
 		return false
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -92,34 +88,29 @@ func checkNoStrangers(init int) error {
 		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); err != nil || ns != pidNS {
 			continue
 		}
-		if descendsFrom(pid, init) {
+		st, err := proc.ReadStat(pid)
+		if err != nil || descendsFrom(st, init) {
 			continue
 		}
-		desc := fmt.Sprintf("%d (%s", pid, comm(pid))
-		if st, err := proc.ReadStat(pid); err == nil {
-			desc += fmt.Sprintf(", child of %d %s", st.PPID, comm(st.PPID))
+		desc := fmt.Sprintf("%d (%s", pid, st.Comm)
+		if parent, err := proc.ReadStat(st.PPID); err == nil {
+			desc += fmt.Sprintf(", child of %d %s", st.PPID, parent.Comm)
 		}
 		strangers = append(strangers, desc+")")
 	}
 	if len(strangers) > 0 {
-		return fmt.Errorf("processes %s run in the container without being part of the job (started by `apptainer exec instance://`?): %w; let them finish first, or start that work from the instance's startscript",
-			strings.Join(strangers, ", "), errStrangers)
+		return fmt.Errorf("processes %s run in the container without being part of the job (started by `apptainer exec instance://`?): they cannot be checkpointed; let them finish first, or start that work from the instance's startscript",
+			strings.Join(strangers, ", "))
 	}
 	return nil
 }
 
-func comm(pid int) string {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	return strings.TrimSpace(string(b))
-}
-
-// descendsFrom reports whether ancestor is among pid's ancestors. A
-// process that is gone, or a zombie about to be reaped, counts as one of
-// the family: it has nothing left to checkpoint.
-func descendsFrom(pid, ancestor int) bool {
+// descendsFrom reports whether ancestor is among the ancestors of the
+// process st describes. A process that is gone, or a zombie about to be
+// reaped, counts as one of the family: it has nothing left to checkpoint.
+func descendsFrom(st *proc.Stat, ancestor int) bool {
 	for depth := 0; depth < 1024; depth++ {
-		st, err := proc.ReadStat(pid)
-		if err != nil || st.State == 'Z' {
+		if st.State == 'Z' {
 			return true
 		}
 		switch st.PPID {
@@ -128,12 +119,13 @@ func descendsFrom(pid, ancestor int) bool {
 		case 0, 1:
 			return false
 		}
-		pid = st.PPID
+		var err error
+		if st, err = proc.ReadStat(st.PPID); err != nil {
+			return true
+		}
 	}
 	return false
 }
-
-var errStrangers = errors.New("they cannot be checkpointed")
 
 // claimInstance readies the start of the job's instance: no instance of
 // that name may run already, a state file a killed job left is removed,

@@ -347,6 +347,8 @@ func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Before the manifest, which reads the job's main process: once an
+	// instance's launcher has returned, its daemon stands for it.
 	var runtime int
 	if s.container != nil && s.container.refused == nil {
 		if runtime, err = s.containerRuntime(); err != nil {

@@ -139,6 +139,17 @@ func (st *InstanceState) Renumber(pids map[int]int) error {
 	return nil
 }
 
+// IsStarter reports whether process pid runs Apptainer's starter (the
+// runtime's process that sets up and watches a container).
+func IsStarter(pid int) bool {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return false
+	}
+	base := filepath.Base(exe)
+	return base == "starter" || base == "starter-suid"
+}
+
 // ClaimInstanceName checks that no instance called like the job's runs
 // on this host (its state file names a live appinit), and removes the
 // state file a killed job left behind, whose pids name nothing of it now.

@@ -56,7 +56,14 @@ func RestartArgv(rec *image.Container, imagePath string, command []string) ([]st
 			out = append(out, rec.Argv[i])
 		}
 	}
-	img := rec.Argv[cmd.ImageArg]
+	out = append(out, imageArgument(cmd, imagePath))
+	return append(out, command...), nil
+}
+
+// imageArgument is the image argument of a restart: the recorded one, or
+// imagePath when it is not "".
+func imageArgument(cmd *Command, imagePath string) string {
+	img := cmd.Argv[cmd.ImageArg]
 	if imagePath != "" {
 		img = imagePath
 	}
@@ -64,8 +71,7 @@ func RestartArgv(rec *image.Container, imagePath string, command []string) ([]st
 		// Apptainer would read it as an option.
 		img = "./" + img
 	}
-	out = append(out, img)
-	return append(out, command...), nil
+	return img
 }
 
 // StartscriptPath is where an instance's startscript is in its container.
@@ -90,12 +96,5 @@ func instanceArgv(cmd *Command, imagePath string, command []string) ([]string, e
 	out = append(out, cmd.Argv[:cmd.SubcommandArg+2]...)
 	out = append(out, "--bind", command[0]+":"+StartscriptPath+":ro")
 	out = append(out, cmd.Argv[cmd.SubcommandArg+2:cmd.ImageArg]...)
-	img := cmd.Argv[cmd.ImageArg]
-	if imagePath != "" {
-		img = imagePath
-	}
-	if strings.HasPrefix(img, "-") {
-		img = "./" + img
-	}
-	return append(out, img, cmd.Instance), nil
+	return append(out, imageArgument(cmd, imagePath), cmd.Instance), nil
 }
