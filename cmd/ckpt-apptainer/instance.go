@@ -127,6 +127,10 @@ func descendsFrom(st *proc.Stat, ancestor int) bool {
 	return false
 }
 
+// instanceGoneGrace is how long a restart waits for the instance of a
+// job killed just before to be gone.
+const instanceGoneGrace = 10 * time.Second
+
 // claimInstance readies the start of the job's instance: no instance of
 // that name may run already, a state file a killed job left is removed,
 // and the name is registered with the checkpoint directory, for
@@ -138,7 +142,7 @@ func (s *supervisor) claimInstance() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := apptainer.ClaimInstanceName(path, name); err != nil {
+	if err := apptainer.ClaimInstanceName(path, name, instanceGoneGrace); err != nil {
 		return "", err
 	}
 	if err := registerInstance(name, s.dir); err != nil {

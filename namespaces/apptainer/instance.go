@@ -11,6 +11,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 )
 
 // InstanceState is the part of an instance's state file that names its
@@ -139,6 +142,13 @@ func (st *InstanceState) Renumber(pids map[int]int) error {
 	return nil
 }
 
+// isAppinit reports whether process pid runs Apptainer's container init
+// (and has not exited).
+func isAppinit(pid int) bool {
+	st, err := proc.ReadStat(pid)
+	return err == nil && st.Comm == "appinit" && st.State != 'Z'
+}
+
 // IsStarter reports whether process pid runs Apptainer's starter (the
 // runtime's process that sets up and watches a container).
 func IsStarter(pid int) bool {
@@ -153,7 +163,9 @@ func IsStarter(pid int) bool {
 // ClaimInstanceName checks that no instance called like the job's runs
 // on this host (its state file names a live appinit), and removes the
 // state file a killed job left behind, whose pids name nothing of it now.
-func ClaimInstanceName(path, name string) error {
+// An appinit still alive is given up to grace to go: the kernel tears a
+// killed job's PID namespace down while its successor already starts.
+func ClaimInstanceName(path, name string, grace time.Duration) error {
 	st, err := ReadInstanceState(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -161,7 +173,11 @@ func ClaimInstanceName(path, name string) error {
 	if err != nil {
 		return err
 	}
-	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", st.PID)); err == nil && strings.TrimSpace(string(comm)) == "appinit" {
+	deadline := time.Now().Add(grace)
+	for isAppinit(st.PID) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if isAppinit(st.PID) {
 		return fmt.Errorf("an instance named %s is already running (pid %d, state file %s); stop it with `apptainer instance stop %s`, or use another name", name, st.PID, path, name)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {

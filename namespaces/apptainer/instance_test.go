@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestInstanceStateFile(t *testing.T) {
@@ -100,13 +101,13 @@ func TestInstanceStateRenumber(t *testing.T) {
 func TestClaimInstanceName(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "none.json")
-	if err := ClaimInstanceName(missing, "web"); err != nil {
+	if err := ClaimInstanceName(missing, "web", 0); err != nil {
 		t.Errorf("no state file: %v", err)
 	}
 
 	// A state file whose pid names no appinit is a killed job's: removed.
 	stale := stateFile(t, dir, os.Getpid(), 1)
-	if err := ClaimInstanceName(stale, "web"); err != nil {
+	if err := ClaimInstanceName(stale, "web", 0); err != nil {
 		t.Fatalf("stale state file: %v", err)
 	}
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
@@ -127,11 +128,24 @@ func TestClaimInstanceName(t *testing.T) {
 		cmd.Wait()
 	}()
 	live := stateFile(t, dir, cmd.Process.Pid, 1)
-	err = ClaimInstanceName(live, "web")
+	err = ClaimInstanceName(live, "web", 200*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "already running") || !strings.Contains(err.Error(), "apptainer instance stop web") {
 		t.Errorf("live instance: %v", err)
 	}
 	if _, err := os.Stat(live); err != nil {
 		t.Errorf("a live instance's state file was touched: %v", err)
+	}
+
+	// An appinit that goes within the grace time (a killed job's, its
+	// namespace being torn down) leaves the name free.
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		cmd.Process.Kill()
+	}()
+	if err := ClaimInstanceName(live, "web", 10*time.Second); err != nil {
+		t.Errorf("an instance that ends within the grace time: %v", err)
+	}
+	if _, err := os.Stat(live); !os.IsNotExist(err) {
+		t.Errorf("the ended instance's state file was not removed: %v", err)
 	}
 }
