@@ -55,6 +55,28 @@ type Manifest struct {
 	Files []FileSum `json:"files"`
 
 	Stats Stats `json:"stats"`
+
+	// Hooks are the precheckpoint hooks that ran before this generation
+	// was taken. Hooks that ran after it (postcheckpoint, prerestore,
+	// postrestore) are in the directory's hook log (Store.HookLog).
+	Hooks []HookRun `json:"hooks,omitempty"`
+}
+
+// HookRun is one lifecycle hook that ran.
+type HookRun struct {
+	Event string   `json:"event"`
+	Path  string   `json:"path"`
+	Args  []string `json:"args,omitempty"`
+	// Source is the hooks file the entry came from.
+	Source      string        `json:"source"`
+	InContainer bool          `json:"in_container,omitempty"`
+	Generation  int           `json:"generation"`
+	Start       time.Time     `json:"start"`
+	Duration    time.Duration `json:"duration_ns"`
+	// ExitCode is -1 when the hook did not exit by itself (timeout,
+	// signal, could not start); Error then says why.
+	ExitCode int    `json:"exit_code"`
+	Error    string `json:"error,omitempty"`
 }
 
 // Job is what the user asked to run.
