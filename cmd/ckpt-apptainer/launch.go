@@ -25,13 +25,37 @@ func launch(c *cli.Context) error {
 	if len(argv) == 0 {
 		return fmt.Errorf("launch: no command given; usage: ckpt-apptainer launch [flags] -- CMD [ARGS...]")
 	}
+	return supervised(c, func(s *supervisor) error {
+		if gens, _ := s.store.Generations(); len(gens) > 0 {
+			s.log.Warnf("checkpoint directory %s already holds generations up to %d; this job's checkpoints continue the numbering (use `restart` to resume the old job)", s.dir, gens[len(gens)-1])
+		}
+		return launchJob(c, s, argv)
+	})
+}
+
+// supervised opens and locks the checkpoint directory, runs body as the
+// job's supervisor and releases everything; then, when a signal stopped
+// the job and --requeue was given, asks Slurm to requeue it. The requeue
+// comes last because Slurm ends what is left of the job step.
+func supervised(c *cli.Context, body func(*supervisor) error) error {
 	s, err := openSupervisor(c)
 	if err != nil {
 		return err
 	}
-	defer s.close()
-	if gens, _ := s.store.Generations(); len(gens) > 0 {
-		s.log.Warnf("checkpoint directory %s already holds generations up to %d; this job's checkpoints continue the numbering (use `restart` to resume the old job)", s.dir, gens[len(gens)-1])
+	err = body(s)
+	s.close()
+	if s.requeueNow {
+		if rerr := requeueSlurmJob(s.log); rerr != nil {
+			s.log.Error(rerr)
+		}
+	}
+	return err
+}
+
+// launchJob starts argv as a new job and supervises it until it ends.
+func launchJob(c *cli.Context, s *supervisor, argv []string) error {
+	if err := s.store.ClearFinished(); err != nil {
+		return err
 	}
 	cwd, err := os.Getwd()
 	if err != nil {

@@ -42,6 +42,7 @@ func main() {
 			return nil
 		},
 		Commands: []*cli.Command{
+			runCommand(),
 			launchCommand(),
 			restartCommand(),
 			checkpointCommand(),

@@ -20,31 +20,41 @@ func restartCommand() *cli.Command {
 		Name:      "restart",
 		Usage:     "resume a job from its newest good checkpoint (or GENERATION)",
 		ArgsUsage: "[GENERATION]",
-		Flags: append(jobFlags(), instanceFlag,
-			&cli.StringFlag{Name: "image", Usage: "the container image moved: restart with the image at `PATH` (it must be the same image)"},
-			&cli.BoolFlag{Name: "no-rollback", Usage: "keep files the job writes at their current length instead of cutting them back to their length at checkpoint time"},
-		),
-		Action: restart,
+		Flags:     append(restartFlags(), instanceFlag),
+		Action:    restart,
 	}
 }
 
+// restartFlags are the flags of restart and run.
+func restartFlags() []cli.Flag {
+	return append(jobFlags(),
+		&cli.StringFlag{Name: "image", Usage: "the container image moved: restart with the image at `PATH` (it must be the same image)"},
+		&cli.BoolFlag{Name: "no-rollback", Usage: "keep files the job writes at their current length instead of cutting them back to their length at checkpoint time"},
+	)
+}
+
 func restart(c *cli.Context) error {
-	s, err := openSupervisor(c)
-	if err != nil {
-		return err
-	}
-	defer s.close()
-	gen, err := pickGeneration(c, s.store)
-	if err != nil {
-		return err
-	}
+	return supervised(c, func(s *supervisor) error {
+		gen, err := pickGeneration(c, s.store)
+		if err != nil {
+			return err
+		}
+		return restartJob(c, s, gen, c.String("image"))
+	})
+}
+
+// restartJob restores generation gen and supervises the job until it
+// ends. img is the container image's new path when it moved, else "".
+func restartJob(c *cli.Context, s *supervisor, gen *image.Generation, img string) (err error) {
 	m := gen.Manifest
 	s.job = m.Job
 	s.log.Infof("restarting %q from generation %d (%s)", commandLine(m.Job.Argv), gen.Gen, m.Created.Local().Format(time.DateTime))
 
 	var cs *engine.ContainerStart
+	if err := s.store.ClearFinished(); err != nil {
+		return err
+	}
 	if m.Container != nil {
-		img := c.String("image")
 		if img != "" {
 			if img, err = filepath.Abs(img); err != nil {
 				return err
@@ -58,7 +68,7 @@ func restart(c *cli.Context) error {
 			s.job.Argv = append([]string(nil), s.job.Argv...)
 			s.job.Argv[m.Container.ImageArg] = img
 		}
-	} else if c.String("image") != "" {
+	} else if img != "" {
 		return fmt.Errorf("restart --image: generation %d is not a container job's", gen.Gen)
 	}
 	s.container = parseContainer(s.job.Argv, s.job.Env)

@@ -25,8 +25,10 @@ import (
 )
 
 // exitCheckpointed is the supervisor's exit status when it stopped the job
-// after a checkpoint (SIGTERM, or `checkpoint --kill`): 128+SIGTERM, what a
-// batch system expects from a job that ended on SIGTERM.
+// on purpose (SIGTERM, --signal, `checkpoint --kill`): 128+SIGTERM, what a
+// batch system expects from a job that ended on SIGTERM. The log says
+// whether the final checkpoint made it; either way `run` or `restart`
+// resumes the job from its newest good generation.
 const exitCheckpointed = 128 + int(syscall.SIGTERM)
 
 // jobFlags are the flags launch and restart share.
@@ -38,6 +40,8 @@ func jobFlags() []cli.Flag {
 		&cli.StringFlag{Name: "cgroup-parent", Usage: "writable (delegated) cgroup `DIR` to create the job cgroup in (v2 directory or v1 freezer directory)"},
 		&cli.BoolFlag{Name: "no-cgroup", Usage: "do not use a cgroup; stop the job with ptrace alone"},
 		&cli.BoolFlag{Name: "no-timens", Usage: "do not give the job a time namespace (its CLOCK_MONOTONIC then jumps across a restart)"},
+		&cli.StringFlag{Name: "signal", Usage: "also take a final checkpoint and stop the job on `SIG` (as on SIGTERM), e.g. USR1 for #SBATCH --signal=B:USR1@60"},
+		&cli.BoolFlag{Name: "requeue", Usage: "once a signal stopped the job, ask Slurm to requeue it (scontrol requeue $SLURM_JOB_ID)"},
 		&cli.Int64Flag{Name: "dump-buffer", Value: -1, Usage: "hold up to `MIB` of page data in memory during a checkpoint, so the job runs on before the disk has caught up (-1: 256 MiB or a quarter of the available memory if less, 0: stream to disk while the job waits)"},
 	}
 }
@@ -60,6 +64,13 @@ type supervisor struct {
 	interval  time.Duration
 	keep      int
 	buffer    int64 // dump buffer in bytes; <0: engine default
+	// stopSignal is --signal: like SIGTERM, it ends the job with a final
+	// checkpoint. requeue is --requeue.
+	stopSignal syscall.Signal
+	requeue    bool
+	// requeueNow is decided when the job ends: it was stopped by a signal
+	// (or died on one after a stop signal came) and --requeue was given.
+	requeueNow bool
 	// answering counts control requests being served: a checkpoint
 	// --kill ends the job, and the supervisor must not exit before it
 	// has told the client.
@@ -105,6 +116,16 @@ func openSupervisor(c *cli.Context) (*supervisor, error) {
 	if c.Int("interval") < 0 {
 		unlock()
 		return nil, fmt.Errorf("--interval %d: must be 0 or more seconds", c.Int("interval"))
+	}
+	if c.String("signal") != "" {
+		if s.stopSignal, err = parseStopSignal(c.String("signal")); err != nil {
+			unlock()
+			return nil, err
+		}
+	}
+	s.requeue = c.Bool("requeue")
+	if s.requeue && os.Getenv("SLURM_JOB_ID") == "" {
+		s.log.Warn("--requeue: $SLURM_JOB_ID is not set, so a stopped job cannot be requeued; it is resumed by the next `ckpt-apptainer run`")
 	}
 	return s, nil
 }
@@ -210,7 +231,11 @@ func (s *supervisor) supervise() error {
 	defer ln.Close()
 
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR2)
+	caught := []os.Signal{syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR2}
+	if s.stopSignal != 0 {
+		caught = append(caught, s.stopSignal)
+	}
+	signal.Notify(sigs, caught...)
 	defer signal.Stop(sigs)
 
 	exited := make(chan namespaces.ExitStatus, 1)
@@ -229,41 +254,62 @@ func (s *supervisor) supervise() error {
 		defer t.Stop()
 		tick = t.C
 	}
+	preempted := false
 	for {
 		select {
 		case st := <-exited:
 			s.waitAnswers()
-			return s.finish(st)
+			// A batch system that signals every process of the job may
+			// have ended the job before the supervisor read its own copy.
+			for len(sigs) > 0 {
+				if s.isStopSignal((<-sigs).(syscall.Signal)) {
+					preempted = true
+				}
+			}
+			return s.finish(st, preempted)
 		case <-tick:
 			if !s.isStopped() {
 				s.checkpointLogged(false)
 			}
 		case sig := <-sigs:
-			switch sig {
-			case syscall.SIGUSR1:
+			switch sig := sig.(syscall.Signal); {
+			case s.isStopSignal(sig):
+				preempted = true
+				if s.isStopped() {
+					continue // a repeated signal while the job is going down
+				}
+				s.stopWithCheckpoint(sig)
+				tick = nil
+			case sig == syscall.SIGUSR1:
 				if !s.isStopped() {
 					s.checkpointLogged(false)
 				}
-			case syscall.SIGTERM:
-				if s.isStopped() {
-					continue // a repeated SIGTERM while the job is going down
-				}
-				s.log.Info("SIGTERM: taking a final checkpoint, then stopping the job")
-				if _, err := s.checkpointLogged(true); err != nil {
-					s.log.Warn("the final checkpoint failed; stopping the job anyway, the previous generation stays")
-					s.mu.Lock()
-					s.stopped, s.lastFailed = true, true
-					s.mu.Unlock()
-				}
-				s.sb.Kill()
-				tick = nil
 			default:
-				if err := s.sb.ForwardSignal(sig.(syscall.Signal)); err != nil {
+				if err := s.sb.ForwardSignal(sig); err != nil {
 					s.log.Debugf("forward %v: %v", sig, err)
 				}
 			}
 		}
 	}
+}
+
+// isStopSignal tells whether sig asks for a final checkpoint and a stop.
+func (s *supervisor) isStopSignal(sig syscall.Signal) bool {
+	return sig == syscall.SIGTERM || (s.stopSignal != 0 && sig == s.stopSignal)
+}
+
+// stopWithCheckpoint answers a stop signal: a final checkpoint, then the
+// job is ended whether or not the checkpoint made it (the batch system's
+// SIGKILL follows anyway; a failed one leaves the previous generation).
+func (s *supervisor) stopWithCheckpoint(sig syscall.Signal) {
+	s.log.Infof("%s: taking a final checkpoint, then stopping the job", unix.SignalName(sig))
+	if _, err := s.checkpointLogged(true); err != nil {
+		s.log.Warn("the final checkpoint failed; stopping the job anyway, the previous generation stays")
+		s.mu.Lock()
+		s.stopped, s.lastFailed = true, true
+		s.mu.Unlock()
+	}
+	s.sb.Kill()
 }
 
 // answerTimeout bounds how long an ending supervisor waits for control
@@ -291,27 +337,43 @@ func (s *supervisor) isStopped() bool {
 	return s.stopped
 }
 
-func (s *supervisor) finish(st namespaces.ExitStatus) error {
+// finish logs how the job ended, records a job that ended by itself (so
+// `run` starts it anew instead of resuming it) and decides on a requeue.
+// preempted says a stop signal came, even if the job ended before the
+// supervisor acted on it.
+func (s *supervisor) finish(st namespaces.ExitStatus, preempted bool) error {
 	s.mu.Lock()
 	stopped, failed := s.stopped, s.lastFailed
 	s.mu.Unlock()
-	if stopped {
+	switch {
+	case stopped:
+		s.requeueNow = s.requeue
 		if failed {
-			s.log.Infof("job stopped; its last checkpoint failed, so a restart resumes from the generation before: ckpt-apptainer restart --ckpt-dir %s", s.dir)
+			s.log.Infof("job stopped; its last checkpoint failed, so it resumes from the generation before: %s", s.resumeHint())
 		} else {
-			s.log.Infof("job stopped after its checkpoint; resume it with: ckpt-apptainer restart --ckpt-dir %s", s.dir)
+			s.log.Infof("job stopped after its checkpoint; resume it with: %s", s.resumeHint())
 		}
 		return exitStatus(exitCheckpointed)
+	case st.Signal != 0:
+		// Not recorded as finished: a job killed from outside (the batch
+		// system's own signal, the OOM killer) resumes from its checkpoint.
+		s.requeueNow = s.requeue && preempted
+		s.log.Infof("job killed by signal %v; %s resumes it from its newest checkpoint", st.Signal, s.resumeHint())
+		return exitStatus(st.Code)
 	}
-	if st.Signal != 0 {
-		s.log.Infof("job killed by signal %v", st.Signal)
-	} else {
-		s.log.Debugf("job exited with status %d", st.Code)
+	s.log.Infof("job finished with exit status %d", st.Code)
+	if err := s.store.MarkFinished(image.Finished{Time: time.Now(), ExitCode: st.Code, Argv: s.job.Argv}); err != nil {
+		s.log.Warnf("%v: a later `ckpt-apptainer run` may resume the job from its last checkpoint instead of starting it anew", err)
 	}
 	if st.Code == 0 {
 		return nil
 	}
 	return exitStatus(st.Code)
+}
+
+// resumeHint is the command that resumes this job.
+func (s *supervisor) resumeHint() string {
+	return "ckpt-apptainer restart --ckpt-dir " + s.dir
 }
 
 // checkpointResult is what a checkpoint request answers.
