@@ -20,8 +20,15 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 )
 
-// forwardedSignals are passed on by init to the job's main process.
-var forwardedSignals = []os.Signal{
+// caughtSignals are caught by init only so that they do not end it: as the
+// PID namespace's init, a signal from outside the namespace with the default
+// action would kill it and with it the whole job. The supervisor forwards
+// signals through the control protocol (opSignal); a signal sent to init
+// directly comes from outside the job, typically a batch system signalling
+// every process of a job step (Slurm's proctrack does), and is dropped.
+// Forwarding it as well would hand the job a SIGTERM the supervisor answers
+// with a final checkpoint instead.
+var caughtSignals = []os.Signal{
 	syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP,
 	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT,
 }
@@ -99,7 +106,7 @@ func runInit() error {
 	// Before setup: the runtime starts a signal thread for this, and all of
 	// init's threads must be made while the PID counter is at the top.
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, append([]os.Signal{syscall.SIGCHLD}, forwardedSignals...)...)
+	signal.Notify(sigs, append([]os.Signal{syscall.SIGCHLD}, caughtSignals...)...)
 	s.outliveMain = cfg.OutliveMain
 	if err := s.setup(cfg); err != nil {
 		s.send(message{Error: err.Error()})
@@ -232,16 +239,13 @@ func (s *initServer) signalMain(sig syscall.Signal) error {
 	return nil
 }
 
-// signalLoop reaps children on SIGCHLD and forwards the other signals.
+// signalLoop reaps children on SIGCHLD and drops the other caught signals
+// (see caughtSignals).
 func (s *initServer) signalLoop(sigs <-chan os.Signal) {
 	for sig := range sigs {
 		if sig == syscall.SIGCHLD {
 			s.reap()
-			continue
 		}
-		// Before the job starts there is nobody to forward to; the signal is
-		// dropped as PID 1 would drop it.
-		_ = s.signalMain(sig.(syscall.Signal))
 	}
 }
 

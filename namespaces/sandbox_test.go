@@ -429,19 +429,31 @@ func TestSandboxNoTimeNamespace(t *testing.T) {
 	}
 }
 
-func TestSandboxInitForwardsSignals(t *testing.T) {
+// A signal sent to init from outside (a batch system signalling every
+// process of a job step) neither ends init nor reaches the job; the
+// supervisor's forwarded signal does.
+func TestSandboxInitDropsOutsideSignals(t *testing.T) {
 	sb, _ := startWithOutput(t, Options{})
-	_, _, err := sb.Run([]string{"sh", "-c", `trap "exit 7" HUP; echo ready; while :; do sleep 0.05; done`}, jobEnv, "/")
+	_, _, err := sb.Run([]string{"sh", "-c", `trap "exit 7" HUP; trap "exit 8" TERM; echo ready; while :; do sleep 0.05; done`}, jobEnv, "/")
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // let the shell install its trap
-	if err := unix.Kill(sb.InitPID(), unix.SIGHUP); err != nil {
+	time.Sleep(300 * time.Millisecond) // let the shell install its traps
+	for _, sig := range []unix.Signal{unix.SIGTERM, unix.SIGHUP, unix.SIGUSR1, unix.SIGINT} {
+		if err := unix.Kill(sb.InitPID(), sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := unix.Kill(sb.InitPID(), 0); err != nil {
+		t.Fatalf("init ended on a signal from outside: %v", err)
+	}
+	if err := sb.ForwardSignal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	st, err := sb.Wait()
 	if err != nil || st.Code != 7 {
-		t.Errorf("Wait = %+v, %v; want exit 7 from the trap", st, err)
+		t.Errorf("Wait = %+v, %v; want exit 7 from the HUP trap (a TERM sent to init must not have reached the job)", st, err)
 	}
 }
 
