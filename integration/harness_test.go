@@ -198,6 +198,9 @@ type job struct {
 	dir     string
 	ckptDir string
 	nsup    int
+	// extraEnv is added to the environment of every ckpt-apptainer command
+	// (through env(1), which survives runuser).
+	extraEnv []string
 }
 
 // newJob makes the job's directory; the test's cleanup kills whatever of the
@@ -256,6 +259,9 @@ func (j *job) cgroupArgs() []string {
 // cgroup, as a batch system would have placed it.
 func (j *job) command(ctx context.Context, supervise bool, args ...string) *exec.Cmd {
 	argv := append([]string{j.env.bin}, args...)
+	if len(j.extraEnv) > 0 {
+		argv = append(append([]string{"env"}, j.extraEnv...), argv...)
+	}
 	if !j.fl.user {
 		return exec.CommandContext(ctx, argv[0], argv[1:]...)
 	}
