@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -25,7 +26,7 @@ func inspectCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: ckptDirFlag.Name, Aliases: []string{"dir"}, Usage: ckptDirFlag.Usage},
 			instanceFlag,
-			&cli.BoolFlag{Name: "json", Usage: "print the generation's manifest as JSON"},
+			&cli.BoolFlag{Name: "json", Usage: "print the summary, with the manifest, as JSON"},
 		},
 		Action: func(c *cli.Context) error {
 			st, err := openCkptStore(c)
@@ -36,16 +37,19 @@ func inspectCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if c.Bool("json") {
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				return enc.Encode(g.Manifest)
-			}
+			// The newest good generation has just verified; a named one
+			// is opened as it is and verified here.
 			var verr error
 			if c.NArg() == 1 {
 				verr = g.Verify()
 			}
-			return printInspect(c.App.Writer, g, verr)
+			r := summarize(st, g, verr)
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				return enc.Encode(r)
+			}
+			return printInspect(c.App.Writer, r)
 		},
 	}
 }
@@ -73,17 +77,20 @@ func inspectGeneration(c *cli.Context, st *image.Store) (*image.Generation, erro
 	}
 }
 
-// printInspect writes the human-readable summary of generation g.
-func printInspect(w io.Writer, g *image.Generation, verr error) error {
-	m := g.Manifest
+// printInspect writes the human-readable summary r, section by section.
+func printInspect(w io.Writer, r *inspectReport) error {
+	m := r.Manifest
 	p := &printer{w: w}
-	p.line("generation %d  %s", m.Generation, g.Dir)
+	p.line("generation %d  %s", r.Generation, r.Dir)
 	p.line("  created    %s", m.Created.Local().Format(time.DateTime+" MST"))
 	p.line("  written by ckpt-apptainer %s (image format %d) on %s, kernel %s, %s", m.ToolVersion, m.FormatVersion, m.Host, m.Kernel, m.Arch)
-	if verr != nil {
-		p.line("  checksums  BAD: %v", verr)
+	if !r.Valid {
+		p.line("  checksums  BAD: %s", r.Error)
 	} else {
 		p.line("  checksums  ok (%d files)", len(m.Files))
+	}
+	for _, u := range r.Unreadable {
+		p.line("  unreadable %s: %s", u.File, u.Error)
 	}
 	p.line("job")
 	p.line("  command    %s", commandLine(m.Job.Argv))
@@ -98,29 +105,19 @@ func printInspect(w io.Writer, g *image.Generation, verr error) error {
 	p.line("  tasks      %d processes, %d threads", s.Processes, s.Threads)
 	p.line("  timing     checkpoint %v, job stopped %v, frozen %v (%s)", s.Duration.Round(time.Millisecond),
 		s.StoppedFor.Round(time.Millisecond), s.FrozenFor.Round(time.Millisecond), orNone(s.FreezeMethod))
-	if m.Cgroup != nil {
-		p.line("  cgroup     %s %s", m.Cgroup.Version, m.Cgroup.Path)
-	}
-	if p.err != nil {
-		return p.err
-	}
-	fmt.Fprintf(w, "processes (%d)\n", len(m.Processes))
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  PID\tPPID\tCOMM")
-	for _, pr := range m.Processes {
-		fmt.Fprintf(tw, "  %d\t%d\t%s\n", pr.PID, pr.PPID, pr.Comm)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if len(m.Namespaces) > 0 {
-		p.line("sandbox namespaces  %s", namespaceList(m.Namespaces))
-	}
+	printProcesses(p, r)
+	printMemory(p, r)
+	printFDs(p, r)
+	printIPC(p, m.IPC)
+	printNamespaces(p, m.Namespaces)
+	printMounts(p, m.Mounts)
+	printCgroup(p, m.Cgroup)
 	if m.Container == nil {
 		p.line("container  none (a plain job)")
-		return p.err
+	} else {
+		printContainer(p, m.Container)
 	}
-	printContainer(p, m.Container)
+	printHooks(p, r.Hooks)
 	return p.err
 }
 
@@ -167,17 +164,25 @@ func printContainer(p *printer, ct *image.Container) {
 		p.line("  own pid namespace (Apptainer's init is its pid 1)")
 	}
 	p.line("  mounts     %d", len(ct.Mounts))
-	if p.err != nil {
-		return
-	}
-	tw := tabwriter.NewWriter(p.w, 0, 4, 2, ' ', 0)
-	for _, m := range ct.Mounts {
-		fmt.Fprintf(tw, "    %s\t%s\t%s\t%s\n", m.Destination, m.Type, m.Source, strings.Join(m.Options, ","))
-	}
-	p.err = tw.Flush()
+	p.table("    ", mountRows(ct.Mounts))
 }
 
-// namespaceList names namespace kinds, "none" for none.
+// printNamespaces writes the sandbox's namespaces: on one line when no
+// paths were recorded, one namespace a line with its path otherwise.
+func printNamespaces(p *printer, ns []specs.LinuxNamespace) {
+	if !slices.ContainsFunc(ns, func(n specs.LinuxNamespace) bool { return n.Path != "" }) {
+		p.line("sandbox namespaces  %s", namespaceList(ns))
+		return
+	}
+	p.line("sandbox namespaces (%d)", len(ns))
+	rows := make([][]string, len(ns))
+	for i, n := range ns {
+		rows[i] = []string{string(n.Type), orNone(n.Path)}
+	}
+	p.table("  ", rows)
+}
+
+// namespaceList names namespace kinds, "none recorded" for none.
 func namespaceList(ns []specs.LinuxNamespace) string {
 	if len(ns) == 0 {
 		return "none recorded"
@@ -208,4 +213,17 @@ func (p *printer) line(format string, args ...any) {
 	if p.err == nil {
 		_, p.err = fmt.Fprintf(p.w, format+"\n", args...)
 	}
+}
+
+// table writes rows as aligned columns, each line after indent; nothing
+// for no rows.
+func (p *printer) table(indent string, rows [][]string) {
+	if p.err != nil || len(rows) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(p.w, 0, 4, 2, ' ', 0)
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s%s\n", indent, strings.Join(r, "\t"))
+	}
+	p.err = tw.Flush()
 }
