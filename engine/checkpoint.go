@@ -44,7 +44,16 @@ type CheckpointOptions struct {
 	// released before the disk has caught up; negative picks the default
 	// (defaultDumpBuffer), 0 streams to disk while the job waits.
 	BufferBytes int64
-	Log         logrus.FieldLogger
+	// Progress, when set, follows the page data on its way to disk: done
+	// is the bytes written to the page files so far, total the bytes
+	// expected. total is an estimate (from the kernel's counters of
+	// anonymous memory) until every process's memory has been read, then
+	// exact; done never exceeds it, and on success the last call has
+	// done == total. Calls come about once per 32 MiB written, from the
+	// engine's writer goroutines but one at a time; Progress must return
+	// quickly (it holds up the writer that calls it).
+	Progress ProgressFunc
+	Log      logrus.FieldLogger
 }
 
 // Checkpoint stops the job, dumps it, and lets it run on (or kills it, once
@@ -75,6 +84,11 @@ func Checkpoint(opts CheckpointOptions) (*image.Stats, error) {
 	}
 
 	jd := newJobDump(opts)
+	if jd.progress != nil {
+		for _, sp := range job.live() {
+			jd.progress.guessProcess(sp.pid, guessPageBytes(sp.pid))
+		}
+	}
 	dumps, err := jd.dumpAll(t, job)
 	if err != nil {
 		job.release()
@@ -224,12 +238,14 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 		return nil, err
 	}
 	pages.shared = jd.shmem
+	pages.progress = jd.progress
 	d := &processDump{proc: p, pages: pages, file: file}
 	if err := pages.dump(p.VMAs); err != nil {
 		d.finish(jd.opts)
 		return nil, fmt.Errorf("pid %d: memory: %w", p.PID, err)
 	}
 	jd.buffered += pages.bytes
+	jd.progress.settle(hostPID, pages.bytes)
 	return d, nil
 }
 

@@ -91,9 +91,19 @@ func (r *restorer) fillPages(p *image.Process, path string) (int64, error) {
 		if err := flush(); err != nil {
 			return 0, err
 		}
+		r.progress.add(int64(len(c.data)))
 		rd.release(c)
 	}
 	return total, nil
+}
+
+// pageRunBytes is the size of p's page data.
+func pageRunBytes(p *image.Process) int64 {
+	var n uint64
+	for _, run := range p.PageRuns {
+		n += run.Pages * pageSize
+	}
+	return int64(n)
 }
 
 // chunk is one read of a page file.

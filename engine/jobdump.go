@@ -29,6 +29,8 @@ type jobDump struct {
 	// buffered is the page data held in memory so far, against
 	// opts.BufferBytes.
 	buffered int64
+	// progress counts the page data for opts.Progress; nil without it.
+	progress *progress
 }
 
 func newJobDump(opts CheckpointOptions) *jobDump {
@@ -38,6 +40,7 @@ func newJobDump(opts CheckpointOptions) *jobDump {
 		pipes:    map[uint64]bool{},
 		unixSeen: map[uint64]bool{},
 		shmem:    newShmemPages(),
+		progress: newProgress(opts.Progress),
 	}
 }
 

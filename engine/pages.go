@@ -41,6 +41,9 @@ type pageDumper struct {
 	// of the job already stored; nil for a single process.
 	shared *shmemPages
 	want   []bool
+	// progress counts the bytes the writer has written; nil when no one
+	// follows them.
+	progress *progress
 
 	// pending are the ranges of the batch being collected, in buffer order.
 	pending []pendingRange
@@ -127,12 +130,15 @@ func (d *pageDumper) writer() {
 	var err error
 	for b := range d.full {
 		if err == nil {
+			var n int
 			for _, s := range b.segs {
 				if _, err = d.out.WriteThrough(b.buf[s.from:s.to]); err != nil {
 					err = fmt.Errorf("write page data: %w", err)
 					break
 				}
+				n += s.to - s.from
 			}
+			d.progress.add(int64(n))
 		}
 		d.free <- b.buf
 	}

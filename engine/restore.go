@@ -38,7 +38,13 @@ type RestoreOptions struct {
 	// NoRollback keeps files the job writes at their current length
 	// instead of cutting them back to their length at checkpoint time.
 	NoRollback bool
-	Log        logrus.FieldLogger
+	// Progress, when set, follows the page data into the processes: done
+	// is the bytes restored so far, total those of every page file (known
+	// from the image before the first byte is read). The last call of a
+	// successful restore has done == total. Calls come about once per
+	// 32 MiB, one at a time; Progress must return quickly.
+	Progress ProgressFunc
+	Log      logrus.FieldLogger
 }
 
 // RestoreResult reports a finished restore.
@@ -208,6 +214,8 @@ type restorer struct {
 	pagesPath string
 	// threads are the restored threads, in the order of proc.Threads.
 	threads []*ptrace.Thread
+	// progress counts the page data filled in; nil when no one follows it.
+	progress *progress
 }
 
 // attach takes a freshly created stub under ptrace. The stub was started

@@ -55,11 +55,14 @@ type jobRestore struct {
 	// heldRuntime its tasks kept stopped while the restore runs.
 	runtimeHost int
 	heldRuntime []int
+	// progress counts the page data restored, for opts.Progress.
+	progress *progress
 }
 
 func newJobRestore(t *ptrace.Tracer, opts RestoreOptions, procs []*image.Process, pages map[int]string) (*jobRestore, error) {
 	jr := &jobRestore{t: t, opts: opts, log: opts.Log, byPID: map[int]*restorer{},
-		holders: map[int]fdHolder{}, shmem: map[string]fdHolder{}, shmemSize: map[string]uint64{}}
+		holders: map[int]fdHolder{}, shmem: map[string]fdHolder{}, shmemSize: map[string]uint64{},
+		progress: newProgress(opts.Progress)}
 	// One stub layout for all: a child is cloned from its parent's stub
 	// and inherits its layout, so the stub must sit where no process of
 	// the job has a mapping.
@@ -93,7 +96,10 @@ func newJobRestore(t *ptrace.Tracer, opts RestoreOptions, procs []*image.Process
 		if jr.byPID[p.PID] != nil {
 			return nil, fmt.Errorf("pid %d appears twice in the image", p.PID)
 		}
-		r := &restorer{t: t, log: opts.Log, job: jr, proc: p, layout: layout, pagesPath: pages[p.PID]}
+		r := &restorer{t: t, log: opts.Log, job: jr, proc: p, layout: layout, pagesPath: pages[p.PID], progress: jr.progress}
+		if pages[p.PID] != "" {
+			jr.progress.expect(pageRunBytes(p))
+		}
 		jr.procs = append(jr.procs, r)
 		jr.byPID[p.PID] = r
 	}
