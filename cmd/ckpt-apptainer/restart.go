@@ -2,16 +2,19 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/hooks"
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
 )
 
@@ -50,6 +53,13 @@ func restartJob(c *cli.Context, s *supervisor, gen *image.Generation, img string
 	s.job = m.Job
 	s.log.Infof("restarting %q from generation %d (%s)", commandLine(m.Job.Argv), gen.Gen, m.Created.Local().Format(time.DateTime))
 
+	pre, err := s.runHooks(hooks.Prerestore, gen.Gen, specs.StateCreating, hookTarget{}, nil)
+	if lerr := s.store.AppendHookLog(pre); lerr != nil {
+		s.log.Warn(lerr)
+	}
+	if err != nil {
+		return fmt.Errorf("restart not started, generation %d is unchanged: %w", gen.Gen, err)
+	}
 	var cs *engine.ContainerStart
 	if err := s.store.ClearFinished(); err != nil {
 		return err
@@ -99,10 +109,12 @@ func restartJob(c *cli.Context, s *supervisor, gen *image.Generation, img string
 	if err := s.startSandbox(opts); err != nil {
 		return err
 	}
+	pr := newProgressReporter(fmt.Sprintf("restore generation %d", gen.Gen), s.log, os.Stderr)
 	res, err := engine.Restore(engine.RestoreOptions{
 		Dir: gen.Dir, Manifest: m, Spawner: s.sb, InitPID: s.sb.InitPID(), NoRollback: c.Bool("no-rollback"), Log: s.log,
-		Container: cs,
+		Container: cs, Progress: pr.update,
 	})
+	pr.end()
 	if err != nil {
 		s.sb.Kill()
 		return err
@@ -111,7 +123,19 @@ func restartJob(c *cli.Context, s *supervisor, gen *image.Generation, img string
 	if cs != nil {
 		s.jobPID = res.RuntimeHostPID
 	}
-	s.log.Infof("restored generation %d: %s in %v", gen.Gen, humanBytes(res.Bytes), res.Duration.Round(time.Millisecond))
+	s.log.Infof("restored generation %d: %s in %v%s", gen.Gen, humanBytes(res.Bytes), res.Duration.Round(time.Millisecond),
+		rateSuffix(res.Bytes, res.Duration))
+	tg := hookTarget{mainPID: s.jobPID}
+	if cs != nil {
+		tg.appPID, tg.runtime = res.HostPID, res.RuntimeHostPID
+	}
+	post, err := s.runHooks(hooks.Postrestore, gen.Gen, specs.StateRunning, tg, nil)
+	if err != nil {
+		s.log.Warn(err)
+	}
+	if err := s.store.AppendHookLog(post); err != nil {
+		s.log.Warn(err)
+	}
 	if instanceState != "" {
 		go s.publishInstance(instanceState)
 	}

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,8 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/cgroup"
-	"github.com/ckpt-apptainer/ckpt-apptainer/engine"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/hooks"
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
 )
 
@@ -41,6 +40,7 @@ func jobFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "no-cgroup", Usage: "do not use a cgroup; stop the job with ptrace alone"},
 		&cli.BoolFlag{Name: "no-timens", Usage: "do not give the job a time namespace (its CLOCK_MONOTONIC then jumps across a restart)"},
 		&cli.StringFlag{Name: "signal", Usage: "also take a final checkpoint and stop the job on `SIG` (as on SIGTERM), e.g. USR1 for #SBATCH --signal=B:USR1@60"},
+		hooksFlag,
 		&cli.BoolFlag{Name: "requeue", Usage: "once a signal stopped the job, ask Slurm to requeue it (scontrol requeue $SLURM_JOB_ID)"},
 		&cli.Int64Flag{Name: "dump-buffer", Value: -1, Usage: "hold up to `MIB` of page data in memory during a checkpoint, so the job runs on before the disk has caught up (-1: 256 MiB or a quarter of the available memory if less, 0: stream to disk while the job waits)"},
 	}
@@ -71,6 +71,13 @@ type supervisor struct {
 	// requeueNow is decided when the job ends: it was stopped by a signal
 	// (or died on one after a stop signal came) and --requeue was given.
 	requeueNow bool
+	// hooks are the site's and the user's lifecycle hooks (userHooks is
+	// the --hooks file); imageHooksCfg those of a container's image, read
+	// once (imageHooksRead).
+	hooks          *hooks.Config
+	userHooks      string
+	imageHooksCfg  *hooks.Config
+	imageHooksRead bool
 	// answering counts control requests being served: a checkpoint
 	// --kill ends the job, and the supervisor must not exit before it
 	// has told the client.
@@ -122,6 +129,10 @@ func openSupervisor(c *cli.Context) (*supervisor, error) {
 			unlock()
 			return nil, err
 		}
+	}
+	if err := s.loadHooks(c); err != nil {
+		unlock()
+		return nil, err
 	}
 	s.requeue = c.Bool("requeue")
 	if s.requeue && os.Getenv("SLURM_JOB_ID") == "" {
@@ -374,152 +385,6 @@ func (s *supervisor) finish(st namespaces.ExitStatus, preempted bool) error {
 // resumeHint is the command that resumes this job.
 func (s *supervisor) resumeHint() string {
 	return "ckpt-apptainer restart --ckpt-dir " + s.dir
-}
-
-// checkpointResult is what a checkpoint request answers.
-type checkpointResult struct {
-	Generation int           `json:"generation"`
-	Bytes      int64         `json:"bytes"`
-	Duration   time.Duration `json:"duration_ns"`
-	Stopped    time.Duration `json:"stopped_ns"`
-	Error      string        `json:"error,omitempty"`
-}
-
-// checkpointLogged takes a checkpoint and logs the outcome for the user.
-func (s *supervisor) checkpointLogged(kill bool) (*checkpointResult, error) {
-	res, err := s.checkpoint(kill)
-	if err != nil {
-		s.log.Errorf("checkpoint failed: %v (the job keeps running; earlier generations are intact)", err)
-		return nil, err
-	}
-	s.log.Infof("checkpoint generation %d: %s in %v (job stopped %v)", res.Generation, humanBytes(res.Bytes),
-		res.Duration.Round(time.Millisecond), res.Stopped.Round(time.Millisecond))
-	return res, nil
-}
-
-// checkpoint takes one generation. With kill the job is ended once the
-// generation is on disk; a failed checkpoint never ends it.
-func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopped {
-		return nil, fmt.Errorf("the job was already stopped by a checkpoint")
-	}
-	w, err := s.store.Begin()
-	if err != nil {
-		return nil, err
-	}
-	// Before the manifest, which reads the job's main process: once an
-	// instance's launcher has returned, its daemon stands for it.
-	var runtime int
-	if s.container != nil && s.container.refused == nil {
-		if runtime, err = s.containerRuntime(); err != nil {
-			w.Abort()
-			return nil, err
-		}
-	}
-	m := s.manifest()
-	opts := engine.CheckpointOptions{
-		InitPID:     s.sb.InitPID(),
-		MainPID:     s.jobPID,
-		Writer:      w,
-		Manifest:    m,
-		Stdio:       engine.Stdio{PID: os.Getpid()},
-		Kill:        kill,
-		Log:         s.log,
-		BufferBytes: s.buffer,
-		Stopped: func() {
-			// Read while the job is stopped: at restart its clocks go on
-			// from here, never behind what it has seen.
-			if mono, boot, err := namespaces.JobClocks(s.jobPID); err == nil {
-				m.Time = &image.TimeNamespace{MonotonicNs: mono.Nanoseconds(), BoottimeNs: boot.Nanoseconds()}
-			} else {
-				s.log.Warnf("job clocks not recorded (%v): after a restart from this checkpoint CLOCK_MONOTONIC jumps", err)
-			}
-		},
-		Commit: func() error { return w.Commit(m) },
-	}
-	if s.cg != nil {
-		opts.Freezer = s.cg
-	}
-	if s.container != nil {
-		if s.container.refused != nil {
-			w.Abort()
-			return nil, s.container.refused
-		}
-		app, err := findContainerApp(runtime)
-		if err != nil {
-			w.Abort()
-			return nil, err
-		}
-		if m.Container, err = s.containerRecord(app, runtime); err != nil {
-			w.Abort()
-			return nil, err
-		}
-		opts.App, opts.MainPID = app.scope, app.mainPID
-		if s.cg != nil {
-			fz, err := s.appCgroup(app)
-			if err != nil {
-				w.Abort()
-				return nil, err
-			}
-			opts.Freezer = fz
-		}
-	}
-	stats, err := engine.Checkpoint(opts)
-	if err != nil {
-		w.Abort()
-		return nil, err
-	}
-	if kill {
-		s.stopped = true
-	}
-	if err := s.store.Prune(s.keep); err != nil {
-		s.log.Warnf("remove old generations: %v", err)
-	}
-	return &checkpointResult{Generation: w.Gen, Bytes: stats.PageBytes, Duration: stats.Duration, Stopped: stats.StoppedFor}, nil
-}
-
-// manifest starts the manifest of a new generation with what the
-// supervisor knows about the job.
-func (s *supervisor) manifest() *image.Manifest {
-	var u unix.Utsname
-	unix.Uname(&u)
-	host, _ := os.Hostname()
-	m := &image.Manifest{
-		ToolVersion: version,
-		Kernel:      unix.ByteSliceToString(u.Release[:]),
-		Arch:        runtime.GOARCH,
-		Host:        host,
-		Job:         s.job,
-		Cgroup:      &image.Cgroup{Version: "none"},
-	}
-	if ns, err := namespaces.Namespaces(s.jobPID); err == nil {
-		m.Namespaces = ns
-	}
-	if mounts, err := namespaces.Mounts(s.jobPID); err == nil {
-		m.Mounts = mounts
-	}
-	if s.cg != nil {
-		m.Cgroup = &image.Cgroup{Version: string(s.cg.Version()), Path: s.cg.Path()}
-		if res, err := s.cg.Resources(); err == nil {
-			m.Cgroup.Resources = res
-		} else {
-			s.log.Debugf("cgroup limits: %v", err)
-		}
-	}
-	return m
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	default:
-		return fmt.Sprintf("%d KiB", n>>10)
-	}
 }
 
 // commandLine renders argv for log lines.

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/hooks"
+	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
+)
+
+// checkpointResult is what a checkpoint request answers.
+type checkpointResult struct {
+	Generation int           `json:"generation"`
+	Bytes      int64         `json:"bytes"`
+	Duration   time.Duration `json:"duration_ns"`
+	Stopped    time.Duration `json:"stopped_ns"`
+	Error      string        `json:"error,omitempty"`
+}
+
+// checkpointLogged takes a checkpoint and logs the outcome for the user.
+func (s *supervisor) checkpointLogged(kill bool) (*checkpointResult, error) {
+	res, err := s.checkpoint(kill)
+	if err != nil {
+		s.log.Errorf("checkpoint failed: %v (the job keeps running; earlier generations are intact)", err)
+		return nil, err
+	}
+	s.log.Infof("checkpoint generation %d: %s in %v%s (job stopped %v)", res.Generation, humanBytes(res.Bytes),
+		res.Duration.Round(time.Millisecond), rateSuffix(res.Bytes, res.Duration), res.Stopped.Round(time.Millisecond))
+	return res, nil
+}
+
+// checkpoint takes one generation. With kill the job is ended once the
+// generation is on disk; a failed checkpoint never ends it.
+func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return nil, fmt.Errorf("the job was already stopped by a checkpoint")
+	}
+	w, err := s.store.Begin()
+	if err != nil {
+		return nil, err
+	}
+	// Before the manifest, which reads the job's main process: once an
+	// instance's launcher has returned, its daemon stands for it.
+	var runtime int
+	if s.container != nil && s.container.refused == nil {
+		if runtime, err = s.containerRuntime(); err != nil {
+			w.Abort()
+			return nil, err
+		}
+	}
+	m := s.manifest()
+	opts := engine.CheckpointOptions{
+		InitPID:     s.sb.InitPID(),
+		MainPID:     s.jobPID,
+		Writer:      w,
+		Manifest:    m,
+		Stdio:       engine.Stdio{PID: os.Getpid()},
+		Kill:        kill,
+		Log:         s.log,
+		BufferBytes: s.buffer,
+		Stopped: func() {
+			// Read while the job is stopped: at restart its clocks go on
+			// from here, never behind what it has seen.
+			if mono, boot, err := namespaces.JobClocks(s.jobPID); err == nil {
+				m.Time = &image.TimeNamespace{MonotonicNs: mono.Nanoseconds(), BoottimeNs: boot.Nanoseconds()}
+			} else {
+				s.log.Warnf("job clocks not recorded (%v): after a restart from this checkpoint CLOCK_MONOTONIC jumps", err)
+			}
+		},
+		Commit: func() error { return w.Commit(m) },
+	}
+	if s.cg != nil {
+		opts.Freezer = s.cg
+	}
+	tg := hookTarget{mainPID: s.jobPID, runtime: runtime}
+	if s.container != nil {
+		if s.container.refused != nil {
+			w.Abort()
+			return nil, s.container.refused
+		}
+		app, err := findContainerApp(runtime)
+		if err != nil {
+			w.Abort()
+			return nil, err
+		}
+		if m.Container, err = s.containerRecord(app, runtime); err != nil {
+			w.Abort()
+			return nil, err
+		}
+		opts.App, opts.MainPID = app.scope, app.mainPID
+		tg.appPID = app.mainPID
+		if s.cg != nil {
+			fz, err := s.appCgroup(app)
+			if err != nil {
+				w.Abort()
+				return nil, err
+			}
+			opts.Freezer = fz
+		}
+	}
+	m.Hooks, err = s.runHooks(hooks.Precheckpoint, w.Gen, specs.StateRunning, tg, nil)
+	if err != nil {
+		w.Abort()
+		err = fmt.Errorf("checkpoint skipped: %w", err)
+		s.postCheckpointHooks(w.Gen, tg, false, err)
+		return nil, err
+	}
+	pr := newProgressReporter(fmt.Sprintf("checkpoint generation %d", w.Gen), s.log, os.Stderr)
+	opts.Progress = pr.update
+	stats, err := engine.Checkpoint(opts)
+	pr.end()
+	if err != nil {
+		w.Abort()
+		s.postCheckpointHooks(w.Gen, tg, false, err)
+		return nil, err
+	}
+	s.postCheckpointHooks(w.Gen, tg, kill, nil)
+	if kill {
+		s.stopped = true
+	}
+	if err := s.store.Prune(s.keep); err != nil {
+		s.log.Warnf("remove old generations: %v", err)
+	}
+	return &checkpointResult{Generation: w.Gen, Bytes: stats.PageBytes, Duration: stats.Duration, Stopped: stats.StoppedFor}, nil
+}
+
+// postCheckpointHooks runs the postcheckpoint hooks after an attempt at
+// generation gen, also after one that failed (ckptErr), so that a hook
+// that undoes what its precheckpoint partner did always runs. Their
+// failures are warnings: the checkpoint is already on disk, or not.
+func (s *supervisor) postCheckpointHooks(gen int, tg hookTarget, stopped bool, ckptErr error) {
+	status := specs.StateRunning
+	if stopped {
+		status = specs.StateStopped
+	}
+	runs, err := s.runHooks(hooks.Postcheckpoint, gen, status, tg, ckptErr)
+	if err != nil {
+		s.log.Warn(err)
+	}
+	if ckptErr != nil {
+		// The attempt committed nothing: its number goes to the next one,
+		// whose record must not list these runs.
+		for i := range runs {
+			runs[i].Generation = 0
+		}
+	}
+	if err := s.store.AppendHookLog(runs); err != nil {
+		s.log.Warn(err)
+	}
+}
+
+// manifest starts the manifest of a new generation with what the
+// supervisor knows about the job.
+func (s *supervisor) manifest() *image.Manifest {
+	var u unix.Utsname
+	unix.Uname(&u)
+	host, _ := os.Hostname()
+	m := &image.Manifest{
+		ToolVersion: version,
+		Kernel:      unix.ByteSliceToString(u.Release[:]),
+		Arch:        runtime.GOARCH,
+		Host:        host,
+		Job:         s.job,
+		Cgroup:      &image.Cgroup{Version: "none"},
+	}
+	if ns, err := namespaces.Namespaces(s.jobPID); err == nil {
+		m.Namespaces = ns
+	}
+	if mounts, err := namespaces.Mounts(s.jobPID); err == nil {
+		m.Mounts = mounts
+	}
+	if s.cg != nil {
+		m.Cgroup = &image.Cgroup{Version: string(s.cg.Version()), Path: s.cg.Path()}
+		if res, err := s.cg.Resources(); err == nil {
+			m.Cgroup.Resources = res
+		} else {
+			s.log.Debugf("cgroup limits: %v", err)
+		}
+	}
+	return m
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	default:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+}
