@@ -20,13 +20,17 @@ func (j *job) run(opts []string, argv ...string) *supervisor {
 
 // fakeScontrol puts an scontrol into the job's PATH that records its
 // arguments in scontrol.log, and a Slurm job id into its environment.
+// `scontrol show job` answers with the record in slurm-job (setSlurmJob),
+// or with a running job.
 func fakeScontrol(j *job, jobID string) {
 	j.t.Helper()
 	bin := j.path("slurm-bin")
 	if err := os.Mkdir(bin, 0o755); err != nil {
 		j.t.Fatal(err)
 	}
-	script := "#!/bin/sh\necho \"$*\" >> " + j.path("scontrol.log") + "\n"
+	script := "#!/bin/sh\n" +
+		"if [ \"$1\" = show ]; then cat " + j.path("slurm-job") + " 2>/dev/null || echo JobState=RUNNING Reason=None Restarts=0; exit 0; fi\n" +
+		"echo \"$*\" >> " + j.path("scontrol.log") + "\n"
 	if err := os.WriteFile(filepath.Join(bin, "scontrol"), []byte(script), 0o755); err != nil {
 		j.t.Fatal(err)
 	}
@@ -40,6 +44,14 @@ func fakeScontrol(j *job, jobID string) {
 	j.extraEnv = append(j.extraEnv, "SLURM_JOB_ID="+jobID, "PATH="+bin+":"+os.Getenv("PATH"))
 }
 
+// setSlurmJob sets what the fake `scontrol show job` answers.
+func (j *job) setSlurmJob(record string) {
+	j.t.Helper()
+	if err := os.WriteFile(j.path("slurm-job"), []byte(record+"\n"), 0o644); err != nil {
+		j.t.Fatal(err)
+	}
+}
+
 // scontrolCalls returns the recorded scontrol command lines.
 func (j *job) scontrolCalls() []string {
 	b, _ := os.ReadFile(j.path("scontrol.log"))
@@ -48,8 +60,8 @@ func (j *job) scontrolCalls() []string {
 
 // TestRunResumesAndRequeues is the batch script's life: `run` on an empty
 // directory launches the job; Slurm's advance warning (--signal USR1) and
-// then its SIGTERM each stop it with a final checkpoint and a requeue; each
-// next `run` resumes it; a run to the end records that the job finished, so
+// then its SIGTERM each stop it with a final checkpoint and a requeue; a
+// SIGTERM from scancel stops it without one; each next `run` resumes it; a run to the end records that the job finished, so
 // the next `run` starts it anew and nothing asks for a requeue.
 func TestRunResumesAndRequeues(t *testing.T) {
 	e := setup(t)
@@ -87,10 +99,22 @@ func TestRunResumesAndRequeues(t *testing.T) {
 				t.Fatalf("after the SIGTERM stop scontrol was called as %q, want two requeues:\n%s", got, s.output())
 			}
 
+			// scancel: Slurm is ending the job (COMPLETING, no time limit),
+			// so a requeue would bring back a job its user cancelled.
+			j.setSlurmJob("JobId=4242 JobState=COMPLETING Reason=None Restarts=0")
+			s = j.run(opts, argv...)
+			j.waitLines(s, log, j.lines(log)+10)
+			s.signal(syscall.SIGTERM)
+			s.finish(exitStopped, ckptTimeout)
+			if got := j.scontrolCalls(); len(got) != 2 || !s.outputContains("was cancelled, so it is not requeued") {
+				t.Fatalf("a cancelled job: scontrol calls %q, want still two, and a log that says why:\n%s", got, s.output())
+			}
+			j.setSlurmJob("JobId=4242 JobState=RUNNING Reason=None Restarts=0")
+
 			s = j.run(opts, argv...)
 			s.finish(0, 60*time.Second)
 			if err := checkSequence(j.readFile(log), 1, counterSteps, parseCounterLine); err != nil {
-				t.Fatalf("job log across two stops and runs: %v", err)
+				t.Fatalf("job log across three stops and runs: %v", err)
 			}
 			if got := j.scontrolCalls(); len(got) != 2 {
 				t.Errorf("a job that ran to its end asked for a requeue: scontrol calls %q", got)

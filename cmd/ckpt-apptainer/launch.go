@@ -45,7 +45,7 @@ func supervised(c *cli.Context, body func(*supervisor) error) error {
 	err = body(s)
 	s.close()
 	if s.requeueNow {
-		if rerr := requeueSlurmJob(s.log); rerr != nil {
+		if rerr := requeueSlurmJob(s.log, s.dir); rerr != nil {
 			s.log.Error(rerr)
 		}
 	}

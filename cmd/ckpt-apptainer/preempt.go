@@ -1,16 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
-	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,29 +41,4 @@ func parseStopSignal(s string) (syscall.Signal, error) {
 		return 0, fmt.Errorf("--signal %q: %v is sent for other reasons than preemption (Slurm sends SIGCONT with every signal); use USR1 or USR2", s, unix.SignalName(sig))
 	}
 	return sig, nil
-}
-
-// requeueTimeout bounds `scontrol requeue`: a slurmctld that does not
-// answer must not keep a preempted job's supervisor past its grace time.
-const requeueTimeout = 30 * time.Second
-
-// requeueSlurmJob asks Slurm to queue the job the supervisor runs in again.
-// Slurm then ends what is left of this job step, so call it last.
-func requeueSlurmJob(log logrus.FieldLogger) error {
-	id := os.Getenv("SLURM_JOB_ID")
-	if id == "" {
-		return fmt.Errorf("--requeue: not running in a Slurm job ($SLURM_JOB_ID is not set); resume the job with `ckpt-apptainer run` or `restart`")
-	}
-	scontrol, err := exec.LookPath("scontrol")
-	if err != nil {
-		return fmt.Errorf("--requeue: scontrol not found in $PATH: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), requeueTimeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, scontrol, "requeue", id).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("scontrol requeue %s: %w: %s (is the job requeueable? submit it with `sbatch --requeue`)", id, err, strings.TrimSpace(string(out)))
-	}
-	log.Infof("asked Slurm to requeue job %s; it resumes from its checkpoint when it runs again", id)
-	return nil
 }
