@@ -13,8 +13,11 @@ set -euo pipefail
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # Packages from the machine's own suites.
+# slurmctld, slurmd, slurm-client and munge are for the single-node Slurm
+# cluster the tests start (scripts/setup-slurm.sh).
 BASE_PKGS=(build-essential gcc make busybox-static python3 debootstrap util-linux
-	procps psmisc uidmap fuse3 time ca-certificates git)
+	procps psmisc uidmap fuse3 time ca-certificates git
+	slurmctld slurmd slurm-client munge)
 # Packages only unstable (or testing) carries in the needed versions.
 NEW_PKGS=(apptainer squashfuse fuse-overlayfs criu)
 
