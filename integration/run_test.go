@@ -61,8 +61,9 @@ func (j *job) scontrolCalls() []string {
 // TestRunResumesAndRequeues is the batch script's life: `run` on an empty
 // directory launches the job; Slurm's advance warning (--signal USR1) and
 // then its SIGTERM each stop it with a final checkpoint and a requeue; a
-// SIGTERM from scancel stops it without one; each next `run` resumes it; a run to the end records that the job finished, so
-// the next `run` starts it anew and nothing asks for a requeue.
+// SIGTERM from scancel stops it without one; each next `run` resumes it; a
+// run to the end records that the job finished, so the next `run` starts
+// it anew and nothing asks for a requeue.
 func TestRunResumesAndRequeues(t *testing.T) {
 	e := setup(t)
 	for _, name := range []string{"user-v2", "root-v2"} {

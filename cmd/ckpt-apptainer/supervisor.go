@@ -41,7 +41,7 @@ func jobFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "no-timens", Usage: "do not give the job a time namespace (its CLOCK_MONOTONIC then jumps across a restart)"},
 		&cli.StringFlag{Name: "signal", Usage: "also take a final checkpoint and stop the job on `SIG` (as on SIGTERM), e.g. USR1 for #SBATCH --signal=B:USR1@60"},
 		hooksFlag,
-		&cli.BoolFlag{Name: "requeue", Usage: "once a signal stopped the job, ask Slurm to requeue it (scontrol requeue $SLURM_JOB_ID)"},
+		&cli.BoolFlag{Name: "requeue", Usage: "once a signal stopped the job, ask Slurm to requeue it (scontrol requeue $SLURM_JOB_ID), unless Slurm requeues it itself or the job was cancelled"},
 		&cli.Int64Flag{Name: "dump-buffer", Value: -1, Usage: "hold up to `MIB` of page data in memory during a checkpoint, so the job runs on before the disk has caught up (-1: 256 MiB or a quarter of the available memory if less, 0: stream to disk while the job waits)"},
 	}
 }
