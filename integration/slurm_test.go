@@ -266,13 +266,17 @@ func (d *slurmJobDir) checkComplete(steps int) {
 // plain scancel (the job is not requeued, and submitting it again resumes
 // it). The container job is stopped once. Each must resume from its
 // checkpoint every time and finish with every step counted once.
+//
+// The jobs are shell loops that mostly sleep, and most of the test is
+// Slurm's requeue delay, so it runs beside the other parallel tests
+// without taking a machine slot.
 func TestSlurmExamples(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	requireSlurm(t)
 
 	t.Run("plain", func(t *testing.T) {
 		t.Parallel()
-		machine.acquire(t, 1)
 		const steps = 150
 		d := newSlurmJobDir(t, e, "plain.sbatch", "ckpt-plain", steps)
 		id := d.submit("plain.sbatch")
@@ -315,7 +319,6 @@ func TestSlurmExamples(t *testing.T) {
 	t.Run("container", func(t *testing.T) {
 		t.Parallel()
 		sif := busyboxImage(t)
-		machine.acquire(t, 1)
 		const steps = 100
 		d := newSlurmJobDir(t, e, "container.sbatch", "ckpt-container", steps)
 		if err := copyFile(sif, d.path("app.sif"), 0o644); err != nil {
