@@ -65,15 +65,24 @@ func descendants(pid int) ([]int, error) {
 	}
 	var out []int
 	for _, k := range kids {
-		out = append(out, k)
 		sub, err := descendants(k)
+		if gone(err) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, sub...)
+		out = append(append(out, k), sub...)
 	}
 	return out, nil
 }
+
+// gone tells whether err says a process listed a moment ago has exited and
+// been reaped since. Before the job is frozen its short-lived children (a
+// shell's `sleep`) come and go while the tree is walked; such a process
+// has nothing left to checkpoint.
+// (ENOENT, or ESRCH while it is being reaped).
+func gone(err error) bool { return errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) }
 
 // AppScope limits a checkpoint to a container's application: the processes
 // below Parent, the container runtime's process that started the
@@ -100,6 +109,9 @@ func (s *AppScope) PIDs() ([]int, error) {
 			}
 		}
 		sub, err := descendants(k)
+		if gone(err) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
