@@ -12,8 +12,9 @@ import (
 // Preemption: Slurm ends a job on a ckpt partition with SIGTERM (preemption,
 // scancel, the end of GraceTime's warning), or with the signal the job asked
 // for in advance (#SBATCH --signal=B:USR1@60). The supervisor answers either
-// with a final checkpoint and stops the job; with --requeue it then asks
-// Slurm to queue the job again, so `run` resumes it.
+// with a final checkpoint and stops the job; with --requeue it then has
+// the job queued again (slurm.go decides whether Slurm does that itself),
+// so `run` resumes it.
 
 // parseStopSignal reads --signal: a name (USR1, SIGUSR1), a number, or the
 // form #SBATCH --signal takes ([B:|R:]SIG[@SECONDS]), so a user can copy
