@@ -23,6 +23,9 @@ var ErrFreezeTimeout = errors.New("cgroup did not freeze in time")
 // cgroup thawed; thawing does not wait for tasks, so this is generous.
 const thawTimeout = 5 * time.Second
 
+// v1FreezeRetry is how long a v1 freeze waits before it asks again.
+const v1FreezeRetry = 20 * time.Millisecond
+
 // Freeze freezes every task of the cgroup and waits until the kernel
 // reports the whole cgroup frozen (v2: "frozen 1" in cgroup.events; v1:
 // freezer.state reads FROZEN). If that does not happen within timeout (a
@@ -34,7 +37,23 @@ func (c *Cgroup) Freeze(timeout time.Duration) error {
 	if err := c.requestFreeze(); err != nil {
 		return c.abortFreeze(fmt.Errorf("freeze %s: %w", c.path, err))
 	}
-	frozen, err := c.waitFrozen(true, timeout)
+	wait := timeout
+	if c.v2 == nil {
+		wait = min(timeout, v1FreezeRetry)
+	}
+	frozen, err := c.waitFrozen(true, wait)
+	if c.v2 == nil {
+		// v1 freezes each task once per request: a task that was
+		// running then and went to sleep in the kernel before it
+		// reached the refrigerator (a vfork parent starting to wait for
+		// its child) is never frozen, and its child, frozen, never
+		// lets it go. Asking again freezes it where it sleeps.
+		for deadline := start.Add(timeout); err == nil && !frozen && time.Now().Before(deadline); {
+			if err = c.requestFreeze(); err == nil {
+				frozen, err = c.waitFrozen(true, min(v1FreezeRetry, time.Until(deadline)))
+			}
+		}
+	}
 	if err != nil {
 		return c.abortFreeze(fmt.Errorf("freeze %s: %w", c.path, err))
 	}

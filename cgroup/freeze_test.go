@@ -82,7 +82,7 @@ func TestFreezeThawRemove(t *testing.T) {
 			if frozen, err := c.frozen(); err != nil || frozen {
 				t.Fatalf("kernel state after Thaw: frozen=%v err=%v", frozen, err)
 			}
-			if !cpuAdvances(t, busy.Process.Pid, 300*time.Millisecond) {
+			if !cpuAdvances(t, busy.Process.Pid, 3*time.Second) {
 				t.Error("busy loop did not run again after Thaw")
 			}
 
@@ -156,10 +156,50 @@ func TestFreezeTimeoutThaws(t *testing.T) {
 				t.Fatalf("cgroup left frozen=%v (err %v) after a failed freeze", frozen, err)
 			}
 			for _, pid := range busy {
-				if !cpuAdvances(t, pid, 300*time.Millisecond) {
+				if !cpuAdvances(t, pid, 3*time.Second) {
 					t.Errorf("pid %d does not run after the failed freeze", pid)
 				}
 			}
+		})
+	}
+}
+
+// TestFreezeVforkingShell freezes a shell that vforks and execs commands
+// without pause, over and over: a freeze that lands while the shell starts
+// to wait for its vfork child must still complete.
+func TestFreezeVforkingShell(t *testing.T) {
+	for _, v := range versions {
+		t.Run(string(v), func(t *testing.T) {
+			parent := scratchParent(t, v)
+			c, err := Create(Options{Parent: parent, Name: "job"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = c.Remove() })
+			sh := exec.Command("/bin/sh", "-c", "while :; do /bin/true; done")
+			if err := sh.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				_ = sh.Process.Kill()
+				_ = sh.Wait()
+			})
+			if err := c.AddProc(sh.Process.Pid); err != nil {
+				t.Fatal(err)
+			}
+			const freezes = 300
+			var slowest time.Duration
+			for i := range freezes {
+				start := time.Now()
+				if err := c.Freeze(5 * time.Second); err != nil {
+					t.Fatalf("freeze %d of %d: %v", i+1, freezes, err)
+				}
+				slowest = max(slowest, time.Since(start))
+				if err := c.Thaw(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Logf("%d freezes, slowest %v", freezes, slowest)
 		})
 	}
 }

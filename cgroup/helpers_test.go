@@ -104,9 +104,15 @@ func procStat(t *testing.T, pid int) (byte, uint64) {
 func cpuAdvances(t *testing.T, pid int, d time.Duration) bool {
 	t.Helper()
 	_, before := procStat(t, pid)
-	time.Sleep(d)
-	_, after := procStat(t, pid)
-	return after > before
+	// CPU time counts in clock ticks; on a loaded machine a spinning
+	// task may take a while to collect one.
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+		time.Sleep(min(50*time.Millisecond, time.Until(deadline)))
+		if _, after := procStat(t, pid); after > before {
+			return true
+		}
+	}
+	return false
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
