@@ -69,10 +69,17 @@ func Checkpoint(opts CheckpointOptions) (*image.Stats, error) {
 	if opts.BufferBytes < 0 {
 		opts.BufferBytes = defaultDumpBuffer()
 	}
-	start := time.Now()
-	t := ptrace.NewTracer()
-	defer t.Close()
+	var stats *image.Stats
+	err := ptrace.Run(func(t *ptrace.Tracer) (err error) {
+		stats, err = checkpoint(t, opts)
+		return err
+	})
+	return stats, err
+}
 
+// checkpoint is Checkpoint on the tracer's thread.
+func checkpoint(t *ptrace.Tracer, opts CheckpointOptions) (*image.Stats, error) {
+	start := time.Now()
 	job, err := stopJob(t, opts.InitPID, opts.App, opts.Freezer, opts.Log)
 	if err != nil {
 		return nil, err

@@ -3,8 +3,6 @@ package engine
 import (
 	"fmt"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/unixsock"
@@ -109,8 +107,7 @@ func checkSharedMM(job *stoppedJob) error {
 	live := job.live()
 	for i, a := range live {
 		for _, b := range live[i+1:] {
-			r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(a.pid), uintptr(b.pid), kcmpVM, 0, 0, 0)
-			if e == 0 && r == 0 {
+			if sameVM(a.pid, b.pid) {
 				return fmt.Errorf("host pids %d and %d share one address space (vfork before exec, or clone with CLONE_VM): not supported; checkpoint again in a moment", a.pid, b.pid)
 			}
 		}

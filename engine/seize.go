@@ -135,7 +135,15 @@ func jobPIDs(initPID int, scope *AppScope) ([]int, error) {
 // interrupt each thread, thaw (the interrupt takes effect as the thaw lets
 // each thread move), wait for the stops. Without one, threads are seized in
 // rounds until a round finds no new thread.
+//
+// A stop that catches a process between vfork and exec is undone and tried
+// again (see vforkWait).
 func stopJob(t *ptrace.Tracer, initPID int, scope *AppScope, fz Freezer, log logrus.FieldLogger) (*stoppedJob, error) {
+	return retryVfork(t, func() (*stoppedJob, error) { return stopJobOnce(t, initPID, scope, fz, log) }, log)
+}
+
+// stopJobOnce is one try of stopJob.
+func stopJobOnce(t *ptrace.Tracer, initPID int, scope *AppScope, fz Freezer, log logrus.FieldLogger) (*stoppedJob, error) {
 	j := &stoppedJob{t: t, waited: map[int]bool{}, interrupted: map[int]bool{}, byPID: map[int]*stoppedProc{},
 		list: func() ([]int, error) { return jobPIDs(initPID, scope) }}
 	if fz != nil {
@@ -307,6 +315,9 @@ func (j *stoppedJob) interrupt(tid int, mode seizeMode) error {
 // waitAll waits until each taken thread reports its stop, and notes which
 // processes were in a group stop.
 func (j *stoppedJob) waitAll() error {
+	if vf := j.sharedVM(); vf != nil {
+		return vf
+	}
 	for _, sp := range j.procs {
 		live := sp.threads[:0]
 		for _, tid := range sp.threads {
@@ -391,7 +402,14 @@ func (j *stoppedJob) kill() {
 
 // release detaches every thread, letting the job run on. A process that was
 // in a group stop is put back into it.
+//
+// Only a thread in a ptrace-stop can be detached. Those asked to stop but
+// not stopped yet are waited for after the others are let go: a process
+// that vforked waits for its child, which may be one of the stopped ones,
+// before it can stop itself. One that still does not stop is left to the
+// tracer's exit (ptrace.Run).
 func (j *stoppedJob) release() {
+	var pending []int
 	for _, sp := range j.procs {
 		for _, tid := range sp.threads {
 			if !j.t.Seized(tid) {
@@ -401,10 +419,44 @@ func (j *stoppedJob) release() {
 			if tid == sp.pid {
 				sig = int(sp.stopSig)
 			}
-			j.t.Detach(tid, sig)
+			if err := j.t.Detach(tid, sig); err != nil && j.t.Seized(tid) {
+				pending = append(pending, tid)
+			}
 		}
 	}
+	// Polled together: which one can stop first is not known (a vfork
+	// child may itself be one of them).
+	deadline := time.Now().Add(releaseTimeout)
+	for spin := 0; len(pending) > 0 && time.Now().Before(deadline); spin++ {
+		left := pending[:0]
+		for _, tid := range pending {
+			st, stopped, err := j.t.PollStop(tid)
+			if err != nil {
+				continue // exited
+			}
+			if !stopped {
+				left = append(left, tid)
+				continue
+			}
+			sig := 0
+			if uint32(st.Status)>>16 == 0 && st.Signal() != unix.SIGTRAP {
+				// A signal arrived before the stop asked for: it
+				// is delivered, not dropped.
+				sig = int(st.Signal())
+			} else if sp := j.byPID[tid]; sp != nil {
+				sig = int(sp.stopSig)
+			}
+			j.t.Detach(tid, sig)
+		}
+		pending = left
+		ptrace.Backoff(spin)
+	}
+	// What is left stays attached until the tracer's thread exits.
 }
+
+// releaseTimeout bounds the wait, on release, for threads that were asked
+// to stop and had not yet. (A variable for the tests.)
+var releaseTimeout = 5 * time.Second
 
 func (j *stoppedJob) threadCount() int {
 	n := 0

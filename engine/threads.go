@@ -180,7 +180,13 @@ func (r *restorer) clone3(args cloneArgs, tid int, event int) (int, error) {
 			return 0, err
 		}
 		if ret < 0 {
-			return 0, fmt.Errorf("clone3 with id %d in pid %d: %w", tid, r.proc.PID, unix.Errno(-ret))
+			err := fmt.Errorf("clone3 with id %d in pid %d: %w", tid, r.proc.PID, unix.Errno(-ret))
+			if unix.Errno(-ret) == unix.EEXIST {
+				if who := pidHolder(r.pid, tid); who != "" {
+					err = fmt.Errorf("%w: id %d is held by %s", err, tid, who)
+				}
+			}
+			return 0, err
 		}
 		if tid == 0 || int(ret) == tid {
 			break

@@ -39,6 +39,7 @@ var suiteEntries = []suiteEntry{
 	{name: "stopped", prog: "stopped.c"},
 	{name: "waitblock", prog: "waitblock.c"},
 	{name: "vforkexec", prog: "vforkexec.c"},
+	{name: "vforkloop", prog: "vforkloop.c"},
 	{name: "orphan", prog: "orphan.c"},
 	{name: "subreaper", prog: "subreaper.c"},
 	{name: "pdeathsig", prog: "pdeathsig.c"},

@@ -43,6 +43,45 @@ func NewTracer() *Tracer {
 	return &Tracer{osThread: unix.Gettid(), seized: map[int]bool{}}
 }
 
+// Run calls fn with a tracer of its own, on a goroutine and an OS thread
+// that serve fn alone. Threads fn leaves attached, when it could not bring
+// them to a stop to detach them (one waiting on a vfork child that never
+// got to exec), are let go by the kernel: the OS thread exits with the
+// goroutine instead of going back to the Go runtime, and a tracer's exit
+// detaches its tracees.
+func Run(fn func(t *Tracer) error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() != unix.Getpid() {
+			done <- traceLocked(fn)
+			return
+		}
+		// The main thread never exits (the runtime parks it instead).
+		// While this goroutine holds it, a new one runs on another.
+		locked := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(locked)
+			done <- traceLocked(fn)
+		}()
+		<-locked
+		runtime.UnlockOSThread()
+	}()
+	return <-done
+}
+
+// traceLocked runs fn with a tracer on the calling goroutine's OS thread,
+// locked once, and unlocks it only if fn left no tracee on it.
+func traceLocked(fn func(t *Tracer) error) error {
+	t := &Tracer{osThread: unix.Gettid(), seized: map[int]bool{}}
+	err := fn(t)
+	if len(t.seized) == 0 {
+		runtime.UnlockOSThread()
+	}
+	return err
+}
+
 // Close unlocks the OS thread. Tracees still attached stay attached until the
 // thread exits; callers detach or kill them first.
 func (t *Tracer) Close() {
@@ -75,6 +114,9 @@ func (t *Tracer) Adopt(tid int) { t.seized[tid] = true }
 // collected through the tracer.
 func (t *Tracer) Forget(tid int) { delete(t.seized, tid) }
 
+// Attached is the number of threads attached to this tracer.
+func (t *Tracer) Attached() int { return len(t.seized) }
+
 // Seized reports whether tid is attached to this tracer.
 func (t *Tracer) Seized(tid int) bool { return t.seized[tid] }
 
@@ -86,13 +128,22 @@ func (t *Tracer) Interrupt(tid int) error {
 	return nil
 }
 
-// Detach lets tid run again, delivering sig (0 for none).
+// Detach lets tid run again, delivering sig (0 for none). A thread that is
+// not in a ptrace-stop cannot be detached (ESRCH) and stays attached.
 func (t *Tracer) Detach(tid int, sig int) error {
-	delete(t.seized, tid)
 	if err := ptraceRaw(unix.PTRACE_DETACH, tid, 0, uintptr(sig)); err != nil {
+		if !errors.Is(err, unix.ESRCH) || !exists(tid) {
+			delete(t.seized, tid)
+		}
 		return fmt.Errorf("detach %d: %w", tid, err)
 	}
+	delete(t.seized, tid)
 	return nil
+}
+
+// exists reports whether thread tid is still there (a zombie counts).
+func exists(tid int) bool {
+	return unix.Kill(tid, 0) != unix.ESRCH
 }
 
 // Stop is what wait reported for a stopped thread.
@@ -114,29 +165,41 @@ func (t *Tracer) WaitStop(tid int, timeout time.Duration) (Stop, error) {
 		timeout = defaultStopTimeout
 	}
 	deadline := time.Now().Add(timeout)
-	var ws unix.WaitStatus
 	for spin := 0; ; spin++ {
-		pid, err := unix.Wait4(tid, &ws, unix.WNOHANG|waitAll, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return Stop{}, fmt.Errorf("wait %d: %w", tid, err)
-		}
-		if pid == tid {
-			if ws.Exited() || ws.Signaled() {
-				delete(t.seized, tid)
-				return Stop{Status: ws}, fmt.Errorf("thread %d exited (status %#x)", tid, uint32(ws))
-			}
-			if ws.Stopped() {
-				return Stop{Status: ws}, nil
-			}
-			continue
+		st, stopped, err := t.PollStop(tid)
+		if err != nil || stopped {
+			return st, err
 		}
 		if time.Now().After(deadline) {
 			return Stop{}, fmt.Errorf("thread %d: %w after %v", tid, ErrTimeout, timeout)
 		}
 		Backoff(spin)
+	}
+}
+
+// PollStop collects a stop tid has reported, without waiting: stopped is
+// false when there is none yet. A thread that has exited is an error.
+func (t *Tracer) PollStop(tid int) (st Stop, stopped bool, err error) {
+	var ws unix.WaitStatus
+	for {
+		pid, err := unix.Wait4(tid, &ws, unix.WNOHANG|waitAll, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return Stop{}, false, fmt.Errorf("wait %d: %w", tid, err)
+		}
+		if pid != tid {
+			return Stop{}, false, nil
+		}
+		if ws.Exited() || ws.Signaled() {
+			delete(t.seized, tid)
+			return Stop{Status: ws}, false, fmt.Errorf("thread %d exited (status %#x)", tid, uint32(ws))
+		}
+		if ws.Stopped() {
+			return Stop{Status: ws}, true, nil
+		}
+		// A continued report: poll again.
 	}
 }
 
