@@ -118,7 +118,8 @@ var suiteFlavors = []string{"root-v2", "user-v2"}
 var (
 	otherStopFlavors  = []string{"user-v1", "root-none"}
 	stopFlavorEntries = map[string]bool{"tree3": true, "zombie": true, "stopped": true,
-		"pipe_inflight": true, "sock_stream": true, "shm_anon": true, "bash_gzip": true}
+		"pipe_inflight": true, "sock_stream": true, "shm_anon": true, "bash_gzip": true,
+		"vforkloop": true}
 )
 
 // flavorsOf returns the flavors entry runs in.
