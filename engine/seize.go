@@ -403,11 +403,12 @@ func (j *stoppedJob) kill() {
 // release detaches every thread, letting the job run on. A process that was
 // in a group stop is put back into it.
 //
-// Only a thread in a ptrace-stop can be detached. Those asked to stop but
-// not stopped yet are waited for after the others are let go: a process
-// that vforked waits for its child, which may be one of the stopped ones,
-// before it can stop itself. One that still does not stop is left to the
-// tracer's exit (ptrace.Run).
+// Only a thread in a ptrace-stop can be detached, and the stop of one not
+// yet waited for may be a signal's, which must be passed on. Those are
+// collected after the others are let go: a process that vforked waits for
+// its child, which may be one of the stopped ones, before it can stop
+// itself. One that still does not stop is left to the tracer's exit
+// (ptrace.Run).
 func (j *stoppedJob) release() {
 	var pending []int
 	for _, sp := range j.procs {
@@ -415,13 +416,15 @@ func (j *stoppedJob) release() {
 			if !j.t.Seized(tid) {
 				continue
 			}
+			if !j.waited[tid] {
+				pending = append(pending, tid)
+				continue
+			}
 			sig := 0
 			if tid == sp.pid {
 				sig = int(sp.stopSig)
 			}
-			if err := j.t.Detach(tid, sig); err != nil && j.t.Seized(tid) {
-				pending = append(pending, tid)
-			}
+			j.t.Detach(tid, sig)
 		}
 	}
 	// Polled together: which one can stop first is not known (a vfork

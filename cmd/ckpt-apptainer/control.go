@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
 
 // The control socket lives in the checkpoint directory (0700), so only its
@@ -86,6 +88,9 @@ func requestCheckpoint(dir string, kill bool, timeout time.Duration) (*checkpoin
 	conn, err := net.DialTimeout("unix", controlPath(dir), 5*time.Second)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
+			if pid := startingSupervisor(dir); pid != 0 {
+				return nil, fmt.Errorf("the job of checkpoint directory %s is still being started or restored (supervisor pid %d); it takes requests once it runs: try again in a moment", dir, pid)
+			}
 			return nil, fmt.Errorf("no running job supervises checkpoint directory %s (start one with `ckpt-apptainer launch` or `restart`)", dir)
 		}
 		return nil, fmt.Errorf("connect to the supervisor: %w", err)
@@ -103,4 +108,21 @@ func requestCheckpoint(dir string, kill bool, timeout time.Duration) (*checkpoin
 		return nil, fmt.Errorf("checkpoint failed: %s", res.Error)
 	}
 	return &res, nil
+}
+
+// startingSupervisor returns the pid of a supervisor of dir on this host
+// that runs but does not serve requests yet (its job is still being
+// started or restored), or 0.
+func startingSupervisor(dir string) int {
+	pid, host, ok := image.LockHolder(dir)
+	if me, _ := os.Hostname(); !ok || host != me {
+		return 0
+	}
+	// The pid may have been reused since: it must be this program.
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	self, serr := os.ReadFile("/proc/self/comm")
+	if err != nil || serr != nil || string(comm) != string(self) {
+		return 0
+	}
+	return pid
 }

@@ -138,16 +138,36 @@ func (s *Store) Lock() (unlock func(), err error) {
 // readLockHolder returns " (pid N on host H)" from the lock file, or "" when
 // it cannot tell.
 func readLockHolder(f *os.File) string {
+	pid, host, ok := parseLockHolder(f)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf(" (pid %d on host %s)", pid, host)
+}
+
+// LockHolder returns the pid and host the last supervisor of dir recorded
+// in its lock file. It does not tell whether that supervisor still runs.
+func LockHolder(dir string) (pid int, host string, ok bool) {
+	f, err := os.Open(filepath.Join(dir, LockName))
+	if err != nil {
+		return 0, "", false
+	}
+	defer f.Close()
+	return parseLockHolder(f)
+}
+
+func parseLockHolder(f *os.File) (pid int, host string, ok bool) {
 	b := make([]byte, 256)
 	n, _ := f.ReadAt(b, 0)
 	fields := strings.Fields(string(b[:n]))
 	if len(fields) != 2 {
-		return ""
+		return 0, "", false
 	}
-	if _, err := strconv.Atoi(fields[0]); err != nil {
-		return ""
+	pid, err := strconv.Atoi(fields[0])
+	if err != nil {
+		return 0, "", false
 	}
-	return fmt.Sprintf(" (pid %s on host %s)", fields[0], fields[1])
+	return pid, fields[1], true
 }
 
 // parseGen returns the generation number of a name such as prefix+"000012",
