@@ -103,7 +103,7 @@ func (jr *jobRestore) startContainer(r *restorer) error {
 	cs := jr.opts.Container
 	cl := &containerLaunch{jr: jr, cs: cs, want: r.proc.PID, tasks: map[int]*runtimeTask{}}
 	rt := &restorer{t: jr.t, log: jr.log, job: jr, proc: &image.Process{PID: cs.RuntimePID}, layout: jr.layout}
-	hostPID, err := jr.opts.Spawner.SpawnStub(jr.elf, cs.RuntimePID)
+	hostPID, err := jr.opts.Spawner.SpawnStub(jr.elf, cs.RuntimePID, max(jr.maxPID, cs.RuntimePID))
 	if err != nil {
 		return fmt.Errorf("spawn the container runtime's stub: %w", err)
 	}

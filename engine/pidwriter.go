@@ -35,7 +35,7 @@ func (jr *jobRestore) startPIDWriter() error {
 	if rt := jr.opts.Container.RuntimePID; rt >= pid {
 		pid = rt + 1
 	}
-	hostPID, err := jr.opts.Spawner.SpawnStub(jr.elf, pid)
+	hostPID, err := jr.opts.Spawner.SpawnStub(jr.elf, pid, pid)
 	if err != nil {
 		return fmt.Errorf("spawn the pid writer: %w", err)
 	}

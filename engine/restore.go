@@ -19,8 +19,10 @@ import (
 // Spawner starts restore stubs inside the job sandbox.
 type Spawner interface {
 	// SpawnStub starts the static executable elf as a child of the
-	// sandbox's init with sandbox pid nsPID and returns its host pid.
-	SpawnStub(elf []byte, nsPID int) (hostPID int, err error)
+	// sandbox's init with sandbox pid nsPID and returns its host pid. The
+	// namespace's PID counter is left at after, so that no other task
+	// takes a pid the restore is yet to give.
+	SpawnStub(elf []byte, nsPID, after int) (hostPID int, err error)
 }
 
 // RestoreOptions says what to restore and where.

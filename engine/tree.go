@@ -223,7 +223,7 @@ func (jr *jobRestore) create(r *restorer, created []*restorer) error {
 			return err
 		}
 	} else if creator == nil {
-		hostPID, err := jr.opts.Spawner.SpawnStub(jr.elf, p.PID)
+		hostPID, err := jr.opts.Spawner.SpawnStub(jr.elf, p.PID, jr.maxPID)
 		if err != nil {
 			return fmt.Errorf("spawn stub: %w", err)
 		}

@@ -488,6 +488,12 @@ func (s *initServer) spawnStub(r request) (pid, hostPID int, err error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("spawn stub with pid %d: %w", r.PID, err)
 	}
+	if r.After > 0 {
+		if err := writeLastPID(r.After); err != nil {
+			unix.Kill(pid, unix.SIGKILL)
+			return 0, 0, fmt.Errorf("spawn stub with pid %d: %w", r.PID, err)
+		}
+	}
 	return pid, hostPID, nil
 }
 

@@ -24,9 +24,10 @@ type request struct {
 	Argv []string `json:"argv,omitempty"`
 	Env  []string `json:"env,omitempty"`
 	Dir  string   `json:"dir,omitempty"`
-	// Spawn.
-	ELF []byte `json:"elf,omitempty"`
-	PID int    `json:"pid,omitempty"`
+	// Spawn. After is where the PID counter is left once the stub runs.
+	ELF   []byte `json:"elf,omitempty"`
+	PID   int    `json:"pid,omitempty"`
+	After int    `json:"after,omitempty"`
 	// Signal.
 	Signal int `json:"signal,omitempty"`
 }

@@ -339,11 +339,15 @@ func (s *Sandbox) Run(argv, env []string, dir string) (hostPID, nsPID int, err e
 // PID nsPID, holding in its ambient set the capabilities a restorer needs in
 // the job user namespace (StubCaps), with init's stdin, stdout and stderr
 // and no other fd. It returns the stub's host PID.
-func (s *Sandbox) SpawnStub(elf []byte, nsPID int) (hostPID int, err error) {
+//
+// The PID counter is then left at after (when not 0), above the pids the
+// restore has yet to give with clone3: a thread the Go runtime of init
+// starts later, or any other task of the namespace, takes a pid there.
+func (s *Sandbox) SpawnStub(elf []byte, nsPID, after int) (hostPID int, err error) {
 	if nsPID < 2 {
 		return 0, fmt.Errorf("sandbox: spawn stub: pid %d cannot be given to a job process", nsPID)
 	}
-	m, err := s.call(request{Op: opSpawn, ELF: elf, PID: nsPID})
+	m, err := s.call(request{Op: opSpawn, ELF: elf, PID: nsPID, After: after})
 	if err != nil {
 		return 0, err
 	}

@@ -272,9 +272,14 @@ func TestSandboxRunErrors(t *testing.T) {
 
 func TestSandboxSpawnStub(t *testing.T) {
 	sb, _ := startWithOutput(t, Options{})
-	hostPID, err := sb.SpawnStub(pauseStub(), 7)
+	hostPID, err := sb.SpawnStub(pauseStub(), 7, 500)
 	if err != nil {
 		t.Fatalf("SpawnStub: %v", err)
+	}
+	// The counter was left at 500: the next task of the namespace gets
+	// the first pid above it, not 8.
+	if _, nsPID, err := sb.Run([]string{"/bin/true"}, nil, ""); err != nil || nsPID != 501 {
+		t.Errorf("Run after SpawnStub(..., 7, 500) = pid %d, %v; want pid 501", nsPID, err)
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", hostPID))
 	if err != nil {
@@ -305,7 +310,7 @@ func TestSandboxSpawnStub(t *testing.T) {
 	if strings.Join(names, ",") != "0,1,2" {
 		t.Errorf("stub fds %v, want 0,1,2", names)
 	}
-	if _, err := sb.SpawnStub(pauseStub(), 7); err == nil || !strings.Contains(err.Error(), "pid 7 is in use") {
+	if _, err := sb.SpawnStub(pauseStub(), 7, 0); err == nil || !strings.Contains(err.Error(), "pid 7 is in use") {
 		t.Errorf("second SpawnStub at pid 7: %v, want pid in use", err)
 	}
 	if err := sb.Kill(); err != nil {
@@ -320,7 +325,7 @@ func TestSandboxSpawnStub(t *testing.T) {
 
 func TestSandboxStubIsMain(t *testing.T) {
 	sb, _ := startWithOutput(t, Options{})
-	hostPID, err := sb.SpawnStub(pauseStub(), 300)
+	hostPID, err := sb.SpawnStub(pauseStub(), 300, 0)
 	if err != nil {
 		t.Fatalf("SpawnStub: %v", err)
 	}
