@@ -196,7 +196,11 @@ type task struct {
 }
 
 func (t task) String() string {
-	return fmt.Sprintf("pid %d tid %d (%s) state %c wchan %s", t.pid, t.tid, t.comm, t.state, t.wchan)
+	s := fmt.Sprintf("pid %d tid %d (%s) state %c wchan %s", t.pid, t.tid, t.comm, t.state, t.wchan)
+	if t.state == 'D' && (t.wchan == "kernel_clone" || t.wchan == "wait_for_vfork_done") {
+		s += " (waiting for its vfork child to exec or exit)"
+	}
+	return s
 }
 
 // frozenIn reports whether t shows the signs of a frozen task. The kernel

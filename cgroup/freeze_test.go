@@ -256,6 +256,22 @@ func TestParseStat(t *testing.T) {
 	}
 }
 
+func TestTaskString(t *testing.T) {
+	tests := []struct {
+		t    task
+		want string
+	}{
+		{task{pid: 7, tid: 8, comm: "sh", state: 'S', wchan: "do_wait"}, "pid 7 tid 8 (sh) state S wchan do_wait"},
+		{task{pid: 7, tid: 7, comm: "sh", state: 'D', wchan: "kernel_clone"}, "pid 7 tid 7 (sh) state D wchan kernel_clone (waiting for its vfork child to exec or exit)"},
+		{task{pid: 7, tid: 7, comm: "sh", state: 'D', wchan: "wait_for_vfork_done"}, "pid 7 tid 7 (sh) state D wchan wait_for_vfork_done (waiting for its vfork child to exec or exit)"},
+	}
+	for _, tt := range tests {
+		if got := tt.t.String(); got != tt.want {
+			t.Errorf("String() = %q, want %q", got, tt.want)
+		}
+	}
+}
+
 func TestTaskFrozenIn(t *testing.T) {
 	tests := []struct {
 		t    task
