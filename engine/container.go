@@ -533,21 +533,44 @@ func (cl *containerLaunch) letGo() {
 		}
 	}
 	cl.tasks = map[int]*runtimeTask{}
+	cl.jr.releaseUnstopped()
 }
 
 // stopTask brings a followed task into a stop (it may only be detached in
 // one): it is interrupted and its next stop, whatever it is, taken. It
-// reports false for a task that is gone.
+// reports false for a task that is gone, and for one that did not stop in
+// time, which is kept in runtimeUnstopped to be let go later.
 func (cl *containerLaunch) stopTask(tid int, task *runtimeTask) bool {
 	if task.started {
 		cl.jr.t.Interrupt(tid)
 	}
-	if _, err := cl.jr.t.WaitStop(tid, time.Second); err != nil {
-		cl.jr.t.Forget(tid)
-		return false
+	_, err := cl.jr.t.WaitStop(tid, time.Second)
+	if err == nil {
+		return true
 	}
-	return true
+	if errors.Is(err, ptrace.ErrTimeout) {
+		cl.jr.runtimeUnstopped = append(cl.jr.runtimeUnstopped, tid)
+	} else {
+		cl.jr.t.Forget(tid)
+	}
+	return false
 }
+
+// releaseUnstopped detaches the runtime tasks that had not stopped when
+// they were to be held, once they stop: a vfork parent does once its child
+// has been let go. Left attached, such a task would sit in a ptrace-stop
+// for good, and the sandbox could never end.
+func (jr *jobRestore) releaseUnstopped() {
+	if len(jr.runtimeUnstopped) > 0 {
+		jr.log.Debugf("container runtime: %d tasks had not stopped; letting them go", len(jr.runtimeUnstopped))
+	}
+	detachWhenStopped(jr.t, jr.runtimeUnstopped, runtimeReleaseTimeout, func(int) int { return 0 })
+	jr.runtimeUnstopped = nil
+}
+
+// runtimeReleaseTimeout bounds the wait for runtime tasks that had not
+// stopped.
+const runtimeReleaseTimeout = 10 * time.Second
 
 // execedStub reports whether task tid has just exec'd the restore stub.
 func (cl *containerLaunch) execedStub(tid int) (bool, error) {

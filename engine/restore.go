@@ -113,6 +113,7 @@ func Restore(opts RestoreOptions) (*RestoreResult, error) {
 	for _, tid := range jr.heldRuntime {
 		t.Detach(tid, 0)
 	}
+	jr.releaseUnstopped()
 	if err != nil {
 		jr.killAll()
 		return nil, err

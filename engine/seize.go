@@ -427,34 +427,12 @@ func (j *stoppedJob) release() {
 			j.t.Detach(tid, sig)
 		}
 	}
-	// Polled together: which one can stop first is not known (a vfork
-	// child may itself be one of them).
-	deadline := time.Now().Add(releaseTimeout)
-	for spin := 0; len(pending) > 0 && time.Now().Before(deadline); spin++ {
-		left := pending[:0]
-		for _, tid := range pending {
-			st, stopped, err := j.t.PollStop(tid)
-			if err != nil {
-				continue // exited
-			}
-			if !stopped {
-				left = append(left, tid)
-				continue
-			}
-			sig := 0
-			if uint32(st.Status)>>16 == 0 && st.Signal() != unix.SIGTRAP {
-				// A signal arrived before the stop asked for: it
-				// is delivered, not dropped.
-				sig = int(st.Signal())
-			} else if sp := j.byPID[tid]; sp != nil {
-				sig = int(sp.stopSig)
-			}
-			j.t.Detach(tid, sig)
+	detachWhenStopped(j.t, pending, releaseTimeout, func(tid int) int {
+		if sp := j.byPID[tid]; sp != nil {
+			return int(sp.stopSig)
 		}
-		pending = left
-		ptrace.Backoff(spin)
-	}
-	// What is left stays attached until the tracer's thread exits.
+		return 0
+	})
 }
 
 // releaseTimeout bounds the wait, on release, for threads that were asked

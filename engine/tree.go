@@ -55,6 +55,9 @@ type jobRestore struct {
 	// heldRuntime its tasks kept stopped while the restore runs.
 	runtimeHost int
 	heldRuntime []int
+	// runtimeUnstopped are runtime tasks asked to stop that had not:
+	// a vfork parent whose child is held waits until it is let go.
+	runtimeUnstopped []int
 	// progress counts the page data restored, for opts.Progress.
 	progress *progress
 }
