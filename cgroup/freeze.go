@@ -37,18 +37,19 @@ func (c *Cgroup) Freeze(timeout time.Duration) error {
 	if err := c.requestFreeze(); err != nil {
 		return c.abortFreeze(fmt.Errorf("freeze %s: %w", c.path, err))
 	}
-	wait := timeout
-	if c.v2 == nil {
-		wait = min(timeout, v1FreezeRetry)
-	}
-	frozen, err := c.waitFrozen(true, wait)
-	if c.v2 == nil {
+	var frozen bool
+	var err error
+	if c.v2 != nil {
+		frozen, err = c.waitFrozen(true, timeout)
+	} else {
 		// v1 freezes each task once per request: a task that was
 		// running then and went to sleep in the kernel before it
 		// reached the refrigerator (a vfork parent starting to wait for
 		// its child) is never frozen, and its child, frozen, never
 		// lets it go. Asking again freezes it where it sleeps.
-		for deadline := start.Add(timeout); err == nil && !frozen && time.Now().Before(deadline); {
+		deadline := start.Add(timeout)
+		frozen, err = c.waitFrozen(true, min(v1FreezeRetry, timeout))
+		for err == nil && !frozen && time.Now().Before(deadline) {
 			if err = c.requestFreeze(); err == nil {
 				frozen, err = c.waitFrozen(true, min(v1FreezeRetry, time.Until(deadline)))
 			}

@@ -115,12 +115,7 @@ func TestFreezeThawRemove(t *testing.T) {
 func TestFreezeTimeoutThaws(t *testing.T) {
 	for _, v := range versions {
 		t.Run(string(v), func(t *testing.T) {
-			parent := scratchParent(t, v)
-			c, err := Create(Options{Parent: parent, Name: "job"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = c.Remove() })
+			c, _ := jobCgroup(t, v)
 			// More spinning tasks than CPUs, so some are never on a CPU
 			// when the freeze is requested and cannot be frozen at once.
 			var busy []int
@@ -170,20 +165,8 @@ func TestFreezeTimeoutThaws(t *testing.T) {
 func TestFreezeVforkingShell(t *testing.T) {
 	for _, v := range versions {
 		t.Run(string(v), func(t *testing.T) {
-			parent := scratchParent(t, v)
-			c, err := Create(Options{Parent: parent, Name: "job"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = c.Remove() })
-			sh := exec.Command("/bin/sh", "-c", "while :; do /bin/true; done")
-			if err := sh.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				_ = sh.Process.Kill()
-				_ = sh.Wait()
-			})
+			c, _ := jobCgroup(t, v)
+			sh := startCommand(t, "/bin/sh", "-c", "while :; do /bin/true; done")
 			if err := c.AddProc(sh.Process.Pid); err != nil {
 				t.Fatal(err)
 			}
@@ -207,12 +190,7 @@ func TestFreezeVforkingShell(t *testing.T) {
 func TestThawUnderFrozenAncestor(t *testing.T) {
 	for _, v := range versions {
 		t.Run(string(v), func(t *testing.T) {
-			parent := scratchParent(t, v)
-			c, err := Create(Options{Parent: parent, Name: "job"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = c.Remove() })
+			c, parent := jobCgroup(t, v)
 			p, err := Load(parent)
 			if err != nil {
 				t.Fatal(err)

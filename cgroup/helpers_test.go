@@ -66,14 +66,33 @@ func scratchParent(t *testing.T, v Version) string {
 	return dirs[0]
 }
 
+// jobCgroup creates the cgroup "job" of version v under a scratch parent,
+// removed when the test ends, and returns it with the parent.
+func jobCgroup(t *testing.T, v Version) (*Cgroup, string) {
+	t.Helper()
+	parent := scratchParent(t, v)
+	c, err := Create(Options{Parent: parent, Name: "job"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Remove() })
+	return c, parent
+}
+
 // startProc starts a sleeping (busy == false) or spinning process that
 // the test cleans up.
 func startProc(t *testing.T, busy bool) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command("sleep", "1000")
 	if busy {
-		cmd = exec.Command("sh", "-c", "while :; do :; done")
+		return startCommand(t, "sh", "-c", "while :; do :; done")
 	}
+	return startCommand(t, "sleep", "1000")
+}
+
+// startCommand starts argv as a process that the test cleans up.
+func startCommand(t *testing.T, argv ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
