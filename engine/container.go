@@ -533,7 +533,6 @@ func (cl *containerLaunch) letGo() {
 		}
 	}
 	cl.tasks = map[int]*runtimeTask{}
-	cl.jr.releaseUnstopped()
 }
 
 // stopTask brings a followed task into a stop (it may only be detached in

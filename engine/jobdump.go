@@ -97,9 +97,6 @@ func (jd *jobDump) dumpAll(t *ptrace.Tracer, job *stoppedJob) ([]*processDump, e
 	return dumps, nil
 }
 
-// kcmpVM is KCMP_VM: compare two processes' address spaces.
-const kcmpVM = 1
-
 // checkSharedMM refuses processes that share one address space without
 // being threads of one process (vfork children before their exec,
 // clone(CLONE_VM) without CLONE_THREAD): they cannot be re-created.

@@ -59,6 +59,9 @@ func (j *stoppedJob) sharedVM() *vforkError {
 	return nil
 }
 
+// kcmpVM is KCMP_VM: compare two processes' address spaces.
+const kcmpVM = 1
+
 // sameVM reports whether processes a and b share one address space.
 func sameVM(a, b int) bool {
 	r, _, errno := unix.Syscall6(unix.SYS_KCMP, uintptr(a), uintptr(b), kcmpVM, 0, 0, 0)

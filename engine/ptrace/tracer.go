@@ -40,6 +40,11 @@ type Tracer struct {
 // Tracer bound to it. Close must be called from the same goroutine.
 func NewTracer() *Tracer {
 	runtime.LockOSThread()
+	return onThisThread()
+}
+
+// onThisThread returns a tracer bound to the calling, locked, OS thread.
+func onThisThread() *Tracer {
 	return &Tracer{osThread: unix.Gettid(), seized: map[int]bool{}}
 }
 
@@ -74,7 +79,7 @@ func Run(fn func(t *Tracer) error) error {
 // traceLocked runs fn with a tracer on the calling goroutine's OS thread,
 // locked once, and unlocks it only if fn left no tracee on it.
 func traceLocked(fn func(t *Tracer) error) error {
-	t := &Tracer{osThread: unix.Gettid(), seized: map[int]bool{}}
+	t := onThisThread()
 	err := fn(t)
 	if len(t.seized) == 0 {
 		runtime.UnlockOSThread()
