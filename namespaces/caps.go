@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 )
 
 // stubCaps are the capabilities a restorer needs inside the job user
@@ -29,8 +31,10 @@ var stubCaps = []uintptr{
 }
 
 // StubCaps returns the capabilities a stub started by SpawnStub holds in its
-// ambient, permitted and effective sets.
-func StubCaps() []uintptr { return append([]uintptr(nil), stubCaps...) }
+// ambient, permitted and effective sets: those of stubCaps this kernel
+// knows. Kernels before 5.9 have no CAP_CHECKPOINT_RESTORE; CAP_SYS_ADMIN
+// covers what it does there.
+func StubCaps() []uintptr { return kernel.FilterCaps(stubCaps) }
 
 // initCaps are the capabilities init is started with.
 func initCaps() []uintptr { return StubCaps() }

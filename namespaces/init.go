@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 )
 
@@ -59,6 +60,13 @@ type initServer struct {
 	// mounted over it: there a child's pidfd shows the child's host PID.
 	hostProc int
 
+	// timens is the job's time namespace when tasks enter it through the
+	// entry program (kernels that refuse a vfork child there), else -1;
+	// timensJob and timensStub are that program, dropping its capability
+	// before the job's command and keeping the stub's.
+	timens                int
+	timensJob, timensStub *os.File
+
 	spawns chan spawnJob
 }
 
@@ -90,18 +98,22 @@ func runInit() error {
 		return errors.New("not PID 1 of a new PID namespace; this mode is started by the supervisor only")
 	}
 	unix.Close(exeFd)
-	// Whatever the supervisor's own parent leaked to it must not reach the
-	// job or a stub.
-	if err := unix.CloseRange(controlFd, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		return fmt.Errorf("mark inherited fds close-on-exec: %w", err)
-	}
 	ctrl := os.NewFile(controlFd, "sandbox-control")
 	dec := json.NewDecoder(ctrl)
-	s := &initServer{enc: json.NewEncoder(ctrl), spawns: make(chan spawnJob)}
+	s := &initServer{enc: json.NewEncoder(ctrl), spawns: make(chan spawnJob), timens: -1}
 
 	var cfg initConfig
 	if err := dec.Decode(&cfg); err != nil {
 		return fmt.Errorf("read configuration: %w", err)
+	}
+	if cfg.Kernel == nil {
+		return errors.New("read configuration: no kernel features")
+	}
+	kernel.Adopt(cfg.Kernel)
+	// Whatever the supervisor's own parent leaked to it must not reach the
+	// job or a stub.
+	if err := markCloseOnExec(controlFd); err != nil {
+		return fmt.Errorf("mark inherited fds close-on-exec: %w", err)
 	}
 	// Before setup: the runtime starts a signal thread for this, and all of
 	// init's threads must be made while the PID counter is at the top.
@@ -117,6 +129,30 @@ func runInit() error {
 	}
 	go s.signalLoop(sigs)
 	return s.serve(dec)
+}
+
+// markCloseOnExec marks every descriptor from first up close-on-exec:
+// with close_range where the kernel has CLOSE_RANGE_CLOEXEC (5.11), else one
+// by one as /proc/self/fd lists them.
+func markCloseOnExec(first int) error {
+	if kernel.Has(kernel.CloseRangeCloexec) {
+		return unix.CloseRange(uint(first), ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd < first {
+			continue
+		}
+		// The directory's own descriptor is listed, and closed by now.
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil && err != unix.EBADF {
+			return fmt.Errorf("fd %d: %w", fd, err)
+		}
+	}
+	return nil
 }
 
 // setup prepares the mount namespace, init's threads and the spawner thread.
@@ -138,6 +174,13 @@ func (s *initServer) setup(cfg initConfig) error {
 	// gets a PID there, and the Go runtime reuses idle threads instead of
 	// making new ones later, when PIDs belong to the job. The counter stays
 	// there until the first job process is started.
+	if cfg.TimeNamespace && !kernel.Has(kernel.TimeNamespaceVfork) {
+		// Before the threads are warmed: the namespace is made on a
+		// thread of its own that exits afterwards.
+		if err := s.makeTimeNamespace(time.Duration(cfg.MonotonicNs), time.Duration(cfg.BoottimeNs)); err != nil {
+			return err
+		}
+	}
 	warmThreads(8 + runtime.GOMAXPROCS(0))
 
 	setupErr := make(chan error, 1)
@@ -324,7 +367,7 @@ func (s *initServer) spawner(cfg initConfig, setupErr chan<- error) {
 		setupErr <- err
 		return
 	}
-	if cfg.TimeNamespace {
+	if cfg.TimeNamespace && s.timens < 0 {
 		if err := enterTimeNamespace(time.Duration(cfg.MonotonicNs), time.Duration(cfg.BoottimeNs)); err != nil {
 			setupErr <- err
 			return
@@ -341,34 +384,6 @@ func (s *initServer) spawner(cfg initConfig, setupErr chan<- error) {
 		}
 		job.done <- res
 	}
-}
-
-// enterTimeNamespace makes the calling thread's future children live in a
-// new time namespace with the given clock offsets.
-func enterTimeNamespace(monotonic, boottime time.Duration) error {
-	if err := unix.Unshare(unix.CLONE_NEWTIME); err != nil {
-		return fmt.Errorf("create time namespace: %w", err)
-	}
-	// /proc/self names the thread group leader; the offsets belong to the
-	// namespace this thread made, reached through its own tid.
-	path := fmt.Sprintf("/proc/%d/timens_offsets", unix.Gettid())
-	text := timensLine("monotonic", monotonic) + timensLine("boottime", boottime)
-	if err := os.WriteFile(path, []byte(text), 0); err != nil {
-		return fmt.Errorf("write time namespace offsets %q: %w", strings.TrimSpace(text), err)
-	}
-	return nil
-}
-
-// timensLine formats one line of timens_offsets: seconds, then a
-// non-negative nanosecond part, as the kernel wants even for negative offsets.
-func timensLine(clock string, d time.Duration) string {
-	sec := int64(d / time.Second)
-	nsec := int64(d % time.Second)
-	if nsec < 0 {
-		sec--
-		nsec += int64(time.Second)
-	}
-	return fmt.Sprintf("%s %d %d\n", clock, sec, nsec)
 }
 
 // run starts the user's command. Precondition: on the spawner thread.
@@ -396,7 +411,14 @@ func (s *initServer) run(r request) (pid, hostPID int, err error) {
 			return 0, 0, err
 		}
 	}
-	pid, hostPID, err = s.forkExec(path, r.Argv, attr, 0)
+	execPath, argv := path, r.Argv
+	if s.timens >= 0 {
+		execPath, argv = s.throughTimensEntry(attr, s.timensJob, path, argv)
+		// The entry program needs the capability to join the namespace;
+		// it drops it before the job's command runs.
+		attr.Sys.AmbientCaps = []uintptr{unix.CAP_SYS_ADMIN}
+	}
+	pid, hostPID, err = s.forkExec(execPath, argv, attr, 0)
 	if err != nil {
 		if r.Dir != "" && errors.Is(err, syscall.ENOENT) {
 			if _, serr := os.Stat(r.Dir); serr != nil {
@@ -414,7 +436,9 @@ func (s *initServer) run(r request) (pid, hostPID int, err error) {
 // killed and an error returned. Precondition: on the spawner thread.
 func (s *initServer) forkExec(path string, argv []string, attr *syscall.ProcAttr, want int) (pid, hostPID int, err error) {
 	pidfd := -1
-	attr.Sys.PidFD = &pidfd
+	if kernel.Has(kernel.ClonePidfd) {
+		attr.Sys.PidFD = &pidfd
+	}
 	// Held until the child is recorded: the reaper takes it too, so the
 	// child cannot vanish before its host PID is read.
 	s.mu.Lock()
@@ -423,13 +447,19 @@ func (s *initServer) forkExec(path string, argv []string, attr *syscall.ProcAttr
 	if err != nil {
 		return 0, 0, err
 	}
-	defer unix.Close(pidfd)
+	if pidfd >= 0 {
+		defer unix.Close(pidfd)
+	}
 	if want != 0 && pid != want {
 		// Something forked between the ns_last_pid write and this fork.
 		unix.Kill(pid, unix.SIGKILL)
 		return 0, 0, fmt.Errorf("the kernel gave pid %d instead", pid)
 	}
-	hostPID, err = s.hostPIDOf(pidfd)
+	if pidfd >= 0 {
+		hostPID, err = s.hostPIDOf(pidfd)
+	} else {
+		hostPID, err = s.hostPIDOfChild(pid)
+	}
 	if err != nil {
 		unix.Kill(pid, unix.SIGKILL)
 		return 0, 0, err
@@ -465,28 +495,72 @@ func (s *initServer) hostPIDOf(pidfd int) (int, error) {
 	return 0, errors.New("host pid of child: no Pid line in pidfd fdinfo")
 }
 
+// hostPIDOfChild finds the host PID of the child the calling thread
+// forked with sandbox PID pid, on kernels without CLONE_PIDFD: among the
+// thread's children in the host /proc, the one whose innermost PID is pid.
+// Precondition: on the spawner thread, with the child not yet reaped.
+func (s *initServer) hostPIDOfChild(pid int) (int, error) {
+	fd, err := unix.Openat(s.hostProc, "thread-self/children", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("host pid of child %d: open host /proc/thread-self/children: %w", pid, err)
+	}
+	f := os.NewFile(uintptr(fd), "children")
+	b, err := io.ReadAll(f)
+	f.Close()
+	if err != nil {
+		return 0, fmt.Errorf("host pid of child %d: %w", pid, err)
+	}
+	for _, w := range strings.Fields(string(b)) {
+		host, err := strconv.Atoi(w)
+		if err != nil {
+			continue
+		}
+		st, err := proc.ReadStatusAt(s.hostProc, w)
+		if err != nil {
+			continue
+		}
+		ids, err := st.Ints("NSpid")
+		if err == nil && len(ids) > 0 && ids[len(ids)-1] == pid {
+			return host, nil
+		}
+	}
+	return 0, fmt.Errorf("host pid of child %d: not among the spawner's children (%s)", pid, strings.TrimSpace(string(b)))
+}
+
 // spawnStub starts a restore stub with PID r.PID. Precondition: on the
 // spawner thread, which also serializes the use of ns_last_pid.
 func (s *initServer) spawnStub(r request) (pid, hostPID int, err error) {
 	if _, err := os.Stat("/proc/" + strconv.Itoa(r.PID)); err == nil {
 		return 0, 0, fmt.Errorf("spawn stub: pid %d is in use", r.PID)
 	}
-	f, err := execMemfd("ckpt-stub", r.ELF)
+	f, err := kernel.ExecMemfd("ckpt-stub", r.ELF)
 	if err != nil {
 		return 0, 0, fmt.Errorf("spawn stub: %w", err)
 	}
 	defer f.Close()
 	attr := &syscall.ProcAttr{
 		Files: []uintptr{0, 1, 2},
-		Sys:   &syscall.SysProcAttr{AmbientCaps: stubCaps},
+		Sys:   &syscall.SysProcAttr{AmbientCaps: StubCaps()},
 	}
 	if err := writeLastPID(r.PID - 1); err != nil {
 		return 0, 0, fmt.Errorf("spawn stub: %w", err)
 	}
-	path := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
-	pid, hostPID, err = s.forkExec(path, []string{"ckpt-stub"}, attr, r.PID)
+	path, argv := kernel.ProcPath(f), []string{"ckpt-stub"}
+	if s.timens >= 0 {
+		attr.Files = append(attr.Files, f.Fd()) // fd 4 of the entry program
+		path, argv = s.throughTimensEntry(attr, s.timensStub, "/proc/self/fd/"+strconv.Itoa(timensEntryExeFd), argv)
+	}
+	pid, hostPID, err = s.forkExec(path, argv, attr, r.PID)
 	if err != nil {
 		return 0, 0, fmt.Errorf("spawn stub with pid %d: %w", r.PID, err)
+	}
+	if s.timens >= 0 {
+		// The entry program still has to exec the stub, and the
+		// supervisor takes the process as a stub the moment it hears.
+		if err := waitExec(pid, f, stubExecTimeout); err != nil {
+			unix.Kill(pid, unix.SIGKILL)
+			return 0, 0, fmt.Errorf("spawn stub with pid %d: %w", r.PID, err)
+		}
 	}
 	if r.After > 0 {
 		if err := writeLastPID(r.After); err != nil {

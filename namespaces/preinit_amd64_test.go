@@ -1,46 +1,11 @@
 package namespaces
 
 import (
-	"bytes"
-	"debug/elf"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-func TestBuildELF(t *testing.T) {
-	tests := []struct {
-		name string
-		code []byte
-	}{
-		{"pause loop", []byte{0xb8, 34, 0, 0, 0, 0x0f, 0x05, 0xeb, 0xf7}},
-		{"one byte", []byte{0xcc}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			b := BuildELF(tt.code)
-			f, err := elf.NewFile(bytes.NewReader(b))
-			if err != nil {
-				t.Fatalf("not an ELF file: %v", err)
-			}
-			if f.Class != elf.ELFCLASS64 || f.Machine != elf.EM_X86_64 || f.Type != elf.ET_EXEC {
-				t.Errorf("class %v machine %v type %v", f.Class, f.Machine, f.Type)
-			}
-			if len(f.Progs) != 1 || f.Progs[0].Type != elf.PT_LOAD || f.Progs[0].Flags != elf.PF_R|elf.PF_X {
-				t.Fatalf("program headers %+v, want one R+X PT_LOAD", f.Progs)
-			}
-			p := f.Progs[0]
-			if p.Vaddr != elfBase || p.Filesz != uint64(len(b)) {
-				t.Errorf("segment at %#x size %d, want %#x size %d", p.Vaddr, p.Filesz, elfBase, len(b))
-			}
-			off := f.Entry - p.Vaddr
-			if !bytes.Equal(b[off:], tt.code) {
-				t.Errorf("entry does not point at the code")
-			}
-		})
-	}
-}
 
 // TestPreInitRuns runs the pre-init outside any sandbox: there ns_last_pid
 // is the host's. Without the capability to write it the program must exit

@@ -1,5 +1,7 @@
 package namespaces
 
+import "github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
+
 // The supervisor and init talk over a socketpair on init's fd 3, one JSON
 // value per message in each direction. The supervisor sends one request at a
 // time and waits for its reply; init may send an exit event at any moment.
@@ -39,6 +41,9 @@ type initConfig struct {
 	MonotonicNs   int64 `json:"monotonic_ns"`
 	BoottimeNs    int64 `json:"boottime_ns"`
 	OutliveMain   bool  `json:"outlive_main,omitempty"`
+	// Kernel is the supervisor's probe of the kernel: init uses it as it
+	// is, and starts no probe process of its own in the job's namespace.
+	Kernel *kernel.Set `json:"kernel"`
 }
 
 // message is one init-to-supervisor message: the ready report, a reply to

@@ -16,6 +16,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 )
 
 // InitArg is the first argument that makes the binary run as sandbox init.
@@ -80,12 +82,28 @@ type Sandbox struct {
 // namespaces with init as PID 1 and returns once init is ready. Init dies with SIGKILL, and the whole sandbox
 // with it, when the supervisor dies. Nothing of the job runs yet.
 func Start(opts Options) (*Sandbox, error) {
+	return start(opts, nil)
+}
+
+// start is Start; configure, when set, changes init's configuration before
+// it is sent (tests use it to make init fail at start).
+func start(opts Options, configure func(*initConfig)) (*Sandbox, error) {
+	features, err := kernel.Probe()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	if opts.TimeNamespace && !features.Has(kernel.TimeNamespace) {
+		return nil, fmt.Errorf("sandbox: time namespace: %s", features.Why(kernel.TimeNamespace))
+	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: control socket: %w", err)
 	}
 	ours := os.NewFile(uintptr(fds[0]), "sandbox-control")
 	theirs := os.NewFile(uintptr(fds[1]), "sandbox-control-init")
+	// Closed as soon as init holds its copy (below), so that an init that
+	// dies at start ends the wait for "ready"; the defer is for the
+	// returns before that.
 	defer theirs.Close()
 
 	exe, err := os.Open("/proc/self/exe")
@@ -121,7 +139,9 @@ func Start(opts Options) (*Sandbox, error) {
 		<-s.threadDone
 		runtime.UnlockOSThread()
 	}()
-	if err := <-started; err != nil {
+	err = <-started
+	theirs.Close()
+	if err != nil {
 		close(s.threadDone)
 		ours.Close()
 		return nil, fmt.Errorf("sandbox: create user/pid/mount/ipc namespaces: %w", err)
@@ -133,6 +153,10 @@ func Start(opts Options) (*Sandbox, error) {
 		OutliveMain:   opts.OutliveMain,
 		MonotonicNs:   int64(opts.MonotonicOffset),
 		BoottimeNs:    int64(opts.BoottimeOffset),
+		Kernel:        features,
+	}
+	if configure != nil {
+		configure(&cfg)
 	}
 	ready := make(chan error, 1)
 	go s.readLoop(ready)
@@ -202,25 +226,7 @@ func preInitFile() (*os.File, error) {
 	if pidMax < 4*initThreadReserve {
 		return nil, fmt.Errorf("sandbox: pid_max %d is too small for a sandbox (need %d)", pidMax, 4*initThreadReserve)
 	}
-	return execMemfd("ckpt-preinit", preInitELF(pidMax-initThreadReserve))
-}
-
-// execMemfd puts an executable image into an executable memfd.
-func execMemfd(name string, elf []byte) (*os.File, error) {
-	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_EXEC)
-	if errors.Is(err, unix.EINVAL) {
-		// Kernels before 6.3 know no MFD_EXEC; their memfds are executable.
-		fd, err = unix.MemfdCreate(name, unix.MFD_CLOEXEC)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("memfd for %s: %w", name, err)
-	}
-	f := os.NewFile(uintptr(fd), name)
-	if _, err := f.Write(elf); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("write %s: %w", name, err)
-	}
-	return f, nil
+	return kernel.ExecMemfd("ckpt-preinit", preInitELF(pidMax-initThreadReserve))
 }
 
 // readLoop reads init's messages until the control socket closes, then

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/tinyelf"
 )
 
 // Environment variables that make the test binary play another role.
@@ -50,7 +52,7 @@ func supervisorMain() {
 
 // pauseStub is a static program that loops on pause(2).
 func pauseStub() []byte {
-	return BuildELF([]byte{
+	return tinyelf.Build([]byte{
 		0xb8, 34, 0, 0, 0, // mov eax, SYS_pause
 		0x0f, 0x05, // syscall
 		0xeb, 0xf7, // jmp back to the mov
@@ -550,5 +552,37 @@ func TestUnprivileged(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "--- PASS: TestSandboxJobView") {
 		t.Fatal("TestSandboxJobView did not pass as nobody")
+	}
+}
+
+// TestSandboxInitDiesAtStart makes init fail before it can report anything
+// (a configuration without the kernel's features): Start must return the
+// failure instead of waiting for a ready message that never comes.
+func TestSandboxInitDiesAtStart(t *testing.T) {
+	errOut, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errOut.Close()
+	done := make(chan error, 1)
+	go func() {
+		sb, err := start(Options{Stderr: errOut}, func(c *initConfig) { c.Kernel = nil })
+		if err == nil {
+			sb.Kill()
+			sb.Wait()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "init exited with status 1") {
+			t.Errorf("Start = %v, want init's exit reported", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Start still waiting 20 s after init died")
+	}
+	b, _ := os.ReadFile(errOut.Name())
+	if !strings.Contains(string(b), "no kernel features") {
+		t.Errorf("init's stderr %q does not say why it stopped", b)
 	}
 }

@@ -5,9 +5,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Stat holds the /proc/pid/stat fields the engine uses.
@@ -77,6 +80,26 @@ func ReadStatus(path string) (Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read status of %s: %w", path, err)
 	}
+	return parseStatus(data), nil
+}
+
+// ReadStatusAt parses <path>/status below procDir, an open descriptor of a
+// /proc: one of another PID namespace than the /proc mounted now.
+func ReadStatusAt(procDir int, path string) (Status, error) {
+	fd, err := unix.Openat(procDir, path+"/status", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read status of %s: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path+"/status")
+	defer f.Close()
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("read status of %s: %w", path, err)
+	}
+	return parseStatus(data), nil
+}
+
+func parseStatus(data []byte) Status {
 	st := Status{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
@@ -85,7 +108,7 @@ func ReadStatus(path string) (Status, error) {
 			st[k] = strings.TrimSpace(v)
 		}
 	}
-	return st, nil
+	return st
 }
 
 // Hex parses a hexadecimal field such as CapEff or SigBlk.
