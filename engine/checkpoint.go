@@ -122,6 +122,11 @@ func checkpoint(t *ptrace.Tracer, opts CheckpointOptions) (*image.Stats, error) 
 		// The manifest keeps the figures as they are at commit time
 		// (inspect shows them).
 		if opts.Manifest != nil {
+			procs := make([]*image.Process, 0, len(dumps))
+			for _, d := range dumps {
+				procs = append(procs, d.proc)
+			}
+			opts.Manifest.Requires = requirements(opts.Manifest, procs)
 			opts.Manifest.Stats = *stats
 			opts.Manifest.Stats.Duration = time.Since(start)
 			if opts.Manifest.Stats.StoppedFor == 0 {
@@ -219,7 +224,10 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 	}
 	p.VDSO = vdso
 
-	if err := dumpWithScratch(t, sp, gadget, p); err != nil {
+	// The descriptors are read while the process can run injected calls:
+	// without pidfd_getfd, that is how a socket's queue is reached.
+	files := func(rem *remote) error { return jd.dumpFiles(rem, p) }
+	if err := dumpWithScratch(t, sp, gadget, p, files); err != nil {
 		return nil, err
 	}
 
@@ -231,9 +239,6 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 		if err := exeFromCode(hostPID, p); err != nil {
 			return nil, err
 		}
-	}
-	if err := jd.dumpFiles(hostPID, p); err != nil {
-		return nil, err
 	}
 	file, err := jd.opts.Writer.CreateDirect(image.PagesName(p.PID))
 	if err != nil {
@@ -288,9 +293,10 @@ const dumpScratchSize = 64 << 10
 
 // dumpWithScratch maps a scratch page into the stopped process, runs the
 // injected queries that need memory for their results (signal handlers,
-// timers, brk, per-thread signal stacks and tid addresses), and unmaps it.
-// Every thread's registers are put back afterwards.
-func dumpWithScratch(t *ptrace.Tracer, job *stoppedProc, gadget uint64, p *image.Process) (err error) {
+// timers, brk, per-thread signal stacks and tid addresses), then also
+// (when not nil) with the process ready for injected calls, and unmaps the
+// page. Every thread's registers are put back afterwards.
+func dumpWithScratch(t *ptrace.Tracer, job *stoppedProc, gadget uint64, p *image.Process, also func(rem *remote) error) (err error) {
 	var threads []*ptrace.Thread
 	for _, tid := range job.threads {
 		th, err := t.NewThread(tid, gadget)
@@ -321,8 +327,9 @@ func dumpWithScratch(t *ptrace.Tracer, job *stoppedProc, gadget uint64, p *image
 			err = uerr
 		}
 	}()
+	rseq := &rseqFinder{rem: rem, hostPID: job.pid}
 	for _, th := range threads {
-		ts, err := dumpThread(t, rem, th, job.pid)
+		ts, err := dumpThread(t, rem, th, job.pid, rseq)
 		if err != nil {
 			return fmt.Errorf("pid %d: %w", p.PID, err)
 		}
@@ -331,7 +338,13 @@ func dumpWithScratch(t *ptrace.Tracer, job *stoppedProc, gadget uint64, p *image
 	if err := dumpTask(rem, job.pid, p); err != nil {
 		return err
 	}
-	return dumpSignals(rem, job.pid, p)
+	if err := dumpSignals(rem, job.pid, p); err != nil {
+		return err
+	}
+	if also != nil {
+		return also(rem)
+	}
+	return nil
 }
 
 // nsPidOf maps a host pid to its pid in the innermost namespace.

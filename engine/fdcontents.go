@@ -276,10 +276,10 @@ func (r *restorer) fillMemfd(fd uint64, f *image.FD, src *os.File) (uint64, erro
 	return final, nil
 }
 
-// getFD duplicates fd of the process into the supervisor (pidfd_getfd),
+// getFD duplicates fd of the process into the supervisor (pullFD),
 // sharing its open file description.
 func (r *restorer) getFD(fd uint64) (*os.File, error) {
-	local, err := pullFD(r.pid, fd)
+	local, err := r.pullFD(fd)
 	if err != nil {
 		return nil, err
 	}

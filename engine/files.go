@@ -39,7 +39,8 @@ func sameOpenFile(pid1, a, pid2, b int) bool {
 
 // dumpFiles records the file descriptors of a process. Kinds that cannot be
 // restored yet fail the checkpoint with the pid, fd and kind named.
-func (jd *jobDump) dumpFiles(hostPID int, p *image.Process) error {
+func (jd *jobDump) dumpFiles(rem *remote, p *image.Process) error {
+	hostPID := rem.pid
 	fds, err := proc.ReadFDs(hostPID)
 	if err != nil {
 		return err
@@ -61,7 +62,7 @@ func (jd *jobDump) dumpFiles(hostPID int, p *image.Process) error {
 			}
 		}
 		if out.Kind == "" {
-			if err := jd.classifyFD(hostPID, &fd, &out, first); err != nil {
+			if err := jd.classifyFD(rem, &fd, &out, first); err != nil {
 				return fmt.Errorf("pid %d fd %d: %w", p.PID, fd.Num, err)
 			}
 		}
@@ -73,7 +74,8 @@ func (jd *jobDump) dumpFiles(hostPID int, p *image.Process) error {
 // classifyFD fills in what re-creates fd. State held by the open file
 // description itself (pipe data, counters) is read only for the first fd
 // of each description.
-func (jd *jobDump) classifyFD(hostPID int, fd *proc.FD, out *image.FD, first bool) error {
+func (jd *jobDump) classifyFD(rem *remote, fd *proc.FD, out *image.FD, first bool) error {
+	hostPID := rem.pid
 	t := fd.Target
 	switch {
 	case devicesReopened[t]:
@@ -111,7 +113,7 @@ func (jd *jobDump) classifyFD(hostPID int, fd *proc.FD, out *image.FD, first boo
 		if err != nil {
 			return fmt.Errorf("socket %q: %w", t, err)
 		}
-		return jd.dumpSocket(hostPID, fd.Num, ino, out, first)
+		return jd.dumpSocket(rem, fd.Num, ino, out, first)
 	case strings.HasPrefix(t, "anon_inode:"):
 		err := dumpAnonFD(hostPID, fd, out)
 		if errors.Is(err, ErrNotAnonFD) {

@@ -3,8 +3,6 @@ package engine
 import (
 	"fmt"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // fileKey is the inode an fd refers to; fds of one open file description
@@ -47,41 +45,4 @@ func (t *ofdTable) id(hostPID, fd int) (id int, first bool, err error) {
 type fdHolder struct {
 	r  *restorer
 	fd uint64
-}
-
-// fetchFD installs in r a descriptor for the open file description that h
-// holds, returning its number. Within one process that is a dup; across
-// processes the target takes it from the holder with pidfd_getfd, which
-// shares the description (offset and status flags) just as fork does.
-func (r *restorer) fetchFD(h fdHolder) (uint64, error) {
-	if h.r == r {
-		return r.main.Call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, h.fd, unix.F_DUPFD_CLOEXEC, 0)
-	}
-	pidfd, err := r.main.Call("pidfd_open", unix.SYS_PIDFD_OPEN, uint64(h.r.proc.PID), 0)
-	if err != nil {
-		return 0, fmt.Errorf("fetch fd %d of pid %d: %w", h.fd, h.r.proc.PID, err)
-	}
-	fd, err := r.main.Call("pidfd_getfd", unix.SYS_PIDFD_GETFD, pidfd, h.fd, 0)
-	if _, cerr := r.main.Call("close", unix.SYS_CLOSE, pidfd); cerr != nil && err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return 0, fmt.Errorf("fetch fd %d of pid %d: %w", h.fd, h.r.proc.PID, err)
-	}
-	return fd, nil
-}
-
-// pullFD copies descriptor fd of a process being restored into the
-// supervisor, to fill it with data. The caller closes the result.
-func pullFD(hostPID int, fd uint64) (int, error) {
-	pidfd, err := unix.PidfdOpen(hostPID, 0)
-	if err != nil {
-		return -1, fmt.Errorf("pidfd_open %d: %w", hostPID, err)
-	}
-	defer unix.Close(pidfd)
-	local, err := unix.PidfdGetfd(pidfd, int(fd), 0)
-	if err != nil {
-		return -1, fmt.Errorf("pidfd_getfd %d of %d: %w", fd, hostPID, err)
-	}
-	return local, nil
 }

@@ -11,7 +11,8 @@ import (
 )
 
 // pidWriter sets the PID counter (ns_last_pid) of the application's PID
-// namespace for stubs that cannot choose their own pids.
+// namespace for stubs that cannot choose their own pids: on kernels without
+// clone3 set_tid (before 5.5), and in containers.
 //
 // A stub the container runtime starts runs in the runtime's user namespace
 // without capabilities, so clone3 with set_tid is closed to it. The
@@ -32,8 +33,8 @@ type pidWriter struct {
 // of the application's pids.
 func (jr *jobRestore) startPIDWriter() error {
 	pid := jr.maxPID + 1
-	if rt := jr.opts.Container.RuntimePID; rt >= pid {
-		pid = rt + 1
+	if cs := jr.opts.Container; cs != nil && cs.RuntimePID >= pid {
+		pid = cs.RuntimePID + 1
 	}
 	hostPID, err := jr.opts.Spawner.SpawnStub(jr.elf, pid, pid)
 	if err != nil {
@@ -76,7 +77,7 @@ func (jr *jobRestore) enterPIDNamespace(hostPID int) error {
 	if _, err := w.host.main.Call("setns(CLONE_NEWPID)", unix.SYS_SETNS, nsFD, unix.CLONE_NEWPID); err != nil {
 		return fmt.Errorf("pid writer: %w", err)
 	}
-	childHost, err := w.host.clone3(cloneArgs{ExitSignal: uint64(unix.SIGCHLD)}, 0, unix.PTRACE_EVENT_FORK)
+	childHost, err := w.host.clone(cloneArgs{ExitSignal: uint64(unix.SIGCHLD)}, 0, unix.PTRACE_EVENT_FORK)
 	if err != nil {
 		return fmt.Errorf("pid writer: fork into the application's PID namespace: %w", err)
 	}

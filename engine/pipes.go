@@ -85,8 +85,8 @@ func peekPipe(path string) (size int, data []byte, err error) {
 // fillPipe sizes a restored pipe and puts its buffered data back, through
 // a copy of its write end (or of a read-write FIFO descriptor) taken into
 // the supervisor.
-func fillPipe(hostPID int, fd uint64, pp *image.Pipe) error {
-	local, err := pullFD(hostPID, fd)
+func fillPipe(r *remote, fd uint64, pp *image.Pipe) error {
+	local, err := r.pullFD(fd)
 	if err != nil {
 		return err
 	}
@@ -174,7 +174,7 @@ func (r *restorer) restorePipe(f *image.FD) error {
 		return err
 	}
 	readFD, writeFD := uint64(binary.LittleEndian.Uint32(b[0:])), uint64(binary.LittleEndian.Uint32(b[4:]))
-	if err := fillPipe(r.pid, writeFD, pi.data); err != nil {
+	if err := fillPipe(&r.remote, writeFD, pi.data); err != nil {
 		return err
 	}
 	mine, other, otherOFD := writeFD, readFD, pi.readOFD
@@ -210,7 +210,7 @@ func (r *restorer) restoreFifo(f *image.FD) error {
 		jr.fifoKeepers[f.Pipe.Inode] = h
 		jr.temps = append(jr.temps, h)
 		if pi := jr.pipes[f.Pipe.Inode]; pi != nil {
-			if err := fillPipe(r.pid, keeper, pi.data); err != nil {
+			if err := fillPipe(&r.remote, keeper, pi.data); err != nil {
 				return err
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 )
 
@@ -180,9 +181,12 @@ func dumpPosixTimers(rem *remote, hostPID int, p *image.Process) error {
 // with the time they had left (relative: the time the job was down does not
 // count, as for the interval timers) and their period.
 //
-// The ids are asked for with prctl(PR_TIMER_CREATE_RESTORE_IDS): while it
-// is on, timer_create takes the id to create from the timer_t it would
-// otherwise only write. A timer armed with TIMER_ABSTIME comes back as a
+// The ids are asked for with prctl(PR_TIMER_CREATE_RESTORE_IDS) (6.15): while
+// it is on, timer_create takes the id to create from the timer_t it would
+// otherwise only write. Older kernels give each process's timers the ids 0,
+// 1, 2... in the order they are made, deleted ones included: there the
+// timers are made in id order, with placeholders for the ids in between
+// (createTimerInOrder). A timer armed with TIMER_ABSTIME comes back as a
 // relative one, which /proc and timer_gettime cannot tell apart. The
 // overrun count starts again from zero.
 //
@@ -193,18 +197,23 @@ func (r *restorer) restorePosixTimers(p *image.Process) (err error) {
 	}
 	// A re-armed timer that fires must leave its signal queued.
 	r.t.HoldSignals(true)
-	if _, err := r.main.Call("prctl(PR_TIMER_CREATE_RESTORE_IDS)", unix.SYS_PRCTL, prTimerCreateRestoreIDs, prTimerCreateRestoreIDsOn, 0, 0, 0); err != nil {
-		if e, ok := unwrapErrno(err); ok && e == unix.EINVAL {
-			return fmt.Errorf("POSIX timers: this kernel (%s) lacks prctl(PR_TIMER_CREATE_RESTORE_IDS), needed to re-create timers with their ids: %w", kernelRelease(), err)
+	create := r.createTimerWithID
+	if kernel.Has(kernel.TimerRestoreIDs) {
+		if _, err := r.main.Call("prctl(PR_TIMER_CREATE_RESTORE_IDS)", unix.SYS_PRCTL, prTimerCreateRestoreIDs, prTimerCreateRestoreIDsOn, 0, 0, 0); err != nil {
+			return fmt.Errorf("POSIX timers: %w", err)
 		}
-		return fmt.Errorf("POSIX timers: %w", err)
+		defer func() {
+			_, oerr := r.main.Call("prctl(PR_TIMER_CREATE_RESTORE_IDS_OFF)", unix.SYS_PRCTL, prTimerCreateRestoreIDs, prTimerCreateRestoreIDsOff, 0, 0, 0)
+			if oerr != nil && err == nil {
+				err = oerr
+			}
+		}()
+	} else {
+		create = r.createTimerInOrder
+		if !sort.SliceIsSorted(p.PosixTimers, func(i, j int) bool { return p.PosixTimers[i].ID < p.PosixTimers[j].ID }) {
+			return fmt.Errorf("POSIX timers: the image does not list them in id order")
+		}
 	}
-	defer func() {
-		_, oerr := r.main.Call("prctl(PR_TIMER_CREATE_RESTORE_IDS_OFF)", unix.SYS_PRCTL, prTimerCreateRestoreIDs, prTimerCreateRestoreIDsOff, 0, 0, 0)
-		if oerr != nil && err == nil {
-			err = oerr
-		}
-	}()
 	sevAddr, err := r.scratchAt(0, sigeventSize)
 	if err != nil {
 		return err
@@ -226,19 +235,8 @@ func (r *restorer) restorePosixTimers(p *image.Process) (err error) {
 		if err := r.write(sevAddr, sev); err != nil {
 			return err
 		}
-		id := make([]byte, 4)
-		putU32(id, uint32(t.ID))
-		if err := r.write(idAddr, id); err != nil {
-			return err
-		}
-		if _, err := r.main.Call(fmt.Sprintf("timer_create(id %d)", t.ID), unix.SYS_TIMER_CREATE, uint64(t.Clock), sevAddr, idAddr); err != nil {
+		if err := create(t, sevAddr, idAddr); err != nil {
 			return fmt.Errorf("POSIX timer %d: %w", t.ID, err)
-		}
-		if err := r.read(idAddr, id); err != nil {
-			return err
-		}
-		if got := int(int32(binary.LittleEndian.Uint32(id))); got != t.ID {
-			return fmt.Errorf("POSIX timer %d: timer_create gave id %d", t.ID, got)
 		}
 		if t.Overrun != 0 {
 			r.log.Debugf("pid %d: POSIX timer %d had an overrun of %d; it restarts from 0", p.PID, t.ID, t.Overrun)
@@ -255,6 +253,62 @@ func (r *restorer) restorePosixTimers(p *image.Process) (err error) {
 		}
 	}
 	return nil
+}
+
+// createTimerWithID creates timer t with the sigevent at sevAddr, its id
+// passed in at idAddr (PR_TIMER_CREATE_RESTORE_IDS is on).
+func (r *restorer) createTimerWithID(t image.PosixTimer, sevAddr, idAddr uint64) error {
+	b := make([]byte, 4)
+	putU32(b, uint32(t.ID))
+	if err := r.write(idAddr, b); err != nil {
+		return err
+	}
+	got, err := r.timerCreate(t, sevAddr, idAddr)
+	if err == nil && got != t.ID {
+		err = fmt.Errorf("timer_create gave id %d", got)
+	}
+	return err
+}
+
+// maxTimerPlaceholders bounds the placeholders made for one process: each
+// costs two injected calls.
+const maxTimerPlaceholders = 1 << 16
+
+// createTimerInOrder creates timer t on a kernel that gives ids in order:
+// timers are made, and those with lower ids deleted again, until the
+// kernel gives t's id. The caller goes through the timers in id order.
+func (r *restorer) createTimerInOrder(t image.PosixTimer, sevAddr, idAddr uint64) error {
+	for n := 0; n <= maxTimerPlaceholders; n++ {
+		got, err := r.timerCreate(t, sevAddr, idAddr)
+		if err != nil {
+			return err
+		}
+		if got == t.ID {
+			return nil
+		}
+		if _, err := r.main.Call(fmt.Sprintf("timer_delete(%d)", got), unix.SYS_TIMER_DELETE, uint64(got)); err != nil {
+			return err
+		}
+		if got > t.ID {
+			return fmt.Errorf("the kernel gave id %d, past it: without prctl(PR_TIMER_CREATE_RESTORE_IDS) (%s) timers are re-created in id order, and this kernel does not give ids that way",
+				got, kernel.Current().Why(kernel.TimerRestoreIDs))
+		}
+	}
+	return fmt.Errorf("more than %d placeholder timers would be needed to reach its id without prctl(PR_TIMER_CREATE_RESTORE_IDS) (%s)",
+		maxTimerPlaceholders, kernel.Current().Why(kernel.TimerRestoreIDs))
+}
+
+// timerCreate injects timer_create for t's clock with the sigevent at
+// sevAddr and returns the id the kernel wrote at idAddr.
+func (r *restorer) timerCreate(t image.PosixTimer, sevAddr, idAddr uint64) (int, error) {
+	if _, err := r.main.Call(fmt.Sprintf("timer_create(id %d)", t.ID), unix.SYS_TIMER_CREATE, uint64(t.Clock), sevAddr, idAddr); err != nil {
+		return 0, err
+	}
+	b := make([]byte, 4)
+	if err := r.read(idAddr, b); err != nil {
+		return 0, err
+	}
+	return int(int32(binary.LittleEndian.Uint32(b))), nil
 }
 
 // timeLeft is the time a restored timer is armed with: what was left at
@@ -279,13 +333,4 @@ func itimerspec(intervalSec, intervalNsec, sec, nsec int64) []byte {
 	putU64(its[16:], uint64(sec))
 	putU64(its[24:], uint64(nsec))
 	return its
-}
-
-// kernelRelease is uname -r, for messages about missing kernel features.
-func kernelRelease() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return "unknown"
-	}
-	return unix.ByteSliceToString(u.Release[:])
 }

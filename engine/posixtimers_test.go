@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
 
@@ -105,8 +106,28 @@ func createTimer(t *testing.T, c *tracee, clock int, notify, sig, tid int, value
 }
 
 // TestPosixTimersRoundTrip creates timers with sparse ids in one child,
-// records them and re-creates them in a second child.
+// records them and re-creates them in a second child: with
+// PR_TIMER_CREATE_RESTORE_IDS, and in id order as on kernels without it.
 func TestPosixTimersRoundTrip(t *testing.T) {
+	for _, inOrder := range []bool{false, true} {
+		name := "restore ids"
+		if inOrder {
+			name = "in order"
+		}
+		t.Run(name, func(t *testing.T) {
+			if !inOrder && !kernel.Has(kernel.TimerRestoreIDs) {
+				t.Skip("no PR_TIMER_CREATE_RESTORE_IDS here")
+			}
+			if inOrder {
+				kernel.Adopt(kernel.Current().Without(kernel.TimerRestoreIDs))
+				t.Cleanup(func() { kernel.Adopt(nil) })
+			}
+			posixTimersRoundTrip(t)
+		})
+	}
+}
+
+func posixTimersRoundTrip(t *testing.T) {
 	tr := ptrace.NewTracer()
 	defer tr.Close()
 	a := startTracee(t, tr)
@@ -146,11 +167,7 @@ func TestPosixTimersRoundTrip(t *testing.T) {
 	q := &image.Process{PID: b.pid, Threads: []image.Thread{{TID: b.pid}}, PosixTimers: p.PosixTimers}
 	q.PosixTimers[1].TID = b.pid
 	r := restorerFor(tr, b, q)
-	err := r.restorePosixTimers(q)
-	if err != nil && strings.Contains(err.Error(), "lacks prctl") {
-		t.Skip(err)
-	}
-	if err != nil {
+	if err := r.restorePosixTimers(q); err != nil {
 		t.Fatal(err)
 	}
 	back := &image.Process{PID: b.pid, Threads: q.Threads}

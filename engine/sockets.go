@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"encoding/binary"
 	"fmt"
 	"os"
 	"path"
@@ -16,7 +15,8 @@ import (
 // dumpSocket records a socket descriptor. AF_UNIX sockets are taken along
 // with their queued data; any other socket (TCP, UDP, netlink...) reaches
 // beyond the job and fails the checkpoint with its kind named.
-func (jd *jobDump) dumpSocket(hostPID, fd int, ino uint64, out *image.FD, first bool) error {
+func (jd *jobDump) dumpSocket(rem *remote, fd int, ino uint64, out *image.FD, first bool) error {
+	hostPID := rem.pid
 	if jd.socks == nil {
 		socks, info, err := unixsock.Diag()
 		if err != nil {
@@ -26,7 +26,7 @@ func (jd *jobDump) dumpSocket(hostPID, fd int, ino uint64, out *image.FD, first 
 	}
 	s, ok := jd.socks[ino]
 	if !ok {
-		return fmt.Errorf("socket:[%d] (%s): only unix sockets between processes of the job are supported", ino, socketKind(hostPID, fd))
+		return fmt.Errorf("socket:[%d] (%s): only unix sockets between processes of the job are supported", ino, socketKind(rem, fd))
 	}
 	info := jd.sockInfo[ino]
 	if info.PendingOn != 0 || len(info.Pending) > 0 {
@@ -45,7 +45,7 @@ func (jd *jobDump) dumpSocket(hostPID, fd int, ino uint64, out *image.FD, first 
 		// refused above.
 		return nil
 	}
-	local, err := pullFD(hostPID, uint64(fd))
+	local, err := rem.pullFD(uint64(fd))
 	if err != nil {
 		return err
 	}
@@ -105,8 +105,8 @@ func peerName(s *image.UnixSocket) string {
 }
 
 // socketKind names a socket's family, type and protocol for an error.
-func socketKind(hostPID, fd int) string {
-	local, err := pullFD(hostPID, uint64(fd))
+func socketKind(rem *remote, fd int) string {
+	local, err := rem.pullFD(uint64(fd))
 	if err != nil {
 		return "unknown kind"
 	}
@@ -196,87 +196,4 @@ func unixOf(procs []*image.Process) map[uint64]*image.FD {
 		}
 	}
 	return out
-}
-
-// pushFDs installs descriptors of the supervisor in the process: the
-// process gets a socketpair, the supervisor takes one end (pidfd_getfd) and
-// sends the descriptors over it with SCM_RIGHTS, and the process receives
-// them with an injected recvmsg. The new descriptors are close-on-exec.
-func (r *restorer) pushFDs(local []int) ([]uint64, error) {
-	pairAddr, err := r.scratchAt(0, 8)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := r.main.Call("socketpair", unix.SYS_SOCKETPAIR, unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0, pairAddr); err != nil {
-		return nil, err
-	}
-	b := make([]byte, 8)
-	if err := r.read(pairAddr, b); err != nil {
-		return nil, err
-	}
-	pair := [2]uint64{uint64(binary.LittleEndian.Uint32(b[0:])), uint64(binary.LittleEndian.Uint32(b[4:]))}
-	defer func() {
-		for _, fd := range pair {
-			r.main.Call("close", unix.SYS_CLOSE, fd)
-		}
-	}()
-	sender, err := pullFD(r.pid, pair[0])
-	if err != nil {
-		return nil, err
-	}
-	err = unix.Sendmsg(sender, []byte{0}, unix.UnixRights(local...), nil, 0)
-	unix.Close(sender)
-	if err != nil {
-		return nil, fmt.Errorf("send descriptors: %w", err)
-	}
-
-	// struct msghdr (56 bytes on x86-64), one iovec, the byte and the
-	// control buffer, in the scratch area.
-	ctlLen := unix.CmsgSpace(4 * len(local))
-	const hdrOff, iovOff, byteOff, ctlOff = 64, 128, 160, 192
-	if _, err := r.scratchAt(0, uint64(ctlOff+ctlLen)); err != nil {
-		return nil, err
-	}
-	at := func(off uint64) uint64 { return r.scratch + off }
-	le := binary.LittleEndian
-	iov := make([]byte, 16)
-	le.PutUint64(iov[0:], at(byteOff))
-	le.PutUint64(iov[8:], 1)
-	hdr := make([]byte, 56)
-	le.PutUint64(hdr[16:], at(iovOff))
-	le.PutUint64(hdr[24:], 1)
-	le.PutUint64(hdr[32:], at(ctlOff))
-	le.PutUint64(hdr[40:], uint64(ctlLen))
-	if err := r.write(at(iovOff), iov); err != nil {
-		return nil, err
-	}
-	if err := r.write(at(hdrOff), hdr); err != nil {
-		return nil, err
-	}
-	if _, err := r.main.Call("recvmsg", unix.SYS_RECVMSG, pair[1], at(hdrOff), unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT); err != nil {
-		return nil, err
-	}
-	if err := r.read(at(hdrOff), hdr); err != nil {
-		return nil, err
-	}
-	ctl := make([]byte, le.Uint64(hdr[40:]))
-	if err := r.read(at(ctlOff), ctl); err != nil {
-		return nil, err
-	}
-	msgs, err := unix.ParseSocketControlMessage(ctl)
-	if err != nil || len(msgs) != 1 {
-		return nil, fmt.Errorf("receive descriptors: control message %d bytes: %v", len(ctl), err)
-	}
-	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil {
-		return nil, fmt.Errorf("receive descriptors: %w", err)
-	}
-	if len(fds) != len(local) {
-		return nil, fmt.Errorf("receive descriptors: got %d of %d", len(fds), len(local))
-	}
-	out := make([]uint64, len(fds))
-	for i, fd := range fds {
-		out[i] = uint64(fd)
-	}
-	return out, nil
 }

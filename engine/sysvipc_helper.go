@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/stub"
 )
@@ -50,16 +51,12 @@ func startIPCHelper(t *ptrace.Tracer, initHostPID int) (_ *ipcHelper, err error)
 		return nil, err
 	}
 	elf, layout := stub.Build(base, ipcHelperScratch)
-	fd, err := unix.MemfdCreate("ckpt-ipc-helper", unix.MFD_CLOEXEC)
+	f, err := kernel.ExecMemfd("ckpt-ipc-helper", elf)
 	if err != nil {
-		return nil, fmt.Errorf("IPC helper: memfd: %w", err)
+		return nil, fmt.Errorf("IPC helper: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), "ckpt-ipc-helper")
 	defer f.Close()
-	if _, err := f.Write(elf); err != nil {
-		return nil, fmt.Errorf("IPC helper: write memfd: %w", err)
-	}
-	p, err := os.StartProcess("/proc/self/fd/"+strconv.Itoa(fd), []string{"ckpt-ipc-helper"}, &os.ProcAttr{
+	p, err := os.StartProcess(kernel.ProcPath(f), []string{"ckpt-ipc-helper"}, &os.ProcAttr{
 		Dir: "/",
 		Sys: &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
 	})
@@ -87,16 +84,46 @@ func startIPCHelper(t *ptrace.Tracer, initHostPID int) (_ *ipcHelper, err error)
 	}
 	h.remote = remote{pid: p.Pid, main: main, scratch: layout.Scratch, size: layout.ScratchSize}
 
-	pidfd, err := h.main.Call("pidfd_open", unix.SYS_PIDFD_OPEN, uint64(initHostPID), 0)
-	if err != nil {
-		return nil, fmt.Errorf("IPC helper: job init %d: %w", initHostPID, err)
-	}
-	_, err = h.main.Call("setns", unix.SYS_SETNS, pidfd, unix.CLONE_NEWUSER|unix.CLONE_NEWIPC)
-	h.main.Syscall(unix.SYS_CLOSE, pidfd)
-	if err != nil {
+	if err := h.joinNamespaces(initHostPID); err != nil {
 		return nil, fmt.Errorf("IPC helper: join the user and IPC namespaces of job init %d: %w", initHostPID, err)
 	}
 	return h, nil
+}
+
+// joinNamespaces moves the helper into the user and IPC namespaces of
+// hostPID: both at once through a pidfd where setns takes one (5.8), else
+// one after the other through /proc/PID/ns, the user namespace first (it
+// gives the capabilities the second join needs).
+func (h *ipcHelper) joinNamespaces(hostPID int) error {
+	if kernel.Has(kernel.SetnsPidfd) {
+		pidfd, err := h.main.Call("pidfd_open", unix.SYS_PIDFD_OPEN, uint64(hostPID), 0)
+		if err != nil {
+			return err
+		}
+		_, err = h.main.Call("setns", unix.SYS_SETNS, pidfd, unix.CLONE_NEWUSER|unix.CLONE_NEWIPC)
+		h.main.Syscall(unix.SYS_CLOSE, pidfd)
+		return err
+	}
+	// Both opened before the first join: the helper's /proc is the host's,
+	// and joining does not change what it shows.
+	var fds []uint64
+	defer func() {
+		for _, fd := range fds {
+			h.main.Syscall(unix.SYS_CLOSE, fd)
+		}
+	}()
+	for _, ns := range []string{"user", "ipc"} {
+		fd, err := h.openat(fmt.Sprintf("/proc/%d/ns/%s", hostPID, ns), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		fds = append(fds, fd)
+	}
+	if _, err := h.main.Call("setns(CLONE_NEWUSER)", unix.SYS_SETNS, fds[0], unix.CLONE_NEWUSER); err != nil {
+		return err
+	}
+	_, err := h.main.Call("setns(CLONE_NEWIPC)", unix.SYS_SETNS, fds[1], unix.CLONE_NEWIPC)
+	return err
 }
 
 // stop kills the helper and reaps it.

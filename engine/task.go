@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
@@ -311,20 +312,6 @@ type capUserData struct {
 
 const linuxCapabilityVersion3 = 0x20080522
 
-// lastCap is the highest capability this kernel knows; dropping beyond it
-// from the bounding set fails.
-func lastCap() int {
-	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
-	if err != nil {
-		return 40
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return 40
-	}
-	return n
-}
-
 // restoreCreds drops the thread's capabilities to the recorded sets. The
 // stub started with the ones the restore needs (clone3 set_tid, exe
 // link); they go last. Capabilities are per thread, so every thread is
@@ -338,7 +325,7 @@ func (r *restorer) restoreCreds(th *ptrace.Thread, c *image.Creds) error {
 	if _, err := th.Call("prctl(PR_CAP_AMBIENT_CLEAR_ALL)", unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
 		return err
 	}
-	top := lastCap()
+	top := kernel.LastCap()
 	for c2 := 0; c2 <= top; c2++ {
 		if c.CapBnd&(1<<c2) != 0 {
 			continue

@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -25,11 +28,17 @@ type tracee struct {
 // and maps a scratch area. The child is killed when the test ends.
 func startTracee(t *testing.T, tr *ptrace.Tracer, files ...*os.File) *tracee {
 	t.Helper()
+	cmd := exec.Command("/bin/sleep", "1000")
+	cmd.ExtraFiles = files
+	return startTraceeCmd(t, tr, cmd)
+}
+
+// startTraceeCmd is startTracee for a command of the test's own.
+func startTraceeCmd(t *testing.T, tr *ptrace.Tracer, cmd *exec.Cmd) *tracee {
+	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("needs root to trace a child and read its /proc entries freely")
 	}
-	cmd := exec.Command("/bin/sleep", "1000")
-	cmd.ExtraFiles = files
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -38,6 +47,7 @@ func startTracee(t *testing.T, tr *ptrace.Tracer, files ...*os.File) *tracee {
 		unix.Kill(pid, unix.SIGKILL)
 		cmd.Wait()
 	})
+	waitSleeping(t, pid)
 	if err := tr.Seize(pid, unix.PTRACE_O_EXITKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -80,4 +90,20 @@ func restorerFor(tr *ptrace.Tracer, c *tracee, p *image.Process) *restorer {
 	log := logrus.New()
 	log.SetLevel(logrus.DebugLevel)
 	return &restorer{remote: *c.rem, t: tr, log: log, proc: p, threads: []*ptrace.Thread{c.th}}
+}
+
+// waitSleeping waits until pid sleeps in clock_nanosleep or nanosleep, so
+// that the program has started (its libc set up, rseq registered) by the
+// time the test stops it.
+func waitSleeping(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
+		if f := strings.Fields(string(b)); len(f) > 0 && (f[0] == "230" || f[0] == "35") {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("pid %d did not go to sleep within 5 s", pid)
 }

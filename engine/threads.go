@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
@@ -24,7 +25,7 @@ const (
 // dumpThread records one stopped thread. th carries the registers taken at
 // the stop; the injected calls here (sigaltstack, PR_GET_TID_ADDRESS) use
 // the scratch area of rem and leave the registers as they were.
-func dumpThread(t *ptrace.Tracer, rem *remote, th *ptrace.Thread, hostPID int) (image.Thread, error) {
+func dumpThread(t *ptrace.Tracer, rem *remote, th *ptrace.Thread, hostPID int, rseq *rseqFinder) (image.Thread, error) {
 	out := image.Thread{Regs: image.Regs(th.Saved)}
 	st, err := proc.ReadStatus(fmt.Sprintf("%d/task/%d", hostPID, th.TID))
 	if err != nil {
@@ -45,12 +46,8 @@ func dumpThread(t *ptrace.Tracer, rem *remote, th *ptrace.Thread, hostPID int) (
 	if out.SigMask, err = t.GetSigmask(th.TID); err != nil {
 		return out, err
 	}
-	rseq, err := t.GetRseq(th.TID)
-	if err != nil {
+	if out.Rseq, err = rseq.dumpRseq(t, th); err != nil {
 		return out, err
-	}
-	if rseq.Ptr != 0 {
-		out.Rseq = &image.Rseq{Ptr: rseq.Ptr, Size: rseq.Size, Signature: rseq.Signature, Flags: rseq.Flags}
 	}
 	var head, length uint64
 	if _, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(th.TID), uintptr(unsafe.Pointer(&head)), uintptr(unsafe.Pointer(&length))); e != 0 {
@@ -101,7 +98,7 @@ const threadCloneFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix
 
 // restoreThreads creates the process's other threads with their original
 // tids (clone3 with set_tid, allowed by CAP_CHECKPOINT_RESTORE in the job's
-// user namespace) and restores every thread's own state.
+// user namespace, or the pid writer) and restores every thread's own state.
 func (r *restorer) restoreThreads(p *image.Process) error {
 	if len(p.Threads) == 0 || p.Threads[0].TID != p.PID {
 		return fmt.Errorf("the image's first thread is not the main thread")
@@ -122,11 +119,11 @@ func (r *restorer) restoreThreads(p *image.Process) error {
 	return nil
 }
 
-// cloneThread injects clone3 into the main thread. The new thread starts
+// cloneThread injects clone into the main thread. The new thread starts
 // life in a ptrace-stop (PTRACE_O_TRACECLONE), so it never runs a stub
 // instruction: its registers are replaced before it is released.
 func (r *restorer) cloneThread(tid int) (*ptrace.Thread, error) {
-	hostTID, err := r.clone3(cloneArgs{Flags: threadCloneFlags}, tid, unix.PTRACE_EVENT_CLONE)
+	hostTID, err := r.clone(cloneArgs{Flags: threadCloneFlags}, tid, unix.PTRACE_EVENT_CLONE)
 	if err != nil {
 		return nil, err
 	}
@@ -137,10 +134,13 @@ func (r *restorer) cloneThread(tid int) (*ptrace.Thread, error) {
 	return r.t.NewThread(hostTID, r.layout.Gadget)
 }
 
-// clone3 injects clone3 with args and set_tid tid into the main thread and
+// clone injects clone3 with args and set_tid tid into the main thread and
 // returns the host tid the ptrace event (event) reports for the new task.
-// A tid of 0 takes whatever the kernel gives.
-func (r *restorer) clone3(args cloneArgs, tid int, event int) (int, error) {
+// A tid of 0 takes whatever the kernel gives. Where the job's pid writer
+// runs (a container's stubs, kernels without set_tid), it sets the PID
+// counter instead of set_tid; on kernels without clone3 the task is made
+// with clone.
+func (r *restorer) clone(args cloneArgs, tid int, event int) (int, error) {
 	tidAddr, _ := r.scratchAt(0, 8)
 	argsAddr, _ := r.scratchAt(64, uint64(unsafe.Sizeof(cloneArgs{})))
 	b := make([]byte, 8)
@@ -158,7 +158,7 @@ func (r *restorer) clone3(args cloneArgs, tid int, event int) (int, error) {
 	var hostTID int
 	onEvent := func(ev int) error {
 		if ev != event {
-			return fmt.Errorf("unexpected ptrace event %d during clone3", ev)
+			return fmt.Errorf("unexpected ptrace event %d during clone", ev)
 		}
 		msg, err := r.t.GetEventMsg(r.main.TID)
 		if err != nil {
@@ -175,12 +175,20 @@ func (r *restorer) clone3(args cloneArgs, tid int, event int) (int, error) {
 			}
 		}
 		hostTID = 0
-		ret, err := r.main.SyscallEvent(onEvent, unix.SYS_CLONE3, argsAddr, uint64(unsafe.Sizeof(args)))
+		var ret int64
+		var err error
+		if kernel.Has(kernel.Clone3) {
+			ret, err = r.main.SyscallEvent(onEvent, unix.SYS_CLONE3, argsAddr, uint64(unsafe.Sizeof(args)))
+		} else {
+			// clone(flags | exit signal, stack, parent_tid, child_tid, tls)
+			ret, err = r.main.SyscallEvent(onEvent, unix.SYS_CLONE, args.Flags|args.ExitSignal, args.Stack,
+				args.ParentTID, args.ChildTID, args.TLS)
+		}
 		if err != nil {
 			return 0, err
 		}
 		if ret < 0 {
-			err := fmt.Errorf("clone3 with id %d in pid %d: %w", tid, r.proc.PID, unix.Errno(-ret))
+			err := fmt.Errorf("clone with id %d in pid %d: %w", tid, r.proc.PID, unix.Errno(-ret))
 			if unix.Errno(-ret) == unix.EEXIST {
 				if who := pidHolder(r.pid, tid); who != "" {
 					err = fmt.Errorf("%w: id %d is held by %s", err, tid, who)
@@ -200,12 +208,12 @@ func (r *restorer) clone3(args cloneArgs, tid int, event int) (int, error) {
 			}
 		}
 		if !viaWriter || attempt == maxCloneAttempts {
-			return 0, fmt.Errorf("clone3 gave id %d, want %d (another task took it; restart again)", ret, tid)
+			return 0, fmt.Errorf("clone gave id %d, want %d (another task took it; restart again)", ret, tid)
 		}
-		r.log.Debugf("pid %d: clone3 gave id %d, want %d; trying again", r.proc.PID, ret, tid)
+		r.log.Debugf("pid %d: clone gave id %d, want %d; trying again", r.proc.PID, ret, tid)
 	}
 	if hostTID == 0 {
-		return 0, fmt.Errorf("clone3: no ptrace event for the new task %d", tid)
+		return 0, fmt.Errorf("clone: no ptrace event for the new task %d", tid)
 	}
 	return hostTID, nil
 }
@@ -273,10 +281,8 @@ func (r *restorer) restoreThreadState(th *ptrace.Thread, st *image.Thread) error
 			return err
 		}
 	}
-	if st.Rseq != nil {
-		if _, err := th.Call("rseq", unix.SYS_RSEQ, st.Rseq.Ptr, uint64(st.Rseq.Size), 0, uint64(st.Rseq.Signature)); err != nil {
-			return err
-		}
+	if err := r.restoreRseq(th, st.Rseq); err != nil {
+		return err
 	}
 	if err := r.restoreCreds(th, &r.proc.Creds); err != nil {
 		return err

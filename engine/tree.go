@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/stub"
 )
@@ -49,7 +50,8 @@ type jobRestore struct {
 	// maxPID is the highest pid or tid of the image.
 	maxPID int
 	// pids sets the PID counter for stubs that cannot pick their pids
-	// (a container's); nil where clone3 with set_tid does.
+	// (a container's, or any on a kernel without clone3 set_tid); nil
+	// where clone3 with set_tid does.
 	pids *pidWriter
 	// runtimeHost is the host pid of the container runtime;
 	// heldRuntime its tasks kept stopped while the restore runs.
@@ -147,7 +149,8 @@ func (jr *jobRestore) killAll() {
 // and process group, then lets the zombies exit.
 //
 // A process whose parent is init is spawned by the sandbox, any other is
-// cloned by its parent's stub (clone3 with set_tid), so parents come first.
+// cloned by its parent's stub (clone3 with set_tid, or after the pid writer
+// set the counter), so parents come first.
 // The session is inherited from the creator or started with setsid; one
 // that is neither (a process whose parent has since moved to another
 // session) is cloned with CLONE_PARENT from a sibling in that session.
@@ -176,6 +179,13 @@ func (jr *jobRestore) createTree() error {
 			return fmt.Errorf("restore pid %d: %w", r.proc.PID, err)
 		}
 		created = append(created, r)
+		if r == main && jr.needPIDWriter() {
+			// After the main process: the sandbox takes the first
+			// process it starts for the job's main one.
+			if err := jr.startPIDWriter(); err != nil {
+				return err
+			}
+		}
 	}
 	jr.procs = created
 	if err := jr.setProcessGroups(); err != nil {
@@ -189,6 +199,18 @@ func (jr *jobRestore) createTree() error {
 		}
 	}
 	return nil
+}
+
+// needPIDWriter says whether a plain job's processes and threads get their
+// pids through the pid writer: on kernels without clone3 or its set_tid.
+// (A container's restore starts one in any case.)
+func (jr *jobRestore) needPIDWriter() bool {
+	if jr.opts.Container != nil || kernel.Has(kernel.Clone3) && kernel.Has(kernel.Clone3SetTID) {
+		return false
+	}
+	s := kernel.Current()
+	jr.log.Debugf("pids are set through ns_last_pid: clone3 %s, set_tid %s", s.Why(kernel.Clone3), s.Why(kernel.Clone3SetTID))
+	return true
 }
 
 // create makes the stub for r, given the processes already created.
@@ -251,11 +273,11 @@ func (jr *jobRestore) create(r *restorer, created []*restorer) error {
 	return nil
 }
 
-// cloneProcess injects clone3 with child's pid into r's stub. The child is
+// cloneProcess injects a clone with child's pid into r's stub. The child is
 // a copy of the stub, traced from birth (PTRACE_O_TRACEFORK), so it never
 // runs a stub instruction on its own.
 func (r *restorer) cloneProcess(child *restorer, flags uint64) error {
-	hostPID, err := r.clone3(cloneArgs{Flags: flags, ExitSignal: uint64(unix.SIGCHLD)}, child.proc.PID, unix.PTRACE_EVENT_FORK)
+	hostPID, err := r.clone(cloneArgs{Flags: flags, ExitSignal: uint64(unix.SIGCHLD)}, child.proc.PID, unix.PTRACE_EVENT_FORK)
 	if err != nil {
 		return err
 	}

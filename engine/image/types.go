@@ -49,6 +49,9 @@ type Manifest struct {
 	// Container is the Apptainer container the application ran in; nil
 	// for a plain job.
 	Container *Container `json:"container,omitempty"`
+	// Requires names the kernel features (engine/kernel's names) a
+	// restart needs; a node without one refuses before starting anything.
+	Requires []string `json:"requires,omitempty"`
 
 	// Files lists every data file of the generation except the manifest
 	// itself, with the checksum a restart verifies before starting anything.

@@ -85,3 +85,16 @@ func (t *Tracer) GetRseq(tid int) (RseqConfig, error) {
 	}
 	return c, nil
 }
+
+// syscallStopKindOf tells a system call entry stop from an exit stop by
+// RAX: on entry the kernel has set it to -ENOSYS, the value a call that
+// does not exist returns. An exit stop of such a call (clone3 on a kernel
+// without it) reads as an entry; the caller then acts at the entry of the
+// next call, which for a fork that falls back from clone3 to clone is
+// where it should.
+func syscallStopKindOf(r *Regs) int {
+	if int64(r.Rax) == -int64(unix.ENOSYS) {
+		return SyscallEntry
+	}
+	return SyscallExit
+}

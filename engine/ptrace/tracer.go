@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 )
 
 // Requests and options golang.org/x/sys/unix does not name.
@@ -249,10 +251,19 @@ const (
 
 // SyscallStopKind tells whether tid, in a system call stop, is at the
 // call's entry or exit. Counting stops cannot: an exec, or a stop the
-// tracer did not see begin, puts the count out of step.
+// tracer did not see begin, puts the count out of step. Kernels without
+// PTRACE_GET_SYSCALL_INFO (before 5.3) are answered from the registers
+// (syscallStopKindOf), as strace did before that request.
 func (t *Tracer) SyscallStopKind(tid int) (int, error) {
 	if err := t.onThread(); err != nil {
 		return 0, err
+	}
+	if !kernel.Has(kernel.PtraceSyscallInfo) {
+		regs, err := t.GetRegs(tid)
+		if err != nil {
+			return 0, err
+		}
+		return syscallStopKindOf(&regs), nil
 	}
 	var info [88]byte // struct ptrace_syscall_info
 	if err := ptraceRaw(unix.PTRACE_GET_SYSCALL_INFO, tid, uintptr(len(info)), uintptr(unsafe.Pointer(&info[0]))); err != nil {
