@@ -15,6 +15,8 @@ import (
 	"github.com/containerd/cgroups/v3/cgroup2"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 )
 
 // Version names the freezer a job cgroup uses; it is what the checkpoint
@@ -61,7 +63,7 @@ type Cgroup struct {
 	path    string
 	// mountPoint is where the hierarchy holding path is mounted.
 	mountPoint string
-	// v2 drives cgroup.freeze, cgroup.procs and cgroup.kill; nil for v1.
+	// v2 drives cgroup.freeze and cgroup.procs; nil for v1.
 	v2 *cgroup2.Manager
 	// companions maps a v1 controller (memory, pids, cpu) to the job's
 	// directory in that controller's hierarchy; it may be path itself
@@ -190,6 +192,11 @@ func createUnder(ms []mount, parent, name string) (*Cgroup, error) {
 	v, err := Detect(parent)
 	if err != nil {
 		return nil, fmt.Errorf("create job cgroup: %w", err)
+	}
+	if v == V1 && !kernel.Has(kernel.CgroupV1Freezer) {
+		// A v1 job cgroup is there to freeze the job, nothing else.
+		return nil, fmt.Errorf("%w: %s is a cgroup v1 freezer directory, and the v1 freezer is %s", ErrNoWritableCgroup,
+			parent, kernel.Current().Why(kernel.CgroupV1Freezer))
 	}
 	dir := filepath.Join(parent, name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -358,7 +365,7 @@ func (c *Cgroup) Remove() error {
 		return fmt.Errorf("remove %s: %w", c.path, err)
 	}
 	deadline := time.Now().Add(removeTimeout)
-	for {
+	for spin := 1; ; spin++ {
 		pids, err := c.Procs()
 		if err != nil {
 			return fmt.Errorf("remove %s: %w", c.path, err)
@@ -368,6 +375,13 @@ func (c *Cgroup) Remove() error {
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("remove %s: tasks %v still present %v after SIGKILL", c.path, pids, removeTimeout)
+		}
+		if spin%20 == 0 {
+			// Without cgroup.kill, a task forked while the others were
+			// signalled escaped the first round.
+			if err := c.killAll(); err != nil {
+				return fmt.Errorf("remove %s: %w", c.path, err)
+			}
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -380,18 +394,22 @@ func (c *Cgroup) Remove() error {
 	return nil
 }
 
-// killAll sends SIGKILL to every task of the cgroup tree.
+// killAll sends SIGKILL to every task of the cgroup tree: through
+// cgroup.kill on v2 where the kernel has it (5.14), else task by task.
 func (c *Cgroup) killAll() error {
 	if c.v2 != nil {
-		// The library writes cgroup.kill and, on kernels without it,
-		// freezes, signals every process and thaws.
-		if err := c.v2.Kill(); err != nil {
+		// Opened without O_CREAT: cgroupfs refuses to create a missing
+		// file with EACCES, which would hide that there is none.
+		err := writeExisting(filepath.Join(c.path, "cgroup.kill"), "1")
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("kill tasks: %w", err)
 		}
-		return nil
-	}
-	// A task frozen by the v1 freezer acts on SIGKILL only once thawed.
-	if err := c.Thaw(); err != nil {
+	} else if err := c.Thaw(); err != nil {
+		// A task frozen by the v1 freezer acts on SIGKILL only once
+		// thawed.
 		return err
 	}
 	pids, err := c.Procs()
@@ -455,4 +473,17 @@ func (c *Cgroup) Child(name string) (*Cgroup, error) {
 		child.companions = nil
 	}
 	return child, nil
+}
+
+// writeExisting writes value to the existing file path.
+func writeExisting(path, value string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(value)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

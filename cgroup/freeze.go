@@ -13,6 +13,8 @@ import (
 
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/sirupsen/logrus"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 )
 
 // ErrFreezeTimeout is wrapped by Freeze when the kernel did not report the
@@ -33,6 +35,9 @@ const v1FreezeRetry = 20 * time.Millisecond
 // the cgroup again and returns an error naming the tasks that did not
 // freeze. Freeze never waits longer than timeout plus the thaw.
 func (c *Cgroup) Freeze(timeout time.Duration) error {
+	if !c.CanFreeze() {
+		return fmt.Errorf("freeze %s: %s", c.path, c.freezerMissing())
+	}
 	start := time.Now()
 	if err := c.requestFreeze(); err != nil {
 		return c.abortFreeze(fmt.Errorf("freeze %s: %w", c.path, err))
@@ -77,6 +82,29 @@ func (c *Cgroup) abortFreeze(err error) error {
 	return fmt.Errorf("%w (cgroup thawed again)", err)
 }
 
+// CanFreeze reports whether the job can be frozen through this cgroup. A
+// cgroup v2 directory on a kernel without cgroup.freeze (before 5.2) still
+// holds the job and its limits; its checkpoints stop the job with ptrace
+// alone.
+func (c *Cgroup) CanFreeze() bool {
+	switch c.version {
+	case V2:
+		return kernel.Has(kernel.CgroupV2Freezer)
+	case V1:
+		return kernel.Has(kernel.CgroupV1Freezer)
+	}
+	return false
+}
+
+// freezerMissing says why CanFreeze is false.
+func (c *Cgroup) freezerMissing() string {
+	f := kernel.CgroupV2Freezer
+	if c.version == V1 {
+		f = kernel.CgroupV1Freezer
+	}
+	return fmt.Sprintf("%s: %s", kernel.Describe(f).What, kernel.Current().Why(f))
+}
+
 // requestFreeze asks the kernel to freeze the cgroup.
 func (c *Cgroup) requestFreeze() error {
 	if c.v2 != nil {
@@ -95,6 +123,9 @@ func (c *Cgroup) requestFreeze() error {
 // fails when an ancestor cgroup is frozen, because the job stays frozen
 // then whatever its own state says.
 func (c *Cgroup) Thaw() error {
+	if !c.CanFreeze() {
+		return nil // nothing here was frozen
+	}
 	if c.v2 != nil {
 		if a := c.frozenAncestorV2(); a != "" {
 			return fmt.Errorf("thaw %s: ancestor cgroup %s is frozen", c.path, a)
