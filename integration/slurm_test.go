@@ -285,7 +285,7 @@ func TestSlurmExamples(t *testing.T) {
 		// The batch step alone gets SIGTERM, the job stays RUNNING: the
 		// supervisor stops it and asks for the requeue.
 		d.slurmCtl("scancel", "--signal=TERM", "--batch", id)
-		d.waitOutput(id, "asked Slurm to requeue job "+id, 1)
+		d.waitOutput(id, "asking Slurm to requeue job "+id, 1)
 		d.waitOutput(id, "restored generation", 1)
 		d.waitSteps(d.countLines() + 10)
 
@@ -328,7 +328,7 @@ func TestSlurmExamples(t *testing.T) {
 		id := d.submit("container.sbatch")
 		d.waitSteps(15)
 		d.slurmCtl("scancel", "--signal=TERM", "--batch", id)
-		d.waitOutput(id, "asked Slurm to requeue job "+id, 1)
+		d.waitOutput(id, "asking Slurm to requeue job "+id, 1)
 		d.waitOutput(id, "restored generation", 1)
 		if st, exit := d.waitEnded(id, 120*time.Second); st != "COMPLETED" || exit != "0:0" {
 			t.Fatalf("job %s ended %s, exit code %s\n%s", id, st, exit, d.report())

@@ -132,9 +132,11 @@ func requeueSlurmJob(log logrus.FieldLogger, dir string) error {
 		log.Infof("job %s was cancelled, so it is not requeued; its checkpoint stays in %s and submitting the job again resumes it", id, dir)
 		return nil
 	}
+	// Said first: once Slurm has the request it may end this step before
+	// another line is written.
+	log.Infof("asking Slurm to requeue job %s; it resumes from its checkpoint when it runs again", id)
 	if _, err := scontrol("requeue", id); err != nil {
 		return fmt.Errorf("--requeue: %w (is the job requeueable? submit it with `sbatch --requeue`)", err)
 	}
-	log.Infof("asked Slurm to requeue job %s; it resumes from its checkpoint when it runs again", id)
 	return nil
 }
