@@ -68,6 +68,9 @@ func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
 		Log:         s.log,
 		BufferBytes: s.buffer,
 		Stopped: func() {
+			if !s.timeNamespace {
+				return // said at launch: its clocks jump at restart
+			}
 			// Read while the job is stopped: at restart its clocks go on
 			// from here, never behind what it has seen.
 			if mono, boot, err := namespaces.JobClocks(s.jobPID); err == nil {
@@ -78,7 +81,7 @@ func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
 		},
 		Commit: func() error { return w.Commit(m) },
 	}
-	if s.cg != nil {
+	if s.cg != nil && s.cg.CanFreeze() {
 		opts.Freezer = s.cg
 	}
 	tg := hookTarget{mainPID: s.jobPID, runtime: runtime}
@@ -98,7 +101,7 @@ func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
 		}
 		opts.App, opts.MainPID = app.scope, app.mainPID
 		tg.appPID = app.mainPID
-		if s.cg != nil {
+		if s.cg != nil && s.cg.CanFreeze() {
 			fz, err := s.appCgroup(app)
 			if err != nil {
 				w.Abort()

@@ -3,10 +3,14 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
 )
 
@@ -75,11 +79,20 @@ func launchJob(c *cli.Context, s *supervisor, argv []string) error {
 	if err := s.makeCgroup(c); err != nil {
 		return err
 	}
-	opts := namespaces.Options{TimeNamespace: !c.Bool("no-timens"), OutliveMain: s.container.isInstance()}
+	opts := namespaces.Options{TimeNamespace: s.wantTimeNamespace(c), OutliveMain: s.container.isInstance()}
 	if err := s.startSandbox(opts); err != nil {
 		return err
 	}
-	hostPID, nsPID, err := s.sb.Run(argv, s.job.Env, cwd)
+	env := s.job.Env
+	if !kernel.Has(kernel.PtraceRseq) {
+		// Its checkpoints could not see rseq areas registered by a glibc
+		// whose symbols cannot be read (static programs); glibc needs
+		// none.
+		s.log.Infof("%s: the job runs with glibc's rseq off (GLIBC_TUNABLES=%s)",
+			kernel.Current().Lacks(kernel.PtraceRseq), engine.RseqTunable)
+		env = withRseqOff(env, s.container != nil)
+	}
+	hostPID, nsPID, err := s.sb.Run(argv, env, cwd)
 	if err != nil {
 		s.sb.Kill()
 		return err
@@ -90,4 +103,45 @@ func launchJob(c *cli.Context, s *supervisor, argv []string) error {
 		go s.publishInstance(instanceState)
 	}
 	return s.supervise()
+}
+
+// wantTimeNamespace says whether a new job gets a time namespace: unless
+// --no-timens, where the kernel has them; without, it says what the user
+// loses.
+func (s *supervisor) wantTimeNamespace(c *cli.Context) bool {
+	if c.Bool("no-timens") {
+		return false
+	}
+	if !kernel.Has(kernel.TimeNamespace) {
+		s.log.Infof("%s: the job's CLOCK_MONOTONIC and CLOCK_BOOTTIME jump across restarts",
+			kernel.Current().Lacks(kernel.TimeNamespace))
+		return false
+	}
+	return true
+}
+
+// withRseqOff returns env with glibc's rseq turned off through
+// GLIBC_TUNABLES, added to the tunables already there; for a container
+// job also through APPTAINERENV_GLIBC_TUNABLES, which Apptainer passes
+// into the container even with --cleanenv.
+func withRseqOff(env []string, container bool) []string {
+	out := append([]string(nil), env...)
+	names := []string{"GLIBC_TUNABLES"}
+	if container {
+		names = append(names, "APPTAINERENV_GLIBC_TUNABLES")
+	}
+	for _, name := range names {
+		i := slices.IndexFunc(out, func(e string) bool { return strings.HasPrefix(e, name+"=") })
+		switch {
+		case i < 0:
+			out = append(out, name+"="+engine.RseqTunable)
+		case strings.Contains(out[i], "glibc.pthread.rseq="):
+			// The user chose: keep it.
+		case out[i] == name+"=":
+			out[i] += engine.RseqTunable
+		default:
+			out[i] += ":" + engine.RseqTunable
+		}
+	}
+	return out
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
 )
 
@@ -39,7 +40,9 @@ func main() {
 			if c.Bool("debug") {
 				logrus.SetLevel(logrus.DebugLevel)
 			}
-			return nil
+			// A test switch with a typo must not pass for a fallback run.
+			_, err := kernel.ParseDisable(os.Getenv(kernel.EnvDisable))
+			return err
 		},
 		Commands: []*cli.Command{
 			runCommand(),
@@ -48,6 +51,7 @@ func main() {
 			checkpointCommand(),
 			listCommand(),
 			inspectCommand(),
+			checkCommand(),
 		},
 	}
 	if err := app.Run(os.Args); err != nil {

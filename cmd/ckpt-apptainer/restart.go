@@ -52,6 +52,9 @@ func restartJob(c *cli.Context, s *supervisor, gen *image.Generation, img string
 	m := gen.Manifest
 	s.job = m.Job
 	s.log.Infof("restarting %q from generation %d (%s)", commandLine(m.Job.Argv), gen.Gen, m.Created.Local().Format(time.DateTime))
+	if err := engine.CheckRequirements(m, c.Bool("no-timens")); err != nil {
+		return fmt.Errorf("restart not started: %w", err)
+	}
 
 	pre, err := s.runHooks(hooks.Prerestore, gen.Gen, specs.StateCreating, hookTarget{}, nil)
 	if lerr := s.store.AppendHookLog(pre); lerr != nil {

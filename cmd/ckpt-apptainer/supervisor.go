@@ -19,6 +19,7 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/cgroup"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/hooks"
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
 )
@@ -55,8 +56,11 @@ type supervisor struct {
 	unlock func()
 	cg     *cgroup.Cgroup // nil: ptrace-only
 	sb     *namespaces.Sandbox
-	job    image.Job
-	jobPID int // host pid of the job's main process
+	// timeNamespace says the job has a time namespace of its own, whose
+	// clocks checkpoints record.
+	timeNamespace bool
+	job           image.Job
+	jobPID        int // host pid of the job's main process
 	// container is set for a job that runs Apptainer; appCg is the
 	// sub-cgroup its application is frozen in.
 	container *containerJob
@@ -161,6 +165,10 @@ func (s *supervisor) makeCgroup(c *cli.Context) error {
 	}
 	s.cg = cg
 	s.log.Debugf("job cgroup %s (%s)", cg.Path(), cg.Version())
+	if !cg.CanFreeze() {
+		s.log.Infof("job cgroup %s: %s: checkpoints stop the job with ptrace alone", cg.Path(),
+			kernel.Current().Lacks(kernel.CgroupV2Freezer))
+	}
 	removeStaleCgroups(filepath.Dir(cg.Path()), s.log)
 	return nil
 }
@@ -211,6 +219,7 @@ func (s *supervisor) startSandbox(opts namespaces.Options) error {
 		return err
 	}
 	s.sb = sb
+	s.timeNamespace = opts.TimeNamespace
 	if s.cg != nil {
 		if err := s.cg.AddProc(sb.InitPID()); err != nil {
 			sb.Kill()
