@@ -1,15 +1,20 @@
 # ckpt-apptainer build, test and demo entry points.
 #
-#   make demo   watch a job being checkpointed, killed and restarted
-#   make test   unit and integration tests (installs dependencies when root)
-#   make bench  benchmarks (one iteration each)
-#   make lint   gofmt, go vet, staticcheck
+#   make demo          watch a job being checkpointed, killed and restarted
+#   make test          unit and integration tests (installs dependencies when
+#                      root), the kernel matrix on Debian 11's 5.10 kernel
+#   make test-kernels  the kernel matrix on 5.10, 6.1 and 6.12 (qemu)
+#   make test-rhel8    the integration tests again with mainline 4.18's
+#                      feature set (CKPT_APPTAINER_DISABLE=rhel8)
+#   make bench         benchmarks (one iteration each)
+#   make lint          gofmt, go vet, staticcheck
 #
 # `make test` and `make demo` install apptainer & co. when run as root; as any
 # other user they check that the dependencies are present and say what to run
 # as root when they are not.
 
 SHELL := /bin/bash
+comma := ,
 .SHELLFLAGS := -eu -o pipefail -c
 
 # A Go in /usr/local/go wins over an older distribution one: go.mod asks for 1.26.
@@ -20,7 +25,7 @@ endif
 GO ?= go
 BIN := bin/ckpt-apptainer
 STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(GO) run honnef.co/go/tools/cmd/staticcheck@latest)
-TEST_TIMEOUT ?= 28m
+TEST_TIMEOUT ?= 40m
 BENCH_TIMEOUT ?= 60m
 
 # With CKPT_REQUIRE_APPTAINER=1 the integration tests fail instead of skipping
@@ -30,10 +35,17 @@ export CKPT_REQUIRE_APPTAINER
 endif
 
 # Commands the tests and the demo need; deps checks them when not root.
-DEP_CMDS := gcc busybox apptainer criu squashfuse squashfuse_ll fuse-overlayfs fusermount3 newuidmap unshare
+DEP_CMDS := gcc busybox apptainer criu squashfuse squashfuse_ll fuse-overlayfs fusermount3 newuidmap unshare \
+	qemu-system-x86_64
+
+# The kernels the kernel matrix boots (scripts/fetch-kernels.sh names):
+# make test runs the oldest (setup-test-env.sh fetches it), make
+# test-kernels all of them.
+TEST_KERNELS ?= 5.10
+ALL_KERNELS := 5.10 6.1 6.12
 TEST_ENV := /run/ckpt-apptainer-test.env
 
-.PHONY: all build deps test bench demo lint clean
+.PHONY: all build deps test test-kernels test-rhel8 bench demo lint clean
 
 all: build
 
@@ -58,7 +70,16 @@ deps:
 	fi
 
 test: deps build
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	CKPT_TEST_KERNELS=$(subst $(eval) ,$(comma),$(TEST_KERNELS)) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+test-kernels: build
+	scripts/fetch-kernels.sh $(ALL_KERNELS)
+	CKPT_TEST_KERNELS=all $(GO) test -count=1 -timeout 60m -run TestKernelMatrix -v ./integration/
+
+# Every integration test on the features mainline 4.18 has, whatever this
+# kernel has: each fallback a RHEL 8 node takes is on the path.
+test-rhel8: deps build
+	CKPT_APPTAINER_DISABLE=rhel8 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./integration/...
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout $(BENCH_TIMEOUT) ./integration/...

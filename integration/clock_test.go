@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 )
 
 // clockScript logs a step counter and CLOCK_MONOTONIC every 50 ms.
@@ -27,6 +29,7 @@ const clockGap = 3 * time.Second
 // does not jump by the time the job was dead.
 func TestMonotonicClockContinues(t *testing.T) {
 	e := setup(t)
+	skipWithout(t, kernel.TimeNamespace)
 	for _, name := range []string{"user-v2", "root-none"} {
 		t.Run(name, func(t *testing.T) {
 			fl := e.pickFlavor(t, name)
@@ -103,5 +106,55 @@ func TestCheckClockLog(t *testing.T) {
 		if (err == nil) != tt.ok {
 			t.Errorf("%s: err = %v, want ok %v", tt.name, err, tt.ok)
 		}
+	}
+}
+
+// TestRestartNeedsTimeNamespace restarts a job that had a time namespace
+// on a node without time namespaces (switched off): the restart is refused
+// before anything starts, naming the feature and --no-timens, and the
+// generation stays; with --no-timens the job resumes.
+func TestRestartNeedsTimeNamespace(t *testing.T) {
+	e := setup(t)
+	skipWithout(t, kernel.TimeNamespace)
+	fl := e.pickFlavor(t, "user-none", "root-none")
+	machine.acquire(t, 1)
+	j := newJob(t, e, fl)
+	s := counterJob(j)
+	j.waitLines(s, "job.log", 20)
+	c := j.checkpoint("--kill")
+	s.finish(143, killTimeout)
+
+	j.extraEnv = append(j.extraEnv, "CKPT_APPTAINER_DISABLE=time-namespace")
+	s = j.restart()
+	code := s.waitExit(cliTimeout)
+	out := s.output()
+	if code != 1 || !strings.Contains(out, "time-namespace") || !strings.Contains(out, "--no-timens") ||
+		!strings.Contains(out, "restart not started") {
+		t.Fatalf("restart on a node without time namespaces: exit %d, want 1 and an error naming time-namespace and --no-timens:\n%s", code, out)
+	}
+	if strings.Contains(out, "restored generation") {
+		t.Fatalf("the refused restart restored something:\n%s", out)
+	}
+	if got := j.latest(); got != c.Generation {
+		t.Fatalf("latest generation %d after the refused restart, want %d", got, c.Generation)
+	}
+
+	s = j.restart("--no-timens")
+	s.finish(0, 90*time.Second)
+	if err := checkSequence(j.readFile("job.log"), 1, counterSteps, parseCounterLine); err != nil {
+		t.Fatalf("job log: %v", err)
+	}
+}
+
+// skipWithout skips a test that needs kernel feature f when the test run
+// switched it off (make test-rhel8).
+func skipWithout(t *testing.T, f kernel.Feature) {
+	t.Helper()
+	off, err := kernel.ParseDisable(os.Getenv(kernel.EnvDisable))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off[f] {
+		t.Skipf("%s is switched off by $%s", f, kernel.EnvDisable)
 	}
 }

@@ -151,18 +151,25 @@ type flavor struct {
 	user   bool   // run as the unprivileged test user
 	cgroup string // "v2", "v1" or "none" (--no-cgroup)
 	parent string // --cgroup-parent, "" for none
+	// disable is $CKPT_APPTAINER_DISABLE for the flavor's commands: the
+	// "-rhel8" flavors run on what mainline 4.18 has.
+	disable string
 }
 
 // allFlavors lists root and user, each with v2, v1 and no cgroup, in a fixed
-// order; parent is empty where the hierarchy is absent.
+// order, then the flavors with the 4.18 feature set; parent is empty where
+// the hierarchy is absent.
 func (e *testEnv) allFlavors() []flavor {
 	return []flavor{
-		{"root-v2", false, "v2", e.v2Root},
-		{"root-v1", false, "v1", e.v1Root},
-		{"root-none", false, "none", ""},
-		{"user-v2", true, "v2", e.v2User},
-		{"user-v1", true, "v1", e.v1User},
-		{"user-none", true, "none", ""},
+		{"root-v2", false, "v2", e.v2Root, ""},
+		{"root-v1", false, "v1", e.v1Root, ""},
+		{"root-none", false, "none", "", ""},
+		{"user-v2", true, "v2", e.v2User, ""},
+		{"user-v1", true, "v1", e.v1User, ""},
+		{"user-none", true, "none", "", ""},
+		// A v2 job cgroup without cgroup.freeze: stopped with ptrace.
+		{"user-v2-rhel8", true, "v2", e.v2User, "rhel8"},
+		{"root-v1-rhel8", false, "v1", e.v1Root, "rhel8"},
 	}
 }
 
@@ -223,6 +230,9 @@ func newJob(t *testing.T, e *testEnv, fl flavor) *job {
 		t.Fatal(err)
 	}
 	j := &job{t: t, env: e, fl: fl, dir: dir, ckptDir: filepath.Join(dir, "ckpt")}
+	if fl.disable != "" {
+		j.extraEnv = append(j.extraEnv, "CKPT_APPTAINER_DISABLE="+fl.disable)
+	}
 	t.Cleanup(func() {
 		// The supervisors' cleanups (run before this one) killed them; their
 		// jobs get a moment to go down with them.

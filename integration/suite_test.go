@@ -122,12 +122,27 @@ var (
 		"vforkloop": true}
 )
 
+// rhel8Flavors run on the feature set of mainline 4.18 (RHEL 8's kernel),
+// whatever this kernel has, and rhel8Entries in them: every fallback of a
+// kernel feature is on their path (creating tasks and their PIDs, moving
+// descriptors, joining namespaces, rseq, the freezer).
+var (
+	rhel8Flavors = []string{"user-v2-rhel8", "root-v1-rhel8"}
+	rhel8Entries = map[string]bool{"tree3": true, "thread_masks": true, "pipe_inflight": true,
+		"sock_stream": true, "sock_dgram": true, "fd_fork_shared": true, "memfd_fd": true,
+		"sysv_shm": true, "shm_anon": true, "nanosleep": true, "bash_gzip": true, "python_pool": true}
+)
+
 // flavorsOf returns the flavors entry runs in.
 func flavorsOf(entry string) []string {
+	out := append([]string(nil), suiteFlavors...)
 	if stopFlavorEntries[entry] {
-		return append(append([]string(nil), suiteFlavors...), otherStopFlavors...)
+		out = append(out, otherStopFlavors...)
 	}
-	return suiteFlavors
+	if rhel8Entries[entry] {
+		out = append(out, rhel8Flavors...)
+	}
+	return out
 }
 
 // selectedEntries returns the entries named in $CKPT_SUITE (comma

@@ -15,9 +15,11 @@ REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Packages from the machine's own suites.
 # slurmctld, slurmd, slurm-client and munge are for the single-node Slurm
 # cluster the tests start (scripts/setup-slurm.sh).
+# qemu-system-x86 boots other kernels for the kernel matrix
+# (integration/kernels_test.go).
 BASE_PKGS=(build-essential gcc make busybox-static python3 debootstrap util-linux
 	procps psmisc uidmap fuse3 time ca-certificates git
-	slurmctld slurmd slurm-client munge)
+	slurmctld slurmd slurm-client munge qemu-system-x86)
 # Packages only unstable (or testing) carries in the needed versions.
 NEW_PKGS=(apptainer squashfuse fuse-overlayfs criu)
 
@@ -232,7 +234,7 @@ install_system_packages() {
 check_tools() {
 	local c
 	for c in gcc make busybox python3 unshare newuidmap fusermount3 apptainer criu \
-		squashfuse squashfuse_ll fuse-overlayfs; do
+		squashfuse squashfuse_ll fuse-overlayfs qemu-system-x86_64; do
 		command -v "$c" >/dev/null 2>&1 || die "$c not found after install"
 	done
 	[[ -x /usr/bin/time ]] || die "/usr/bin/time not found after install"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # setup-test-env.sh prepares this machine for the unprivileged tests. Run it as
 # root; it is idempotent.
-# Last, it builds the container test images with scripts/build-test-images.sh
-# (cached: instant when they are already there).
+# Last, it fetches the kernel the kernel matrix boots (scripts/fetch-kernels.sh)
+# and builds the container test images with scripts/build-test-images.sh
+# (both cached: instant when they are already there).
 #
 # It creates the test user ckpt-user and delegates cgroups to it the way
 # systemd's Delegate=yes does, on whichever hierarchies are mounted (found in
@@ -236,6 +237,10 @@ say "v1 root freezer:  ${V1_ROOT:-(no v1 freezer)}"
 say "v1 user freezer:  ${V1_USER:-(no v1 freezer)}"
 verify_as_user
 say "wrote $ENV_FILE"
+
+# The kernel make test boots under qemu (Debian 11's 5.10, the oldest of the
+# matrix); cached afterwards. make test-kernels fetches the others.
+"$(dirname "${BASH_SOURCE[0]}")/fetch-kernels.sh" 5.10
 
 # The container tests' images (python3.sif); built once, cached afterwards.
 # Without Apptainer there is nothing to build them for: those tests then skip
