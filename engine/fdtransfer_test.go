@@ -18,59 +18,46 @@ import (
 // copy shares the open file description and that the process is left with
 // the descriptors it had.
 func TestPullAndPushFD(t *testing.T) {
-	for _, fallback := range []bool{false, true} {
-		name := "pidfd_getfd"
-		if fallback {
-			name = "SCM_RIGHTS"
+	withAndWithout(t, kernel.PidfdGetfd, func(t *testing.T) {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
 		}
-		t.Run(name, func(t *testing.T) {
-			if !fallback && !kernel.Has(kernel.PidfdGetfd) {
-				t.Skip("no pidfd_getfd here")
-			}
-			if fallback {
-				kernel.Adopt(kernel.Current().Without(kernel.PidfdGetfd))
-				t.Cleanup(func() { kernel.Adopt(nil) })
-			}
-			r, w, err := os.Pipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			tr := ptrace.NewTracer()
-			defer tr.Close()
-			c := startTracee(t, tr, w) // the write end is the tracee's fd 3
-			w.Close()
-			before := fdCount(t, c.pid)
+		defer r.Close()
+		tr := ptrace.NewTracer()
+		defer tr.Close()
+		c := startTracee(t, tr, w) // the write end is the tracee's fd 3
+		w.Close()
+		before := fdCount(t, c.pid)
 
-			local, err := c.rem.pullFD(3)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := unix.Write(local, []byte("pulled")); err != nil {
-				t.Fatal(err)
-			}
-			buf := make([]byte, 16)
-			n, _ := r.Read(buf)
-			if string(buf[:n]) != "pulled" {
-				t.Errorf("read %q through the pipe, want %q", buf[:n], "pulled")
-			}
-			if fl, err := unix.FcntlInt(uintptr(local), unix.F_GETFD, 0); err != nil || fl&unix.FD_CLOEXEC == 0 {
-				t.Errorf("pulled descriptor flags %#x, %v: want close-on-exec", fl, err)
-			}
+		local, err := c.rem.pullFD(3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.Write(local, []byte("pulled")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 16)
+		n, _ := r.Read(buf)
+		if string(buf[:n]) != "pulled" {
+			t.Errorf("read %q through the pipe, want %q", buf[:n], "pulled")
+		}
+		if fl, err := unix.FcntlInt(uintptr(local), unix.F_GETFD, 0); err != nil || fl&unix.FD_CLOEXEC == 0 {
+			t.Errorf("pulled descriptor flags %#x, %v: want close-on-exec", fl, err)
+		}
 
-			got, err := c.rem.pushFDs([]int{local})
-			unix.Close(local)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if after := fdCount(t, c.pid); after != before+1 {
-				t.Errorf("the process has %d descriptors, had %d: want exactly the pushed one more", after, before)
-			}
-			if !sameOpenFile(c.pid, 3, c.pid, int(got[0])) {
-				t.Errorf("pushed fd %d does not share fd 3's open file description", got[0])
-			}
-		})
-	}
+		got, err := c.rem.pushFDs([]int{local})
+		unix.Close(local)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after := fdCount(t, c.pid); after != before+1 {
+			t.Errorf("the process has %d descriptors, had %d: want exactly the pushed one more", after, before)
+		}
+		if !sameOpenFile(c.pid, 3, c.pid, int(got[0])) {
+			t.Errorf("pushed fd %d does not share fd 3's open file description", got[0])
+		}
+	})
 }
 
 func TestSendFDRefusesOtherNetNamespace(t *testing.T) {

@@ -109,22 +109,7 @@ func createTimer(t *testing.T, c *tracee, clock int, notify, sig, tid int, value
 // records them and re-creates them in a second child: with
 // PR_TIMER_CREATE_RESTORE_IDS, and in id order as on kernels without it.
 func TestPosixTimersRoundTrip(t *testing.T) {
-	for _, inOrder := range []bool{false, true} {
-		name := "restore ids"
-		if inOrder {
-			name = "in order"
-		}
-		t.Run(name, func(t *testing.T) {
-			if !inOrder && !kernel.Has(kernel.TimerRestoreIDs) {
-				t.Skip("no PR_TIMER_CREATE_RESTORE_IDS here")
-			}
-			if inOrder {
-				kernel.Adopt(kernel.Current().Without(kernel.TimerRestoreIDs))
-				t.Cleanup(func() { kernel.Adopt(nil) })
-			}
-			posixTimersRoundTrip(t)
-		})
-	}
+	withAndWithout(t, kernel.TimerRestoreIDs, posixTimersRoundTrip)
 }
 
 func posixTimersRoundTrip(t *testing.T) {

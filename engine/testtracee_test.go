@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
@@ -106,4 +107,20 @@ func waitSleeping(t *testing.T, pid int) {
 		time.Sleep(time.Millisecond)
 	}
 	t.Fatalf("pid %d did not go to sleep within 5 s", pid)
+}
+
+// withAndWithout runs test twice: with kernel feature f (skipped where the
+// kernel lacks it) and with f switched off, on its fallback.
+func withAndWithout(t *testing.T, f kernel.Feature, test func(t *testing.T)) {
+	t.Run("with "+string(f), func(t *testing.T) {
+		if !kernel.Has(f) {
+			t.Skipf("no %s here", f)
+		}
+		test(t)
+	})
+	t.Run("without "+string(f), func(t *testing.T) {
+		kernel.Adopt(kernel.Current().Without(f))
+		t.Cleanup(func() { kernel.Adopt(nil) })
+		test(t)
+	})
 }

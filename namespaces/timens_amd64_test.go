@@ -52,14 +52,7 @@ func TestTimensEntryWithoutNamespace(t *testing.T) {
 // target runs with its argv, without fd 3, and with or without the
 // ambient capability the program was given.
 func TestTimensEntryRunsTarget(t *testing.T) {
-	if os.Getuid() != 0 || !kernel.Has(kernel.TimeNamespace) {
-		t.Skip("needs root and time namespaces")
-	}
-	ns, err := os.Open("/proc/self/ns/time")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
+	ns := ownTimeNamespace(t)
 	script := `echo "$0 $1"; grep CapAmb /proc/self/status; [ -e /proc/self/fd/3 ] && echo "fd 3 open"; true`
 	for _, drop := range []bool{true, false} {
 		status, out, errOut := runEntry(t, drop, ns, []uintptr{unix.CAP_SYS_ADMIN}, "/bin/sh", "sh", "-c", script, "argv0", "arg1")
@@ -80,6 +73,17 @@ func TestTimensEntryRunsTarget(t *testing.T) {
 }
 
 func TestTimensEntryExecFails(t *testing.T) {
+	ns := ownTimeNamespace(t)
+	status, _, errOut := runEntry(t, true, ns, nil, "/nonexistent", "x")
+	if status != timensEntryExecFailed || errOut != timensExecMsg {
+		t.Errorf("exit %d, stderr %q; want %d and %q", status, errOut, timensEntryExecFailed, timensExecMsg)
+	}
+}
+
+// ownTimeNamespace opens the test's own time namespace, which the entry
+// program may join as root.
+func ownTimeNamespace(t *testing.T) *os.File {
+	t.Helper()
 	if os.Getuid() != 0 || !kernel.Has(kernel.TimeNamespace) {
 		t.Skip("needs root and time namespaces")
 	}
@@ -87,9 +91,6 @@ func TestTimensEntryExecFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ns.Close()
-	status, _, errOut := runEntry(t, true, ns, nil, "/nonexistent", "x")
-	if status != timensEntryExecFailed || errOut != timensExecMsg {
-		t.Errorf("exit %d, stderr %q; want %d and %q", status, errOut, timensEntryExecFailed, timensExecMsg)
-	}
+	t.Cleanup(func() { ns.Close() })
+	return ns
 }
