@@ -80,6 +80,10 @@ type runtimeTask struct {
 	// the process the restore waits for.
 	forking bool
 	started bool // past its first stop
+	// parked is set while the task is kept in the stop parkedStop
+	// (park), to be handled once the fork that needs a pid is done.
+	parked     bool
+	parkedStop unix.WaitStatus
 }
 
 // containerLaunch follows the container runtime from its exec to the exec
@@ -94,6 +98,9 @@ type containerLaunch struct {
 	// container is the host pid of the runtime's container process.
 	container int
 	stub      int
+	// unpark is set once the fork the other tasks were parked for is
+	// done: follow then handles their stops.
+	unpark bool
 }
 
 // startContainer starts the runtime for r, the application's main process,
@@ -286,7 +293,15 @@ func (cl *containerLaunch) follow() error {
 	deadline := time.Now().Add(startTimeout)
 	for spin := 0; cl.stub == 0; spin++ {
 		progressed := false
+		if cl.unpark {
+			if err := cl.unparkAll(); err != nil {
+				return err
+			}
+		}
 		for tid, task := range cl.tasks {
+			if task.parked {
+				continue
+			}
 			var ws unix.WaitStatus
 			pid, err := unix.Wait4(tid, &ws, unix.WNOHANG|unix.WALL, nil)
 			if err == unix.EINTR || (err == nil && pid == 0) {
@@ -403,6 +418,7 @@ func (cl *containerLaunch) born(pt *runtimeTask, child int, event int) error {
 		if err := cl.jr.setLastPID(cl.jr.pidsAbove()); err != nil {
 			return err
 		}
+		cl.unpark = true
 	}
 	if nt.role == roleContainer && cl.cs.InnerPIDNamespace {
 		// The child is the init of the application's PID namespace; it
@@ -432,6 +448,9 @@ func (cl *containerLaunch) syscallStop(tid int, task *runtimeTask) error {
 	} else if err != nil {
 		return err
 	} else if kind != ptrace.SyscallEntry {
+		// The fork the other tasks were parked for has returned, even
+		// one that failed.
+		cl.unpark = true
 		return cl.resume(tid)
 	}
 	regs, err := cl.jr.t.GetRegs(tid)
@@ -470,6 +489,7 @@ func (cl *containerLaunch) syscallStop(tid int, task *runtimeTask) error {
 		// it is the application's main process.
 		task.forking = true
 		if !cl.cs.InnerPIDNamespace {
+			cl.park(tid)
 			if err := cl.jr.setLastPID(cl.want - 1); err != nil {
 				return err
 			}
@@ -478,11 +498,74 @@ func (cl *containerLaunch) syscallStop(tid int, task *runtimeTask) error {
 		// Any process the inner init forks may be the application's:
 		// each gets the application's pid while it is free.
 		task.forking = true
+		cl.park(tid)
 		if err := cl.jr.setLastPID(cl.want - 1); err != nil {
 			return err
 		}
 	}
 	return cl.resume(tid)
+}
+
+// parkTimeout bounds the wait for the runtime's other tasks to stop before
+// a fork that needs a given pid.
+const parkTimeout = time.Second
+
+// park stops every followed task but except before the PID counter is
+// set for the fork of except: a thread another task started while the
+// counter points at the application's pids would take one of them, and
+// keep it for the whole restore. Their stops are kept and handled once
+// that fork is done (unparkAll). A task that does not stop in time (a
+// vfork parent waiting for its child) runs on.
+func (cl *containerLaunch) park(except int) {
+	var asked []int
+	for tid, task := range cl.tasks {
+		if tid == except || task.parked {
+			continue
+		}
+		if err := cl.jr.t.Interrupt(tid); err == nil {
+			asked = append(asked, tid)
+		}
+	}
+	deadline := time.Now().Add(parkTimeout)
+	for _, tid := range asked {
+		for spin := 0; ; spin++ {
+			var ws unix.WaitStatus
+			pid, err := unix.Wait4(tid, &ws, unix.WNOHANG|unix.WALL, nil)
+			if err == unix.EINTR {
+				continue
+			}
+			if err == nil && pid == tid {
+				cl.tasks[tid].parked, cl.tasks[tid].parkedStop = true, ws
+				break
+			}
+			if err != nil || time.Now().After(deadline) {
+				cl.jr.log.Debugf("container runtime: task %d not parked: %v", tid, err)
+				break
+			}
+			ptrace.Backoff(spin)
+		}
+	}
+}
+
+// unparkAll handles the stops park kept.
+func (cl *containerLaunch) unparkAll() error {
+	cl.unpark = false
+	for tid, task := range cl.tasks {
+		if !task.parked {
+			continue
+		}
+		task.parked = false
+		ws := task.parkedStop
+		if ws.Exited() || ws.Signaled() {
+			delete(cl.tasks, tid)
+			cl.jr.t.Forget(tid)
+			continue
+		}
+		if err := cl.stopped(tid, task, ws); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // resume lets a followed task go on to its next system call stop (the
@@ -540,6 +623,9 @@ func (cl *containerLaunch) letGo() {
 // reports false for a task that is gone, and for one that did not stop in
 // time, which is kept in runtimeUnstopped to be let go later.
 func (cl *containerLaunch) stopTask(tid int, task *runtimeTask) bool {
+	if task.parked {
+		return true // in the stop park took
+	}
 	if task.started {
 		cl.jr.t.Interrupt(tid)
 	}

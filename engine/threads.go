@@ -208,7 +208,11 @@ func (r *restorer) clone(args cloneArgs, tid int, event int) (int, error) {
 			}
 		}
 		if !viaWriter || attempt == maxCloneAttempts {
-			return 0, fmt.Errorf("clone gave id %d, want %d (another task took it; restart again)", ret, tid)
+			err := fmt.Errorf("clone gave id %d, want %d (another task took it; restart again)", ret, tid)
+			if who := pidHolder(r.pid, tid); who != "" {
+				err = fmt.Errorf("clone gave id %d, want %d, which is held by %s", ret, tid, who)
+			}
+			return 0, err
 		}
 		r.log.Debugf("pid %d: clone gave id %d, want %d; trying again", r.proc.PID, ret, tid)
 	}
