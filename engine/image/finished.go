@@ -50,7 +50,7 @@ func (s *Store) Finished() (*Finished, error) {
 	}
 	var f Finished
 	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("%s in %s: %w", FinishedName, s.Dir, err)
+		return nil, fmt.Errorf("%s in %s: %w", FinishedName, s.Path, err)
 	}
 	return &f, nil
 }

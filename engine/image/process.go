@@ -48,14 +48,23 @@ const (
 )
 
 // FileID identifies a file by path and by what it looked like at dump time, so
-// a restart can tell that a library or binary changed underneath the job.
+// a restart can tell that a library or binary changed underneath the job,
+// or that the file at a path is no longer the one the job wrote.
 type FileID struct {
 	Path    string `json:"path"`
 	Size    int64  `json:"size"`
 	MtimeNs int64  `json:"mtime_ns"`
 	Dev     uint64 `json:"dev"`
 	Ino     uint64 `json:"ino"`
+	// Head and Tail are the xxHash64 (hex) of the file's first and last
+	// DigestSpan bytes up to Size: device and inode numbers differ on
+	// another node, the contents do not. Empty in images that predate them.
+	Head string `json:"head,omitempty"`
+	Tail string `json:"tail,omitempty"`
 }
+
+// DigestSpan is how much of a file's start and end FileID's digests cover.
+const DigestSpan = 64 << 10
 
 // Creds are the ids and capability sets of a process. Capabilities are the
 // raw 64-bit masks from /proc/pid/status.

@@ -15,6 +15,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/safepath"
 )
 
 // Names inside a checkpoint directory. Everything that is not a committed
@@ -42,7 +44,14 @@ const (
 // it at a time (see Lock); readers need no lock because generations are
 // immutable once committed.
 type Store struct {
+	// Dir is the path every file of the store is reached through: the
+	// directory's name, or once pinned (Pin), its descriptor's
+	// /proc/self/fd link.
 	Dir string
+	// Path is the directory's name, for messages.
+	Path string
+	// pinned is the descriptor Pin holds, or -1.
+	pinned int
 }
 
 // Info summarises one committed generation for `ckpt-apptainer list`.
@@ -57,6 +66,9 @@ type Info struct {
 	// asked to verify, when a checksum does not match; Error says why.
 	Valid bool
 	Error string
+	// RestoreFailed is why a restart could not restore the generation,
+	// or "".
+	RestoreFailed string
 }
 
 // GenName is the directory name of committed generation gen.
@@ -96,7 +108,27 @@ func OpenStore(dir string, create bool) (*Store, error) {
 		}
 		logrus.Warnf("checkpoint directory %s had mode %04o; restricted it to 0700 because images hold process memory", dir, perm)
 	}
-	return &Store{Dir: dir}, nil
+	if err := safepath.Check(dir, "checkpoint directory"); err != nil {
+		return nil, fmt.Errorf("%w (keep checkpoints below directories only you and root can write)", err)
+	}
+	return &Store{Dir: dir, Path: dir, pinned: -1}, nil
+}
+
+// Pin makes every later access of the store go through a descriptor of the
+// directory opened now: a rename of the directory or of one above it, or a
+// directory put in its place, no longer changes where the generations go.
+// The supervisor pins its store for the life of the job.
+func (s *Store) Pin() error {
+	if s.pinned >= 0 {
+		return nil
+	}
+	fd, err := unix.Open(s.Dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("open checkpoint directory %s: %w", s.Path, err)
+	}
+	s.pinned = fd
+	s.Dir = "/proc/self/fd/" + strconv.Itoa(fd)
+	return nil
 }
 
 // Lock takes an exclusive flock on Dir/.lock, held by a running supervisor
@@ -118,7 +150,7 @@ func (s *Store) Lock() (unlock func(), err error) {
 		holder := readLockHolder(f)
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("checkpoint directory %s is in use by another running job%s", s.Dir, holder)
+			return nil, fmt.Errorf("checkpoint directory %s is in use by another running job%s", s.Path, holder)
 		}
 		if errors.Is(err, unix.ENOLCK) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
 			return nil, fmt.Errorf("lock %s: the file system does not support flock (mount it with flock support or use another checkpoint directory): %w", path, err)
@@ -230,9 +262,10 @@ func (s *Store) Open(gen int) (*Generation, error) {
 }
 
 // NewestGood returns the newest committed generation that opens and
-// verifies. Every newer one it has to skip is logged as a warning naming
-// the generation it falls back to, so a user learns that the newest
-// checkpoint was lost and what restarts instead.
+// verifies, preferring those no restart has marked as failed. Every newer
+// one it has to skip is logged as a warning naming the generation it falls
+// back to, so a user learns that the newest checkpoint was lost and what
+// restarts instead.
 func (s *Store) NewestGood(log logrus.FieldLogger) (*Generation, error) {
 	if log == nil {
 		log = logrus.StandardLogger()
@@ -242,27 +275,21 @@ func (s *Store) NewestGood(log logrus.FieldLogger) (*Generation, error) {
 		return nil, err
 	}
 	if len(gens) == 0 {
-		return nil, fmt.Errorf("no checkpoint in %s", s.Dir)
+		return nil, fmt.Errorf("no checkpoint in %s", s.Path)
 	}
-	var bad []error
-	for i := len(gens) - 1; i >= 0; i-- {
-		g, err := s.Open(gens[i])
-		if err == nil {
-			err = g.Verify()
-		}
-		if err != nil {
-			bad = append(bad, err)
-			continue
-		}
+	g, bad, err := s.newestGoodOf(gens)
+	if err != nil {
 		for _, e := range bad {
-			log.Warnf("%v; using generation %d", unusable(e), g.Gen)
+			log.Warnf("%v", unusable(e))
 		}
-		return g, nil
+		return nil, fmt.Errorf("no usable checkpoint in %s: all %d generations are damaged, the newest: %w", s.Path, len(gens), bad[0])
 	}
 	for _, e := range bad {
-		log.Warnf("%v", unusable(e))
+		if e.Error() != "" && !strings.HasPrefix(e.Error(), fmt.Sprintf("generation %d:", g.Gen)) {
+			log.Warnf("%v; using generation %d", unusable(e), g.Gen)
+		}
 	}
-	return nil, fmt.Errorf("no usable checkpoint in %s: all %d generations are damaged, the newest: %w", s.Dir, len(gens), bad[0])
+	return g, nil
 }
 
 // unusable rewrites "generation N: reason" as "generation N is unusable: reason".
@@ -308,6 +335,7 @@ func (s *Store) Prune(keep int) error {
 		if err := os.Rename(from, to); err != nil {
 			return fmt.Errorf("prune generation %d: %w", gen, err)
 		}
+		s.clearFailed(gen)
 		trash = append(trash, to)
 	}
 	if err := syncDir(s.Dir); err != nil {
@@ -384,6 +412,7 @@ func (s *Store) List(verify bool) ([]Info, error) {
 		if err != nil {
 			info.Error = err.Error()
 		}
+		info.RestoreFailed = s.Failed(gen)
 		infos = append(infos, info)
 	}
 	return infos, nil

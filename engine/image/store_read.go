@@ -59,30 +59,23 @@ func (g *Generation) readManifest() (*Manifest, error) {
 	if err := json.Unmarshal(b, m); err != nil {
 		return nil, fmt.Errorf("generation %d: decode %s: %w", g.Gen, ManifestName, err)
 	}
+	if err := checkManifestSum(m); err != nil {
+		return nil, fmt.Errorf("generation %d: %s: %w", g.Gen, ManifestName, err)
+	}
 	if m.Generation != g.Gen {
 		return nil, fmt.Errorf("generation %d: %s says it is generation %d: the directory was renamed or copied", g.Gen, ManifestName, m.Generation)
 	}
-	seen := make(map[string]bool, len(m.Files))
-	for _, f := range m.Files {
-		if err := checkName(f.Name); err != nil {
-			return nil, fmt.Errorf("generation %d: %s: %w", g.Gen, ManifestName, err)
-		}
-		if seen[f.Name] {
-			return nil, fmt.Errorf("generation %d: %s lists %s twice", g.Gen, ManifestName, f.Name)
-		}
-		seen[f.Name] = true
+	if err := checkFileRefs(m); err != nil {
+		return nil, fmt.Errorf("generation %d: %s: %w", g.Gen, ManifestName, err)
 	}
 	return m, nil
 }
 
 // ReadJSON decodes the data file name into v.
 func (g *Generation) ReadJSON(name string, v any) error {
-	if err := checkName(name); err != nil {
-		return fmt.Errorf("generation %d: %w", g.Gen, err)
-	}
-	f, err := os.OpenFile(g.Path(name), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	f, err := g.Open(name)
 	if err != nil {
-		return fmt.Errorf("generation %d: %w", g.Gen, err)
+		return err
 	}
 	defer f.Close()
 	if err := json.NewDecoder(bufio.NewReaderSize(f, 1<<16)).Decode(v); err != nil {
@@ -105,6 +98,9 @@ func (g *Generation) checkSizes() error {
 }
 
 func (g *Generation) check(sums bool) error {
+	if err := checkListed(g.Manifest); err != nil {
+		return fmt.Errorf("generation %d: %s: %w", g.Gen, ManifestName, err)
+	}
 	files := g.Manifest.Files
 	if len(files) == 0 {
 		return nil

@@ -46,7 +46,13 @@ func commitGen(t testing.TB, s *Store, files testFiles) int {
 	if err := w.WriteJSON(CoreName(1), core); err != nil {
 		t.Fatal(err)
 	}
-	m := &Manifest{Processes: []ProcessRef{{PID: 1, Comm: "app", Core: CoreName(1), Pages: PagesName(1)}}}
+	pages := ""
+	for name := range files {
+		if strings.HasPrefix(name, "pages-") {
+			pages = name
+		}
+	}
+	m := &Manifest{Processes: []ProcessRef{{PID: 1, Comm: "app", Core: CoreName(1), Pages: pages}}}
 	if err := w.Commit(m); err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +61,13 @@ func commitGen(t testing.TB, s *Store, files testFiles) int {
 
 func newStore(t testing.TB) *Store {
 	t.Helper()
-	s, err := OpenStore(filepath.Join(t.TempDir(), "ckpt"), true)
+	dir := t.TempDir()
+	// Whatever the umask: a checkpoint directory below one others can
+	// write is refused.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenStore(filepath.Join(dir, "ckpt"), true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,12 +240,28 @@ func TestDamagedGeneration(t *testing.T) {
 		}, "generation 2: manifest.json is not valid JSON"},
 		{"newer format", func(t *testing.T, dir string) {
 			editManifest(t, dir, func(m map[string]any) { m["format_version"] = FormatVersion + 1 })
-		}, "generation 2: image format version 2 is newer than this ckpt-apptainer supports (1)"},
+		}, "generation 2: image format version 3 is newer than this ckpt-apptainer supports (2)"},
+		{"manifest changed", func(t *testing.T, dir string) {
+			editManifest(t, dir, func(m map[string]any) { m["processes"].([]any)[0].(map[string]any)["comm"] = "other" })
+		}, "manifest_sha256 does not match"},
+		{"manifest checksum removed", func(t *testing.T, dir string) {
+			editManifest(t, dir, func(m map[string]any) { delete(m, "manifest_sha256") })
+		}, "no manifest_sha256"},
 		{"path escaping the generation", func(t *testing.T, dir string) {
-			editManifest(t, dir, func(m map[string]any) {
-				m["files"].([]any)[0].(map[string]any)["name"] = "../gen-000001/pages-1.img"
-			})
+			resealManifest(t, dir, func(m *Manifest) { m.Files[0].Name = "../gen-000001/pages-1.img" })
 		}, "must not contain a slash"},
+		{"core outside the generation", func(t *testing.T, dir string) {
+			resealManifest(t, dir, func(m *Manifest) { m.Processes[0].Core = "../../evil-core.json" })
+		}, "processes[0].core: invalid image file name"},
+		{"core not in the file list", func(t *testing.T, dir string) {
+			resealManifest(t, dir, func(m *Manifest) { m.Processes[0].Core = "core-9.json" })
+		}, "processes[0].core names core-9.json, which the file list does not have"},
+		{"pages not in the file list", func(t *testing.T, dir string) {
+			resealManifest(t, dir, func(m *Manifest) { m.Processes[0].Pages = "pages-1.img" })
+		}, "processes[0].pages names pages-1.img"},
+		{"pid twice", func(t *testing.T, dir string) {
+			resealManifest(t, dir, func(m *Manifest) { m.Processes = append(m.Processes, m.Processes[0]) })
+		}, "pid 1 appears twice"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -451,7 +479,7 @@ func TestLockExcludesSecondHolder(t *testing.T) {
 	must(t, err)
 	// flock belongs to the open file description, so a second open in the
 	// same process competes like another job would.
-	other := &Store{Dir: s.Dir}
+	other := &Store{Dir: s.Dir, Path: s.Path}
 	_, err = other.Lock()
 	want := "checkpoint directory " + s.Dir + " is in use by another running job"
 	if err == nil || !strings.Contains(err.Error(), want) {
@@ -563,9 +591,102 @@ func editManifest(t *testing.T, dir string, edit func(map[string]any)) {
 	must(t, os.WriteFile(p, b, 0o600))
 }
 
+// resealManifest changes the manifest and writes it with a valid checksum,
+// as a hand-made image would be.
+func resealManifest(t *testing.T, dir string, edit func(*Manifest)) {
+	t.Helper()
+	p := filepath.Join(dir, ManifestName)
+	b, err := os.ReadFile(p)
+	must(t, err)
+	var m Manifest
+	must(t, json.Unmarshal(b, &m))
+	edit(&m)
+	m.ManifestSHA256, err = manifestSum(&m)
+	must(t, err)
+	b, err = json.Marshal(&m)
+	must(t, err)
+	must(t, os.WriteFile(p, b, 0o600))
+}
+
 func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestVersion1ManifestWithoutChecksum reads a manifest of the first format,
+// which carried no checksum of its own.
+func TestVersion1ManifestWithoutChecksum(t *testing.T) {
+	s := newStore(t)
+	commitGen(t, s, testFiles{"pages-1.img": []byte("data")})
+	editManifest(t, filepath.Join(s.Dir, GenName(1)), func(m map[string]any) {
+		m["format_version"] = 1
+		delete(m, "manifest_sha256")
+	})
+	g, err := s.Open(1)
+	if err != nil {
+		t.Fatalf("version 1 manifest refused: %v", err)
+	}
+	if err := g.Verify(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGenerationOpen(t *testing.T) {
+	s := newStore(t)
+	commitGen(t, s, testFiles{"pages-1.img": []byte("data")})
+	g, err := s.Open(1)
+	must(t, err)
+	f, err := g.Open("pages-1.img")
+	must(t, err)
+	f.Close()
+	must(t, os.WriteFile(g.Path("extra.img"), []byte("x"), 0o600))
+	must(t, os.Symlink("pages-1.img", g.Path("link.img")))
+	for name, want := range map[string]string{
+		"extra.img":   "not in the manifest's file list",
+		"../latest":   "must not contain a slash",
+		".hidden.img": "must not start with a dot",
+	} {
+		if _, err := g.Open(name); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Open(%q) = %v, want %q", name, err, want)
+		}
+	}
+	g.Manifest.Files = append(g.Manifest.Files, FileSum{Name: "link.img"})
+	if _, err := g.Open("link.img"); !errors.Is(err, syscall.ELOOP) {
+		t.Errorf("Open of a symbolic link = %v, want ELOOP", err)
+	}
+}
+
+// TestOpenStoreRefusesWhatOthersCanChange: a checkpoint directory below one
+// others can write, or reached through another user's link, could be
+// swapped for theirs.
+func TestOpenStoreRefusesWhatOthersCanChange(t *testing.T) {
+	dir := t.TempDir()
+	must(t, os.Chmod(dir, 0o777))
+	if _, err := OpenStore(filepath.Join(dir, "ckpt"), true); err == nil || !strings.Contains(err.Error(), "can be changed by another user") {
+		t.Fatalf("below a world-writable directory: err = %v", err)
+	}
+	must(t, os.Chmod(dir, 0o755))
+	if _, err := OpenStore(filepath.Join(dir, "ckpt"), true); err != nil {
+		t.Fatalf("below an own directory: %v", err)
+	}
+}
+
+// TestPinnedStoreFollowsItsDirectory renames a pinned checkpoint directory
+// and puts another in its place: the store goes on writing into its own.
+func TestPinnedStoreFollowsItsDirectory(t *testing.T) {
+	s := newStore(t)
+	must(t, s.Pin())
+	commitGen(t, s, testFiles{"pages-1.img": []byte("one")})
+	moved := s.Path + ".moved"
+	must(t, os.Rename(s.Path, moved))
+	must(t, os.Mkdir(s.Path, 0o700))
+	commitGen(t, s, testFiles{"pages-1.img": []byte("two")})
+	if _, err := os.Stat(filepath.Join(moved, GenName(2))); err != nil {
+		t.Fatalf("generation 2 is not in the pinned directory: %v", err)
+	}
+	if ents, _ := os.ReadDir(s.Path); len(ents) != 0 {
+		t.Fatalf("the directory put in its place got %d entries", len(ents))
 	}
 }

@@ -85,7 +85,7 @@ func (s *Store) Begin() (*Writer, error) {
 		logrus.Debugf("writing checkpoint generation %d in %s", gen, dir)
 		return &Writer{Gen: gen, Dir: dir, store: s, files: map[string]*DataFile{}}, nil
 	}
-	return nil, fmt.Errorf("begin checkpoint in %s: no free generation number after %d", s.Dir, highest)
+	return nil, fmt.Errorf("begin checkpoint in %s: no free generation number after %d", s.Path, highest)
 }
 
 // checkName refuses names that would escape the generation directory or
@@ -208,6 +208,11 @@ func (w *Writer) Commit(m *Manifest) error {
 	if m.Created.IsZero() {
 		m.Created = time.Now().UTC()
 	}
+	sum, err := manifestSum(m)
+	if err != nil {
+		return fmt.Errorf("commit generation %d: %w", w.Gen, err)
+	}
+	m.ManifestSHA256 = sum
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return fmt.Errorf("commit generation %d: encode manifest: %w", w.Gen, err)

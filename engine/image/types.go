@@ -9,7 +9,9 @@ import (
 
 // FormatVersion is the version of the on-disk layout described in this file.
 // Bump it whenever a field changes meaning; readers refuse newer versions.
-const FormatVersion = 1
+// Version 2 added the manifest's own checksum; version 1 manifests, which
+// have none, are still read.
+const FormatVersion = 2
 
 // PageSize is the unit of every page run and of the alignment inside page files.
 const PageSize = 4096
@@ -52,12 +54,20 @@ type Manifest struct {
 	// Requires names the kernel features (engine/kernel's names) a
 	// restart needs; a node without one refuses before starting anything.
 	Requires []string `json:"requires,omitempty"`
+	// CPU is the processor the job ran on: a node whose CPU lacks one of
+	// its instruction-set extensions is refused.
+	CPU *CPU `json:"cpu,omitempty"`
 
 	// Files lists every data file of the generation except the manifest
 	// itself, with the checksum a restart verifies before starting anything.
 	Files []FileSum `json:"files"`
 
 	Stats Stats `json:"stats"`
+
+	// ManifestSHA256 is the SHA-256 of the manifest encoded (compact JSON)
+	// with this field empty: a manifest changed after it was written is
+	// refused.
+	ManifestSHA256 string `json:"manifest_sha256,omitempty"`
 
 	// Hooks are the precheckpoint hooks that ran before this generation
 	// was taken. Hooks that ran after it (postcheckpoint, prerestore,
@@ -117,6 +127,14 @@ type TimeNamespace struct {
 	// reading plus the namespace offset) at the moment of the dump.
 	MonotonicNs int64 `json:"monotonic_ns"`
 	BoottimeNs  int64 `json:"boottime_ns"`
+}
+
+// CPU is a node's processor as a restart compares it.
+type CPU struct {
+	Model string `json:"model,omitempty"`
+	// Flags are the instruction-set extensions /proc/cpuinfo lists that a
+	// program can use (engine's isaFlags), sorted.
+	Flags []string `json:"flags"`
 }
 
 // FileSum is the size and xxHash64 checksum of one data file. The checksum
