@@ -156,11 +156,13 @@ func (jr *jobRestore) startContainer(r *restorer) error {
 			continue
 		}
 		if err := preflight(o.proc, jr.opts, root); err != nil {
-			return fmt.Errorf("restore pid %d: %w", o.proc.PID, err)
+			return &NodeError{Err: fmt.Errorf("restore pid %d: %w", o.proc.PID, err)}
 		}
 	}
 	if cs.Check != nil {
-		return cs.Check(cl.stub)
+		if err := cs.Check(cl.stub); err != nil {
+			return &NodeError{Err: err}
+		}
 	}
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -157,12 +156,12 @@ func dataExtents(f *os.File, size int64) ([]image.Extent, error) {
 // "/memfd:PATH (deleted)". The data goes in from the supervisor through a
 // duplicate of the new descriptor (pidfd_getfd), then the mode, the open
 // flags, the seals and the offset are set as recorded.
-func (r *restorer) createFromContents(f *image.FD, dir string) (uint64, error) {
+func (r *restorer) createFromContents(f *image.FD, gen *image.Generation) (uint64, error) {
 	c := f.Contents
 	if c == nil {
 		return 0, fmt.Errorf("%s descriptor without its contents in the image", f.Kind)
 	}
-	src, err := os.Open(filepath.Join(dir, c.Data))
+	src, err := gen.Open(c.Data)
 	if err != nil {
 		return 0, fmt.Errorf("contents of %s: %w", c.Name, err)
 	}

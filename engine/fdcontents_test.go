@@ -123,7 +123,7 @@ func TestContentsRoundTrip(t *testing.T) {
 	b := startTracee(t, tr)
 	r := restorerFor(tr, b, &image.Process{PID: b.pid})
 	for i, f := range dumped {
-		fd, err := r.createFromContents(&f, w.Dir)
+		fd, err := r.createFromContents(&f, &image.Generation{Dir: w.Dir})
 		if err != nil {
 			t.Fatalf("fd %d: %v", f.Num, err)
 		}

@@ -120,7 +120,7 @@ func (r *restorer) restoreFD(f *image.FD, stdio [3]uint64) error {
 		}
 		return r.moveFD(fd, f.Num, cloexec, true)
 	case image.FDMemfd, image.FDDeleted:
-		if fd, err = r.createFromContents(f, r.job.opts.Dir); err != nil {
+		if fd, err = r.createFromContents(f, r.job.opts.Gen); err != nil {
 			return err
 		}
 		return r.moveFD(fd, f.Num, cloexec, true)

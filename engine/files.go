@@ -199,29 +199,49 @@ func writable(flags int) bool {
 // rollbackFiles cuts files the job was writing back to their length at
 // checkpoint time, so output the job wrote after the checkpoint, and will
 // write again after the restart, is not there twice. A file is never cut
-// below that length, and never emptied.
+// below that length, and never emptied; one that is not the file the job
+// had open (rotated away and replaced: other contents) is never cut at all.
+// It is left as it is with a warning, or, with opts.Strict, the restore is
+// refused; the same holds for a file the job only read.
 func rollbackFiles(p *image.Process, opts RestoreOptions, root string) error {
 	for _, fd := range p.Files {
-		if fd.Kind != image.FDFile || fd.File == nil || !writable(fd.Flags) {
+		if fd.Kind != image.FDFile || fd.File == nil {
 			continue
 		}
-		st, err := os.Stat(root + fd.Path)
-		if err != nil {
+		path := root + fd.Path
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err != nil {
 			return fmt.Errorf("fd %d: %s: %w (the job had it open at checkpoint time)", fd.Num, fd.Path, err)
 		}
-		if !st.Mode().IsRegular() {
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			continue
+		}
+		same, err := sameWrittenFile(path, &st, fd.File)
+		if err != nil {
+			return fmt.Errorf("fd %d: %w", fd.Num, err)
+		}
+		if !same {
+			msg := fmt.Sprintf("fd %d: %s is not the file the job had open at checkpoint time (%d bytes then, other contents now: rotated or replaced)",
+				fd.Num, fd.Path, fd.File.Size)
+			if opts.Strict {
+				return &NodeError{Err: errors.New(msg + "; refused (--strict)")}
+			}
+			opts.Log.Warnf("%s: left as it is; the job goes on at its old offset in it", msg)
+			continue
+		}
+		if !writable(fd.Flags) {
 			continue
 		}
 		switch {
-		case st.Size() > fd.File.Size && opts.NoRollback:
-			opts.Log.Infof("fd %d: %s is %d bytes longer than at checkpoint time; kept (--no-rollback)", fd.Num, fd.Path, st.Size()-fd.File.Size)
-		case st.Size() > fd.File.Size:
-			opts.Log.Infof("fd %d: rolling %s back from %d to %d bytes (its length at checkpoint time)", fd.Num, fd.Path, st.Size(), fd.File.Size)
-			if err := os.Truncate(root+fd.Path, fd.File.Size); err != nil {
+		case st.Size > fd.File.Size && opts.NoRollback:
+			opts.Log.Infof("fd %d: %s is %d bytes longer than at checkpoint time; kept (--no-rollback)", fd.Num, fd.Path, st.Size-fd.File.Size)
+		case st.Size > fd.File.Size:
+			opts.Log.Infof("fd %d: rolling %s back from %d to %d bytes (its length at checkpoint time)", fd.Num, fd.Path, st.Size, fd.File.Size)
+			if err := os.Truncate(path, fd.File.Size); err != nil {
 				return fmt.Errorf("fd %d: roll back %s: %w", fd.Num, fd.Path, err)
 			}
-		case st.Size() < fd.File.Size:
-			opts.Log.Warnf("fd %d: %s is shorter (%d bytes) than at checkpoint time (%d); the job resumes at its old offset", fd.Num, fd.Path, st.Size(), fd.File.Size)
+		case st.Size < fd.File.Size:
+			opts.Log.Warnf("fd %d: %s is shorter (%d bytes) than at checkpoint time (%d); the job resumes at its old offset", fd.Num, fd.Path, st.Size, fd.File.Size)
 		}
 	}
 	return nil

@@ -18,8 +18,8 @@ const fillChunk = 32 << 20
 // file is read sequentially in large chunks (not faulted in through a
 // mapping, which runs at a fraction of the disk's speed when the page cache
 // has let go of the file) while the previous chunk is written into the
-// process with process_vm_writev.
-func (r *restorer) fillPages(p *image.Process, path string) (int64, error) {
+// process with process_vm_writev. path names the page file in gen.
+func (r *restorer) fillPages(p *image.Process, gen *image.Generation, path string) (int64, error) {
 	if len(p.PageRuns) == 0 {
 		return 0, nil
 	}
@@ -33,7 +33,11 @@ func (r *restorer) fillPages(p *image.Process, path string) (int64, error) {
 		}
 		want += run.Pages * pageSize
 	}
-	rd, err := openChunkReader(path, want)
+	f, err := gen.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("page data: %w", err)
+	}
+	rd, err := openChunkReader(f, want)
 	if err != nil {
 		return 0, err
 	}
@@ -124,11 +128,8 @@ type chunkReader struct {
 	ended bool
 }
 
-func openChunkReader(path string, size uint64) (*chunkReader, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("page data: %w", err)
-	}
+func openChunkReader(f *os.File, size uint64) (*chunkReader, error) {
+	path := f.Name()
 	// Large sequential reads: served from the page cache when the checksum
 	// pass left the file there, at disk speed with full readahead when not.
 	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)

@@ -15,8 +15,10 @@ type jobDump struct {
 	opts CheckpointOptions
 	// files identifies open file descriptions across the job.
 	files *ofdTable
-	// pipes are the pipes whose buffered data is already recorded.
-	pipes map[uint64]bool
+	// pipes are the pipes whose buffered data is already recorded;
+	// peeker reads that data.
+	pipes  map[uint64]bool
+	peeker *pipePeeker
 	// shmem records, per shared memory object, the pages already dumped.
 	shmem *shmemPages
 	// socks and sockInfo are the unix sockets of the job's network
@@ -36,6 +38,7 @@ func newJobDump(opts CheckpointOptions) *jobDump {
 		opts:     opts,
 		files:    newOFDTable(),
 		pipes:    map[uint64]bool{},
+		peeker:   newPipePeeker(),
 		unixSeen: map[uint64]bool{},
 		shmem:    newShmemPages(),
 		progress: newProgress(opts.Progress),
@@ -48,6 +51,7 @@ func (jd *jobDump) dumpAll(t *ptrace.Tracer, job *stoppedJob) ([]*processDump, e
 	if err := checkSharedMM(job); err != nil {
 		return nil, err
 	}
+	defer jd.peeker.close()
 	var dumps []*processDump
 	fail := func(err error) ([]*processDump, error) {
 		for _, d := range dumps {

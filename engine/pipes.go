@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
@@ -26,7 +27,7 @@ func (jd *jobDump) dumpPipe(hostPID, fd int, ino uint64, out *image.FD) error {
 		return nil
 	}
 	jd.pipes[ino] = true
-	size, data, err := peekPipe(fmt.Sprintf("/proc/%d/fd/%d", hostPID, fd))
+	size, data, err := jd.peeker.peek(fmt.Sprintf("/proc/%d/fd/%d", hostPID, fd), out.Flags&unix.O_DIRECT != 0)
 	if err != nil {
 		return fmt.Errorf("pipe:[%d]: %w", ino, err)
 	}
@@ -34,10 +35,33 @@ func (jd *jobDump) dumpPipe(hostPID, fd int, ino uint64, out *image.FD) error {
 	return nil
 }
 
-// peekPipe reads what is buffered in the pipe behind path (a /proc fd link)
-// without taking it out: the pipe is opened for reading on its own, and its
-// buffers are duplicated with tee into a pipe of ours.
-func peekPipe(path string) (size int, data []byte, err error) {
+// pipePeeker reads what is buffered in the job's pipes without taking it
+// out: the pipe is opened for reading on its own, and its buffers are
+// duplicated with tee into a scratch pipe of the supervisor's, one for the
+// whole checkpoint. A user's pipes share a quota (fs.pipe-user-pages-soft):
+// a job near it leaves the scratch pipe too small to grow, and then the
+// data is read out and written back into the same pipe, whose room it
+// takes up again exactly (the job is stopped meanwhile).
+type pipePeeker struct {
+	r, w     int // the scratch pipe; -1 until needed
+	capacity int
+}
+
+func newPipePeeker() *pipePeeker { return &pipePeeker{r: -1, w: -1} }
+
+// close releases the scratch pipe.
+func (pk *pipePeeker) close() {
+	if pk.r >= 0 {
+		unix.Close(pk.r)
+		unix.Close(pk.w)
+		pk.r, pk.w = -1, -1
+	}
+}
+
+// peek returns the size of the pipe behind path (a /proc fd link) and the
+// data buffered in it. packet says the end is in packet mode (O_DIRECT),
+// whose message boundaries only tee keeps.
+func (pk *pipePeeker) peek(path string, packet bool) (size int, data []byte, err error) {
 	src, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0, nil, fmt.Errorf("open for reading: %w", err)
@@ -54,32 +78,97 @@ func peekPipe(path string) (size int, data []byte, err error) {
 	if n == 0 {
 		return size, nil, nil
 	}
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
-		return 0, nil, err
+	roomErr := pk.room(n)
+	if roomErr == nil {
+		data, err = pk.tee(src, n)
+		return size, data, err
 	}
-	defer unix.Close(p[0])
-	defer unix.Close(p[1])
-	if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, size); err != nil {
-		return 0, nil, fmt.Errorf("size a pipe for %d bytes: %w", size, err)
+	if packet {
+		return 0, nil, fmt.Errorf("a packet-mode pipe holding %d bytes, and no room to copy them: %w", n, roomErr)
 	}
-	// One tee: a second one would copy the same data again.
-	got, err := unix.Tee(src, p[1], n, unix.SPLICE_F_NONBLOCK)
-	if err != nil {
-		return 0, nil, fmt.Errorf("tee: %w", err)
-	}
-	if int(got) != n {
-		return 0, nil, fmt.Errorf("tee copied %d of %d buffered bytes", got, n)
-	}
-	data = make([]byte, n)
-	for off := 0; off < n; {
-		m, err := unix.Read(p[0], data[off:])
+	data, err = drainAndRefill(src, path, n)
+	return size, data, err
+}
+
+// room makes the scratch pipe hold at least n bytes.
+func (pk *pipePeeker) room(n int) error {
+	if pk.r < 0 {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+			return err
+		}
+		pk.r, pk.w = p[0], p[1]
+		c, err := unix.FcntlInt(uintptr(pk.w), unix.F_GETPIPE_SZ, 0)
 		if err != nil {
-			return 0, nil, fmt.Errorf("read copied data: %w", err)
+			return fmt.Errorf("F_GETPIPE_SZ: %w", err)
+		}
+		pk.capacity = c
+	}
+	if pk.capacity >= n {
+		return nil
+	}
+	c, err := unix.FcntlInt(uintptr(pk.w), unix.F_SETPIPE_SZ, n)
+	if err != nil {
+		return fmt.Errorf("size a pipe for %d bytes (the user's pipe quota, fs.pipe-user-pages-soft?): %w", n, err)
+	}
+	pk.capacity = c
+	return nil
+}
+
+// tee copies the n buffered bytes of src through the scratch pipe.
+func (pk *pipePeeker) tee(src, n int) ([]byte, error) {
+	// One tee: a second one would copy the same data again.
+	got, err := unix.Tee(src, pk.w, n, unix.SPLICE_F_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("tee: %w", err)
+	}
+	data := make([]byte, n)
+	off := 0
+	for off < int(got) {
+		m, err := unix.Read(pk.r, data[off:got])
+		if err != nil {
+			return nil, fmt.Errorf("read copied data: %w", err)
 		}
 		off += m
 	}
-	return size, data, nil
+	if int(got) != n {
+		return nil, fmt.Errorf("tee copied %d of %d buffered bytes", got, n)
+	}
+	return data, nil
+}
+
+// drainAndRefill reads the n buffered bytes out of the pipe and writes
+// them back through a writer opened on the same pipe: the pipe is as it
+// was, as far as its reader can tell. The writer is opened first, so that
+// nothing is taken out of a pipe that could not be refilled.
+func drainAndRefill(src int, path string, n int) ([]byte, error) {
+	w, err := unix.Open(path, unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open for writing the data back: %w", err)
+	}
+	defer unix.Close(w)
+	data := make([]byte, n)
+	got := 0
+	var rerr error
+	for got < n {
+		m, err := unix.Read(src, data[got:])
+		if err != nil || m == 0 {
+			rerr = fmt.Errorf("read %d of %d buffered bytes: %v", got, n, err)
+			break
+		}
+		got += m
+	}
+	for off := 0; off < got; {
+		m, err := unix.Write(w, data[off:got])
+		if err != nil {
+			return nil, fmt.Errorf("write %d buffered bytes back into the pipe: %w (%d were lost)", got, err, got-off)
+		}
+		off += m
+	}
+	if rerr != nil {
+		return nil, rerr
+	}
+	return data, nil
 }
 
 // fillPipe sizes a restored pipe and puts its buffered data back, through
@@ -91,12 +180,8 @@ func fillPipe(r *remote, fd uint64, pp *image.Pipe) error {
 		return err
 	}
 	defer unix.Close(local)
-	if pp.Size > 0 {
-		if cur, err := unix.FcntlInt(uintptr(local), unix.F_GETPIPE_SZ, 0); err == nil && cur != pp.Size {
-			if _, err := unix.FcntlInt(uintptr(local), unix.F_SETPIPE_SZ, pp.Size); err != nil {
-				return fmt.Errorf("F_SETPIPE_SZ %d: %w", pp.Size, err)
-			}
-		}
+	if err := sizePipe(local, pp.Size, len(pp.Data)); err != nil {
+		return fmt.Errorf("pipe:[%d]: %w", pp.Inode, err)
 	}
 	for off := 0; off < len(pp.Data); {
 		n, err := unix.Write(local, pp.Data[off:])
@@ -106,6 +191,34 @@ func fillPipe(r *remote, fd uint64, pp *image.Pipe) error {
 		off += n
 	}
 	return nil
+}
+
+// sizePipe gives a restored pipe its recorded size. Where the user's pipe
+// quota (fs.pipe-user-pages-soft) does not allow that, a pipe that holds
+// the buffered data is enough: the job can tell only by F_GETPIPE_SZ.
+func sizePipe(fd, size, buffered int) error {
+	cur, err := unix.FcntlInt(uintptr(fd), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		return fmt.Errorf("F_GETPIPE_SZ: %w", err)
+	}
+	if size <= 0 || cur == size {
+		return nil
+	}
+	_, err = unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, size)
+	if err == nil || cur >= buffered && cur < size {
+		if err != nil {
+			logrus.Debugf("pipe kept at %d bytes instead of %d (F_SETPIPE_SZ: %v): it holds its %d buffered bytes", cur, size, err, buffered)
+		}
+		return nil
+	}
+	if _, err2 := unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, buffered); err2 == nil {
+		logrus.Debugf("pipe sized for its %d buffered bytes instead of %d (F_SETPIPE_SZ %d: %v)", buffered, size, size, err)
+		return nil
+	}
+	if cur >= buffered {
+		return nil // shrinking was refused: bigger than recorded is harmless
+	}
+	return fmt.Errorf("it held %d bytes, and the user's pipe quota (fs.pipe-user-pages-soft) lets no pipe grow to hold them (F_SETPIPE_SZ %d: %w)", buffered, size, err)
 }
 
 // pipeInfo is what the restore knows about one pipe across the job.

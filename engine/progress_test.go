@@ -158,7 +158,7 @@ func TestFillPagesProgress(t *testing.T) {
 	var calls progressCalls
 	r.progress = newProgress(calls.record)
 	r.progress.expect(pageRunBytes(p))
-	n, err := r.fillPages(p, path)
+	n, err := r.fillPages(p, &image.Generation{Dir: filepath.Dir(path)}, filepath.Base(path))
 	if err != nil {
 		t.Fatal(err)
 	}

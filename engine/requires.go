@@ -43,7 +43,7 @@ type RequirementError struct {
 }
 
 func (e *RequirementError) Error() string {
-	msg := fmt.Sprintf("generation %d needs kernel features this node lacks: %s", e.Generation, strings.Join(e.Missing, "; "))
+	msg := fmt.Sprintf("generation %d needs what this node lacks: %s", e.Generation, strings.Join(e.Missing, "; "))
 	if e.TimeNamespace {
 		msg += "; to resume without a time namespace (the job's CLOCK_MONOTONIC then jumps), restart with --no-timens"
 	}
@@ -65,6 +65,16 @@ func CheckRequirements(m *image.Manifest, noTimeNamespace bool) error {
 		if !s.Has(f) {
 			e.Missing = append(e.Missing, fmt.Sprintf("%s (%s)", f, s.Why(f)))
 			e.TimeNamespace = e.TimeNamespace || f == kernel.TimeNamespace
+		}
+	}
+	if m.CPU != nil {
+		here, err := cpuInfo()
+		if err != nil {
+			return err
+		}
+		if miss := missingCPUFlags(m.CPU, here); len(miss) > 0 {
+			e.Missing = append(e.Missing, fmt.Sprintf("the CPU extensions %s, which the job may use (checkpointed on %q, this node has %q)",
+				strings.Join(miss, " "), m.CPU.Model, here.Model))
 		}
 	}
 	if !s.Has(kernel.Clone3SetTID) && !s.Has(kernel.NSLastPID) {

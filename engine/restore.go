@@ -1,10 +1,8 @@
 package engine
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"time"
 
@@ -27,10 +25,10 @@ type Spawner interface {
 
 // RestoreOptions says what to restore and where.
 type RestoreOptions struct {
-	// Dir is the generation directory; Manifest its verified manifest.
-	Dir      string
-	Manifest *image.Manifest
-	Spawner  Spawner
+	// Gen is the generation, verified; every file the restore reads is
+	// opened through it.
+	Gen     *image.Generation
+	Spawner Spawner
 	// InitPID is the host pid of the new sandbox's init, whose namespaces
 	// the job's System V IPC objects are re-created in.
 	InitPID int
@@ -40,6 +38,9 @@ type RestoreOptions struct {
 	// NoRollback keeps files the job writes at their current length
 	// instead of cutting them back to their length at checkpoint time.
 	NoRollback bool
+	// Strict refuses a restore when a file the job had open is not the
+	// one it was (other contents) instead of warning and going on.
+	Strict bool
 	// Progress, when set, follows the page data into the processes: done
 	// is the bytes restored so far, total those of every page file (known
 	// from the image before the first byte is read). The last call of a
@@ -76,24 +77,31 @@ func Restore(opts RestoreOptions) (*RestoreResult, error) {
 	if opts.Log == nil {
 		opts.Log = logrus.StandardLogger()
 	}
-	m := opts.Manifest
+	m := opts.Gen.Manifest
 	if len(m.Processes) == 0 {
 		return nil, fmt.Errorf("restore: the image holds no process")
 	}
 	procs := make([]*image.Process, 0, len(m.Processes))
-	pages := map[int]string{}
 	for _, ref := range m.Processes {
-		p, err := loadProcess(opts.Dir, ref)
+		p, err := loadProcess(opts.Gen, ref)
 		if err != nil {
-			return nil, err
-		}
-		if p.State != image.ProcZombie {
-			if err := preflight(p, opts, ""); err != nil {
-				return nil, fmt.Errorf("restore pid %d: %w", p.PID, err)
-			}
-			pages[p.PID] = filepath.Join(opts.Dir, ref.Pages)
+			return nil, &ImageError{Generation: opts.Gen.Gen, PID: ref.PID, What: err.Error()}
 		}
 		procs = append(procs, p)
+	}
+	// Every value is checked before anything is changed: the rollback of
+	// written files below already is a change.
+	if err := validateImage(opts.Gen, procs); err != nil {
+		return nil, err
+	}
+	pages := map[int]string{}
+	for i, p := range procs {
+		if p.State != image.ProcZombie {
+			if err := preflight(p, opts, ""); err != nil {
+				return nil, &NodeError{Err: fmt.Errorf("restore pid %d: %w", p.PID, err)}
+			}
+			pages[p.PID] = m.Processes[i].Pages
+		}
 	}
 
 	t := ptrace.NewTracer()
@@ -116,22 +124,45 @@ func Restore(opts RestoreOptions) (*RestoreResult, error) {
 	jr.releaseUnstopped()
 	if err != nil {
 		jr.killAll()
-		return nil, err
+		var ne *NodeError
+		if errors.As(err, &ne) {
+			return nil, err
+		}
+		return nil, &RestoreError{Generation: opts.Gen.Gen, Err: err}
 	}
 	main := jr.main()
 	return &RestoreResult{HostPID: main.pid, NSPID: main.proc.PID, RuntimeHostPID: jr.runtimeHost, Processes: len(procs),
 		Bytes: jr.bytes, Duration: time.Since(start)}, nil
 }
 
+// RestoreError is a restore that failed after it had started the job's
+// processes; they are gone again. The generation's contents are the likely
+// cause: a restart may fall back to an older generation.
+type RestoreError struct {
+	Generation int
+	Err        error
+}
+
+func (e *RestoreError) Error() string {
+	return fmt.Sprintf("restore of generation %d failed: %v", e.Generation, e.Err)
+}
+
+func (e *RestoreError) Unwrap() error { return e.Err }
+
+// NodeError is a restore refused because this node or the rebuilt
+// container differs from what the checkpoint needs (a file changed, a
+// mount missing): an older generation would meet the same difference.
+type NodeError struct{ Err error }
+
+func (e *NodeError) Error() string { return e.Err.Error() }
+
+func (e *NodeError) Unwrap() error { return e.Err }
+
 // loadProcess reads one process's core file.
-func loadProcess(dir string, ref image.ProcessRef) (*image.Process, error) {
+func loadProcess(gen *image.Generation, ref image.ProcessRef) (*image.Process, error) {
 	var p image.Process
-	data, err := os.ReadFile(filepath.Join(dir, ref.Core))
-	if err != nil {
+	if err := gen.ReadJSON(ref.Core, &p); err != nil {
 		return nil, fmt.Errorf("restore pid %d: %w", ref.PID, err)
-	}
-	if err := json.Unmarshal(data, &p); err != nil {
-		return nil, fmt.Errorf("restore pid %d: parse %s: %w", ref.PID, ref.Core, err)
 	}
 	if p.State != image.ProcZombie && ref.Pages == "" {
 		return nil, fmt.Errorf("restore pid %d: the manifest names no page file", ref.PID)
@@ -151,7 +182,7 @@ func (jr *jobRestore) run() error {
 	}
 	jr.log.Debugf("%d processes created in %v", len(jr.procs), time.Since(t0))
 	live := jr.live()
-	ipc := jr.opts.Manifest.IPC
+	ipc := jr.opts.Gen.Manifest.IPC
 	ipcPID := jr.opts.InitPID
 	if jr.opts.Container != nil {
 		// The container's IPC namespace (see dumpSysVIPC's caller).
@@ -161,7 +192,7 @@ func (jr *jobRestore) run() error {
 		if ipcPID == 0 {
 			return fmt.Errorf("restore: the image has System V IPC objects, and no sandbox to re-create them in")
 		}
-		if err := restoreSysVIPC(ipcPID, ipc, jr.opts.Dir); err != nil {
+		if err := restoreSysVIPC(ipcPID, ipc, jr.opts.Gen); err != nil {
 			return fmt.Errorf("restore: %w", err)
 		}
 	}
@@ -213,8 +244,8 @@ type restorer struct {
 	job    *jobRestore
 	proc   *image.Process
 	layout stub.Layout
-	// pagesPath is the process's page file.
-	pagesPath string
+	// pagesName is the process's page file in the generation.
+	pagesName string
 	// threads are the restored threads, in the order of proc.Threads.
 	threads []*ptrace.Thread
 	// progress counts the page data filled in; nil when no one follows it.
@@ -319,7 +350,7 @@ func (r *restorer) restoreMemory() error {
 	}
 	r.log.Debugf("pid %d: %d mappings re-created in %v", p.PID, len(p.VMAs), time.Since(t0))
 	t0 = time.Now()
-	n, err := r.fillPages(p, r.pagesPath)
+	n, err := r.fillPages(p, r.job.opts.Gen, r.pagesName)
 	if err != nil {
 		return err
 	}

@@ -69,7 +69,7 @@ func dumpSysVIPC(initHostPID int, w *image.Writer) (*image.SysVIPC, error) {
 // whose init has host pid initHostPID. dir is the generation directory with
 // the segments' data files. It must run before any process of the job
 // attaches a segment; finishSysVIPC completes it once they all have.
-func restoreSysVIPC(initHostPID int, ipc *image.SysVIPC, dir string) error {
+func restoreSysVIPC(initHostPID int, ipc *image.SysVIPC, gen *image.Generation) error {
 	if ipc == nil {
 		return nil
 	}
@@ -87,7 +87,7 @@ func restoreSysVIPC(initHostPID int, ipc *image.SysVIPC, dir string) error {
 		return fmt.Errorf("restore System V IPC: %w", err)
 	}
 	defer h.stop()
-	if err := h.restore(ipc, dir); err != nil {
+	if err := h.restore(ipc, gen); err != nil {
 		return fmt.Errorf("restore System V IPC: %w", err)
 	}
 	return nil
@@ -322,7 +322,7 @@ func (h *ipcHelper) dumpShm(s *image.SysVShm, w *image.Writer, noSwap bool) erro
 }
 
 // restore re-creates ipc in the helper's (empty) namespace.
-func (h *ipcHelper) restore(ipc *image.SysVIPC, dir string) error {
+func (h *ipcHelper) restore(ipc *image.SysVIPC, gen *image.Generation) error {
 	if err := h.checkEmpty(); err != nil {
 		return err
 	}
@@ -345,7 +345,7 @@ func (h *ipcHelper) restore(ipc *image.SysVIPC, dir string) error {
 	}
 	for i := range ipc.Shm {
 		s := &ipc.Shm[i]
-		if err := h.restoreShm(s, dir); err != nil {
+		if err := h.restoreShm(s, gen); err != nil {
 			return fmt.Errorf("shm %d (key %#x): %w", s.ID, uint32(s.Key), err)
 		}
 	}
@@ -431,14 +431,14 @@ func (h *ipcHelper) setPerm(k ipcKind, p *image.SysVPerm, ds []byte) error {
 
 // restoreShm re-creates one segment and fills it from its data file.
 // All-zero pages are left as holes, as they most likely were.
-func (h *ipcHelper) restoreShm(s *image.SysVShm, dir string) error {
+func (h *ipcHelper) restoreShm(s *image.SysVShm, gen *image.Generation) error {
 	err := h.create(shmKind, &s.SysVPerm, func() (uint64, error) {
 		return h.main.Call("shmget", unix.SYS_SHMGET, uint64(uint32(s.Key)), s.Size, uint64(unix.IPC_CREAT|unix.IPC_EXCL|0o600))
 	})
 	if err != nil {
 		return err
 	}
-	if err := h.fillShm(s, dir); err != nil {
+	if err := h.fillShm(s, gen); err != nil {
 		return err
 	}
 	if err := h.setPerm(shmKind, &s.SysVPerm, nil); err != nil {
@@ -453,8 +453,8 @@ func (h *ipcHelper) restoreShm(s *image.SysVShm, dir string) error {
 }
 
 // fillShm copies the data file into the segment.
-func (h *ipcHelper) fillShm(s *image.SysVShm, dir string) error {
-	f, err := os.Open(dir + "/" + s.Data)
+func (h *ipcHelper) fillShm(s *image.SysVShm, gen *image.Generation) error {
+	f, err := gen.Open(s.Data)
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,7 @@ func TestAttachSysVShm(t *testing.T) {
 		Size:     pages * pageSize,
 		Data:     image.SysVShmName(id),
 	}}}
-	if err := restoreSysVIPC(ns.cmd.Process.Pid, ipc, dir); err != nil {
+	if err := restoreSysVIPC(ns.cmd.Process.Pid, ipc, &image.Generation{Dir: dir}); err != nil {
 		t.Fatal(err)
 	}
 

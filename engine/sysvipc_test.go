@@ -405,7 +405,7 @@ func TestSysVIPCDumpRestore(t *testing.T) {
 	}
 
 	fresh := newIPCNS(t)
-	if err := restoreSysVIPC(fresh.cmd.Process.Pid, &loaded, w.Dir); err != nil {
+	if err := restoreSysVIPC(fresh.cmd.Process.Pid, &loaded, &image.Generation{Dir: w.Dir}); err != nil {
 		t.Fatalf("restoreSysVIPC: %v", err)
 	}
 	// As a restored process would, attach the segment before it is marked
@@ -421,7 +421,7 @@ func TestSysVIPCDumpRestore(t *testing.T) {
 	}
 
 	// A namespace that is not empty is refused, naming what is there.
-	err = restoreSysVIPC(fresh.cmd.Process.Pid, &loaded, w.Dir)
+	err = restoreSysVIPC(fresh.cmd.Process.Pid, &loaded, &image.Generation{Dir: w.Dir})
 	if err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Errorf("restore into a used namespace: %v, want a 'not empty' error", err)
 	}
@@ -435,11 +435,11 @@ func TestSysVIPCSharedNamespace(t *testing.T) {
 		t.Errorf("dump of a shared namespace = %v, %v; want nothing", ipc, err)
 	}
 	one := &image.SysVIPC{Sem: []image.SysVSem{{SysVPerm: image.SysVPerm{ID: 0}, Values: []uint16{1}}}}
-	err = restoreSysVIPC(self, one, t.TempDir())
+	err = restoreSysVIPC(self, one, &image.Generation{Dir: t.TempDir()})
 	if err == nil || !strings.Contains(err.Error(), "no IPC namespace of its own") {
 		t.Errorf("restore into a shared namespace: %v, want a clear refusal", err)
 	}
-	if err := restoreSysVIPC(self, nil, t.TempDir()); err != nil {
+	if err := restoreSysVIPC(self, nil, &image.Generation{Dir: t.TempDir()}); err != nil {
 		t.Errorf("restore of an image without System V IPC: %v", err)
 	}
 }
@@ -465,7 +465,7 @@ func TestSysVIPCRestoreErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ns := newIPCNS(t)
-			err := restoreSysVIPC(ns.cmd.Process.Pid, &tt.ipc, t.TempDir())
+			err := restoreSysVIPC(ns.cmd.Process.Pid, &tt.ipc, &image.Generation{Dir: t.TempDir()})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("restore: %v, want an error with %q", err, tt.want)
 			}

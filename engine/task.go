@@ -37,40 +37,6 @@ func mmapMinAddr() uint64 {
 	return (n + pageSize - 1) &^ (pageSize - 1)
 }
 
-// fileID describes a file as it is now.
-func fileID(path string) (*image.FileID, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return nil, fmt.Errorf("stat %s: %w", path, err)
-	}
-	return &image.FileID{Path: path, Size: st.Size, MtimeNs: st.Mtim.Nano(), Dev: st.Dev, Ino: st.Ino}, nil
-}
-
-// procFileID describes a file as process hostPID names it: path is looked
-// up from the process's root, which for a container's process is the
-// container's.
-func procFileID(hostPID int, path string) (*image.FileID, error) {
-	id, err := fileID(fmt.Sprintf("/proc/%d/root%s", hostPID, path))
-	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", path, errors.Unwrap(err))
-	}
-	id.Path = path
-	return id, nil
-}
-
-// checkFileID refuses a file that changed since the checkpoint: mapping a
-// different library or binary under a running program corrupts it.
-func checkFileID(root string, want *image.FileID) error {
-	got, err := fileID(root + want.Path)
-	if err != nil {
-		return fmt.Errorf("%w (the file was there at checkpoint time)", err)
-	}
-	if got.Size != want.Size || got.MtimeNs != want.MtimeNs {
-		return fmt.Errorf("%s changed since the checkpoint (size %d→%d, mtime %d→%d): restore needs the same file", want.Path, want.Size, got.Size, want.MtimeNs, got.MtimeNs)
-	}
-	return nil
-}
-
 // restoredStubExe is the exe link of a process restored in a container
 // (see restoreMM).
 const restoredStubExe = "/memfd:ckpt-stub (deleted)"

@@ -101,7 +101,7 @@ func newJobRestore(t *ptrace.Tracer, opts RestoreOptions, procs []*image.Process
 		if jr.byPID[p.PID] != nil {
 			return nil, fmt.Errorf("pid %d appears twice in the image", p.PID)
 		}
-		r := &restorer{t: t, log: opts.Log, job: jr, proc: p, layout: layout, pagesPath: pages[p.PID], progress: jr.progress}
+		r := &restorer{t: t, log: opts.Log, job: jr, proc: p, layout: layout, pagesName: pages[p.PID], progress: jr.progress}
 		if pages[p.PID] != "" {
 			jr.progress.expect(pageRunBytes(p))
 		}
@@ -125,7 +125,7 @@ func (jr *jobRestore) live() []*restorer {
 // main is the job's main process, the first one the sandbox starts: the one
 // the image names, else the first child of init in it.
 func (jr *jobRestore) main() *restorer {
-	if r := jr.byPID[jr.opts.Manifest.Job.MainPID]; r != nil {
+	if r := jr.byPID[jr.opts.Gen.Manifest.Job.MainPID]; r != nil {
 		return r
 	}
 	for _, r := range jr.procs {

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/safepath"
+
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -191,8 +193,17 @@ func LoadFiles(site, user string, siteRequired bool) (*Config, error) {
 }
 
 // ParseFile reads and checks one hooks file. Its hooks get the path as
-// Source. A missing file gives an error that matches fs.ErrNotExist.
+// Source. A missing file gives an error that matches fs.ErrNotExist. A file
+// that another user could change (its owner, its mode, a directory above
+// it or a symbolic link on the way) is refused: its hooks run as the job's
+// user.
 func ParseFile(path string) (*Config, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, err
+	}
+	if err := safepath.Check(path, "hooks file"); err != nil {
+		return nil, err
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err

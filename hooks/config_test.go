@@ -220,3 +220,29 @@ func TestLoadMissingSiteFile(t *testing.T) {
 func hookSpec(path string, args, env []string, timeout *int) specs.Hook {
 	return specs.Hook{Path: path, Args: args, Env: env, Timeout: timeout}
 }
+
+// TestParseFileRefusesWhatOthersCanChange: a hooks file others may write
+// would run their commands as the job's user.
+func TestParseFileRefusesWhatOthersCanChange(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "hooks.json")
+	if err := os.WriteFile(p, []byte(`{"hooks": {}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseFile(p); err != nil {
+		t.Fatalf("own file refused: %v", err)
+	}
+	if err := os.Chmod(p, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseFile(p); err == nil || !strings.Contains(err.Error(), "others can write it") {
+		t.Fatalf("world-writable file: err = %v", err)
+	}
+	t.Setenv(SiteFileEnv, p)
+	if _, err := Load(""); err == nil || !strings.Contains(err.Error(), "site hooks") {
+		t.Fatalf("world-writable site file through $%s: err = %v", SiteFileEnv, err)
+	}
+}

@@ -31,7 +31,7 @@ func (t *Tracer) SetRegs(tid int, r *Regs) error {
 // Computing code keeps live values in vector registers, so the general
 // registers alone do not make a thread restorable.
 func (t *Tracer) GetXState(tid int) ([]byte, error) {
-	buf := make([]byte, maxXStateSize)
+	buf := make([]byte, MaxXStateSize)
 	iov := unix.Iovec{Base: &buf[0], Len: uint64(len(buf))}
 	if err := ptraceRaw(unix.PTRACE_GETREGSET, tid, ntX86XState, uintptr(unsafe.Pointer(&iov))); err != nil {
 		return nil, fmt.Errorf("getregset xstate %d: %w", tid, err)

@@ -18,11 +18,12 @@ const (
 	reqSetSigmask           = 0x420b
 	reqGetRseqConfiguration = 0x420f
 	ntX86XState             = 0x202
-	maxXStateSize           = 16384
-	ptraceEventStop         = 128        // PTRACE_EVENT_STOP: the stop PTRACE_INTERRUPT produces
-	waitAll                 = 0x40000000 // __WALL: threads are not children in the wait sense
-	defaultStopTimeout      = 10 * time.Second
-	injectionTimeout        = 10 * time.Second
+	// MaxXStateSize is the largest XSAVE area GetXState reads.
+	MaxXStateSize      = 16384
+	ptraceEventStop    = 128        // PTRACE_EVENT_STOP: the stop PTRACE_INTERRUPT produces
+	waitAll            = 0x40000000 // __WALL: threads are not children in the wait sense
+	defaultStopTimeout = 10 * time.Second
+	injectionTimeout   = 10 * time.Second
 )
 
 // ErrTimeout reports that a thread did not reach a ptrace-stop in time.
