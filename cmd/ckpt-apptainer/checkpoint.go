@@ -174,6 +174,7 @@ func (s *supervisor) manifest() *image.Manifest {
 		Host:        host,
 		Job:         s.job,
 		Cgroup:      &image.Cgroup{Version: "none"},
+		CPU:         s.cpuSeen,
 	}
 	if ns, err := namespaces.Namespaces(s.jobPID); err == nil {
 		m.Namespaces = ns

@@ -49,6 +49,8 @@ type listEntry struct {
 	Valid      bool      `json:"valid"`
 	Latest     bool      `json:"latest"`
 	Error      string    `json:"error,omitempty"`
+	// RestoreFailed is why a restart could not restore the generation.
+	RestoreFailed string `json:"restore_failed,omitempty"`
 }
 
 func listCommand() *cli.Command {
@@ -72,7 +74,7 @@ func listCommand() *cli.Command {
 			out := []listEntry{}
 			for _, i := range infos {
 				out = append(out, listEntry{Generation: i.Generation, Time: i.Time, SizeBytes: i.SizeBytes,
-					Processes: i.Processes, Valid: i.Valid, Latest: i.Latest, Error: i.Error})
+					Processes: i.Processes, Valid: i.Valid, Latest: i.Latest, Error: i.Error, RestoreFailed: i.RestoreFailed})
 			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(os.Stdout)
@@ -88,6 +90,9 @@ func listCommand() *cli.Command {
 				}
 				if e.Latest {
 					status += " (latest)"
+				}
+				if e.RestoreFailed != "" {
+					status += "; a restart could not restore it, so restarts try older generations first"
 				}
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\n", e.Generation, e.Time.Local().Format(time.DateTime), humanBytes(e.SizeBytes), e.Processes, status)
 			}

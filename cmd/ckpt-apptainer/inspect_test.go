@@ -44,6 +44,15 @@ func writeGeneration(t *testing.T, dir string, m *image.Manifest, cores map[int]
 		if err := w.WriteJSON(p.Core, core); err != nil {
 			t.Fatal(err)
 		}
+		if p.Pages != "" {
+			d, err := w.Create(p.Pages)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	if err := w.Commit(m); err != nil {
 		t.Fatal(err)
@@ -139,7 +148,7 @@ func TestInspect(t *testing.T) {
 			t.Fatalf("not a report: %v\n%s", err, out)
 		}
 		m := r.Manifest
-		if r.Generation != 2 || !r.Valid || m == nil || m.Container == nil || m.Container.Image.Digest != "sha256:abc123" || len(m.Files) != 2 {
+		if r.Generation != 2 || !r.Valid || m == nil || m.Container == nil || m.Container.Image.Digest != "sha256:abc123" || len(m.Files) != 4 {
 			t.Errorf("report %+v", r)
 		}
 		if len(r.Processes) != 2 || r.Processes[1].PID != 9 || r.Processes[1].Comm != "python3" {
@@ -218,7 +227,7 @@ func detailedJob(t *testing.T, dir string) {
 			Pids:    &specs.LinuxPids{Limit: int64p(512)},
 			Unified: map[string]string{"cpu.weight": "100"},
 		}},
-		IPC: &image.SysVIPC{Shm: []image.SysVShm{{SysVPerm: image.SysVPerm{Key: 0x1234, ID: 5, Mode: 0o600}, Size: 1 << 20, Destroyed: true}}},
+		IPC: &image.SysVIPC{Shm: []image.SysVShm{{SysVPerm: image.SysVPerm{Key: 0x1234, ID: 5, Mode: 0o600}, Size: 1 << 20, Destroyed: true, Data: image.SysVShmName(5)}}},
 		Hooks: []image.HookRun{{Event: "precheckpoint", Path: "/hooks/flush.sh", Args: []string{"--sync"}, Source: "/etc/ckpt/hooks.json",
 			Generation: 1, Start: time.Now(), Duration: 1200 * time.Millisecond}},
 	}
@@ -300,7 +309,8 @@ func TestInspectDetails(t *testing.T) {
 			"4 2 ? ? ? ? lost (core-4.json unreadable)",
 		}},
 		{name: "missing core file", gen: "1", want: []string{
-			"checksums ok", "unreadable core-4.json: generation 1:", "pid 4 not counted: core-4.json is unreadable",
+			"checksums BAD: generation 1: manifest.json: processes[2].core names core-4.json, which the file list does not have",
+			"unreadable core-4.json: generation 1:", "pid 4 not counted: core-4.json is unreadable",
 		}},
 		{name: "memory by kind", gen: "1", want: []string{
 			"2 anon 2 80 KiB 32 KiB", "2 file-private 1 4 KiB 4 KiB", "2 vdso 1 8 KiB 0 KiB", "2 total 4 92 KiB 36 KiB",

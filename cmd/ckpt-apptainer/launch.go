@@ -79,6 +79,9 @@ func launchJob(c *cli.Context, s *supervisor, argv []string) error {
 	if err := s.makeCgroup(c); err != nil {
 		return err
 	}
+	if s.cpuSeen, err = engine.CPUSeen(nil); err != nil {
+		s.log.Warnf("%v: checkpoints cannot tell which CPUs the job may move to", err)
+	}
 	opts := namespaces.Options{TimeNamespace: s.wantTimeNamespace(c), OutliveMain: s.container.isInstance()}
 	if err := s.startSandbox(opts); err != nil {
 		return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -33,6 +34,7 @@ func restartFlags() []cli.Flag {
 	return append(jobFlags(),
 		&cli.StringFlag{Name: "image", Usage: "the container image moved: restart with the image at `PATH` (it must be the same image)"},
 		&cli.BoolFlag{Name: "no-rollback", Usage: "keep files the job writes at their current length instead of cutting them back to their length at checkpoint time"},
+		&cli.BoolFlag{Name: "strict", Usage: "refuse to restart when a file the job had open was replaced since the checkpoint (other contents), instead of leaving it alone with a warning"},
 	)
 }
 
@@ -42,18 +44,71 @@ func restart(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		return restartJob(c, s, gen, c.String("image"))
+		return restartJob(c, s, gen, c.String("image"), c.NArg() == 0)
 	})
 }
 
 // restartJob restores generation gen and supervises the job until it
 // ends. img is the container image's new path when it moved, else "".
-func restartJob(c *cli.Context, s *supervisor, gen *image.Generation, img string) (err error) {
+// With fallback, a generation that verified but cannot be restored (its
+// contents are refused, or the restore fails once started) is marked as
+// failed and the newest good generation before it is tried, and so on: a
+// requeued job resumes from the checkpoint before, instead of failing at
+// every requeue.
+func restartJob(c *cli.Context, s *supervisor, gen *image.Generation, img string, fallback bool) error {
+	for {
+		a, err := s.restoreGeneration(c, gen, img)
+		if err == nil {
+			return s.resumeRestored(gen, a)
+		}
+		if !fallback || !generationFailed(err) || s.container.isInstance() {
+			return err
+		}
+		if merr := s.store.MarkFailed(gen.Gen, err); merr != nil {
+			s.log.Warn(merr)
+		}
+		older, skipped, oerr := s.store.GoodBefore(gen.Gen)
+		for _, e := range skipped {
+			s.log.Warnf("%v", e)
+		}
+		if oerr != nil {
+			return fmt.Errorf("%w; no older generation to fall back to (%v)", err, oerr)
+		}
+		s.log.Warnf("%v; trying generation %d", err, older.Gen)
+		gen = older
+	}
+}
+
+// generationFailed says a restore failed for what the generation holds,
+// not for what the node or the container lacks: an older generation may
+// restore.
+func generationFailed(err error) bool {
+	var ie *engine.ImageError
+	var re *engine.RestoreError
+	return errors.As(err, &ie) || errors.As(err, &re)
+}
+
+// restoreAttempt is what restoreGeneration started for a restored job.
+type restoreAttempt struct {
+	res           *engine.RestoreResult
+	container     *engine.ContainerStart
+	instanceState string
+}
+
+// restoreGeneration restores gen into a new sandbox and cgroup. On failure
+// nothing of the attempt is left running.
+func (s *supervisor) restoreGeneration(c *cli.Context, gen *image.Generation, img string) (_ *restoreAttempt, err error) {
 	m := gen.Manifest
 	s.job = m.Job
 	s.log.Infof("restarting %q from generation %d (%s)", commandLine(m.Job.Argv), gen.Gen, m.Created.Local().Format(time.DateTime))
 	if err := engine.CheckRequirements(m, c.Bool("no-timens")); err != nil {
-		return fmt.Errorf("restart not started: %w", err)
+		return nil, fmt.Errorf("restart not started: %w", err)
+	}
+	if err := engine.Validate(gen); err != nil {
+		return nil, fmt.Errorf("restart not started: %w", err)
+	}
+	if s.cpuSeen, err = engine.CPUSeen(m.CPU); err != nil {
+		s.log.Warnf("%v: checkpoints cannot tell which CPUs the job may move to", err)
 	}
 
 	pre, err := s.runHooks(hooks.Prerestore, gen.Gen, specs.StateCreating, hookTarget{}, nil)
@@ -61,20 +116,20 @@ func restartJob(c *cli.Context, s *supervisor, gen *image.Generation, img string
 		s.log.Warn(lerr)
 	}
 	if err != nil {
-		return fmt.Errorf("restart not started, generation %d is unchanged: %w", gen.Gen, err)
+		return nil, fmt.Errorf("restart not started, generation %d is unchanged: %w", gen.Gen, err)
 	}
-	var cs *engine.ContainerStart
+	a := &restoreAttempt{}
 	if err := s.store.ClearFinished(); err != nil {
-		return err
+		return nil, err
 	}
 	if m.Container != nil {
 		if img != "" {
 			if img, err = filepath.Abs(img); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		if cs, err = s.containerStart(m.Container, img); err != nil {
-			return err
+		if a.container, err = s.containerStart(m.Container, img); err != nil {
+			return nil, err
 		}
 		if img != "" && m.Container.ImageArg < len(s.job.Argv) && commandLine(s.job.Argv) == commandLine(m.Container.Argv) {
 			// Later checkpoints record the image where it is now.
@@ -82,22 +137,26 @@ func restartJob(c *cli.Context, s *supervisor, gen *image.Generation, img string
 			s.job.Argv[m.Container.ImageArg] = img
 		}
 	} else if img != "" {
-		return fmt.Errorf("restart --image: generation %d is not a container job's", gen.Gen)
+		return nil, fmt.Errorf("restart --image: generation %d is not a container job's", gen.Gen)
 	}
 	s.container = parseContainer(s.job.Argv, s.job.Env)
-	var instanceState string
 	if s.container.isInstance() {
-		if instanceState, err = s.claimInstance(); err != nil {
-			return fmt.Errorf("restart: %w", err)
+		if a.instanceState, err = s.claimInstance(); err != nil {
+			return nil, fmt.Errorf("restart: %w", err)
 		}
 	}
 	if err := s.makeCgroup(c); err != nil {
-		return err
+		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			s.dropCgroup()
+		}
+	}()
 	if s.cg != nil && m.Cgroup != nil && m.Cgroup.Resources != nil {
 		warnings, err := s.cg.Apply(m.Cgroup.Resources)
 		if err != nil {
-			return fmt.Errorf("job cgroup limits: %w", err)
+			return nil, fmt.Errorf("job cgroup limits: %w", err)
 		}
 		for _, w := range warnings {
 			s.log.Warnf("job cgroup: %s", w)
@@ -110,18 +169,26 @@ func restartJob(c *cli.Context, s *supervisor, gen *image.Generation, img string
 		opts.BoottimeOffset = time.Duration(m.Time.BoottimeNs) - boot
 	}
 	if err := s.startSandbox(opts); err != nil {
-		return err
+		return nil, err
 	}
 	pr := newProgressReporter(fmt.Sprintf("restore generation %d", gen.Gen), s.log, os.Stderr)
-	res, err := engine.Restore(engine.RestoreOptions{
-		Dir: gen.Dir, Manifest: m, Spawner: s.sb, InitPID: s.sb.InitPID(), NoRollback: c.Bool("no-rollback"), Log: s.log,
-		Container: cs, Progress: pr.update,
+	a.res, err = engine.Restore(engine.RestoreOptions{
+		Gen: gen, Spawner: s.sb, InitPID: s.sb.InitPID(), NoRollback: c.Bool("no-rollback"), Strict: c.Bool("strict"), Log: s.log,
+		Container: a.container, Progress: pr.update,
 	})
 	pr.end()
 	if err != nil {
 		s.sb.Kill()
-		return err
+		s.sb.Wait()
+		return nil, err
 	}
+	return a, nil
+}
+
+// resumeRestored finishes a restart once the job runs again: hooks, and the
+// supervision until the job ends.
+func (s *supervisor) resumeRestored(gen *image.Generation, a *restoreAttempt) error {
+	res, cs := a.res, a.container
 	s.jobPID = res.HostPID
 	if cs != nil {
 		s.jobPID = res.RuntimeHostPID
@@ -139,8 +206,8 @@ func restartJob(c *cli.Context, s *supervisor, gen *image.Generation, img string
 	if err := s.store.AppendHookLog(post); err != nil {
 		s.log.Warn(err)
 	}
-	if instanceState != "" {
-		go s.publishInstance(instanceState)
+	if a.instanceState != "" {
+		go s.publishInstance(a.instanceState)
 	}
 	return s.supervise()
 }

@@ -46,7 +46,7 @@ func run(c *cli.Context) error {
 		if img == "" {
 			img = c.String("image")
 		}
-		return restartJob(c, s, gen, img)
+		return restartJob(c, s, gen, img, true)
 	})
 }
 

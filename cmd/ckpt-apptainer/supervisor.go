@@ -59,8 +59,11 @@ type supervisor struct {
 	// timeNamespace says the job has a time namespace of its own, whose
 	// clocks checkpoints record.
 	timeNamespace bool
-	job           image.Job
-	jobPID        int // host pid of the job's main process
+	// cpuSeen is the CPU features of every node the job ran on, which
+	// checkpoints record.
+	cpuSeen *image.CPU
+	job     image.Job
+	jobPID  int // host pid of the job's main process
 	// container is set for a job that runs Apptainer; appCg is the
 	// sub-cgroup its application is frozen in.
 	container *containerJob
@@ -103,6 +106,9 @@ func openSupervisor(c *cli.Context) (*supervisor, error) {
 	}
 	st, err := image.OpenStore(dir, true)
 	if err != nil {
+		return nil, err
+	}
+	if err := st.Pin(); err != nil {
 		return nil, err
 	}
 	unlock, err := st.Lock()
@@ -231,13 +237,20 @@ func (s *supervisor) startSandbox(opts namespaces.Options) error {
 
 // close releases the cgroup, the control socket and the directory lock.
 func (s *supervisor) close() {
-	if s.cg != nil {
-		if err := s.cg.Remove(); err != nil {
-			s.log.Warnf("remove job cgroup: %v", err)
-		}
-	}
+	s.dropCgroup()
 	os.Remove(controlPath(s.dir))
 	s.unlock()
+}
+
+// dropCgroup removes the job cgroup, if there is one.
+func (s *supervisor) dropCgroup() {
+	if s.cg == nil {
+		return
+	}
+	if err := s.cg.Remove(); err != nil {
+		s.log.Warnf("remove job cgroup: %v", err)
+	}
+	s.cg, s.appCg = nil, nil
 }
 
 // supervise runs until the job ends and returns the supervisor's exit
