@@ -96,13 +96,19 @@ func requestCheckpoint(dir string, kill bool, timeout time.Duration) (*checkpoin
 		return nil, fmt.Errorf("connect to the supervisor: %w", err)
 	}
 	defer conn.Close()
+	// The newest generation before the request: a supervisor that dies
+	// between its commit and its answer leaves a newer one.
+	before := newestCommitted(dir)
 	conn.SetDeadline(time.Now().Add(timeout))
 	if err := json.NewEncoder(conn).Encode(controlRequest{Op: "checkpoint", Kill: kill}); err != nil {
 		return nil, fmt.Errorf("send request: %w", err)
 	}
 	var res checkpointResult
 	if err := json.NewDecoder(conn).Decode(&res); err != nil {
-		return nil, fmt.Errorf("read the supervisor's answer: %w", err)
+		if committed := committedSince(dir, before); committed != nil {
+			return committed, nil
+		}
+		return nil, fmt.Errorf("read the supervisor's answer: %w (and no new generation is in %s: the checkpoint did not complete)", err, dir)
 	}
 	if res.Error != "" {
 		return nil, fmt.Errorf("checkpoint failed: %s", res.Error)
@@ -125,4 +131,37 @@ func startingSupervisor(dir string) int {
 		return 0
 	}
 	return pid
+}
+
+// newestCommitted is the newest generation in dir, 0 for none.
+func newestCommitted(dir string) int {
+	st, err := image.OpenStore(dir, false)
+	if err != nil {
+		return 0
+	}
+	gens, err := st.Generations()
+	if err != nil || len(gens) == 0 {
+		return 0
+	}
+	return gens[len(gens)-1]
+}
+
+// committedSince describes the newest generation in dir when it is newer
+// than before and verifies: the checkpoint a supervisor committed before
+// it died without answering.
+func committedSince(dir string, before int) *checkpointResult {
+	st, err := image.OpenStore(dir, false)
+	if err != nil {
+		return nil
+	}
+	n := newestCommitted(dir)
+	if n <= before {
+		return nil
+	}
+	g, err := st.Open(n)
+	if err != nil || g.Verify() != nil {
+		return nil
+	}
+	s := g.Manifest.Stats
+	return &checkpointResult{Generation: n, Bytes: s.Bytes, Duration: s.Duration, Stopped: s.StoppedFor}
 }

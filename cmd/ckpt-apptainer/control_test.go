@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
@@ -38,5 +39,38 @@ func TestStartingSupervisor(t *testing.T) {
 				t.Errorf("startingSupervisor() = %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestCommittedSince: a checkpoint client whose supervisor died after its
+// commit learns the generation from the directory.
+func TestCommittedSince(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ckpt")
+	commit := func() {
+		st, err := image.OpenStore(dir, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := st.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.WriteJSON(image.CoreName(2), &image.Process{PID: 2}); err != nil {
+			t.Fatal(err)
+		}
+		m := &image.Manifest{Processes: []image.ProcessRef{{PID: 2, Core: image.CoreName(2)}}, Stats: image.Stats{StoppedFor: time.Second}}
+		if err := w.Commit(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit()
+	before := newestCommitted(dir)
+	if before != 1 || committedSince(dir, before) != nil {
+		t.Fatalf("before: newest %d, committedSince %v", before, committedSince(dir, before))
+	}
+	commit()
+	got := committedSince(dir, before)
+	if got == nil || got.Generation != 2 || got.Stopped != time.Second || got.Bytes == 0 {
+		t.Fatalf("committedSince = %+v, want generation 2 with its figures", got)
 	}
 }
