@@ -53,7 +53,10 @@ type CheckpointOptions struct {
 	// engine's writer goroutines but one at a time; Progress must return
 	// quickly (it holds up the writer that calls it).
 	Progress ProgressFunc
-	Log      logrus.FieldLogger
+	// LocalLimit bounds the node-local file data saved (see
+	// localfiles.go); 0 picks DefaultLocalLimit.
+	LocalLimit int64
+	Log        logrus.FieldLogger
 }
 
 // Checkpoint stops the job, dumps it, and lets it run on (or kills it, once
@@ -239,6 +242,9 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 		if err := exeFromCode(hostPID, p); err != nil {
 			return nil, err
 		}
+	}
+	if err := jd.saveLocalFiles(hostPID, p); err != nil {
+		return nil, err
 	}
 	file, err := jd.opts.Writer.CreateDirect(image.PagesName(p.PID))
 	if err != nil {

@@ -151,6 +151,9 @@ func (jr *jobRestore) startContainer(r *restorer) error {
 	// The container exists: its files can be checked as its processes
 	// will see them.
 	root := fmt.Sprintf("/proc/%d/root", cl.stub)
+	if err := restoreLocalFiles(jr.opts.Gen, root, jr.log); err != nil {
+		return err
+	}
 	for _, o := range jr.procs {
 		if o.proc.State == image.ProcZombie {
 			continue

@@ -31,6 +31,8 @@ type jobDump struct {
 	buffered int64
 	// progress counts the page data for opts.Progress; nil without it.
 	progress *progress
+	// local saves the node-local files the job has.
+	local *localSaver
 }
 
 func newJobDump(opts CheckpointOptions) *jobDump {
@@ -42,6 +44,7 @@ func newJobDump(opts CheckpointOptions) *jobDump {
 		unixSeen: map[uint64]bool{},
 		shmem:    newShmemPages(),
 		progress: newProgress(opts.Progress),
+		local:    newLocalSaver(opts.LocalLimit),
 	}
 }
 

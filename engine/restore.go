@@ -94,6 +94,11 @@ func Restore(opts RestoreOptions) (*RestoreResult, error) {
 	if err := validateImage(opts.Gen, procs); err != nil {
 		return nil, err
 	}
+	if opts.Container == nil {
+		if err := restoreLocalFiles(opts.Gen, "", opts.Log); err != nil {
+			return nil, err
+		}
+	}
 	pages := map[int]string{}
 	for i, p := range procs {
 		if p.State != image.ProcZombie {

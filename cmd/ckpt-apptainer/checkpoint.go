@@ -67,6 +67,7 @@ func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
 		Kill:        kill,
 		Log:         s.log,
 		BufferBytes: s.buffer,
+		LocalLimit:  s.localLimit,
 		Stopped: func() {
 			if !s.timeNamespace {
 				return // said at launch: its clocks jump at restart

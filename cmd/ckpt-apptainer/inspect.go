@@ -108,6 +108,7 @@ func printInspect(w io.Writer, r *inspectReport) error {
 	printProcesses(p, r)
 	printMemory(p, r)
 	printFDs(p, r)
+	printFiles(p, m.LocalFiles, r.References)
 	printIPC(p, m.IPC)
 	printNamespaces(p, m.Namespaces)
 	printMounts(p, m.Mounts)

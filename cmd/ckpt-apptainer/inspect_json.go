@@ -24,6 +24,10 @@ type inspectReport struct {
 	// hook log's entries for this generation (postcheckpoint,
 	// prerestore, postrestore), oldest first.
 	Hooks []image.HookRun `json:"hooks"`
+	// References are the files the job had open or mapped that the image
+	// does not hold (the manifest's local_files are those it does): a
+	// restart opens them where they are, after checking they are the same.
+	References []string `json:"references"`
 	// Unreadable lists the files the report is missing: core files and
 	// the hook log that could not be read or decoded.
 	Unreadable []unreadableFile `json:"unreadable,omitempty"`

@@ -196,6 +196,31 @@ func printIPC(p *printer, ipc *image.SysVIPC) {
 	}
 }
 
+// printFiles writes which files the image holds (node-local ones, which a
+// restart on another node creates again) and which it refers to.
+func printFiles(p *printer, saved []image.LocalFile, refs []string) {
+	var total int64
+	for _, lf := range saved {
+		total += lf.File.Size
+	}
+	p.line("files      %d saved (node-local, %s), %d references", len(saved), humanBytes(total), len(refs))
+	if len(saved) > 0 {
+		rows := [][]string{{"SAVED", "SIZE", "WHERE", "DATA"}}
+		for _, lf := range saved {
+			rows = append(rows, []string{lf.File.Path, humanBytes(lf.File.Size), lf.Where, lf.Data})
+		}
+		p.table("  ", rows)
+	}
+	const shown = 10
+	for i, f := range refs {
+		if i == shown {
+			p.line("  ... %d more references", len(refs)-shown)
+			break
+		}
+		p.line("  reference  %s", f)
+	}
+}
+
 // printMounts writes the sandbox's mount table.
 func printMounts(p *printer, mounts []specs.Mount) {
 	if len(mounts) == 0 {

@@ -32,7 +32,13 @@ func summarize(st *image.Store, g *image.Generation, verr error) *inspectReport 
 		MemoryTotal: memoryUsage{ByKind: map[image.VMAKind]memoryFigures{}},
 		FDsByKind:   map[image.FDKind]int{},
 		Hooks:       []image.HookRun{},
+		References:  []string{},
 	}
+	saved := map[string]bool{}
+	for _, lf := range m.LocalFiles {
+		saved[lf.File.Path] = true
+	}
+	refs := map[string]bool{}
 	if verr != nil {
 		r.Error = verr.Error()
 	}
@@ -52,6 +58,12 @@ func summarize(st *image.Store, g *image.Generation, verr error) *inspectReport 
 			continue
 		}
 		summarizeProcess(&ip, &p)
+		for _, f := range fileRefs(&p) {
+			if !saved[f] && !refs[f] {
+				refs[f] = true
+				r.References = append(r.References, f)
+			}
+		}
 		for k, f := range ip.Memory.ByKind {
 			r.MemoryTotal.add(k, f)
 		}
@@ -60,6 +72,7 @@ func summarize(st *image.Store, g *image.Generation, verr error) *inspectReport 
 		}
 		r.Processes = append(r.Processes, ip)
 	}
+	sort.Strings(r.References)
 	r.Hooks = append(r.Hooks, m.Hooks...)
 	logged, err := st.HookLog(g.Gen)
 	if err != nil {
@@ -67,6 +80,26 @@ func summarize(st *image.Store, g *image.Generation, verr error) *inspectReport 
 	}
 	r.Hooks = append(r.Hooks, logged...)
 	return r
+}
+
+// fileRefs lists the files process p reopens by path: its executable,
+// mapped files and descriptors of regular files.
+func fileRefs(p *image.Process) []string {
+	var out []string
+	if p.Exe.Path != "" {
+		out = append(out, p.Exe.Path)
+	}
+	for _, v := range p.VMAs {
+		if v.File != nil {
+			out = append(out, v.File.Path)
+		}
+	}
+	for _, f := range p.Files {
+		if f.Kind == image.FDFile && f.File != nil {
+			out = append(out, f.File.Path)
+		}
+	}
+	return out
 }
 
 // summarizeProcess fills ip from the core file p.

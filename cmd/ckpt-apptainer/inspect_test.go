@@ -227,7 +227,8 @@ func detailedJob(t *testing.T, dir string) {
 			Pids:    &specs.LinuxPids{Limit: int64p(512)},
 			Unified: map[string]string{"cpu.weight": "100"},
 		}},
-		IPC: &image.SysVIPC{Shm: []image.SysVShm{{SysVPerm: image.SysVPerm{Key: 0x1234, ID: 5, Mode: 0o600}, Size: 1 << 20, Destroyed: true, Data: image.SysVShmName(5)}}},
+		IPC:        &image.SysVIPC{Shm: []image.SysVShm{{SysVPerm: image.SysVPerm{Key: 0x1234, ID: 5, Mode: 0o600}, Size: 1 << 20, Destroyed: true, Data: image.SysVShmName(5)}}},
+		LocalFiles: []image.LocalFile{{File: image.FileID{Path: "/data/out.log", Size: 3 << 20}, Data: image.LocalFileName(1), Where: "local disk"}},
 		Hooks: []image.HookRun{{Event: "precheckpoint", Path: "/hooks/flush.sh", Args: []string{"--sync"}, Source: "/etc/ckpt/hooks.json",
 			Generation: 1, Start: time.Now(), Duration: 1200 * time.Millisecond}},
 	}
@@ -326,6 +327,9 @@ func TestInspectDetails(t *testing.T) {
 		{name: "namespaces, mounts, ipc", gen: "1", want: []string{
 			"sandbox namespaces (2)\npid none\nmount /proc/77/ns/mnt\n", "mounts (2)", "/ overlay overlay rw,lowerdir=/l", "/proc proc proc none\n",
 			"System V IPC\n", "shm key 0x00001234 id 5, owner 0/0, mode 0600 1.0 MiB, removed (IPC_RMID), still attached",
+		}},
+		{name: "saved files and references", gen: "1", want: []string{
+			"files 1 saved (node-local, 3.0 MiB), 1 references", "/data/out.log 3.0 MiB local disk local-1.img", "reference /usr/bin/app",
 		}},
 		{name: "limits", gen: "1", want: []string{
 			"cgroup v2 /sys/fs/cgroup/job.scope", "memory limit 4.00 GiB",

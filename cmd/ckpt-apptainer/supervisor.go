@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	units "github.com/docker/go-units"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -43,6 +44,7 @@ func jobFlags() []cli.Flag {
 		&cli.StringFlag{Name: "signal", Usage: "also take a final checkpoint and stop the job on `SIG` (as on SIGTERM), e.g. USR1 for #SBATCH --signal=B:USR1@60"},
 		hooksFlag,
 		&cli.BoolFlag{Name: "requeue", Usage: "once a signal stopped the job, ask Slurm to requeue it (scontrol requeue $SLURM_JOB_ID), unless Slurm requeues it itself or the job was cancelled"},
+		&cli.StringFlag{Name: "local-limit", Value: "1GiB", Usage: "save up to `SIZE` of node-local files the job has open or mapped (tmpfs such as /dev/shm, files it writes on a local disk) in each checkpoint, so it can resume on another node; a checkpoint that needs more is refused, naming the file"},
 		&cli.Int64Flag{Name: "dump-buffer", Value: -1, Usage: "hold up to `MIB` of page data in memory during a checkpoint, so the job runs on before the disk has caught up (-1: 256 MiB or a quarter of the available memory if less, 0: stream to disk while the job waits)"},
 	}
 }
@@ -62,8 +64,10 @@ type supervisor struct {
 	// cpuSeen is the CPU features of every node the job ran on, which
 	// checkpoints record.
 	cpuSeen *image.CPU
-	job     image.Job
-	jobPID  int // host pid of the job's main process
+	// localLimit is --local-limit in bytes.
+	localLimit int64
+	job        image.Job
+	jobPID     int // host pid of the job's main process
 	// container is set for a job that runs Apptainer; appCg is the
 	// sub-cgroup its application is frozen in.
 	container *containerJob
@@ -129,6 +133,10 @@ func openSupervisor(c *cli.Context) (*supervisor, error) {
 	}
 	if s.buffer > 0 {
 		s.buffer <<= 20
+	}
+	if s.localLimit, err = units.RAMInBytes(c.String("local-limit")); err != nil || s.localLimit <= 0 {
+		unlock()
+		return nil, fmt.Errorf("--local-limit %q: want a size such as 512MiB or 4GiB", c.String("local-limit"))
 	}
 	if c.Int("interval") < 0 {
 		unlock()

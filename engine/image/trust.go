@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -114,6 +115,14 @@ func eachRef(m *Manifest, fn func(what, name string) error) error {
 			if err := fn(fmt.Sprintf("ipc.shm[%d].data", i), s.Data); err != nil {
 				return err
 			}
+		}
+	}
+	for i, lf := range m.LocalFiles {
+		if err := fn(fmt.Sprintf("local_files[%d].data", i), lf.Data); err != nil {
+			return err
+		}
+		if !strings.HasPrefix(lf.File.Path, "/") || strings.Contains(lf.File.Path, "/../") || strings.HasSuffix(lf.File.Path, "/..") {
+			return fmt.Errorf("local_files[%d]: path %q is not a clean absolute path", i, lf.File.Path)
 		}
 	}
 	return nil

@@ -57,6 +57,9 @@ type Manifest struct {
 	// CPU is the processor the job ran on: a node whose CPU lacks one of
 	// its instruction-set extensions is refused.
 	CPU *CPU `json:"cpu,omitempty"`
+	// LocalFiles are the node-local files the job had open or mapped,
+	// saved so that a restart on another node can create them again.
+	LocalFiles []LocalFile `json:"local_files,omitempty"`
 
 	// Files lists every data file of the generation except the manifest
 	// itself, with the checksum a restart verifies before starting anything.
@@ -128,6 +131,21 @@ type TimeNamespace struct {
 	MonotonicNs int64 `json:"monotonic_ns"`
 	BoottimeNs  int64 `json:"boottime_ns"`
 }
+
+// LocalFile is a node-local file (on tmpfs, or written on a local disk)
+// the job had open or mapped, saved in the image: a restart on a node that
+// does not have it creates it again from Data.
+type LocalFile struct {
+	// File is the file at checkpoint time; its path is as the job sees it.
+	File FileID `json:"file"`
+	Data string `json:"data"`
+	Mode uint32 `json:"mode"`
+	// Where says why it is node-local: "tmpfs", "ramfs" or "local disk".
+	Where string `json:"where"`
+}
+
+// LocalFileName is the data file holding the nth saved node-local file.
+func LocalFileName(n int) string { return "local-" + strconv.Itoa(n) + ".img" }
 
 // CPU is a node's processor as a restart compares it.
 type CPU struct {
