@@ -202,7 +202,9 @@ func writable(flags int) bool {
 // below that length, and never emptied; one that is not the file the job
 // had open (rotated away and replaced: other contents) is never cut at all.
 // It is left as it is with a warning, or, with opts.Strict, the restore is
-// refused; the same holds for a file the job only read.
+// refused; the same holds for a file the job only read. A file the job
+// writes at an offset (not appending) is always refused: its writes would
+// land in the middle of another file.
 func rollbackFiles(p *image.Process, opts RestoreOptions, root string) error {
 	for _, fd := range p.Files {
 		if fd.Kind != image.FDFile || fd.File == nil {
@@ -223,10 +225,19 @@ func rollbackFiles(p *image.Process, opts RestoreOptions, root string) error {
 		if !same {
 			msg := fmt.Sprintf("fd %d: %s is not the file the job had open at checkpoint time (%d bytes then, other contents now: rotated or replaced)",
 				fd.Num, fd.Path, fd.File.Size)
-			if opts.Strict {
+			switch {
+			case writable(fd.Flags) && fd.Flags&unix.O_APPEND == 0:
+				// Its writes at the old offset would overwrite the new
+				// file's data.
+				return &NodeError{Err: fmt.Errorf("%s; refused: the job writes at offset %d in it and would overwrite its data. Move it aside and put the job's file back at %s, or restart from the beginning",
+					msg, fd.Pos, fd.Path)}
+			case opts.Strict:
 				return &NodeError{Err: errors.New(msg + "; refused (--strict)")}
+			case writable(fd.Flags):
+				opts.Log.Warnf("%s: left as it is; the job appends to it from here on", msg)
+			default:
+				opts.Log.Warnf("%s: left as it is; the job reads it at its old offset", msg)
 			}
-			opts.Log.Warnf("%s: left as it is; the job goes on at its old offset in it", msg)
 			continue
 		}
 		if !writable(fd.Flags) {

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -147,6 +148,11 @@ func (v *validator) process(gen *image.Generation, p *image.Process) error {
 			return v.fail(pid, "threads[%d]: %v", i, err)
 		}
 	}
+	for _, f := range []struct{ what, path string }{{"executable", p.Exe.Path}, {"cwd", p.Cwd}, {"root", p.Root}} {
+		if err := checkPath(f.path); err != nil {
+			return v.fail(pid, "%s: %v", f.what, err)
+		}
+	}
 	if err := checkVMAs(p); err != nil {
 		return v.fail(pid, "%v", err)
 	}
@@ -224,12 +230,48 @@ func checkVMAs(p *image.Process) error {
 			return fmt.Errorf("vmas[%d]: %#x-%#x overlaps the mapping before it or is out of order", i, m.Start, m.End)
 		case m.Prot&^7 != 0:
 			return fmt.Errorf("vmas[%d]: protection %#x", i, m.Prot)
-		case (m.Kind == image.VMAFilePrivate || m.Kind == image.VMAFileShared) && (m.File == nil || !strings.HasPrefix(m.File.Path, "/")):
-			return fmt.Errorf("vmas[%d]: a file mapping without an absolute path", i)
+		case m.Start < minMapAddr:
+			return fmt.Errorf("vmas[%d]: %#x-%#x lies below the lowest address a process may map (%#x)", i, m.Start, m.End, minMapAddr)
+		case (m.Kind == image.VMAFilePrivate || m.Kind == image.VMAFileShared) && m.File == nil:
+			return fmt.Errorf("vmas[%d]: a file mapping without its file", i)
 		case m.Offset%pageSize != 0 || m.Offset > 1<<62:
 			return fmt.Errorf("vmas[%d]: file offset %#x", i, m.Offset)
 		}
+		if m.File != nil {
+			if err := checkPath(m.File.Path); err != nil {
+				return fmt.Errorf("vmas[%d]: %v", i, err)
+			}
+		}
 		prev = m.End
+	}
+	return nil
+}
+
+// minMapAddr is the lowest address the image may map: below
+// vm.mmap_min_addr no unprivileged process can, and page 0 never.
+var minMapAddr = func() uint64 {
+	b, err := os.ReadFile("/proc/sys/vm/mmap_min_addr")
+	if err != nil {
+		return pageSize
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n < pageSize {
+		return pageSize
+	}
+	return n
+}()
+
+// checkPath refuses a path a restore would open that is not absolute and
+// clean: the kernel never reports "..", "." or doubled slashes, so one
+// comes from an image changed by hand.
+func checkPath(p string) error {
+	switch {
+	case !strings.HasPrefix(p, "/"):
+		return fmt.Errorf("path %q is not absolute", p)
+	case filepath.Clean(p) != p:
+		return fmt.Errorf("path %q is not clean (. or .. components, doubled or trailing slashes)", p)
+	case strings.IndexByte(p, 0) >= 0:
+		return fmt.Errorf("path %q holds a NUL byte", p)
 	}
 	return nil
 }
@@ -287,8 +329,11 @@ func checkFiles(gen *image.Generation, p *image.Process) error {
 		seen[f.Num] = true
 		switch f.Kind {
 		case image.FDFile, image.FDFifo:
-			if !strings.HasPrefix(f.Path, "/") {
-				return fmt.Errorf("fd %d: path %q is not absolute", f.Num, f.Path)
+			if err := checkPath(f.Path); err != nil {
+				return fmt.Errorf("fd %d: %v", f.Num, err)
+			}
+			if f.File != nil && f.File.Path != f.Path {
+				return fmt.Errorf("fd %d: path %q, but its file record names %q", f.Num, f.Path, f.File.Path)
 			}
 		case image.FDDevice:
 			if !devicesReopened[f.Path] {

@@ -12,6 +12,7 @@ import (
 func validProcess() *image.Process {
 	return &image.Process{
 		PID: 2, PPID: 1, PGID: 2, SID: 2,
+		Exe: image.FileID{Path: "/bin/app"}, Cwd: "/home/u", Root: "/",
 		Threads: []image.Thread{{TID: 2, Regs: image.Regs{Rip: 0x401000}}, {TID: 3}},
 		VMAs: []image.VMA{
 			{Start: 0x400000, End: 0x402000, Prot: 5, Kind: image.VMAFilePrivate, File: &image.FileID{Path: "/bin/app"}},
@@ -58,8 +59,12 @@ func TestValidateImage(t *testing.T) {
 		{"unaligned mapping", func(p *image.Process) { p.VMAs[1].Start = 0x600123 }, "not page-aligned"},
 		{"overlapping mappings", func(p *image.Process) { p.VMAs[1].Start = 0x401000 }, "overlaps"},
 		{"unknown mapping kind", func(p *image.Process) { p.VMAs[1].Kind = "magic" }, `unknown kind "magic"`},
-		{"file mapping without path", func(p *image.Process) { p.VMAs[0].File = nil }, "without an absolute path"},
-		{"relative mapped path", func(p *image.Process) { p.VMAs[0].File.Path = "../../etc/passwd" }, "without an absolute path"},
+		{"mapping below mmap_min_addr", func(p *image.Process) { p.VMAs[0].Start = 0 }, "lowest address"},
+		{"file mapping without its file", func(p *image.Process) { p.VMAs[0].File = nil }, "without its file"},
+		{"relative mapped path", func(p *image.Process) { p.VMAs[0].File.Path = "../../etc/passwd" }, "not absolute"},
+		{"mapped path with ..", func(p *image.Process) { p.VMAs[0].File.Path = "/lib/../../etc/passwd" }, "not clean"},
+		{"relative executable", func(p *image.Process) { p.Exe.Path = "app" }, "executable: path"},
+		{"cwd with ..", func(p *image.Process) { p.Cwd = "/home/u/../../root" }, "cwd: path"},
 		{"bad protection", func(p *image.Process) { p.VMAs[1].Prot = 0x80 }, "protection"},
 		{"page run in kernel space", func(p *image.Process) { p.PageRuns[1].Addr = 0xffffffff00000000 }, "beyond the user address space"},
 		{"page run overflowing", func(p *image.Process) { p.PageRuns[1].Pages = 1 << 60 }, "pages"},
@@ -71,6 +76,8 @@ func TestValidateImage(t *testing.T) {
 		{"negative fd", func(p *image.Process) { p.Files[1].Num = -1 }, "fd -1"},
 		{"fd twice", func(p *image.Process) { p.Files[1].Num = 0 }, "fd 0 appears twice"},
 		{"relative fd path", func(p *image.Process) { p.Files[1].Path = "out" }, "not absolute"},
+		{"fd path with NUL", func(p *image.Process) { p.Files[1].Path = "/tmp/out\x00x" }, "NUL"},
+		{"fd path unlike its record", func(p *image.Process) { p.Files[1].File = &image.FileID{Path: "/tmp/other"} }, "its file record names"},
 		{"unknown device", func(p *image.Process) { p.Files[1] = image.FD{Num: 3, Kind: image.FDDevice, Path: "/dev/sda"} }, "/dev/sda"},
 		{"stdio 7", func(p *image.Process) { p.Files[0].Stdio = 7 }, "stdio 7"},
 		{"unknown fd kind", func(p *image.Process) { p.Files[1].Kind = "magic" }, `unknown kind "magic"`},
