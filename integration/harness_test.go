@@ -345,6 +345,8 @@ type listEntry struct {
 	Processes  json.RawMessage `json:"processes"`
 	Valid      bool            `json:"valid"`
 	Error      string          `json:"error"`
+	// RestoreFailed says why a restart could not restore the generation.
+	RestoreFailed string `json:"restore_failed"`
 }
 
 // list runs list --json.

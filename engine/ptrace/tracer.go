@@ -149,6 +149,38 @@ func (t *Tracer) Detach(tid int, sig int) error {
 	return nil
 }
 
+// ReapKilled waits, for at most timeout, until every attached thread has
+// exited, after the caller killed them. A tracee that dies stays a zombie
+// until its tracer has waited for it; so does, then, the init of its PID
+// namespace, and whoever waits for that init. A thread found in a stop
+// (an exit event) is continued to its end. It returns the threads left.
+func (t *Tracer) ReapKilled(timeout time.Duration) []int {
+	deadline := time.Now().Add(timeout)
+	for len(t.seized) > 0 {
+		for tid := range t.seized {
+			var ws unix.WaitStatus
+			got, err := unix.Wait4(tid, &ws, waitAll|unix.WNOHANG, nil)
+			switch {
+			case errors.Is(err, unix.EINTR), err == nil && got == 0:
+			case err != nil, ws.Exited(), ws.Signaled():
+				// ECHILD: released already.
+				delete(t.seized, tid)
+			case ws.Stopped():
+				ptraceRaw(unix.PTRACE_CONT, tid, 0, 0)
+			}
+		}
+		if len(t.seized) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	var left []int
+	for tid := range t.seized {
+		left = append(left, tid)
+	}
+	return left
+}
+
 // exists reports whether thread tid is still there (a zombie counts).
 func exists(tid int) bool {
 	return unix.Kill(tid, 0) != unix.ESRCH
