@@ -86,6 +86,7 @@ func (pk *pipePeeker) peek(path string, packet bool) (size int, data []byte, err
 	if packet {
 		return 0, nil, fmt.Errorf("a packet-mode pipe holding %d bytes, and no room to copy them: %w", n, roomErr)
 	}
+	logrus.Debugf("%s: %v; its %d bytes are read out and written back", path, roomErr, n)
 	data, err = drainAndRefill(src, path, n)
 	return size, data, err
 }
@@ -181,7 +182,9 @@ func fillPipe(r *remote, fd uint64, pp *image.Pipe) error {
 	}
 	defer unix.Close(local)
 	if err := sizePipe(local, pp.Size, len(pp.Data)); err != nil {
-		return fmt.Errorf("pipe:[%d]: %w", pp.Inode, err)
+		// The user's other pipes, not the image, are in the way: an
+		// older generation would meet the same quota.
+		return &NodeError{Err: fmt.Errorf("pipe:[%d]: %w", pp.Inode, err)}
 	}
 	for off := 0; off < len(pp.Data); {
 		n, err := unix.Write(local, pp.Data[off:])
@@ -218,7 +221,7 @@ func sizePipe(fd, size, buffered int) error {
 	if cur >= buffered {
 		return nil // shrinking was refused: bigger than recorded is harmless
 	}
-	return fmt.Errorf("it held %d bytes, and the user's pipe quota (fs.pipe-user-pages-soft) lets no pipe grow to hold them (F_SETPIPE_SZ %d: %w)", buffered, size, err)
+	return fmt.Errorf("it held %d bytes, and the user's pipe quota (fs.pipe-user-pages-soft) lets no pipe grow to hold them (F_SETPIPE_SZ %d: %w): the user's other processes hold too many pipes; end some, or raise fs.pipe-user-pages-soft, and restart again", buffered, size, err)
 }
 
 // pipeInfo is what the restore knows about one pipe across the job.
