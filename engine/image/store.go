@@ -103,6 +103,11 @@ func OpenStore(dir string, create bool) (*Store, error) {
 		}
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 || perm&0o700 != 0o700 {
+		if perm&0o022 != 0 {
+			if err := checkEntriesOwned(dir); err != nil {
+				return nil, fmt.Errorf("checkpoint directory %s had mode %04o, and %w: refused, since others could have planted it. Move the directory away and check what is in it", dir, perm, err)
+			}
+		}
 		if err := os.Chmod(dir, dirMode); err != nil {
 			return nil, fmt.Errorf("checkpoint directory %s has mode %04o and cannot be restricted to 0700: %w", dir, perm, err)
 		}
@@ -114,6 +119,26 @@ func OpenStore(dir string, create bool) (*Store, error) {
 	return &Store{Dir: dir, Path: dir, pinned: -1}, nil
 }
 
+// checkEntriesOwned fails naming an entry of dir that someone other than
+// the caller owns.
+func checkEntriesOwned(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	uid := os.Geteuid()
+	for _, e := range ents {
+		fi, err := os.Lstat(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return err
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != uid {
+			return fmt.Errorf("its entry %s belongs to uid %d", e.Name(), st.Uid)
+		}
+	}
+	return nil
+}
+
 // Pin makes every later access of the store go through a descriptor of the
 // directory opened now: a rename of the directory or of one above it, or a
 // directory put in its place, no longer changes where the generations go.
@@ -122,7 +147,9 @@ func (s *Store) Pin() error {
 	if s.pinned >= 0 {
 		return nil
 	}
-	fd, err := unix.Open(s.Dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	// Following links: OpenStore found every one on the way to be the
+	// caller's or root's.
+	fd, err := unix.Open(s.Dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open checkpoint directory %s: %w", s.Path, err)
 	}

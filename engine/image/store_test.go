@@ -548,6 +548,19 @@ func TestOpenStore(t *testing.T) {
 		{"a file", func(t *testing.T, dir string) {
 			must(t, os.WriteFile(dir, nil, 0o600))
 		}, true, "not a directory"},
+		{"world-writable holding another user's entry", func(t *testing.T, dir string) {
+			must(t, os.Mkdir(dir, 0o700))
+			must(t, os.Chmod(dir, 0o777))
+			must(t, os.Symlink("/elsewhere", filepath.Join(dir, "latest")))
+			if err := os.Lchown(filepath.Join(dir, "latest"), os.Geteuid()+12345, -1); err != nil {
+				t.Skipf("cannot give the entry away: %v", err)
+			}
+		}, false, "its entry latest belongs to uid"},
+		{"world-writable holding only own entries is restricted", func(t *testing.T, dir string) {
+			must(t, os.Mkdir(dir, 0o700))
+			must(t, os.Chmod(dir, 0o777))
+			must(t, os.WriteFile(filepath.Join(dir, ".lock"), nil, 0o600))
+		}, false, ""},
 		{"another owner", func(t *testing.T, dir string) {
 			must(t, os.Mkdir(dir, 0o700))
 			if err := os.Chown(dir, os.Geteuid()+12345, -1); err != nil {
@@ -670,6 +683,23 @@ func TestOpenStoreRefusesWhatOthersCanChange(t *testing.T) {
 	must(t, os.Chmod(dir, 0o755))
 	if _, err := OpenStore(filepath.Join(dir, "ckpt"), true); err != nil {
 		t.Fatalf("below an own directory: %v", err)
+	}
+}
+
+// TestPinThroughOwnLink pins a store named by the user's own symbolic link
+// (a checkpoint directory on scratch, linked from home).
+func TestPinThroughOwnLink(t *testing.T) {
+	base := t.TempDir()
+	real := filepath.Join(base, "scratch")
+	must(t, os.Mkdir(real, 0o700))
+	link := filepath.Join(base, "ckpt")
+	must(t, os.Symlink(real, link))
+	s, err := OpenStore(link, false)
+	must(t, err)
+	must(t, s.Pin())
+	commitGen(t, s, testFiles{"pages-1.img": []byte("one")})
+	if _, err := os.Stat(filepath.Join(real, GenName(1))); err != nil {
+		t.Fatalf("generation 1 is not behind the link: %v", err)
 	}
 }
 

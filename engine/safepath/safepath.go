@@ -20,7 +20,7 @@ func Check(path, what string) error {
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", what, path, err)
 	}
-	uid := uint32(os.Geteuid())
+	uid, gid := uint32(os.Geteuid()), uint32(os.Getegid())
 	trusted := func(st *unix.Stat_t) bool { return st.Uid == uid || st.Uid == 0 }
 	// Walk the components as the kernel would, following links.
 	todo := strings.Split(strings.TrimPrefix(abs, "/"), "/")
@@ -39,8 +39,9 @@ func Check(path, what string) error {
 		if err := unix.Stat(cur, &dir); err != nil {
 			return fmt.Errorf("%s %s: %w", what, path, err)
 		}
-		if !trusted(&dir) || dir.Mode&0o002 != 0 && dir.Mode&unix.S_ISVTX == 0 || dir.Mode&0o020 != 0 && dir.Uid != uid && dir.Mode&unix.S_ISVTX == 0 {
-			return fmt.Errorf("%s %s: directory %s (uid %d, mode %04o) can be changed by another user: refused", what, path, cur, dir.Uid, dir.Mode&0o7777)
+		if !trusted(&dir) || othersWrite(&dir, gid) {
+			return fmt.Errorf("%s %s: directory %s (uid %d, gid %d, mode %04o) can be changed by another user, who could rename what is in it: refused. Use a directory only you can write, or make this one sticky (chmod +t)",
+				what, path, cur, dir.Uid, dir.Gid, dir.Mode&0o7777)
 		}
 		next := filepath.Join(cur, name)
 		var st unix.Stat_t
@@ -77,4 +78,14 @@ func Check(path, what string) error {
 		return fmt.Errorf("%s %s has mode %04o: others can write it: refused (chmod go-w %s)", what, path, st.Mode&0o7777, path)
 	}
 	return nil
+}
+
+// othersWrite reports whether users other than the owner may rename
+// entries of dir: it is writable by all, or by a group other than the
+// caller's own (primary) group, and not sticky.
+func othersWrite(dir *unix.Stat_t, gid uint32) bool {
+	if dir.Mode&unix.S_ISVTX != 0 {
+		return false
+	}
+	return dir.Mode&0o002 != 0 || dir.Mode&0o020 != 0 && dir.Gid != gid
 }

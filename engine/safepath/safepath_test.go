@@ -26,6 +26,20 @@ func TestCheck(t *testing.T) {
 			sub := mkdir(t, d, "open", 0o777)
 			return write(t, sub, "hooks.json", 0o644)
 		}, false, "can be changed by another user"},
+		{"in a directory your own group may write", func(t *testing.T, d string) string {
+			sub := mkdir(t, d, "mine", 0o775)
+			return write(t, sub, "hooks.json", 0o644)
+		}, false, ""},
+		{"in a directory another group may write", func(t *testing.T, d string) string {
+			sub := mkdir(t, d, "project", 0o775)
+			must(t, os.Chown(sub, os.Geteuid(), stranger))
+			return write(t, sub, "hooks.json", 0o644)
+		}, true, "can be changed by another user"},
+		{"in a sticky directory another group may write", func(t *testing.T, d string) string {
+			sub := mkdir(t, d, "project", 0o1775)
+			must(t, os.Chown(sub, os.Geteuid(), stranger))
+			return write(t, sub, "hooks.json", 0o644)
+		}, true, ""},
 		{"another user's file", func(t *testing.T, d string) string {
 			p := write(t, d, "hooks.json", 0o644)
 			must(t, os.Chown(p, stranger, stranger))
