@@ -131,6 +131,19 @@ func checkFileID(root string, want *image.FileID) error {
 	return nil
 }
 
+// checkFileSize refuses a file whose size changed since the checkpoint:
+// a shared mapping of a file the job writes may not reach past its end.
+func checkFileSize(root string, want *image.FileID) error {
+	var st unix.Stat_t
+	if err := unix.Stat(root+want.Path, &st); err != nil {
+		return fmt.Errorf("stat %s: %w (the file was there at checkpoint time)", want.Path, err)
+	}
+	if st.Size != want.Size {
+		return fmt.Errorf("%s changed size since the checkpoint (%d→%d bytes): restore needs the same file", want.Path, want.Size, st.Size)
+	}
+	return nil
+}
+
 // sameWrittenFile reports whether the file at path (stat st) is the one
 // the job was writing, recorded as want, up to want.Size: the same device
 // and inode (the node that took the checkpoint), else the same first and

@@ -3,6 +3,8 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,6 +30,13 @@ var vmFlagsKept = map[string]bool{
 // classifyVMA turns an smaps entry into an image VMA, or explains why the
 // mapping cannot be checkpointed yet.
 func classifyVMA(pid int, m *proc.Mapping) (image.VMA, error) {
+	if m.Shared() && strings.HasSuffix(m.Path, " (deleted)") {
+		if p := relinkedPath(pid, m); p != "" {
+			named := *m
+			named.Path = p
+			m = &named
+		}
+	}
 	v := image.VMA{Start: m.Start, End: m.End, Offset: m.Offset, Name: m.Path}
 	if m.Readable() {
 		v.Prot |= unix.PROT_READ
@@ -406,4 +415,43 @@ func (r *restorer) attachSysVShm(v *image.VMA) error {
 		}
 	}
 	return nil
+}
+
+// relinkedPath finds the name a shared mapping shown as deleted still has
+// in the same tmpfs directory: glibc's sem_open creates a named semaphore
+// under a temporary name, maps it, links it to its own name and removes
+// the temporary one. Mapped by that name again, the restored semaphore is
+// the one others open by name, and the file moves with the job. "" when
+// the file has no other name.
+func relinkedPath(pid int, m *proc.Mapping) string {
+	dir := filepath.Dir(strings.TrimSuffix(m.Path, " (deleted)"))
+	if dir == "/dev" {
+		return "" // MAP_SHARED|MAP_ANONYMOUS shows as /dev/zero
+	}
+	var major, minor uint32
+	if _, err := fmt.Sscanf(m.Dev, "%x:%x", &major, &minor); err != nil {
+		return ""
+	}
+	root := fmt.Sprintf("/proc/%d/root", pid)
+	var fs unix.Statfs_t
+	if err := unix.Statfs(root+dir, &fs); err != nil || fs.Type != tmpfsMagic {
+		return ""
+	}
+	ents, err := os.ReadDir(root + dir)
+	if err != nil {
+		return ""
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Lstat(root+dir+"/"+e.Name(), &st) != nil {
+			continue
+		}
+		if st.Ino == m.Inode && unix.Major(st.Dev) == major && unix.Minor(st.Dev) == minor {
+			return filepath.Join(dir, e.Name())
+		}
+	}
+	return ""
 }

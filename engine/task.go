@@ -350,8 +350,9 @@ func preflight(p *image.Process, opts RestoreOptions, root string) error {
 		return fmt.Errorf("executable: %w", err)
 	}
 	// A file the job writes through a shared mapping has other contents
-	// by now: the restore writes the job's pages back. Any other mapped
-	// file must be the one the job had.
+	// and mtime by now: the restore writes the job's pages back, and only
+	// its size must be the same. Any other mapped file must be the one
+	// the job had.
 	writtenShared := map[string]bool{}
 	for _, v := range p.VMAs {
 		if v.File != nil && v.Kind == image.VMAFileShared && v.Prot&unix.PROT_WRITE != 0 {
@@ -362,11 +363,11 @@ func preflight(p *image.Process, opts RestoreOptions, root string) error {
 	for _, v := range p.VMAs {
 		if v.File != nil && !seen[v.File.Path] {
 			seen[v.File.Path] = true
-			want := *v.File
-			if writtenShared[want.Path] {
-				want.Head, want.Tail = "", ""
+			check := checkFileID
+			if writtenShared[v.File.Path] {
+				check = checkFileSize
 			}
-			if err := checkFileID(root, &want); err != nil {
+			if err := check(root, v.File); err != nil {
 				return fmt.Errorf("mapped file: %w", err)
 			}
 		}

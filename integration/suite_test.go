@@ -95,6 +95,7 @@ var suiteEntries = []suiteEntry{
 	{name: "bash_gzip", prog: "pipeline.sh", tools: []string{"bash", "grep", "gzip"}},
 	{name: "make_j2", prog: "make.sh", tools: []string{"bash", "make", "grep", "sleep"}, progress: 4},
 	{name: "python_pool", prog: "pool.py", tools: []string{pythonPath}},
+	{name: "python_shm", prog: "mp_shm.py", tools: []string{pythonPath}},
 	{name: "prodcons", prog: "prodcons.c"},
 
 	{name: "refuse_tcp", prog: "refuse.c", args: []string{"tcp", "{port}"}, refuse: []string{"tcp", "inet"}},
