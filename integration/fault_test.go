@@ -78,7 +78,6 @@ func TestFaultInjection(t *testing.T) {
 	j.checkList()
 }
 
-
 // envInt reads a positive integer setting from the environment.
 func envInt(t *testing.T, name string, def int) int {
 	t.Helper()
