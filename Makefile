@@ -4,6 +4,7 @@
 #   make test          unit and integration tests (installs dependencies when
 #                      root), the kernel matrix on Debian 11's 5.10 kernel
 #   make test-kernels  the kernel matrix on 5.10, 6.1 and 6.12 (qemu)
+#   make fuzz          the image decoders under the fuzzer (FUZZTIME each)
 #   make test-rhel8    the integration tests again with mainline 4.18's
 #                      feature set (CKPT_APPTAINER_DISABLE=rhel8)
 #   make bench         benchmarks (one iteration each)
@@ -45,7 +46,7 @@ TEST_KERNELS ?= 5.10
 ALL_KERNELS := 5.10 6.1 6.12
 TEST_ENV := /run/ckpt-apptainer-test.env
 
-.PHONY: all build deps test test-kernels test-rhel8 bench demo lint clean
+.PHONY: all build deps test fuzz test-kernels test-rhel8 test-nodes bench demo lint clean
 
 all: build
 
@@ -71,6 +72,14 @@ deps:
 
 test: deps build
 	CKPT_TEST_KERNELS=$(subst $(eval) ,$(comma),$(TEST_KERNELS)) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) fuzz
+
+# The image decoders under the fuzzer for a short while (FUZZTIME each);
+# new crashers land in testdata/fuzz and fail the run.
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzReadManifest$$' -fuzztime $(FUZZTIME) ./engine/image
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateCore$$' -fuzztime $(FUZZTIME) ./engine
 
 test-kernels: build
 	scripts/fetch-kernels.sh $(ALL_KERNELS)
