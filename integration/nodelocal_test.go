@@ -11,8 +11,8 @@ var shmNameLine = regexp.MustCompile(`(?m)^I main shm (\S+)$`)
 
 // TestNodeLocalFilesRecreated restarts jobs as a requeue onto another node
 // would find them: their files in /dev/shm (POSIX shared memory, named
-// semaphores, Python's shared_memory) and their log on this node's disk
-// are gone. The restart re-creates them from the checkpoint, says so, and
+// semaphores, Python's shared_memory), their scratch file and their log
+// on this node's disk are gone. The restart re-creates them from the checkpoint, says so, and
 // the jobs go on with every step logged once.
 func TestNodeLocalFilesRecreated(t *testing.T) {
 	e := setup(t)
@@ -23,7 +23,7 @@ func TestNodeLocalFilesRecreated(t *testing.T) {
 	}
 	type nodeCase struct{ entry, flavor string }
 	var cases []nodeCase
-	for _, name := range []string{"posix_shm", "posix_sem", "python_shm"} {
+	for _, name := range []string{"posix_shm", "posix_sem", "python_shm", "node_local"} {
 		for _, fl := range []string{"user-v2", "root-v2"} {
 			cases = append(cases, nodeCase{name, fl})
 		}
@@ -53,7 +53,8 @@ func TestNodeLocalFilesRecreated(t *testing.T) {
 			if len(gone) == 0 {
 				r.fatalf("another node", "found none of the job's files in /dev/shm")
 			}
-			gone = append(gone, r.j.path(suiteLog))
+			scratch, _ := filepath.Glob(r.j.path("*-node-scratch"))
+			gone = append(append(gone, scratch...), r.j.path(suiteLog))
 			for _, f := range gone {
 				if err := os.Remove(f); err != nil {
 					r.fatalf("another node", "%v", err)

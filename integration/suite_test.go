@@ -22,7 +22,7 @@ type suiteEntry struct {
 	// prog is the file in testdata/suite: NAME.c is built to NAME, a .sh
 	// runs with bash, a .py with pythonPath.
 	prog string
-	args []string // after LOG TICKS; "{port}" becomes the test's TCP port
+	args []string // after LOG TICKS; "{port}" becomes the test's TCP port, "{dir}" the log's directory
 	// tools are the commands the entry needs besides its program.
 	tools []string
 	// refuse, when set, lists the words of which the checkpoint error must
@@ -62,6 +62,7 @@ var suiteEntries = []suiteEntry{
 	{name: "sysv_msg", prog: "sysv_msg.c"},
 	{name: "file_map", prog: "file_map.c"},
 	{name: "posix_sem", prog: "posix_sem.c"},
+	{name: "node_local", prog: "nodelocal.c", args: []string{"{dir}"}},
 
 	{name: "pipe_inflight", prog: "pipe_inflight.c"},
 	{name: "fifo", prog: "fifo.c"},
@@ -324,7 +325,8 @@ func (e suiteEntry) argv(b *suiteBins, log string, ticks int, port string) []str
 		argv = []string{filepath.Join(b.dir, strings.TrimSuffix(e.prog, ".c")), log, strconv.Itoa(ticks)}
 	}
 	for _, a := range e.args {
-		argv = append(argv, strings.ReplaceAll(a, "{port}", port))
+		a = strings.ReplaceAll(a, "{port}", port)
+		argv = append(argv, strings.ReplaceAll(a, "{dir}", filepath.Dir(log)))
 	}
 	return argv
 }
