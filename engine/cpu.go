@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/xstate"
 )
 
 // A restored job runs the code it was running: code that checked for AVX2
@@ -46,7 +47,12 @@ func cpuInfo() (*image.CPU, error) {
 		return nil, fmt.Errorf("cpu features: %w", err)
 	}
 	defer f.Close()
-	return parseCPUInfo(bufio.NewScanner(f))
+	cpu, err := parseCPUInfo(bufio.NewScanner(f))
+	if err != nil {
+		return nil, err
+	}
+	cpu.XState = xstate.Local()
+	return cpu, nil
 }
 
 func parseCPUInfo(sc *bufio.Scanner) (*image.CPU, error) {
@@ -113,10 +119,62 @@ func CPUSeen(seen *image.CPU) (*image.CPU, error) {
 	for _, f := range append(append([]string(nil), seen.Flags...), here.Flags...) {
 		flags[f] = true
 	}
-	out := &image.CPU{Model: here.Model}
+	// The threads' XSAVE areas are read here, in this CPU's layout.
+	out := &image.CPU{Model: here.Model, XState: here.XState}
 	for f := range flags {
 		out.Flags = append(out.Flags, f)
 	}
 	sort.Strings(out.Flags)
 	return out, nil
+}
+
+// checkXState refuses, before anything starts, a process whose threads
+// use register state this CPU cannot take: a component it lacks, or one
+// of another size. The flags check names most of them; this is the one a
+// restore would otherwise fail on half-way.
+func checkXState(p *image.Process, cpu *image.CPU) error {
+	if cpu == nil || len(cpu.XState) == 0 {
+		return nil
+	}
+	here := xstate.Local()
+	for _, th := range p.Threads {
+		if len(th.XState) == 0 {
+			continue
+		}
+		if err := xstate.Movable(th.XState, cpu.XState, here); err != nil {
+			return fmt.Errorf("thread %d: %w (checkpointed on %q)", th.TID, err, cpu.Model)
+		}
+	}
+	return nil
+}
+
+// xstateHere is a thread's recorded XSAVE area as this CPU takes it: the
+// kernel accepts only an area of its own size, in its own layout, which
+// on another CPU model (a requeue onto another node) differ.
+func (r *restorer) xstateHere(tid int, saved []byte) ([]byte, error) {
+	if len(saved) == 0 {
+		return nil, nil
+	}
+	current, err := r.t.GetXState(tid)
+	if err != nil {
+		return nil, err
+	}
+	var from xstate.Layout
+	model := "another CPU"
+	if cpu := r.job.opts.Gen.Manifest.CPU; cpu != nil {
+		from, model = cpu.XState, fmt.Sprintf("%q", cpu.Model)
+	}
+	here := xstate.Local()
+	if len(from) == 0 {
+		if len(current) != len(saved) {
+			return nil, fmt.Errorf("the XSAVE area is %d bytes here, %d on %s, and the image does not record its layout: restart on a node with that CPU",
+				len(current), len(saved), model)
+		}
+		return saved, nil
+	}
+	if len(current) == len(saved) && from.Equal(here) {
+		return saved, nil
+	}
+	r.log.Debugf("tid %d: XSAVE area moved from the layout of %s (%d bytes) to this CPU's (%d bytes)", tid, model, len(saved), len(current))
+	return xstate.Convert(saved, from, len(current), here)
 }

@@ -343,6 +343,11 @@ func preflight(p *image.Process, opts RestoreOptions, root string) error {
 	if uid := os.Getuid(); p.Creds.UID[0] != uid {
 		return fmt.Errorf("the checkpoint was taken as uid %d; restart it as that user (running as %d)", p.Creds.UID[0], uid)
 	}
+	if root == "" {
+		if err := checkXState(p, opts.Gen.Manifest.CPU); err != nil {
+			return err
+		}
+	}
 	if opts.Container != nil && root == "" {
 		return nil
 	}

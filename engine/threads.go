@@ -300,7 +300,11 @@ func (r *restorer) restoreThreadState(th *ptrace.Thread, st *image.Thread) error
 func (r *restorer) setFinalRegs(th *ptrace.Thread, st *image.Thread) error {
 	regs := ptrace.Regs(st.Regs)
 	ptrace.ResolveRestart(&regs)
-	if err := r.t.SetXState(th.TID, st.XState); err != nil {
+	area, err := r.xstateHere(th.TID, st.XState)
+	if err != nil {
+		return fmt.Errorf("tid %d: %w", st.TID, err)
+	}
+	if err := r.t.SetXState(th.TID, area); err != nil {
 		return err
 	}
 	return r.t.SetRegs(th.TID, &regs)

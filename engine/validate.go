@@ -10,6 +10,7 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/xstate"
 )
 
 // Bounds on what one image may ask of a restore. They are far above what a
@@ -64,6 +65,9 @@ func Validate(gen *image.Generation) error {
 // validateImage checks the processes of gen (in manifest order).
 func validateImage(gen *image.Generation, procs []*image.Process) error {
 	v := &validator{gen: gen.Gen, pidMax: pidMax(), tids: map[int]int{}}
+	if cpu := gen.Manifest.CPU; cpu != nil {
+		v.xstate = cpu.XState
+	}
 	if len(procs) > maxTasks {
 		return v.fail(0, "%d processes, at most %d", len(procs), maxTasks)
 	}
@@ -92,6 +96,8 @@ type validator struct {
 	pidMax int
 	// tids maps every pid and tid seen to the process it belongs to.
 	tids map[int]int
+	// xstate is the layout of the threads' XSAVE areas.
+	xstate xstate.Layout
 }
 
 func (v *validator) fail(pid int, format string, args ...any) error {
@@ -185,6 +191,14 @@ func (v *validator) thread(p *image.Process, i int) error {
 	}
 	if len(th.XState) > ptrace.MaxXStateSize {
 		return fmt.Errorf("XSAVE area of %d bytes, at most %d", len(th.XState), ptrace.MaxXStateSize)
+	}
+	if len(th.XState) > 0 {
+		if _, err := xstate.InUse(th.XState); err != nil {
+			return err
+		}
+		if err := v.xstate.Check(len(th.XState)); err != nil {
+			return fmt.Errorf("the image's CPU: %w", err)
+		}
 	}
 	if len(th.Pending) > maxPendingSignals {
 		return fmt.Errorf("%d pending signals", len(th.Pending))

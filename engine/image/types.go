@@ -5,6 +5,8 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/xstate"
 )
 
 // FormatVersion is the version of the on-disk layout described in this file.
@@ -153,6 +155,10 @@ type CPU struct {
 	// Flags are the instruction-set extensions /proc/cpuinfo lists that a
 	// program can use (engine's isaFlags), sorted.
 	Flags []string `json:"flags"`
+	// XState is where this node's CPU lays out the extended register
+	// state the threads' XSAVE areas hold, so that a CPU laying it out
+	// otherwise can take them.
+	XState xstate.Layout `json:"xstate,omitempty"`
 }
 
 // FileSum is the size and xxHash64 checksum of one data file. The checksum
