@@ -6,8 +6,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
@@ -58,10 +60,29 @@ var sharedFilesystems = map[int64]string{
 	0x794c7630: "overlay",
 }
 
-// localKind says whether a file on a file system of type fsType is
-// node-local, and why; "" for a reference. written says the job writes it.
-func localKind(fsType int64, written bool) string {
+// sharedMountTypes are the mount types (mountinfo's) of the same file
+// systems. They decide first: a 9p or virtiofs mount reports the statfs
+// magic of the file system its server exports from, which may be a local
+// disk or a tmpfs of the host.
+var sharedMountTypes = map[string]bool{
+	"nfs": true, "nfs4": true, "smb3": true, "cifs": true, "lustre": true, "gpfs": true, "ceph": true,
+	"afs": true, "9p": true, "virtiofs": true, "ocfs2": true, "gfs2": true, "panfs": true, "orangefs": true,
+	"beegfs": true, "squashfs": true, "iso9660": true, "overlay": true, "fuse": true, "fuseblk": true,
+}
+
+// sharedMountType says whether a mount of type mountType (mountinfo's
+// name, "" when unknown) is one of sharedMountTypes.
+func sharedMountType(mountType string) bool {
+	return sharedMountTypes[mountType] || strings.HasPrefix(mountType, "fuse.")
+}
+
+// localKind says whether a file on a file system of type fsType, on a
+// mount of type mountType, is node-local, and why; "" for a reference.
+// written says the job writes it.
+func localKind(fsType int64, mountType string, written bool) string {
 	switch {
+	case sharedMountType(mountType):
+		return ""
 	case fsType == tmpfsMagic:
 		return "tmpfs"
 	case fsType == ramfsMagic:
@@ -80,13 +101,15 @@ type localSaver struct {
 	limit, used int64
 	// seen are the files already considered, by device and inode.
 	seen map[fileKey]bool
+	// mountTypes are the types of each process's mounts, by mount id.
+	mountTypes map[int]map[uint64]string
 }
 
 func newLocalSaver(limit int64) *localSaver {
 	if limit <= 0 {
 		limit = DefaultLocalLimit
 	}
-	return &localSaver{limit: limit, seen: map[fileKey]bool{}}
+	return &localSaver{limit: limit, seen: map[fileKey]bool{}, mountTypes: map[int]map[uint64]string{}}
 }
 
 // saveLocalFiles saves the node-local files process p (host pid hostPID)
@@ -126,7 +149,7 @@ func (jd *jobDump) saveLocal(hostPID int, id *image.FileID, written bool) error 
 	if err := unix.Statfs(path, &fs); err != nil {
 		return fmt.Errorf("%s: %w", id.Path, err)
 	}
-	where := localKind(fs.Type, written)
+	where := localKind(fs.Type, ls.mountType(hostPID, path), written)
 	if where == "" {
 		return nil
 	}
@@ -232,4 +255,27 @@ func createLocalFile(gen *image.Generation, lf image.LocalFile, path string) err
 	// The mtime is part of what identifies a mapped file.
 	mtime := time.Unix(0, lf.File.MtimeNs)
 	return os.Chtimes(path, time.Now(), mtime)
+}
+
+// mountType is the type of the mount that holds path, as process hostPID
+// sees its mounts; "" when the kernel cannot say (statx learnt the mount
+// id in 5.8).
+func (ls *localSaver) mountType(hostPID int, path string) string {
+	var stx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, 0, unix.STATX_MNT_ID, &stx); err != nil || stx.Mask&unix.STATX_MNT_ID == 0 {
+		return ""
+	}
+	types, ok := ls.mountTypes[hostPID]
+	if !ok {
+		types = map[uint64]string{}
+		if f, err := os.Open(fmt.Sprintf("/proc/%d/mountinfo", hostPID)); err == nil {
+			infos, _ := mountinfo.GetMountsFromReader(f, nil)
+			f.Close()
+			for _, mi := range infos {
+				types[uint64(mi.ID)] = mi.FSType
+			}
+		}
+		ls.mountTypes[hostPID] = types
+	}
+	return types[stx.Mnt_id]
 }

@@ -16,21 +16,29 @@ import (
 
 func TestLocalKind(t *testing.T) {
 	tests := []struct {
-		fsType  int64
-		written bool
-		want    string
+		fsType    int64
+		mountType string
+		written   bool
+		want      string
 	}{
-		{tmpfsMagic, false, "tmpfs"},
-		{ramfsMagic, true, "ramfs"},
-		{0xef53, true, "local disk"}, // ext4
-		{0xef53, false, ""},          // a program or library, on every node
-		{0x6969, true, ""},           // NFS
-		{0x0bd00bd0, true, ""},       // Lustre
-		{0x65735546, true, ""},       // FUSE (virtiofs, sshfs, squashfuse)
+		{tmpfsMagic, "tmpfs", false, "tmpfs"},
+		{ramfsMagic, "ramfs", true, "ramfs"},
+		{0xef53, "ext4", true, "local disk"},
+		{0xef53, "ext4", false, ""}, // a program or library, on every node
+		{0x6969, "nfs4", true, ""},
+		{0x0bd00bd0, "lustre", true, ""},
+		{0x65735546, "fuse.sshfs", true, ""},
+		{0x65735546, "", true, ""}, // a kernel that cannot name the mount
+		{tmpfsMagic, "", false, "tmpfs"},
+		{0xef53, "", true, "local disk"},
+		// 9p and virtiofs pass the exporting file system's magic on.
+		{0xef53, "9p", true, ""},
+		{tmpfsMagic, "9p", true, ""},
+		{0xef53, "virtiofs", true, ""},
 	}
 	for _, tt := range tests {
-		if got := localKind(tt.fsType, tt.written); got != tt.want {
-			t.Errorf("localKind(%#x, %v) = %q, want %q", tt.fsType, tt.written, got, tt.want)
+		if got := localKind(tt.fsType, tt.mountType, tt.written); got != tt.want {
+			t.Errorf("localKind(%#x, %q, %v) = %q, want %q", tt.fsType, tt.mountType, tt.written, got, tt.want)
 		}
 	}
 }
