@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +18,12 @@ import (
 )
 
 // The control socket lives in the checkpoint directory (0700), so only its
-// owner can reach it; the socket itself is 0600 as well.
+// owner can reach it; the socket itself is 0600 as well. Where the
+// directory cannot hold it (a file system that takes no sockets, as 9p
+// and some cluster file systems, or a path longer than a socket address
+// allows) it lives in the user's runtime directory on this node instead,
+// named after the checkpoint directory's device and inode, which the
+// client finds the same way.
 const controlName = "control.sock"
 
 // maxSocketPath is the room in sockaddr_un.sun_path.
@@ -32,18 +39,17 @@ type controlRequest struct {
 
 // listenControl serves checkpoint requests for s until the listener closes.
 func listenControl(dir string, s *supervisor) (net.Listener, error) {
-	path := controlPath(dir)
-	if len(path) > maxSocketPath {
-		return nil, fmt.Errorf("control socket path %s is %d bytes, more than the %d a unix socket allows: use a shorter --ckpt-dir", path, len(path), maxSocketPath)
-	}
-	// A socket left by a supervisor that died: the directory lock we hold
-	// proves nobody serves it.
-	os.Remove(path)
-	old := unix.Umask(0o177)
-	ln, err := net.Listen("unix", path)
-	unix.Umask(old)
+	ln, err := listenUnix(controlPath(dir))
 	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
+		path, rerr := runtimeControlPath(dir, true)
+		if rerr != nil {
+			return nil, fmt.Errorf("control socket: %w; in the runtime directory: %w", err, rerr)
+		}
+		var err2 error
+		if ln, err2 = listenUnix(path); err2 != nil {
+			return nil, fmt.Errorf("control socket: %w; %w", err, err2)
+		}
+		s.log.Debugf("control socket %s: the checkpoint directory cannot hold one (%v)", path, err)
 	}
 	go func() {
 		for {
@@ -56,6 +62,64 @@ func listenControl(dir string, s *supervisor) (net.Listener, error) {
 		}
 	}()
 	return ln, nil
+}
+
+// listenUnix listens on a socket at path, owner-only.
+func listenUnix(path string) (net.Listener, error) {
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("socket path %s is %d bytes, more than the %d a socket address holds", path, len(path), maxSocketPath)
+	}
+	// A socket left by a supervisor that died: the directory lock we hold
+	// proves nobody serves it.
+	os.Remove(path)
+	old := unix.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	unix.Umask(old)
+	return ln, err
+}
+
+// runtimeControlPath is where the control socket of dir lives when dir
+// cannot hold it: in $XDG_RUNTIME_DIR/ckpt-apptainer, else in
+// ckpt-apptainer-UID in the temporary directory, either of which must be
+// the user's own and private. create makes the directory when missing.
+func runtimeControlPath(dir string, create bool) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return "", fmt.Errorf("stat %s: %w", dir, err)
+	}
+	base := filepath.Join(os.TempDir(), fmt.Sprintf("ckpt-apptainer-%d", os.Getuid()))
+	if xdg := os.Getenv("XDG_RUNTIME_DIR"); filepath.IsAbs(xdg) {
+		base = filepath.Join(xdg, "ckpt-apptainer")
+	}
+	if create {
+		if err := os.Mkdir(base, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return "", err
+		}
+	}
+	var bst unix.Stat_t
+	if err := unix.Lstat(base, &bst); err != nil {
+		return "", err
+	}
+	if bst.Mode&unix.S_IFMT != unix.S_IFDIR || int(bst.Uid) != os.Getuid() || bst.Mode&0o077 != 0 {
+		return "", fmt.Errorf("%s is not a directory of yours that only you can use (mode %#o, owner %d): remove it", base, bst.Mode&0o7777, bst.Uid)
+	}
+	sum := sha256.Sum256(fmt.Appendf(nil, "%d:%d", st.Dev, st.Ino))
+	return filepath.Join(base, "ckpt-"+hex.EncodeToString(sum[:8])+".sock"), nil
+}
+
+// dialControl connects to the supervisor of dir: in dir, else in the
+// runtime directory.
+func dialControl(dir string) (net.Conn, error) {
+	conn, err := net.DialTimeout("unix", controlPath(dir), 5*time.Second)
+	if err == nil {
+		return conn, nil
+	}
+	if path, rerr := runtimeControlPath(dir, false); rerr == nil {
+		if c, err2 := net.DialTimeout("unix", path, 5*time.Second); err2 == nil {
+			return c, nil
+		}
+	}
+	return nil, err
 }
 
 func serveControl(conn net.Conn, s *supervisor) {
@@ -85,7 +149,7 @@ func serveControl(conn net.Conn, s *supervisor) {
 
 // requestCheckpoint asks the supervisor serving dir for a checkpoint.
 func requestCheckpoint(dir string, kill bool, timeout time.Duration) (*checkpointResult, error) {
-	conn, err := net.DialTimeout("unix", controlPath(dir), 5*time.Second)
+	conn, err := dialControl(dir)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
 			if pid := startingSupervisor(dir); pid != 0 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,5 +73,63 @@ func TestCommittedSince(t *testing.T) {
 	got := committedSince(dir, before)
 	if got == nil || got.Generation != 2 || got.Stopped != time.Second || got.Bytes == 0 {
 		t.Fatalf("committedSince = %+v, want generation 2 with its figures", got)
+	}
+}
+
+func TestRuntimeControlPath(t *testing.T) {
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T, runtime string) // makes runtime/ckpt-apptainer as a case needs
+		wantErr string
+	}{
+		{"made when missing", func(*testing.T, string) {}, ""},
+		{"private directory kept", func(t *testing.T, rt string) { mkdir(t, filepath.Join(rt, "ckpt-apptainer"), 0o700) }, ""},
+		{"directory others can read", func(t *testing.T, rt string) { mkdir(t, filepath.Join(rt, "ckpt-apptainer"), 0o755) }, "only you can use"},
+		{"link to a directory", func(t *testing.T, rt string) {
+			mkdir(t, filepath.Join(rt, "elsewhere"), 0o700)
+			if err := os.Symlink(filepath.Join(rt, "elsewhere"), filepath.Join(rt, "ckpt-apptainer")); err != nil {
+				t.Fatal(err)
+			}
+		}, "not a directory of yours"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rt := t.TempDir()
+			t.Setenv("XDG_RUNTIME_DIR", rt)
+			tt.prepare(t, rt)
+			ckpt := t.TempDir()
+			got, err := runtimeControlPath(ckpt, true)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("runtimeControlPath = %q, %v; want an error containing %q", got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if filepath.Dir(got) != filepath.Join(rt, "ckpt-apptainer") || len(got) > maxSocketPath {
+				t.Errorf("runtimeControlPath = %q: want a short path in %s/ckpt-apptainer", got, rt)
+			}
+			// The client finds the same path without creating anything;
+			// another directory gets another one.
+			again, err := runtimeControlPath(ckpt, false)
+			if err != nil || again != got {
+				t.Errorf("second lookup = %q, %v; want %q", again, err, got)
+			}
+			if other, _ := runtimeControlPath(t.TempDir(), false); other == got {
+				t.Errorf("two checkpoint directories share the socket path %q", got)
+			}
+		})
+	}
+}
+
+func mkdir(t *testing.T, path string, mode os.FileMode) {
+	t.Helper()
+	if err := os.Mkdir(path, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
 	}
 }

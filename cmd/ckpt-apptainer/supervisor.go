@@ -247,6 +247,9 @@ func (s *supervisor) startSandbox(opts namespaces.Options) error {
 func (s *supervisor) close() {
 	s.dropCgroup()
 	os.Remove(controlPath(s.dir))
+	if path, err := runtimeControlPath(s.dir, false); err == nil {
+		os.Remove(path)
+	}
 	s.unlock()
 }
 
