@@ -51,7 +51,7 @@ func cpuInfo() (*image.CPU, error) {
 	if err != nil {
 		return nil, err
 	}
-	cpu.XState = xstate.Local()
+	cpu.XState, cpu.XFeatures = xstate.Local(), xstate.Enabled()
 	return cpu, nil
 }
 
@@ -91,6 +91,15 @@ func parseCPUInfo(sc *bufio.Scanner) (*image.CPU, error) {
 	return cpu, nil
 }
 
+// extraXFeatures are the register state components this node's CPU
+// enables that some node the job ran on did not.
+func extraXFeatures(want, have *image.CPU) uint64 {
+	if want.XFeatures == 0 || have.XFeatures == 0 {
+		return 0 // an image or a CPU that does not say
+	}
+	return have.XFeatures &^ want.XFeatures
+}
+
 // missingCPUFlags lists the flags of want this node's CPU lacks.
 func missingCPUFlags(want, have *image.CPU) []string {
 	got := map[string]bool{}
@@ -120,7 +129,10 @@ func CPUSeen(seen *image.CPU) (*image.CPU, error) {
 		flags[f] = true
 	}
 	// The threads' XSAVE areas are read here, in this CPU's layout.
-	out := &image.CPU{Model: here.Model, XState: here.XState}
+	out := &image.CPU{Model: here.Model, XState: here.XState, XFeatures: here.XFeatures}
+	if seen.XFeatures != 0 {
+		out.XFeatures &= seen.XFeatures
+	}
 	for f := range flags {
 		out.Flags = append(out.Flags, f)
 	}

@@ -69,3 +69,38 @@ func TestCheckRequirementsRefusesMissingCPUFeature(t *testing.T) {
 		t.Fatalf("err = %v, want the missing extension avx512_4vnniw named, and only it", err)
 	}
 }
+
+func TestExtraXFeatures(t *testing.T) {
+	const sse, avx, mpx, avx512, pkru = 0x3, 1 << 2, 1<<3 | 1<<4, 7 << 5, 1 << 9
+	tests := []struct {
+		name       string
+		want, have uint64
+		extra      uint64
+	}{
+		{"same CPU", sse | avx, sse | avx, 0},
+		{"fewer here", sse | avx | avx512, sse | avx, 0},
+		{"MPX and PKRU here", sse | avx, sse | avx | mpx | pkru, mpx | pkru},
+		{"AVX-512 here", sse | avx, sse | avx | avx512, avx512},
+		{"image without it", 0, sse | avx | avx512, 0},
+	}
+	for _, tt := range tests {
+		got := extraXFeatures(&image.CPU{XFeatures: tt.want}, &image.CPU{XFeatures: tt.have})
+		if got != tt.extra {
+			t.Errorf("%s: extra %#x, want %#x", tt.name, got, tt.extra)
+		}
+	}
+}
+
+func TestCPUSeenKeepsCommonXFeatures(t *testing.T) {
+	here, err := CPUSeen(nil)
+	if err != nil || here.XFeatures == 0 {
+		t.Skip("this CPU does not say its register state")
+	}
+	seen, err := CPUSeen(&image.CPU{Model: "old node", XFeatures: 0x7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen.XFeatures != here.XFeatures&0x7 {
+		t.Errorf("CPUSeen XFeatures = %#x, want what both nodes enable, %#x", seen.XFeatures, here.XFeatures&0x7)
+	}
+}

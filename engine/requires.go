@@ -7,6 +7,7 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/xstate"
 )
 
 // requirements lists the kernel features a restart of the checkpoint needs
@@ -75,6 +76,10 @@ func CheckRequirements(m *image.Manifest, noTimeNamespace bool) error {
 		if miss := missingCPUFlags(m.CPU, here); len(miss) > 0 {
 			e.Missing = append(e.Missing, fmt.Sprintf("the CPU extensions %s, which the job may use (checkpointed on %q, this node has %q)",
 				strings.Join(miss, " "), m.CPU.Model, here.Model))
+		}
+		if extra := extraXFeatures(m.CPU, here); extra != 0 {
+			e.Missing = append(e.Missing, fmt.Sprintf("a CPU enabling no register state the job's nodes did not: this one adds %s, and the job's programs sized their register save areas without it (glibc's dynamic linker does), so they would overflow them; restart on a node like the one the job started on",
+				strings.Join(xstate.Names(extra), ", ")))
 		}
 	}
 	if !s.Has(kernel.Clone3SetTID) && !s.Has(kernel.NSLastPID) {

@@ -23,7 +23,9 @@ const xstateGap = 64
 // an Intel server part with MPX's gap to one without, or the reverse).
 // The restore moves every register to this CPU's place and the job
 // finishes with every check passed. The same generation claiming
-// register state no CPU has is refused before the job starts, naming it.
+// register state no CPU has is refused before the job starts, naming it,
+// and so is a generation whose nodes enabled less register state than
+// this one.
 func TestXStateOtherLayout(t *testing.T) {
 	e := setup(t)
 	here := xstate.Local()
@@ -38,6 +40,20 @@ func TestXStateOtherLayout(t *testing.T) {
 	j.waitLines(s, log, 5)
 	c := j.checkpoint()
 	s.kill()
+
+	// A job whose nodes enabled less register state than this one: its
+	// programs' save areas would overflow here.
+	g := openGenEdit(t, j.genDir(c.Generation))
+	enabled := g.m.CPU.XFeatures
+	last := here[len(here)-1].Index
+	g.m.CPU.XFeatures = enabled &^ (1 << last)
+	g.reseal()
+	s = j.restart()
+	if code := s.waitExit(progressTimeout); code == 0 || !s.outputContains("this one adds "+xstate.Name(last)) {
+		t.Fatalf("restart exited %d and does not name the register state this node adds:\n%s", code, s.output())
+	}
+	g.m.CPU.XFeatures = enabled
+	g.reseal()
 
 	other := make(xstate.Layout, len(here))
 	for i, c := range here {
@@ -66,7 +82,7 @@ func TestXStateOtherLayout(t *testing.T) {
 		}
 		return moved
 	})
-	g := openGenEdit(t, j.genDir(c.Generation))
+	g = openGenEdit(t, j.genDir(c.Generation))
 	g.m.CPU.XState = other
 	g.reseal()
 	moved := j.path("moved-generation")

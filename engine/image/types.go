@@ -159,6 +159,11 @@ type CPU struct {
 	// state the threads' XSAVE areas hold, so that a CPU laying it out
 	// otherwise can take them.
 	XState xstate.Layout `json:"xstate,omitempty"`
+	// XFeatures are the register state components (XCR0) every node the
+	// job ran on enabled. A program sizes its XSAVE buffers on the node
+	// it starts on (glibc's dynamic linker does); a node enabling more
+	// would overflow them.
+	XFeatures uint64 `json:"xfeatures,omitempty"`
 }
 
 // FileSum is the size and xxHash64 checksum of one data file. The checksum

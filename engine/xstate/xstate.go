@@ -72,36 +72,59 @@ func Name(i int) string {
 }
 
 var (
-	localOnce   sync.Once
-	localLayout Layout
+	localOnce    sync.Once
+	localLayout  Layout
+	localEnabled uint64
 )
 
-// Local is the layout of this CPU's user state components (those XCR0 may
-// enable: CPUID 0xD sub-leaf 0), in Index order. It is empty on a CPU
+// Enabled is XCR0: the state components the kernel enabled on this CPU,
+// which every XSAVE a program runs may write. 0 on a CPU without XSAVE.
+func Enabled() uint64 {
+	localOnce.Do(readLocal)
+	return localEnabled
+}
+
+// Local is the layout of the user state components beyond SSE the kernel
+// enabled on this CPU (XCR0), in Index order. It is empty on a CPU
 // without XSAVE.
 func Local() Layout {
-	localOnce.Do(func() {
-		if max, _, _, _ := cpuid(0, 0); max < 0xd {
-			return
-		}
-		if _, _, ecx, _ := cpuid(1, 0); ecx&(1<<26) == 0 {
-			return
-		}
-		lo, _, _, hi := cpuid(0xd, 0)
-		user := uint64(hi)<<32 | uint64(lo)
-		for i := firstExtended; i <= MaxComponent; i++ {
-			if user&(1<<i) == 0 {
-				continue
-			}
-			size, off, _, _ := cpuid(0xd, uint32(i))
-			if size == 0 {
-				continue
-			}
-			localLayout = append(localLayout, Component{Index: i, Offset: off, Size: size})
-		}
-		sort.Slice(localLayout, func(a, b int) bool { return localLayout[a].Index < localLayout[b].Index })
-	})
+	localOnce.Do(readLocal)
 	return localLayout
+}
+
+func readLocal() {
+	if max, _, _, _ := cpuid(0, 0); max < 0xd {
+		return
+	}
+	// XSAVE, and the kernel turned it on (OSXSAVE).
+	if _, _, ecx, _ := cpuid(1, 0); ecx&(1<<26) == 0 || ecx&(1<<27) == 0 {
+		return
+	}
+	lo, hi := xgetbv0()
+	localEnabled = uint64(hi)<<32 | uint64(lo)
+	for i := firstExtended; i <= MaxComponent; i++ {
+		if localEnabled&(1<<i) == 0 {
+			continue
+		}
+		size, off, ecx, _ := cpuid(0xd, uint32(i))
+		// Supervisor components (ECX bit 0) are not in user areas.
+		if size == 0 || ecx&1 != 0 {
+			continue
+		}
+		localLayout = append(localLayout, Component{Index: i, Offset: off, Size: size})
+	}
+	sort.Slice(localLayout, func(a, b int) bool { return localLayout[a].Index < localLayout[b].Index })
+}
+
+// Names lists the components of mask beyond SSE, for messages.
+func Names(mask uint64) []string {
+	var out []string
+	for i := firstExtended; i <= MaxComponent; i++ {
+		if mask&(1<<i) != 0 {
+			out = append(out, Name(i))
+		}
+	}
+	return out
 }
 
 // Check refuses a layout that places a component outside an area of at

@@ -104,5 +104,25 @@ func TestLocalLayout(t *testing.T) {
 	if c, ok := l.find(2); ok && (c.Offset != 576 || c.Size != 256) {
 		t.Errorf("AVX at %d, %d bytes; every CPU puts it at 576, 256 bytes", c.Offset, c.Size)
 	}
-	t.Logf("layout %v, whole area %d bytes", l, maxAll)
+	en := Enabled()
+	if en&3 != 3 {
+		t.Errorf("XCR0 %#x lacks x87 or SSE", en)
+	}
+	for _, c := range l {
+		if en&(1<<c.Index) == 0 {
+			t.Errorf("%s is in the layout but not enabled (XCR0 %#x)", Name(c.Index), en)
+		}
+	}
+	if _, size, _, _ := cpuid(0xd, 0); len(l) > 0 {
+		last := l[len(l)-1]
+		for _, c := range l {
+			if c.Offset > last.Offset {
+				last = c
+			}
+		}
+		if last.Offset+last.Size > size {
+			t.Errorf("%s ends at %d, past the enabled area of %d bytes", Name(last.Index), last.Offset+last.Size, size)
+		}
+	}
+	t.Logf("XCR0 %#x (%v), layout %v, whole area %d bytes", en, Names(en), l, maxAll)
 }
