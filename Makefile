@@ -4,6 +4,8 @@
 #   make test          unit and integration tests (installs dependencies when
 #                      root), the kernel matrix on Debian 11's 5.10 kernel
 #   make test-kernels  the kernel matrix on 5.10, 6.1 and 6.12 (qemu)
+#   make test-nodes    a job restarted on another node (two qemu machines)
+#                      on 5.10, 6.1 and 6.12
 #   make fuzz          the image decoders under the fuzzer (FUZZTIME each)
 #   make test-rhel8    the integration tests again with mainline 4.18's
 #                      feature set (CKPT_APPTAINER_DISABLE=rhel8)
@@ -39,9 +41,9 @@ endif
 DEP_CMDS := gcc busybox apptainer criu squashfuse squashfuse_ll fuse-overlayfs fusermount3 newuidmap unshare \
 	qemu-system-x86_64
 
-# The kernels the kernel matrix boots (scripts/fetch-kernels.sh names):
+# The kernels the kernel matrix and the two-node test boot (fetch-kernels.sh names):
 # make test runs the oldest (setup-test-env.sh fetches it), make
-# test-kernels all of them.
+# test-kernels and make test-nodes all of them.
 TEST_KERNELS ?= 5.10
 ALL_KERNELS := 5.10 6.1 6.12
 TEST_ENV := /run/ckpt-apptainer-test.env
@@ -71,7 +73,8 @@ deps:
 	fi
 
 test: deps build
-	CKPT_TEST_KERNELS=$(subst $(eval) ,$(comma),$(TEST_KERNELS)) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	CKPT_TEST_KERNELS=$(subst $(eval) ,$(comma),$(TEST_KERNELS)) CKPT_TEST_NODES=$(subst $(eval) ,$(comma),$(TEST_KERNELS)) \
+		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) fuzz
 
 # The image decoders under the fuzzer for a short while (FUZZTIME each);
@@ -84,6 +87,10 @@ fuzz:
 test-kernels: build
 	scripts/fetch-kernels.sh $(ALL_KERNELS)
 	CKPT_TEST_KERNELS=all $(GO) test -count=1 -timeout 60m -run TestKernelMatrix -v ./integration/
+
+test-nodes: build
+	scripts/fetch-kernels.sh $(ALL_KERNELS)
+	CKPT_TEST_NODES=all $(GO) test -count=1 -timeout 60m -run TestTwoNodes -v ./integration/
 
 # Every integration test on the features mainline 4.18 has, whatever this
 # kernel has: each fallback a RHEL 8 node takes is on the path.

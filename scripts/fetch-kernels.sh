@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # fetch-kernels.sh downloads the Debian kernels the kernel matrix boots under
-# qemu (integration/kernels_test.go) and keeps only their vmlinuz:
+# qemu (integration/kernels_test.go, integration/nodes_test.go) and keeps
+# only their vmlinuz and the modules a guest needs for 9p file sharing:
 #
 #   5.10  Debian 11 (bullseye)    6.1  Debian 12 (bookworm)
 #   6.12  Debian 13 (trixie)
@@ -13,6 +14,9 @@
 #
 #   $CKPT_TEST_CACHE_DIR/kernels/NAME/vmlinuz   (default /var/cache/ckpt-apptainer-test)
 #   $CKPT_TEST_CACHE_DIR/kernels/NAME/version   the package it came from
+#   $CKPT_TEST_CACHE_DIR/kernels/NAME/modules/  virtio PCI and 9p modules,
+#                                               uncompressed, and "order":
+#                                               their names in load order
 #
 # A kernel already there is kept. Any user may run it; the cache directory
 # must be writable.
@@ -38,15 +42,58 @@ suite_of() {
 	esac
 }
 
+# extract_modules ROOT OUT: copies GUEST_MODULES and what they depend on
+# from the unpacked package at ROOT into OUT, uncompressed (busybox's
+# insmod takes plain ELF), and writes OUT/order.
+extract_modules() {
+	local root=$1 out=$2 mdir
+	mdir=$(find "$root/lib/modules" "$root/usr/lib/modules" -mindepth 1 -maxdepth 1 -type d -print -quit 2>/dev/null || true)
+	[[ -n $mdir ]] || die "no /lib/modules in the package"
+	mkdir -p "$out"
+	: >"$out/order"
+	local -A seen=()
+	add() {
+		local name=${1//-/_} file deps d
+		[[ -z ${seen[$name]:-} ]] || return 0
+		seen[$name]=1
+		if grep -Eq "/${name}\.ko\$|/${name//_/-}\.ko\$" "$mdir/modules.builtin" 2>/dev/null; then
+			return 0
+		fi
+		file=$(find "$mdir/kernel" \( -name "$name.ko*" -o -name "${name//_/-}.ko*" \) -print -quit)
+		[[ -n $file ]] || die "module $name not found in $(basename "$mdir")"
+		case $file in
+		*.ko.xz) xz -dc "$file" >"$out/$name.ko" ;;
+		*.ko.zst) zstd -qdc "$file" >"$out/$name.ko" ;;
+		*.ko) cp "$file" "$out/$name.ko" ;;
+		*) die "module $file: unknown compression" ;;
+		esac
+		deps=$(objcopy -O binary --only-section=.modinfo "$out/$name.ko" /dev/stdout | tr '\0' '\n' |
+			sed -n 's/^depends=//p')
+		for d in ${deps//,/ }; do
+			add "$d"
+		done
+		echo "$name" >>"$out/order"
+	}
+	local m
+	for m in "${GUEST_MODULES[@]}"; do
+		add "$m"
+	done
+	chmod -R a+rX "$out"
+}
+
 names=("$@")
 ((${#names[@]})) || names=(5.10 6.1 6.12)
 for n in "${names[@]}"; do
 	suite_of "$n" >/dev/null || die "unknown kernel $n (known: 5.10 6.1 6.12)"
 done
 
+# GUEST_MODULES are what a guest loads to mount a host directory over
+# virtio 9p; their dependencies come along. Built-in ones are skipped.
+GUEST_MODULES=(virtio_pci 9pnet_virtio 9p)
+
 todo=()
 for n in "${names[@]}"; do
-	if [[ -s $KDIR/$n/vmlinuz ]]; then
+	if [[ -s $KDIR/$n/vmlinuz && -f $KDIR/$n/modules/order ]]; then
 		say "kernel $n: $(cat "$KDIR/$n/version" 2>/dev/null) (cached)"
 	else
 		todo+=("$n")
@@ -54,7 +101,7 @@ for n in "${names[@]}"; do
 done
 ((${#todo[@]})) || exit 0
 
-for c in apt-get apt-cache dpkg-deb; do
+for c in apt-get apt-cache dpkg-deb objcopy xz; do
 	command -v "$c" >/dev/null 2>&1 || die "$c not found"
 done
 # shellcheck source=lib/debian-archive.sh
@@ -115,7 +162,10 @@ for n in "${todo[@]}"; do
 	dpkg-deb -x "$work"/"$pkg"_*.deb "$work/root"
 	vmlinuz=$(find "$work/root/boot" -name 'vmlinuz-*' | head -n 1)
 	[[ -n $vmlinuz ]] || die "$pkg has no /boot/vmlinuz-*"
+	rm -rf "$KDIR/$n"
 	mkdir -p "$KDIR/$n"
+	extract_modules "$work/root" "$KDIR/$n/modules.tmp"
+	mv "$KDIR/$n/modules.tmp" "$KDIR/$n/modules"
 	cp "$vmlinuz" "$KDIR/$n/vmlinuz.tmp"
 	echo "$pkg $(basename "$vmlinuz" | sed 's/^vmlinuz-//')" >"$KDIR/$n/version"
 	mv "$KDIR/$n/vmlinuz.tmp" "$KDIR/$n/vmlinuz"

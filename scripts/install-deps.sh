@@ -15,11 +15,12 @@ REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Packages from the machine's own suites.
 # slurmctld, slurmd, slurm-client and munge are for the single-node Slurm
 # cluster the tests start (scripts/setup-slurm.sh).
-# qemu-system-x86 boots other kernels for the kernel matrix
-# (integration/kernels_test.go).
+# qemu-system-x86 boots other kernels for the kernel matrix and the two
+# nodes (integration/kernels_test.go, nodes_test.go); binutils and xz-utils
+# take the 9p modules out of their kernel packages (fetch-kernels.sh).
 BASE_PKGS=(build-essential gcc make busybox-static python3 debootstrap util-linux
 	procps psmisc uidmap fuse3 time ca-certificates git
-	slurmctld slurmd slurm-client munge qemu-system-x86)
+	slurmctld slurmd slurm-client munge qemu-system-x86 binutils xz-utils)
 # Packages only unstable (or testing) carries in the needed versions.
 NEW_PKGS=(apptainer squashfuse fuse-overlayfs criu)
 
