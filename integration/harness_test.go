@@ -480,3 +480,11 @@ func (j *job) readFile(name string) []byte {
 	}
 	return b
 }
+
+// copyTree copies a directory with its owners and modes.
+func copyTree(t *testing.T, from, to string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "-a", from, to).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a %s %s: %v\n%s", from, to, err, out)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -295,9 +294,7 @@ func TestHostileImages(t *testing.T) {
 	// Each case starts from these copies, as the user who owns the job.
 	pristine := j.path("ckpt.pristine")
 	for _, c := range [][]string{{j.ckptDir, pristine}, {j.path(log), j.path(log + ".pristine")}} {
-		if out, err := exec.Command("cp", "-a", c[0], c[1]).CombinedOutput(); err != nil {
-			t.Fatalf("cp -a %s %s: %v\n%s", c[0], c[1], err, out)
-		}
+		copyTree(t, c[0], c[1])
 	}
 	victimText := []byte("a file of the user's that no restart may change\n")
 	type run struct {
@@ -317,9 +314,7 @@ func TestHostileImages(t *testing.T) {
 			jc.t = t
 			for _, c := range [][]string{{pristine, j.ckptDir}, {j.path(log + ".pristine"), j.path(log)}} {
 				os.RemoveAll(c[1])
-				if out, err := exec.Command("cp", "-a", c[0], c[1]).CombinedOutput(); err != nil {
-					t.Fatalf("cp -a: %v\n%s", err, out)
-				}
+				copyTree(t, c[0], c[1])
 			}
 			victim := j.path("victim.txt")
 			os.Remove(victim + ".core")

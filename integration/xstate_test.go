@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"os"
-	"os/exec"
 	"strconv"
 	"testing"
 	"time"
@@ -112,13 +111,5 @@ func TestXStateOtherLayout(t *testing.T) {
 	s.finish(0, 90*time.Second)
 	if err := checkAVXLog(j.readFile(log), seconds); err != nil {
 		t.Fatalf("job log: %v\n%s", err, s.output())
-	}
-}
-
-// copyTree copies a directory with its owners and modes.
-func copyTree(t *testing.T, from, to string) {
-	t.Helper()
-	if out, err := exec.Command("cp", "-a", from, to).CombinedOutput(); err != nil {
-		t.Fatalf("cp -a %s %s: %v\n%s", from, to, err, out)
 	}
 }
