@@ -64,7 +64,7 @@ func Validate(gen *image.Generation) error {
 
 // validateImage checks the processes of gen (in manifest order).
 func validateImage(gen *image.Generation, procs []*image.Process) error {
-	v := &validator{gen: gen.Gen, pidMax: pidMax(), tids: map[int]int{}}
+	v := &validator{gen: gen.Gen, pidMax: pidMax(), tids: map[int]int{}, stateOFDs: map[int]bool{}}
 	if cpu := gen.Manifest.CPU; cpu != nil {
 		v.xstate = cpu.XState
 	}
@@ -98,6 +98,9 @@ type validator struct {
 	tids map[int]int
 	// xstate is the layout of the threads' XSAVE areas.
 	xstate xstate.Layout
+	// stateOFDs are the open file descriptions whose state an earlier
+	// descriptor carried.
+	stateOFDs map[int]bool
 }
 
 func (v *validator) fail(pid int, format string, args ...any) error {
@@ -168,7 +171,7 @@ func (v *validator) process(gen *image.Generation, p *image.Process) error {
 	if err := checkMM(&p.MM); err != nil {
 		return v.fail(pid, "mm: %v", err)
 	}
-	if err := checkFiles(gen, p); err != nil {
+	if err := v.checkFiles(gen, p); err != nil {
 		return v.fail(pid, "%v", err)
 	}
 	return checkSignalsAndTimers(p, v)
@@ -331,7 +334,7 @@ func checkMM(mm *image.MM) error {
 
 // checkFiles checks the descriptors: numbers in range and each once, kinds
 // known, data files listed in the manifest.
-func checkFiles(gen *image.Generation, p *image.Process) error {
+func (v *validator) checkFiles(gen *image.Generation, p *image.Process) error {
 	seen := map[int]bool{}
 	for i, f := range p.Files {
 		if f.Num < 0 || f.Num >= maxFD {
@@ -362,10 +365,15 @@ func checkFiles(gen *image.Generation, p *image.Process) error {
 				return fmt.Errorf("fd %d: %d epoll entries", f.Num, len(f.Epoll))
 			}
 		case image.FDEventfd, image.FDPipe, image.FDUnix:
-		default:
-			if f.Contents == nil && f.Anon == nil {
-				return fmt.Errorf("fd %d: unknown kind %q", f.Num, f.Kind)
+		case image.FDMemfd, image.FDDeleted, image.FDTimerfd, image.FDSignalfd, image.FDInotify:
+			// Only the first descriptor of an open file description
+			// carries its state; the others share it.
+			if f.Contents == nil && f.Anon == nil && !v.stateOFDs[f.OFD] {
+				return fmt.Errorf("fd %d: a %s descriptor without its state, and no earlier descriptor of its open file description %d has it", f.Num, f.Kind, f.OFD)
 			}
+			v.stateOFDs[f.OFD] = true
+		default:
+			return fmt.Errorf("fd %d: unknown kind %q", f.Num, f.Kind)
 		}
 		if c := f.Contents; c != nil && !gen.Lists(c.Data) {
 			return fmt.Errorf("fd %d: its contents %q are not in the manifest's file list", f.Num, c.Data)

@@ -84,6 +84,7 @@ func TestValidateImage(t *testing.T) {
 		{"contents outside the manifest", func(p *image.Process) {
 			p.Files[1] = image.FD{Num: 3, Kind: "memfd", Contents: &image.FileContents{Data: "../../x"}}
 		}, "not in the manifest's file list"},
+		{"memfd without its state", func(p *image.Process) { p.Files[1] = image.FD{Num: 3, Kind: image.FDMemfd, OFD: 7} }, "without its state"},
 		{"negative offset", func(p *image.Process) { p.Files[1].Pos = -5 }, "offset -5"},
 		{"signal 0", func(p *image.Process) { p.Sigactions[0].Signal = 0 }, "signal 0"},
 		{"signal 65", func(p *image.Process) { p.Sigactions[0].Signal = 65 }, "signal 65"},
@@ -125,5 +126,21 @@ func TestValidateJob(t *testing.T) {
 	b.PID, b.Threads[0].TID = 4, 4
 	if err := validateImage(gen, []*image.Process{a, b}); err == nil || !strings.Contains(err.Error(), "core file is that of pid 4") {
 		t.Fatalf("a core that is another pid's: err = %v", err)
+	}
+}
+
+// TestValidateSharedState: a descriptor inherited across fork shares its
+// open file description, whose state only the first one carries.
+func TestValidateSharedState(t *testing.T) {
+	a, b := validProcess(), validProcess()
+	b.PID, b.PPID, b.Threads = 5, 2, []image.Thread{{TID: 5}}
+	a.Files = append(a.Files, image.FD{Num: 4, Kind: image.FDMemfd, OFD: 9, Contents: &image.FileContents{Data: "memfd-1.img"}})
+	b.Files = append(b.Files, image.FD{Num: 4, Kind: image.FDMemfd, OFD: 9})
+	gen := &image.Generation{Gen: 1, Manifest: &image.Manifest{
+		Processes: []image.ProcessRef{{PID: 2}, {PID: 5}},
+		Files:     []image.FileSum{{Name: "memfd-1.img"}},
+	}}
+	if err := validateImage(gen, []*image.Process{a, b}); err != nil {
+		t.Fatalf("a memfd shared across fork refused: %v", err)
 	}
 }
