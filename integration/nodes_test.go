@@ -28,6 +28,22 @@ const (
 	nodesTimeout = 15 * time.Minute
 )
 
+// nodePairing is a CPU for node-a; node-b's is qemu's max.
+type nodePairing struct {
+	name, cpu string
+	// moreState says node-b enables register state node-a does not:
+	// node-a's jobs are refused there, naming it.
+	moreState bool
+}
+
+// nodePairings: the first is what make test runs, all of them with
+// CKPT_TEST_NODES=all. qemu's emulation can do neither AVX-512 nor AMX,
+// so the CPUs differ in AVX2, and in MPX and PKRU state.
+var nodePairings = []nodePairing{
+	{"no-avx2", "max,-avx2,model-id=ckpt-apptainer test node without AVX2", false},
+	{"sandybridge", "SandyBridge", true},
+}
+
 func TestTwoNodes(t *testing.T) {
 	want := os.Getenv("CKPT_TEST_NODES")
 	if want == "" {
@@ -36,36 +52,41 @@ func TestTwoNodes(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatalf("the two-node test runs as root: qemu gives the guests' files their owners")
 	}
-	names := kernelNames
+	names, pairings := kernelNames, nodePairings
 	if want != "all" {
-		names = strings.Split(want, ",")
+		names, pairings = strings.Split(want, ","), nodePairings[:1]
 	}
 	e := setup(t)
 	machine.acquire(t, 2)
 	for _, name := range names {
-		t.Run(name, func(t *testing.T) {
-			shared := prepareNodes(t, e)
-			script, err := filepath.Abs("../scripts/two-nodes.sh")
-			if err != nil {
-				t.Fatal(err)
-			}
-			start := time.Now()
-			cmd := exec.Command(script, name, shared, filepath.Join(shared, "node.sh"))
-			cmd.Env = append(os.Environ(), fmt.Sprintf("NODE_TIMEOUT=%d", int(nodesTimeout.Seconds())))
-			out, err := cmd.CombinedOutput()
-			t.Logf("kernel %s: both nodes ran %v", name, time.Since(start).Round(time.Second))
-			n := &nodesRun{t: t, dir: shared}
-			if err != nil {
-				t.Errorf("two-nodes.sh: %v\n%s", err, out)
-			}
-			for _, node := range []string{"node-a", "node-b"} {
-				if got := strings.TrimSpace(n.file(node + ".exit")); got != "exit 0" {
-					t.Errorf("%s: %q\n%s\n--- console ---\n%s", node, got, n.file(node+".out"), tail([]byte(n.file(node+".console")), 30))
-				}
-			}
-			checkNodes(n)
-		})
+		for _, pair := range pairings {
+			t.Run(name+"/"+pair.name, func(t *testing.T) { runNodes(t, e, name, pair) })
+		}
 	}
+}
+
+// runNodes runs both nodes with kernel name and checks what they did.
+func runNodes(t *testing.T, e *testEnv, name string, pair nodePairing) {
+	shared := prepareNodes(t, e)
+	script, err := filepath.Abs("../scripts/two-nodes.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cmd := exec.Command(script, name, shared, filepath.Join(shared, "node.sh"))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("NODE_TIMEOUT=%d", int(nodesTimeout.Seconds())), "NODE_A_CPU="+pair.cpu)
+	out, err := cmd.CombinedOutput()
+	t.Logf("kernel %s: both nodes ran %v", name, time.Since(start).Round(time.Second))
+	n := &nodesRun{t: t, dir: shared}
+	if err != nil {
+		t.Errorf("two-nodes.sh: %v\n%s", err, out)
+	}
+	for _, node := range []string{"node-a", "node-b"} {
+		if got := strings.TrimSpace(n.file(node + ".exit")); got != "exit 0" {
+			t.Errorf("%s: %q\n%s\n--- console ---\n%s", node, got, n.file(node+".out"), tail([]byte(n.file(node+".console")), 30))
+		}
+	}
+	checkNodes(n, pair)
 }
 
 // prepareNodes makes the shared directory: the node script and its
@@ -146,7 +167,7 @@ func (n *nodesRun) step(node, name, want string) bool {
 }
 
 // checkNodes checks the jobs' logs and what each step said.
-func checkNodes(n *nodesRun) {
+func checkNodes(n *nodesRun, pair nodePairing) {
 	t := n.t
 	if a, b := n.file("node-a.hostname"), n.file("node-b.hostname"); a == b || a == "" {
 		t.Errorf("the nodes' hostnames are %q and %q: want two different ones", a, b)
@@ -165,8 +186,26 @@ func checkNodes(n *nodesRun) {
 	if inspect := n.file("node-a.c.inspect.out"); !strings.Contains(inspect, "/tmp/scratch/") {
 		t.Errorf("inspect of the C job does not list its scratch file in node-local /tmp:\n%s", inspect)
 	}
-	// node-b restarted them: their files were re-created, and each job
-	// went on to its end with every step logged once.
+	if pair.moreState {
+		// node-b enables register state node-a did not: refused.
+		for _, job := range []string{"c", "py"} {
+			out := n.file("node-b." + job + ".restart.out")
+			if strings.TrimSpace(n.file("node-b."+job+".restart.status")) == "0" || !strings.Contains(out, "this one adds MPX bounds") ||
+				strings.Contains(out, "restored generation") {
+				t.Errorf("node-b's restart of %s does not refuse it before starting, naming the register state node-b adds:\n%s", job, out)
+			}
+		}
+	} else {
+		checkNodeRestarts(n)
+	}
+	checkAVXRefused(n)
+}
+
+// checkNodeRestarts checks node-b restarted node-a's jobs: their files
+// were re-created, and each job went on to its end with every step
+// logged once.
+func checkNodeRestarts(n *nodesRun) {
+	t := n.t
 	for _, job := range []string{"c", "py"} {
 		if !n.step("node-b", job+".restart", "0") {
 			continue
@@ -182,8 +221,13 @@ func checkNodes(n *nodesRun) {
 	if out := n.file("node-b.c.restart.out"); !strings.Contains(out, "re-created /tmp/scratch/") {
 		t.Errorf("the restart of the C job does not say it re-created its scratch file:\n%s", out)
 	}
-	// node-a refused the AVX job of node-b's newer CPU before starting
-	// it, naming what its CPU lacks; node-b restarted it to its end.
+}
+
+// checkAVXRefused checks node-a refused the AVX job of node-b's newer CPU
+// before starting it, naming what its CPU lacks, and node-b restarted it
+// to its end.
+func checkAVXRefused(n *nodesRun) {
+	t := n.t
 	n.step("node-b", "avx.checkpoint", "0")
 	refused := n.file("node-a.avx.restart.out")
 	if strings.TrimSpace(n.file("node-a.avx.restart.status")) == "0" || !strings.Contains(refused, "avx2") ||
