@@ -190,7 +190,7 @@ func (cl *containerLaunch) execRuntime() error {
 			return fmt.Errorf("container runtime: %w", err)
 		}
 	}
-	if err := ptraceSetOptions(rt.pid, traceOpts); err != nil {
+	if err := cl.jr.t.SetOptions(rt.pid, traceOpts); err != nil {
 		return err
 	}
 	// The capabilities go with the exec: a process that is not root in
@@ -585,9 +585,9 @@ func (cl *containerLaunch) resumeSignal(tid, sig int) error {
 		task.role == roleContainer && cl.cs.InnerPIDNamespace)
 	var err error
 	if follow {
-		err = unix.PtraceSyscall(tid, sig)
+		err = cl.jr.t.ContSyscall(tid, sig)
 	} else {
-		err = unix.PtraceCont(tid, sig)
+		err = cl.jr.t.Cont(tid, sig)
 	}
 	if err != nil && !errors.Is(err, unix.ESRCH) {
 		return fmt.Errorf("container runtime: resume %d: %w", tid, err)
@@ -685,11 +685,4 @@ func describeWait(ws unix.WaitStatus) string {
 		return "killed by " + ws.Signal().String()
 	}
 	return "exit status " + strconv.Itoa(ws.ExitStatus())
-}
-
-func ptraceSetOptions(tid, opts int) error {
-	if err := unix.PtraceSetOptions(tid, opts); err != nil {
-		return fmt.Errorf("ptrace setoptions %d: %w", tid, err)
-	}
-	return nil
 }

@@ -21,7 +21,7 @@ import (
 // later removes everything the exec mapped.
 func (r *restorer) execExe() error {
 	path := r.proc.Exe.Path
-	if err := ptraceSetOptions(r.pid, unix.PTRACE_O_EXITKILL|unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_TRACEFORK|unix.PTRACE_O_TRACEEXEC); err != nil {
+	if err := r.t.SetOptions(r.pid, unix.PTRACE_O_EXITKILL|unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_TRACEFORK|unix.PTRACE_O_TRACEEXEC); err != nil {
 		return err
 	}
 	if err := r.exec(path, []string{path}, nil); err != nil {
@@ -29,7 +29,7 @@ func (r *restorer) execExe() error {
 	}
 	// The exec stop comes before the system call's exit; one step
 	// finishes the exit and stops before the program's first instruction.
-	if err := unix.PtraceSingleStep(r.pid); err != nil {
+	if err := r.t.SingleStep(r.pid); err != nil {
 		return fmt.Errorf("exec %s: step: %w", path, err)
 	}
 	if _, err := r.t.WaitStop(r.pid, 0); err != nil {
@@ -44,7 +44,7 @@ func (r *restorer) execExe() error {
 	if err := checkStubRoom(r.pid, entry, l.Base, l.End); err != nil {
 		return fmt.Errorf("exec %s: %w", path, err)
 	}
-	if _, err := unix.PtracePokeData(r.pid, uintptr(entry), []byte{0x0f, 0x05, 0xcc}); err != nil {
+	if err := r.t.PokeText(r.pid, uintptr(entry), []byte{0x0f, 0x05, 0xcc}); err != nil {
 		return fmt.Errorf("exec %s: write gadget: %w", path, err)
 	}
 	tmp, err := r.t.NewThread(r.pid, entry)
@@ -80,7 +80,7 @@ func (r *restorer) exec(path string, argv, env []string) error {
 	if err := r.t.SetRegs(r.pid, &regs); err != nil {
 		return err
 	}
-	if err := unix.PtraceCont(r.pid, 0); err != nil {
+	if err := r.t.Cont(r.pid, 0); err != nil {
 		return fmt.Errorf("exec %s: %w", path, err)
 	}
 	st, err := r.t.WaitStop(r.pid, startTimeout)

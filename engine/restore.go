@@ -303,13 +303,13 @@ func (r *restorer) take(hostPID int) error {
 // exec'd (it is in its exec stop): the container runtime's.
 func (r *restorer) attachStopped(hostPID int) error {
 	r.t.Adopt(hostPID)
-	if err := ptraceSetOptions(hostPID, unix.PTRACE_O_EXITKILL|unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_TRACEFORK); err != nil {
+	if err := r.t.SetOptions(hostPID, unix.PTRACE_O_EXITKILL|unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_TRACEFORK); err != nil {
 		return err
 	}
 	// Injection cannot start from the exec stop (the exec has not
 	// returned yet): the stub runs into its pause loop and is stopped
 	// there, as a spawned stub is.
-	if err := unix.PtraceCont(hostPID, 0); err != nil {
+	if err := r.t.Cont(hostPID, 0); err != nil {
 		return fmt.Errorf("resume stub %d: %w", hostPID, err)
 	}
 	if err := r.t.Interrupt(hostPID); err != nil {
