@@ -12,7 +12,6 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
-	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces/apptainer"
 )
 
 // ContainerStubFD is the descriptor the container runtime inherits the
@@ -50,6 +49,11 @@ type ContainerStart struct {
 	// Check, when set, vets the new container once its process runs
 	// (hostPID), before anything of the application is restored.
 	Check func(hostPID int) error
+	// KeepsContainer, for an instance, says whether a task of the runtime
+	// that just exec'd (hostPID) goes on to become the container (the
+	// runtime's own starter) rather than being a helper that must run on
+	// untraced (squashfuse_ll, fuse-overlayfs).
+	KeepsContainer func(hostPID int) bool
 }
 
 // startTimeout bounds the runtime's start, up to the stub's exec.
@@ -368,7 +372,7 @@ func (cl *containerLaunch) stopped(tid int, task *runtimeTask, ws unix.WaitStatu
 		}
 		return cl.resume(tid)
 	case sig == unix.SIGTRAP && event == unix.PTRACE_EVENT_EXEC:
-		if task.role == roleRuntime && cl.cs.Instance && tid != cl.runtime.pid && !apptainer.IsStarter(tid) {
+		if task.role == roleRuntime && cl.cs.Instance && tid != cl.runtime.pid && cl.cs.KeepsContainer != nil && !cl.cs.KeepsContainer(tid) {
 			// A helper of the instance's (squashfuse_ll, fuse-overlayfs):
 			// it must run on while the application is restored.
 			cl.drop(tid)

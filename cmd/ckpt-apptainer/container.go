@@ -196,7 +196,7 @@ func (s *supervisor) containerStart(rec *image.Container, imagePath string) (*en
 	cs := &engine.ContainerStart{Path: path, Argv: argv, Env: rec.Env, Dir: rec.Dir,
 		RuntimePID: rec.RuntimePID, InnerPIDNamespace: rec.InnerPIDNamespace, Instance: instance}
 	if instance {
-		cs.StubFile = command
+		cs.StubFile, cs.KeepsContainer = command, apptainer.IsStarter
 	}
 	cs.Check = func(hostPID int) error {
 		mounts, err := namespaces.Mounts(hostPID)
