@@ -519,8 +519,7 @@ func (s *initServer) hostPIDOfChild(pid int) (int, error) {
 		if err != nil {
 			continue
 		}
-		ids, err := st.Ints("NSpid")
-		if err == nil && len(ids) > 0 && ids[len(ids)-1] == pid {
+		if inner, err := st.NSPid(); err == nil && inner == pid {
 			return host, nil
 		}
 	}
