@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
@@ -245,20 +246,24 @@ func pathByHandle(hostPID int, w *image.InotifyWatch) (string, error) {
 
 // mountOfDev finds a mount point of device dev in the mount table of pid.
 func mountOfDev(pid int, dev uint64) (string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	f, err := os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
 	if err != nil {
 		return "", err
 	}
-	want := fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev))
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 4 && f[2] == want {
-			// The mount point as the process sees it; the supervisor
-			// shares the host's view of the job's file systems.
-			return fmt.Sprintf("/proc/%d/root%s", pid, f[4]), nil
-		}
+	defer f.Close()
+	major, minor := int(unix.Major(dev)), int(unix.Minor(dev))
+	mounts, err := mountinfo.GetMountsFromReader(f, func(mi *mountinfo.Info) (skip, stop bool) {
+		return mi.Major != major || mi.Minor != minor, false
+	})
+	if err != nil {
+		return "", err
 	}
-	return "", fmt.Errorf("no mount of device %s", want)
+	if len(mounts) == 0 {
+		return "", fmt.Errorf("no mount of device %d:%d", major, minor)
+	}
+	// The mount point as the process sees it; the supervisor shares the
+	// host's view of the job's file systems.
+	return fmt.Sprintf("/proc/%d/root%s", pid, mounts[0].Mountpoint), nil
 }
 
 // sameInode reports whether path (not followed if a symlink) is inode ino

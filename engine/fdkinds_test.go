@@ -247,3 +247,22 @@ func TestInotifySearch(t *testing.T) {
 		t.Errorf("inode below an open directory: %q, %v; want %s", p, err, deep)
 	}
 }
+
+func TestMountOfDev(t *testing.T) {
+	dir := t.TempDir()
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	mnt, err := mountOfDev(os.Getpid(), st.Dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got unix.Stat_t
+	if err := unix.Stat(mnt, &got); err != nil || got.Dev != st.Dev {
+		t.Errorf("mountOfDev = %q (dev %#x, %v), want a mount point of dev %#x", mnt, got.Dev, err, st.Dev)
+	}
+	if _, err := mountOfDev(os.Getpid(), unix.Mkdev(4095, 1048575)); err == nil {
+		t.Error("a device nothing mounts was found")
+	}
+}
