@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 )
 
 const (
@@ -258,16 +258,13 @@ func (c barClearer) Fire(*logrus.Entry) error {
 }
 
 // isTerminal reports whether f is a terminal.
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
-}
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 
 // termWidth is the width of the terminal f in columns, 80 if unknown.
 func termWidth(f *os.File) int {
-	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
-	if err != nil || ws.Col == 0 {
+	w, _, err := term.GetSize(int(f.Fd()))
+	if err != nil || w <= 0 {
 		return 80
 	}
-	return int(ws.Col)
+	return w
 }
