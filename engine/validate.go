@@ -64,7 +64,7 @@ func Validate(gen *image.Generation) error {
 
 // validateImage checks the processes of gen (in manifest order).
 func validateImage(gen *image.Generation, procs []*image.Process) error {
-	v := &validator{gen: gen.Gen, pidMax: pidMax(), tids: map[int]int{}, stateOFDs: map[int]bool{}}
+	v := &validator{gen: gen.Gen, pidMax: pidMax(), tids: map[int]int{}, stateOFDs: map[int]bool{}, minAddr: mmapMinAddr()}
 	if cpu := gen.Manifest.CPU; cpu != nil {
 		v.xstate = cpu.XState
 	}
@@ -101,6 +101,8 @@ type validator struct {
 	// stateOFDs are the open file descriptions whose state an earlier
 	// descriptor carried.
 	stateOFDs map[int]bool
+	// minAddr is the lowest address a process may map here.
+	minAddr uint64
 }
 
 func (v *validator) fail(pid int, format string, args ...any) error {
@@ -162,7 +164,7 @@ func (v *validator) process(gen *image.Generation, p *image.Process) error {
 			return v.fail(pid, "%s: %v", f.what, err)
 		}
 	}
-	if err := checkVMAs(p); err != nil {
+	if err := checkVMAs(p, v.minAddr); err != nil {
 		return v.fail(pid, "%v", err)
 	}
 	if err := checkPageRuns(p); err != nil {
@@ -221,8 +223,8 @@ func (v *validator) thread(p *image.Process, i int) error {
 }
 
 // checkVMAs checks that the mappings are page-aligned, in the user address
-// space, in order and apart.
-func checkVMAs(p *image.Process) error {
+// space at minAddr (vm.mmap_min_addr) or above, in order and apart.
+func checkVMAs(p *image.Process, minAddr uint64) error {
 	if len(p.VMAs) > maxVMAsPerProcess {
 		return fmt.Errorf("%d mappings, at most %d", len(p.VMAs), maxVMAsPerProcess)
 	}
@@ -247,8 +249,8 @@ func checkVMAs(p *image.Process) error {
 			return fmt.Errorf("vmas[%d]: %#x-%#x overlaps the mapping before it or is out of order", i, m.Start, m.End)
 		case m.Prot&^7 != 0:
 			return fmt.Errorf("vmas[%d]: protection %#x", i, m.Prot)
-		case m.Start < minMapAddr:
-			return fmt.Errorf("vmas[%d]: %#x-%#x lies below the lowest address a process may map (%#x)", i, m.Start, m.End, minMapAddr)
+		case m.Start < minAddr:
+			return fmt.Errorf("vmas[%d]: %#x-%#x lies below the lowest address a process may map (%#x)", i, m.Start, m.End, minAddr)
 		case (m.Kind == image.VMAFilePrivate || m.Kind == image.VMAFileShared) && m.File == nil:
 			return fmt.Errorf("vmas[%d]: a file mapping without its file", i)
 		case m.Offset%pageSize != 0 || m.Offset > 1<<62:
@@ -263,20 +265,6 @@ func checkVMAs(p *image.Process) error {
 	}
 	return nil
 }
-
-// minMapAddr is the lowest address the image may map: below
-// vm.mmap_min_addr no unprivileged process can, and page 0 never.
-var minMapAddr = func() uint64 {
-	b, err := os.ReadFile("/proc/sys/vm/mmap_min_addr")
-	if err != nil {
-		return pageSize
-	}
-	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil || n < pageSize {
-		return pageSize
-	}
-	return n
-}()
 
 // checkPath refuses a path a restore would open that is not absolute and
 // clean: the kernel never reports "..", "." or doubled slashes, so one
