@@ -167,24 +167,26 @@ func (r *restorer) xstateHere(tid int, saved []byte) ([]byte, error) {
 	if len(saved) == 0 {
 		return nil, nil
 	}
-	current, err := r.t.GetXState(tid)
-	if err != nil {
-		return nil, err
-	}
 	var from xstate.Layout
 	model := "another CPU"
 	if cpu := r.job.opts.Gen.Manifest.CPU; cpu != nil {
 		from, model = cpu.XState, fmt.Sprintf("%q", cpu.Model)
 	}
 	here := xstate.Local()
+	// The same layout is the same area: the node the job ran on, or one
+	// like it. Only another layout needs this CPU's area size.
+	if len(from) > 0 && from.Equal(here) {
+		return saved, nil
+	}
+	current, err := r.t.GetXState(tid)
+	if err != nil {
+		return nil, err
+	}
 	if len(from) == 0 {
 		if len(current) != len(saved) {
 			return nil, fmt.Errorf("the XSAVE area is %d bytes here, %d on %s, and the image does not record its layout: restart on a node with that CPU",
 				len(current), len(saved), model)
 		}
-		return saved, nil
-	}
-	if len(current) == len(saved) && from.Equal(here) {
 		return saved, nil
 	}
 	r.log.Debugf("tid %d: XSAVE area moved from the layout of %s (%d bytes) to this CPU's (%d bytes)", tid, model, len(saved), len(current))
