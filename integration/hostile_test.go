@@ -344,7 +344,14 @@ func TestHostileImages(t *testing.T) {
 					}
 				}
 			}
+			// The job goes on from the generation before: its count
+			// continues with no gap or repeat.
+			jc.waitLines(s, log, jc.lines(log)+10)
 			s.kill()
+			b := jc.readFile(log)
+			if err := checkSequence(b, 1, bytes.Count(b, []byte{'\n'}), parseCounterLine); err != nil {
+				t.Errorf("the job's log after restoring generation %d: %v", c1.Generation, err)
+			}
 			if b, _ := os.ReadFile(victim); !bytes.Equal(b, victimText) {
 				t.Errorf("the restart changed %s, which only the edited image named: %q", victim, b)
 			}

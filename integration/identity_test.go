@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -169,6 +170,10 @@ func TestChangedLibrary(t *testing.T) {
 	j.checkpoint()
 	s.kill()
 
+	// The library the job mapped stays at hand under another name.
+	if err := os.Link(lib, lib+".build1"); err != nil {
+		t.Fatal(err)
+	}
 	buildLib("build 2")
 	s = j.restart()
 	if code := s.waitExit(ckptTimeout); code == 0 {
@@ -177,6 +182,27 @@ func TestChangedLibrary(t *testing.T) {
 	j.waitJobGone(nil)
 	if !s.outputContains("mapped file") || !s.outputContains(lib) {
 		t.Errorf("the refusal does not name the mapped library %s:\n%s", lib, s.output())
+	}
+
+	// With its library back the job goes on from its checkpoint, still
+	// running the code of build 1.
+	if err := os.Rename(lib+".build1", lib); err != nil {
+		t.Fatal(err)
+	}
+	s = j.restart()
+	waitRestored(t, s)
+	j.waitLines(s, log, j.lines(log)+10)
+	s.kill()
+	b := j.readFile(log)
+	parse := func(line string) (int, error) {
+		var n int
+		if _, err := fmt.Sscanf(line, "step %d build 1", &n); err != nil || line != fmt.Sprintf("step %d build 1", n) {
+			return 0, fmt.Errorf("not a step of build 1")
+		}
+		return n, nil
+	}
+	if err := checkSequence(b, 1, bytes.Count(b, []byte{'\n'}), parse); err != nil {
+		t.Errorf("the job's log after the restart with its library back: %v", err)
 	}
 }
 
