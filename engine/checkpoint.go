@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
@@ -229,7 +230,7 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 
 	// The descriptors are read while the process can run injected calls:
 	// without pidfd_getfd, that is how a socket's queue is reached.
-	files := func(rem *remote) error { return jd.dumpFiles(rem, p) }
+	files := func(rem *inject.Process) error { return jd.dumpFiles(rem, p) }
 	if err := dumpWithScratch(t, sp, gadget, p, files); err != nil {
 		return nil, err
 	}
@@ -302,7 +303,7 @@ const dumpScratchSize = 64 << 10
 // timers, brk, per-thread signal stacks and tid addresses), then also
 // (when not nil) with the process ready for injected calls, and unmaps the
 // page. Every thread's registers are put back afterwards.
-func dumpWithScratch(t *ptrace.Tracer, job *stoppedProc, gadget uint64, p *image.Process, also func(rem *remote) error) (err error) {
+func dumpWithScratch(t *ptrace.Tracer, job *stoppedProc, gadget uint64, p *image.Process, also func(rem *inject.Process) error) (err error) {
 	var threads []*ptrace.Thread
 	for _, tid := range job.threads {
 		th, err := t.NewThread(tid, gadget)
@@ -327,7 +328,7 @@ func dumpWithScratch(t *ptrace.Tracer, job *stoppedProc, gadget uint64, p *image
 	if err != nil {
 		return fmt.Errorf("pid %d: %w", p.PID, err)
 	}
-	rem := &remote{pid: job.pid, main: main, scratch: addr, size: dumpScratchSize}
+	rem := &inject.Process{PID: job.pid, Main: main, Scratch: addr, Size: dumpScratchSize}
 	defer func() {
 		if _, uerr := main.Call("munmap scratch", unix.SYS_MUNMAP, addr, dumpScratchSize); uerr != nil && err == nil {
 			err = uerr

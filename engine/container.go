@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
 
@@ -141,7 +142,7 @@ func (jr *jobRestore) startContainer(r *restorer) error {
 	// The runtime's tasks stay stopped until the restore ends: a thread
 	// they start meanwhile would take a pid the application needs.
 	jr.heldRuntime = cl.hold()
-	r.pid = cl.stub
+	r.PID = cl.stub
 	if err := r.attachStopped(cl.stub); err != nil {
 		return err
 	}
@@ -179,22 +180,22 @@ func (jr *jobRestore) startContainer(r *restorer) error {
 // the recorded directory, the recorded command line and environment.
 func (cl *containerLaunch) execRuntime() error {
 	rt, cs := cl.runtime, cl.cs
-	if _, err := rt.main.Call("prctl(PR_CAP_AMBIENT_CLEAR_ALL)", unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
+	if _, err := rt.Main.Call("prctl(PR_CAP_AMBIENT_CLEAR_ALL)", unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
 		return err
 	}
 	if err := rt.writeStubFile(cl.jr.elf, ContainerStubFD); err != nil {
 		return fmt.Errorf("container runtime: %w", err)
 	}
 	if cs.Dir != "" {
-		addr, err := rt.putString(0, cs.Dir)
+		addr, err := rt.PutString(0, cs.Dir)
 		if err != nil {
 			return err
 		}
-		if _, err := rt.main.Call("chdir "+cs.Dir, unix.SYS_CHDIR, addr); err != nil {
+		if _, err := rt.Main.Call("chdir "+cs.Dir, unix.SYS_CHDIR, addr); err != nil {
 			return fmt.Errorf("container runtime: %w", err)
 		}
 	}
-	if err := cl.jr.t.SetOptions(rt.pid, traceOpts); err != nil {
+	if err := cl.jr.t.SetOptions(rt.PID, traceOpts); err != nil {
 		return err
 	}
 	// The capabilities go with the exec: a process that is not root in
@@ -202,8 +203,8 @@ func (cl *containerLaunch) execRuntime() error {
 	if err := rt.exec(cs.Path, cs.Argv, cs.Env); err != nil {
 		return fmt.Errorf("container runtime: %w", err)
 	}
-	cl.tasks[rt.pid] = &runtimeTask{role: roleRuntime, started: true}
-	return cl.resume(rt.pid)
+	cl.tasks[rt.PID] = &runtimeTask{role: roleRuntime, started: true}
+	return cl.resume(rt.PID)
 }
 
 // writeStubExecutable writes the stub to path, readable and executable by
@@ -225,21 +226,21 @@ func writeStubExecutable(path string, elf []byte) error {
 // writeStubFile puts the executable elf into a memfd on descriptor fd of
 // the stub, inheritable across exec.
 func (r *restorer) writeStubFile(elf []byte, fd uint64) error {
-	name, err := r.putString(0, "ckpt-stub")
+	name, err := r.PutString(0, "ckpt-stub")
 	if err != nil {
 		return err
 	}
-	mfd, err := r.main.Call("memfd_create", unix.SYS_MEMFD_CREATE, name, unix.MFD_CLOEXEC)
+	mfd, err := r.Main.Call("memfd_create", unix.SYS_MEMFD_CREATE, name, unix.MFD_CLOEXEC)
 	if err != nil {
 		return err
 	}
-	chunk := r.size
+	chunk := r.Size
 	for off := uint64(0); off < uint64(len(elf)); off += chunk {
 		end := min(off+chunk, uint64(len(elf)))
-		if err := r.write(r.scratch, elf[off:end]); err != nil {
+		if err := r.Write(r.Scratch, elf[off:end]); err != nil {
 			return err
 		}
-		n, err := r.main.Call("pwrite64 stub", unix.SYS_PWRITE64, mfd, r.scratch, end-off, off)
+		n, err := r.Main.Call("pwrite64 stub", unix.SYS_PWRITE64, mfd, r.Scratch, end-off, off)
 		if err != nil {
 			return err
 		}
@@ -247,10 +248,10 @@ func (r *restorer) writeStubFile(elf []byte, fd uint64) error {
 			return fmt.Errorf("pwrite64 stub: short write (%d of %d)", n, end-off)
 		}
 	}
-	if _, err := r.main.Call("dup3 stub", unix.SYS_DUP3, mfd, fd, 0); err != nil {
+	if _, err := r.Main.Call("dup3 stub", unix.SYS_DUP3, mfd, fd, 0); err != nil {
 		return err
 	}
-	_, err = r.main.Call("close", unix.SYS_CLOSE, mfd)
+	_, err = r.Main.Call("close", unix.SYS_CLOSE, mfd)
 	return err
 }
 
@@ -270,7 +271,7 @@ func (r *restorer) putExecArgs(path string, argv, env []string) (pathAddr, argvA
 		add(s)
 	}
 	ptrs := uint64(8 * (len(argv) + len(env) + 2))
-	ptrBase, err := r.scratchAt(0, ptrs+uint64(len(strs)))
+	ptrBase, err := r.ScratchAt(0, ptrs+uint64(len(strs)))
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("command line and environment: %w", err)
 	}
@@ -286,7 +287,7 @@ func (r *restorer) putExecArgs(path string, argv, env []string) (pathAddr, argvA
 		put(strBase + uint64(offs[1+len(argv)+k]))
 	}
 	put(0)
-	if err := r.write(ptrBase, append(table, strs...)); err != nil {
+	if err := r.Write(ptrBase, append(table, strs...)); err != nil {
 		return 0, 0, 0, err
 	}
 	return strBase, ptrBase, ptrBase + uint64(8*(len(argv)+1)), nil
@@ -324,7 +325,7 @@ func (cl *containerLaunch) follow() error {
 			if ws.Exited() || ws.Signaled() {
 				delete(cl.tasks, tid)
 				cl.jr.t.Forget(tid)
-				if tid == cl.runtime.pid {
+				if tid == cl.runtime.PID {
 					return fmt.Errorf("the container runtime exited before starting the application (%s); its messages are in the job's output", describeWait(ws))
 				}
 				continue
@@ -372,7 +373,7 @@ func (cl *containerLaunch) stopped(tid int, task *runtimeTask, ws unix.WaitStatu
 		}
 		return cl.resume(tid)
 	case sig == unix.SIGTRAP && event == unix.PTRACE_EVENT_EXEC:
-		if task.role == roleRuntime && cl.cs.Instance && tid != cl.runtime.pid && cl.cs.KeepsContainer != nil && !cl.cs.KeepsContainer(tid) {
+		if task.role == roleRuntime && cl.cs.Instance && tid != cl.runtime.PID && cl.cs.KeepsContainer != nil && !cl.cs.KeepsContainer(tid) {
 			// A helper of the instance's (squashfuse_ll, fuse-overlayfs):
 			// it must run on while the application is restored.
 			cl.drop(tid)
@@ -475,8 +476,8 @@ func (cl *containerLaunch) syscallStop(tid int, task *runtimeTask) error {
 		flags = regs.Rdi
 	case unix.SYS_CLONE3:
 		b := make([]byte, 8)
-		rem := remote{pid: tid}
-		if err := rem.read(regs.Rdi, b); err != nil {
+		rem := inject.Process{PID: tid}
+		if err := rem.Read(regs.Rdi, b); err != nil {
 			return err
 		}
 		flags = binary.LittleEndian.Uint64(b)

@@ -21,7 +21,7 @@ import (
 // later removes everything the exec mapped.
 func (r *restorer) execExe() error {
 	path := r.proc.Exe.Path
-	if err := r.t.SetOptions(r.pid, unix.PTRACE_O_EXITKILL|unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_TRACEFORK|unix.PTRACE_O_TRACEEXEC); err != nil {
+	if err := r.t.SetOptions(r.PID, unix.PTRACE_O_EXITKILL|unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_TRACEFORK|unix.PTRACE_O_TRACEEXEC); err != nil {
 		return err
 	}
 	if err := r.exec(path, []string{path}, nil); err != nil {
@@ -29,37 +29,37 @@ func (r *restorer) execExe() error {
 	}
 	// The exec stop comes before the system call's exit; one step
 	// finishes the exit and stops before the program's first instruction.
-	if err := r.t.SingleStep(r.pid); err != nil {
+	if err := r.t.SingleStep(r.PID); err != nil {
 		return fmt.Errorf("exec %s: step: %w", path, err)
 	}
-	if _, err := r.t.WaitStop(r.pid, 0); err != nil {
+	if _, err := r.t.WaitStop(r.PID, 0); err != nil {
 		return fmt.Errorf("exec %s: %w", path, err)
 	}
-	at, err := r.t.GetRegs(r.pid)
+	at, err := r.t.GetRegs(r.PID)
 	if err != nil {
 		return err
 	}
 	entry := at.Rip
 	l := r.layout
-	if err := checkStubRoom(r.pid, entry, l.Base, l.End); err != nil {
+	if err := checkStubRoom(r.PID, entry, l.Base, l.End); err != nil {
 		return fmt.Errorf("exec %s: %w", path, err)
 	}
-	if err := r.t.PokeText(r.pid, uintptr(entry), []byte{0x0f, 0x05, 0xcc}); err != nil {
+	if err := r.t.PokeText(r.PID, uintptr(entry), []byte{0x0f, 0x05, 0xcc}); err != nil {
 		return fmt.Errorf("exec %s: write gadget: %w", path, err)
 	}
-	tmp, err := r.t.NewThread(r.pid, entry)
+	tmp, err := r.t.NewThread(r.PID, entry)
 	if err != nil {
 		return err
 	}
-	r.main = tmp
+	r.Main = tmp
 	if err := r.unmapStubFile(); err != nil {
 		return fmt.Errorf("exec %s: stub back: %w", path, err)
 	}
 	at.Rip = l.Entry
-	if err := r.t.SetRegs(r.pid, &at); err != nil {
+	if err := r.t.SetRegs(r.PID, &at); err != nil {
 		return err
 	}
-	if r.main, err = r.t.NewThread(r.pid, l.Gadget); err != nil {
+	if r.Main, err = r.t.NewThread(r.PID, l.Gadget); err != nil {
 		return err
 	}
 	return nil
@@ -73,24 +73,24 @@ func (r *restorer) exec(path string, argv, env []string) error {
 	if err != nil {
 		return err
 	}
-	regs := r.main.Saved
+	regs := r.Main.Saved
 	regs.Rax, regs.Orig_rax = unix.SYS_EXECVE, ^uint64(0)
 	regs.Rdi, regs.Rsi, regs.Rdx = pathAddr, argvAddr, envAddr
-	regs.Rip = r.main.Gadget
-	if err := r.t.SetRegs(r.pid, &regs); err != nil {
+	regs.Rip = r.Main.Gadget
+	if err := r.t.SetRegs(r.PID, &regs); err != nil {
 		return err
 	}
-	if err := r.t.Cont(r.pid, 0); err != nil {
+	if err := r.t.Cont(r.PID, 0); err != nil {
 		return fmt.Errorf("exec %s: %w", path, err)
 	}
-	st, err := r.t.WaitStop(r.pid, startTimeout)
+	st, err := r.t.WaitStop(r.PID, startTimeout)
 	if err != nil {
 		return fmt.Errorf("exec %s: %w", path, err)
 	}
 	if st.Event() == unix.PTRACE_EVENT_EXEC {
 		return nil
 	}
-	if after, rerr := r.t.GetRegs(r.pid); rerr == nil && int64(after.Rax) < 0 {
+	if after, rerr := r.t.GetRegs(r.PID); rerr == nil && int64(after.Rax) < 0 {
 		return fmt.Errorf("exec %s: %w", path, unix.Errno(-int64(after.Rax)))
 	}
 	return fmt.Errorf("exec %s: stopped with %v instead", path, st.Signal())

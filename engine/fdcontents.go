@@ -191,11 +191,11 @@ func (r *restorer) createFromContents(f *image.FD, gen *image.Generation) (uint6
 		if len(name) > mfdNameMax {
 			name = name[:mfdNameMax]
 		}
-		addr, err := r.putString(0, name)
+		addr, err := r.PutString(0, name)
 		if err != nil {
 			return 0, err
 		}
-		if fd, err = r.main.Call("memfd_create", unix.SYS_MEMFD_CREATE, addr, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING); err != nil {
+		if fd, err = r.Main.Call("memfd_create", unix.SYS_MEMFD_CREATE, addr, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING); err != nil {
 			return 0, err
 		}
 		if shared != nil {
@@ -205,9 +205,9 @@ func (r *restorer) createFromContents(f *image.FD, gen *image.Generation) (uint6
 	}
 	final, err := r.fillMemfd(fd, f, src)
 	if err != nil {
-		r.main.Syscall(unix.SYS_CLOSE, fd)
+		r.Main.Syscall(unix.SYS_CLOSE, fd)
 		if final != fd {
-			r.main.Syscall(unix.SYS_CLOSE, final)
+			r.Main.Syscall(unix.SYS_CLOSE, final)
 		}
 		return 0, fmt.Errorf("%s %s: %w", f.Kind, c.Name, err)
 	}
@@ -248,10 +248,10 @@ func (r *restorer) fillMemfd(fd uint64, f *image.FD, src *os.File) (uint64, erro
 		// memfd_create opens read-write; another access mode needs an
 		// open of its own, through the process's /proc.
 		flags := uint64(f.Flags) &^ (unix.O_CREAT | unix.O_TRUNC | unix.O_EXCL | unix.O_DIRECT)
-		if final, err = r.openat(fmt.Sprintf("/proc/self/fd/%d", fd), flags|unix.O_CLOEXEC, 0); err != nil {
+		if final, err = r.Openat(fmt.Sprintf("/proc/self/fd/%d", fd), flags|unix.O_CLOEXEC, 0); err != nil {
 			return fd, err
 		}
-		if _, err := r.main.Call("close", unix.SYS_CLOSE, fd); err != nil {
+		if _, err := r.Main.Call("close", unix.SYS_CLOSE, fd); err != nil {
 			return final, err
 		}
 	} else if status != 0 {
@@ -269,7 +269,7 @@ func (r *restorer) fillMemfd(fd uint64, f *image.FD, src *os.File) (uint64, erro
 			return final, fmt.Errorf("F_ADD_SEALS %#x: %w", add, err)
 		}
 	}
-	if _, err := r.main.Call("lseek", unix.SYS_LSEEK, final, uint64(f.Pos), unix.SEEK_SET); err != nil {
+	if _, err := r.Main.Call("lseek", unix.SYS_LSEEK, final, uint64(f.Pos), unix.SEEK_SET); err != nil {
 		return final, err
 	}
 	return final, nil
@@ -278,9 +278,9 @@ func (r *restorer) fillMemfd(fd uint64, f *image.FD, src *os.File) (uint64, erro
 // getFD duplicates fd of the process into the supervisor (pullFD),
 // sharing its open file description.
 func (r *restorer) getFD(fd uint64) (*os.File, error) {
-	local, err := r.pullFD(fd)
+	local, err := r.PullFD(fd)
 	if err != nil {
 		return nil, err
 	}
-	return os.NewFile(uintptr(local), fmt.Sprintf("fd %d of %d", fd, r.pid)), nil
+	return os.NewFile(uintptr(local), fmt.Sprintf("fd %d of %d", fd, r.PID)), nil
 }

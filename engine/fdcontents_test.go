@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject/injecttest"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
@@ -98,13 +99,13 @@ func TestContentsRoundTrip(t *testing.T) {
 	del.WriteString("written before the file was deleted\n")
 	os.Remove(path)
 
-	a := startTracee(t, tr, mem, del)
+	a := injecttest.Start(t, tr, mem, del)
 	w := newWriter(t)
 	var dumped []image.FD
 	for _, num := range []int{3, 4} {
-		fd := fdOf(t, a.pid, num)
+		fd := fdOf(t, a.PID, num)
 		out := image.FD{Num: num, Flags: fd.Flags, Pos: fd.Pos}
-		if err := dumpFileContents(a.pid, fd, &out, w); err != nil {
+		if err := dumpFileContents(a.PID, fd, &out, w); err != nil {
 			t.Fatalf("fd %d: %v", num, err)
 		}
 		dumped = append(dumped, out)
@@ -116,26 +117,26 @@ func TestContentsRoundTrip(t *testing.T) {
 	if c := dumped[1].Contents; dumped[1].Kind != image.FDDeleted || c.Name != path || c.Seals != 0 {
 		t.Fatalf("deleted file recorded as %s %+v", dumped[1].Kind, c)
 	}
-	if err := dumpFileContents(a.pid, &proc.FD{Num: 0, Target: "/dev/null"}, &image.FD{}, w); !errors.Is(err, ErrNoContents) {
+	if err := dumpFileContents(a.PID, &proc.FD{Num: 0, Target: "/dev/null"}, &image.FD{}, w); !errors.Is(err, ErrNoContents) {
 		t.Errorf("/dev/null: %v, want ErrNoContents", err)
 	}
 
-	b := startTracee(t, tr)
-	r := restorerFor(tr, b, &image.Process{PID: b.pid})
+	b := injecttest.Start(t, tr)
+	r := restorerFor(tr, b, &image.Process{PID: b.PID})
 	for i, f := range dumped {
 		fd, err := r.createFromContents(&f, &image.Generation{Dir: w.Dir})
 		if err != nil {
 			t.Fatalf("fd %d: %v", f.Num, err)
 		}
-		got := fdOf(t, b.pid, int(fd))
+		got := fdOf(t, b.PID, int(fd))
 		if got.Target != fmt.Sprintf("/memfd:%s (deleted)", f.Contents.Name) || got.Pos != f.Pos || got.Flags&^unix.O_CLOEXEC != f.Flags&^unix.O_CLOEXEC {
 			t.Errorf("fd %d: restored %s pos %d flags %#o, want memfd %q pos %d flags %#o", f.Num, got.Target, got.Pos, got.Flags, f.Contents.Name, f.Pos, f.Flags)
 		}
-		orig, err := os.ReadFile(fmt.Sprintf("/proc/%d/fd/%d", a.pid, f.Num))
+		orig, err := os.ReadFile(fmt.Sprintf("/proc/%d/fd/%d", a.PID, f.Num))
 		if err != nil {
 			t.Fatal(err)
 		}
-		back, err := os.Open(fmt.Sprintf("/proc/%d/fd/%d", b.pid, fd))
+		back, err := os.Open(fmt.Sprintf("/proc/%d/fd/%d", b.PID, fd))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -312,20 +312,20 @@ func (r *restorer) createAnonFD(f *image.FD) (uint64, error) {
 	case f.Kind == image.FDTimerfd && f.Anon.Timerfd != nil:
 		fd, err = r.createTimerfd(f.Anon.Timerfd, nonblock)
 	case f.Kind == image.FDSignalfd && f.Anon.Signalfd != nil:
-		addr, serr := r.scratchAt(0, sigsetSize)
+		addr, serr := r.ScratchAt(0, sigsetSize)
 		if serr != nil {
 			return 0, serr
 		}
 		b := make([]byte, sigsetSize)
 		putU64(b, f.Anon.Signalfd.Mask)
-		if err := r.write(addr, b); err != nil {
+		if err := r.Write(addr, b); err != nil {
 			return 0, err
 		}
 		flags := uint64(unix.SFD_CLOEXEC)
 		if nonblock {
 			flags |= unix.SFD_NONBLOCK
 		}
-		fd, err = r.main.Call("signalfd4", unix.SYS_SIGNALFD4, ^uint64(0), addr, sigsetSize, flags)
+		fd, err = r.Main.Call("signalfd4", unix.SYS_SIGNALFD4, ^uint64(0), addr, sigsetSize, flags)
 	case f.Kind == image.FDInotify:
 		fd, err = r.createInotify(f.Anon.Inotify, nonblock)
 	default:
@@ -347,12 +347,12 @@ func (r *restorer) createTimerfd(t *image.Timerfd, nonblock bool) (uint64, error
 	if nonblock {
 		flags |= unix.TFD_NONBLOCK
 	}
-	fd, err := r.main.Call("timerfd_create", unix.SYS_TIMERFD_CREATE, uint64(t.Clock), flags)
+	fd, err := r.Main.Call("timerfd_create", unix.SYS_TIMERFD_CREATE, uint64(t.Clock), flags)
 	if err != nil {
 		return 0, err
 	}
 	fail := func(err error) (uint64, error) {
-		r.main.Syscall(unix.SYS_CLOSE, fd)
+		r.Main.Syscall(unix.SYS_CLOSE, fd)
 		return 0, err
 	}
 	if sec, nsec, armed := timeLeft(t.ValueSec, t.ValueNsec, t.IntervalSec, t.IntervalNsec); armed {
@@ -370,28 +370,28 @@ func (r *restorer) createTimerfd(t *image.Timerfd, nonblock bool) (uint64, error
 			}
 			settime = tfdTimerAbstime | tfdTimerCancelOnSet
 		}
-		addr, err := r.scratchAt(0, itimerspecSize)
+		addr, err := r.ScratchAt(0, itimerspecSize)
 		if err != nil {
 			return fail(err)
 		}
-		if err := r.write(addr, itimerspec(t.IntervalSec, t.IntervalNsec, sec, nsec)); err != nil {
+		if err := r.Write(addr, itimerspec(t.IntervalSec, t.IntervalNsec, sec, nsec)); err != nil {
 			return fail(err)
 		}
-		if _, err := r.main.Call("timerfd_settime", unix.SYS_TIMERFD_SETTIME, fd, settime, addr, 0); err != nil {
+		if _, err := r.Main.Call("timerfd_settime", unix.SYS_TIMERFD_SETTIME, fd, settime, addr, 0); err != nil {
 			return fail(err)
 		}
 	}
 	if t.Ticks != 0 {
-		addr, err := r.scratchAt(0, 8)
+		addr, err := r.ScratchAt(0, 8)
 		if err != nil {
 			return fail(err)
 		}
 		b := make([]byte, 8)
 		putU64(b, t.Ticks)
-		if err := r.write(addr, b); err != nil {
+		if err := r.Write(addr, b); err != nil {
 			return fail(err)
 		}
-		if _, err := r.main.Call("ioctl(TFD_IOC_SET_TICKS)", unix.SYS_IOCTL, fd, tfdIocSetTicks, addr); err != nil {
+		if _, err := r.Main.Call("ioctl(TFD_IOC_SET_TICKS)", unix.SYS_IOCTL, fd, tfdIocSetTicks, addr); err != nil {
 			return fail(fmt.Errorf("%d unread expirations: %w", t.Ticks, err))
 		}
 	}
@@ -408,12 +408,12 @@ func (r *restorer) createInotify(watches []image.InotifyWatch, nonblock bool) (u
 	if nonblock {
 		flags |= unix.IN_NONBLOCK
 	}
-	fd, err := r.main.Call("inotify_init1", unix.SYS_INOTIFY_INIT1, flags)
+	fd, err := r.Main.Call("inotify_init1", unix.SYS_INOTIFY_INIT1, flags)
 	if err != nil {
 		return 0, err
 	}
 	fail := func(err error) (uint64, error) {
-		r.main.Syscall(unix.SYS_CLOSE, fd)
+		r.Main.Syscall(unix.SYS_CLOSE, fd)
 		return 0, err
 	}
 	sorted := append([]image.InotifyWatch(nil), watches...)
@@ -421,7 +421,7 @@ func (r *restorer) createInotify(watches []image.InotifyWatch, nonblock bool) (u
 	skipped := false
 	added := map[int]bool{}
 	for _, w := range sorted {
-		addr, err := r.putString(0, w.Path)
+		addr, err := r.PutString(0, w.Path)
 		if err != nil {
 			return fail(err)
 		}
@@ -429,7 +429,7 @@ func (r *restorer) createInotify(watches []image.InotifyWatch, nonblock bool) (u
 		// not; the mask carries IN_ONESHOT and IN_EXCL_UNLINK.
 		mask := uint64(w.Mask) | unix.IN_DONT_FOLLOW
 		for {
-			wd, err := r.main.Call("inotify_add_watch "+w.Path, unix.SYS_INOTIFY_ADD_WATCH, fd, addr, mask)
+			wd, err := r.Main.Call("inotify_add_watch "+w.Path, unix.SYS_INOTIFY_ADD_WATCH, fd, addr, mask)
 			if err != nil {
 				return fail(fmt.Errorf("watch %d: %w", w.WD, err))
 			}
@@ -440,7 +440,7 @@ func (r *restorer) createInotify(watches []image.InotifyWatch, nonblock bool) (u
 			if added[int(wd)] || int(wd) > w.WD {
 				return fail(fmt.Errorf("watch %d on %s: the kernel gave watch descriptor %d; the recorded number cannot be had (is the inode watched twice?)", w.WD, w.Path, wd))
 			}
-			if _, err := r.main.Call("inotify_rm_watch", unix.SYS_INOTIFY_RM_WATCH, fd, wd); err != nil {
+			if _, err := r.Main.Call("inotify_rm_watch", unix.SYS_INOTIFY_RM_WATCH, fd, wd); err != nil {
 				return fail(err)
 			}
 			skipped = true
@@ -457,20 +457,20 @@ func (r *restorer) createInotify(watches []image.InotifyWatch, nonblock bool) (u
 // drainInotify reads the events queued on a fresh inotify instance.
 func (r *restorer) drainInotify(fd uint64) error {
 	const bufSize = 4096
-	addr, err := r.scratchAt(0, bufSize)
+	addr, err := r.ScratchAt(0, bufSize)
 	if err != nil {
 		return err
 	}
 	// Non-blocking while drained, so that reading an empty queue returns.
-	fl, err := r.main.Call("fcntl(F_GETFL)", unix.SYS_FCNTL, fd, unix.F_GETFL)
+	fl, err := r.Main.Call("fcntl(F_GETFL)", unix.SYS_FCNTL, fd, unix.F_GETFL)
 	if err != nil {
 		return err
 	}
-	if _, err := r.main.Call("fcntl(F_SETFL)", unix.SYS_FCNTL, fd, unix.F_SETFL, fl|unix.O_NONBLOCK); err != nil {
+	if _, err := r.Main.Call("fcntl(F_SETFL)", unix.SYS_FCNTL, fd, unix.F_SETFL, fl|unix.O_NONBLOCK); err != nil {
 		return err
 	}
 	for {
-		ret, err := r.main.Syscall(unix.SYS_READ, fd, addr, bufSize)
+		ret, err := r.Main.Syscall(unix.SYS_READ, fd, addr, bufSize)
 		if err != nil {
 			return err
 		}
@@ -481,6 +481,6 @@ func (r *restorer) drainInotify(fd uint64) error {
 			return fmt.Errorf("read inotify events: %w", unix.Errno(-ret))
 		}
 	}
-	_, err = r.main.Call("fcntl(F_SETFL)", unix.SYS_FCNTL, fd, unix.F_SETFL, fl)
+	_, err = r.Main.Call("fcntl(F_SETFL)", unix.SYS_FCNTL, fd, unix.F_SETFL, fl)
 	return err
 }

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject/injecttest"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
@@ -129,12 +130,12 @@ func TestAnonFDRoundTrip(t *testing.T) {
 	defer tr.Close()
 	dir := t.TempDir()
 	files := anonFDs(t, dir)
-	a := startTracee(t, tr, files...)
+	a := injecttest.Start(t, tr, files...)
 	var dumped []image.FD
 	for i := range files {
-		fd := fdOf(t, a.pid, 3+i)
+		fd := fdOf(t, a.PID, 3+i)
 		out := image.FD{Num: fd.Num, Flags: fd.Flags}
-		if err := dumpAnonFD(a.pid, fd, &out); err != nil {
+		if err := dumpAnonFD(a.PID, fd, &out); err != nil {
 			t.Fatalf("fd %d: %v", fd.Num, err)
 		}
 		dumped = append(dumped, out)
@@ -147,19 +148,19 @@ func TestAnonFDRoundTrip(t *testing.T) {
 		t.Fatalf("inotify watches %+v", w)
 	}
 
-	b := startTracee(t, tr)
-	r := restorerFor(tr, b, &image.Process{PID: b.pid})
+	b := injecttest.Start(t, tr)
+	r := restorerFor(tr, b, &image.Process{PID: b.PID})
 	for i, f := range dumped {
 		fd, err := r.createAnonFD(&f)
 		if err != nil {
 			t.Fatalf("fd %d: %v", f.Num, err)
 		}
-		orig, got := fdOf(t, a.pid, f.Num), fdOf(t, b.pid, int(fd))
+		orig, got := fdOf(t, a.PID, f.Num), fdOf(t, b.PID, int(fd))
 		if got.Target != orig.Target || got.Flags&^unix.O_CLOEXEC != orig.Flags&^unix.O_CLOEXEC {
 			t.Errorf("fd %d: restored %s flags %#o, want %s flags %#o", f.Num, got.Target, got.Flags, orig.Target, orig.Flags)
 		}
 		again := image.FD{Num: got.Num, Flags: got.Flags}
-		if err := dumpAnonFD(b.pid, got, &again); err != nil {
+		if err := dumpAnonFD(b.PID, got, &again); err != nil {
 			t.Fatal(err)
 		}
 		switch i {
@@ -192,16 +193,16 @@ func TestAnonFDRoundTrip(t *testing.T) {
 	if _, err := r.createAnonFD(&bad); err == nil || !strings.Contains(err.Error(), "watch 2") {
 		t.Errorf("the same path watched twice: %v, want an error naming watch 2", err)
 	}
-	if err := dumpAnonFD(a.pid, &proc.FD{Target: "anon_inode:[eventfd]"}, &image.FD{}); !errors.Is(err, ErrNotAnonFD) {
+	if err := dumpAnonFD(a.PID, &proc.FD{Target: "anon_inode:[eventfd]"}, &image.FD{}); !errors.Is(err, ErrNotAnonFD) {
 		t.Errorf("eventfd: %v, want ErrNotAnonFD", err)
 	}
 }
 
 // readFromTracee reads fd of the tracee without blocking (the fd is
 // non-blocking or has data) and returns the byte count or 0 on EAGAIN.
-func readFromTracee(t *testing.T, c *tracee, fd int, buf []byte) (int, error) {
+func readFromTracee(t *testing.T, c *injecttest.Tracee, fd int, buf []byte) (int, error) {
 	t.Helper()
-	local, err := (&restorer{remote: *c.rem}).getFD(uint64(fd))
+	local, err := (&restorer{Process: *c.Proc}).getFD(uint64(fd))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,12 +19,12 @@ func (r *restorer) restoreFiles(p *image.Process) error {
 	top := r.fdTop()
 	var stdio [3]uint64
 	for s := 0; s < 3; s++ {
-		fd, err := r.main.Call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, uint64(s), unix.F_DUPFD_CLOEXEC, uint64(top+s))
+		fd, err := r.Main.Call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, uint64(s), unix.F_DUPFD_CLOEXEC, uint64(top+s))
 		if err != nil {
 			return fmt.Errorf("stdio %d: %w", s, err)
 		}
 		stdio[s] = fd
-		if _, err := r.main.Call("close", unix.SYS_CLOSE, uint64(s)); err != nil {
+		if _, err := r.Main.Call("close", unix.SYS_CLOSE, uint64(s)); err != nil {
 			return err
 		}
 	}
@@ -57,7 +57,7 @@ func (r *restorer) restoreFiles(p *image.Process) error {
 		}
 	}
 	for _, fd := range stdio {
-		if _, err := r.main.Call("close", unix.SYS_CLOSE, fd); err != nil {
+		if _, err := r.Main.Call("close", unix.SYS_CLOSE, fd); err != nil {
 			return err
 		}
 	}
@@ -84,7 +84,7 @@ func (r *restorer) restoreFD(f *image.FD, stdio [3]uint64) error {
 		return r.moveFD(stdio[f.Stdio], f.Num, cloexec, false)
 	case image.FDFile, image.FDDevice:
 		flags := uint64(f.Flags) &^ (unix.O_CREAT | unix.O_TRUNC | unix.O_EXCL | unix.O_NOCTTY)
-		fd, err = r.openat(f.Path, flags|unix.O_CLOEXEC, 0)
+		fd, err = r.Openat(f.Path, flags|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
@@ -92,7 +92,7 @@ func (r *restorer) restoreFD(f *image.FD, stdio [3]uint64) error {
 			return err
 		}
 		if f.Kind == image.FDFile && f.Pos != 0 {
-			if _, err := r.main.Call("lseek", unix.SYS_LSEEK, uint64(f.Num), uint64(f.Pos), unix.SEEK_SET); err != nil {
+			if _, err := r.Main.Call("lseek", unix.SYS_LSEEK, uint64(f.Num), uint64(f.Pos), unix.SEEK_SET); err != nil {
 				return err
 			}
 		}
@@ -105,12 +105,12 @@ func (r *restorer) restoreFD(f *image.FD, stdio [3]uint64) error {
 		if f.EventfdSemaphore {
 			flags |= unix.EFD_SEMAPHORE
 		}
-		if fd, err = r.main.Call("eventfd2", unix.SYS_EVENTFD2, f.EventfdCount, flags); err != nil {
+		if fd, err = r.Main.Call("eventfd2", unix.SYS_EVENTFD2, f.EventfdCount, flags); err != nil {
 			return err
 		}
 		return r.moveFD(fd, f.Num, cloexec, true)
 	case image.FDEpoll:
-		if fd, err = r.main.Call("epoll_create1", unix.SYS_EPOLL_CREATE1, unix.EPOLL_CLOEXEC); err != nil {
+		if fd, err = r.Main.Call("epoll_create1", unix.SYS_EPOLL_CREATE1, unix.EPOLL_CLOEXEC); err != nil {
 			return err
 		}
 		return r.moveFD(fd, f.Num, cloexec, true)
@@ -145,16 +145,16 @@ func (r *restorer) moveFD(fd uint64, num int, cloexec, closeOld bool) error {
 		// Opened right on its number (with O_CLOEXEC): only the flag
 		// may need fixing.
 		if !cloexec {
-			_, err := r.main.Call("fcntl(F_SETFD)", unix.SYS_FCNTL, fd, unix.F_SETFD, 0)
+			_, err := r.Main.Call("fcntl(F_SETFD)", unix.SYS_FCNTL, fd, unix.F_SETFD, 0)
 			return err
 		}
 		return nil
 	}
-	if _, err := r.main.Call("dup3", unix.SYS_DUP3, fd, uint64(num), flags); err != nil {
+	if _, err := r.Main.Call("dup3", unix.SYS_DUP3, fd, uint64(num), flags); err != nil {
 		return err
 	}
 	if closeOld {
-		if _, err := r.main.Call("close", unix.SYS_CLOSE, fd); err != nil {
+		if _, err := r.Main.Call("close", unix.SYS_CLOSE, fd); err != nil {
 			return err
 		}
 	}
@@ -163,7 +163,7 @@ func (r *restorer) moveFD(fd uint64, num int, cloexec, closeOld bool) error {
 
 // restoreEpollEntries registers the recorded fds on a restored epoll fd.
 func (r *restorer) restoreEpollEntries(f *image.FD) error {
-	addr, err := r.scratchAt(0, 12)
+	addr, err := r.ScratchAt(0, 12)
 	if err != nil {
 		return err
 	}
@@ -172,10 +172,10 @@ func (r *restorer) restoreEpollEntries(f *image.FD) error {
 		ev := make([]byte, 12)
 		putU32(ev[0:], e.Events)
 		putU64(ev[4:], e.Data)
-		if err := r.write(addr, ev); err != nil {
+		if err := r.Write(addr, ev); err != nil {
 			return err
 		}
-		if _, err := r.main.Call("epoll_ctl", unix.SYS_EPOLL_CTL, uint64(f.Num), unix.EPOLL_CTL_ADD, uint64(e.FD), addr); err != nil {
+		if _, err := r.Main.Call("epoll_ctl", unix.SYS_EPOLL_CTL, uint64(f.Num), unix.EPOLL_CTL_ADD, uint64(e.FD), addr); err != nil {
 			return fmt.Errorf("register fd %d: %w", e.FD, err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 )
 
@@ -27,20 +28,10 @@ type Stdio struct {
 	PID int
 }
 
-// kcmpFile is KCMP_FILE: compare two file descriptors' open file descriptions.
-const kcmpFile = 0
-
-// sameOpenFile reports whether fd a of pid1 and fd b of pid2 are one open
-// file description (shared offset and flags), the way fork or dup share it.
-func sameOpenFile(pid1, a, pid2, b int) bool {
-	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), kcmpFile, uintptr(a), uintptr(b), 0)
-	return e == 0 && r == 0
-}
-
 // dumpFiles records the file descriptors of a process. Kinds that cannot be
 // restored yet fail the checkpoint with the pid, fd and kind named.
-func (jd *jobDump) dumpFiles(rem *remote, p *image.Process) error {
-	hostPID := rem.pid
+func (jd *jobDump) dumpFiles(rem *inject.Process, p *image.Process) error {
+	hostPID := rem.PID
 	fds, err := proc.ReadFDs(hostPID)
 	if err != nil {
 		return err
@@ -55,7 +46,7 @@ func (jd *jobDump) dumpFiles(rem *remote, p *image.Process) error {
 		out.OFD = id
 		if stdio.PID != 0 {
 			for s := 0; s <= 2; s++ {
-				if sameOpenFile(stdio.PID, s, hostPID, fd.Num) {
+				if inject.SameOpenFile(stdio.PID, s, hostPID, fd.Num) {
 					out.Kind, out.Stdio = image.FDStdio, s
 					break
 				}
@@ -74,8 +65,8 @@ func (jd *jobDump) dumpFiles(rem *remote, p *image.Process) error {
 // classifyFD fills in what re-creates fd. State held by the open file
 // description itself (pipe data, counters) is read only for the first fd
 // of each description.
-func (jd *jobDump) classifyFD(rem *remote, fd *proc.FD, out *image.FD, first bool) error {
-	hostPID := rem.pid
+func (jd *jobDump) classifyFD(rem *inject.Process, fd *proc.FD, out *image.FD, first bool) error {
+	hostPID := rem.PID
 	t := fd.Target
 	switch {
 	case devicesReopened[t]:

@@ -57,7 +57,7 @@ func (r *restorer) fillPages(p *image.Process, gen *image.Generation, path strin
 			n += int64(l.Len)
 		}
 		tw := time.Now()
-		got, err := unix.ProcessVMWritev(r.pid, local, remote, 0)
+		got, err := unix.ProcessVMWritev(r.PID, local, remote, 0)
 		writeTime += time.Since(tw)
 		if err != nil {
 			return fmt.Errorf("write pages at %#x: %w", remote[0].Base, err)

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 )
 
@@ -210,7 +211,7 @@ func (r *restorer) restoreVMAs(p *image.Process) error {
 	files := map[string]uint64{} // path → fd in the stub, opened once per file
 	defer func() {
 		for _, fd := range files {
-			r.main.Syscall(unix.SYS_CLOSE, fd)
+			r.Main.Syscall(unix.SYS_CLOSE, fd)
 		}
 	}()
 	for i := range p.VMAs {
@@ -237,7 +238,7 @@ func (r *restorer) restoreVMAs(p *image.Process) error {
 					flags = unix.O_RDWR | unix.O_CLOEXEC
 				}
 				var err error
-				fd, err = r.openat(v.File.Path, flags, 0)
+				fd, err = r.Openat(v.File.Path, flags, 0)
 				if err != nil {
 					return fmt.Errorf("mapping %#x-%#x: %w", v.Start, v.End, err)
 				}
@@ -250,9 +251,9 @@ func (r *restorer) restoreVMAs(p *image.Process) error {
 				return fmt.Errorf("mapping %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
 			}
 		}
-		addr, err := r.main.Call("mmap", unix.SYS_MMAP, v.Start, v.End-v.Start, prot, mmapFlags(v), fd, v.Offset)
+		addr, err := r.Main.Call("mmap", unix.SYS_MMAP, v.Start, v.End-v.Start, prot, mmapFlags(v), fd, v.Offset)
 		if v.Shmem != "" {
-			if _, cerr := r.main.Call("close", unix.SYS_CLOSE, fd); cerr != nil && err == nil {
+			if _, cerr := r.Main.Call("close", unix.SYS_CLOSE, fd); cerr != nil && err == nil {
 				err = cerr
 			}
 		}
@@ -263,7 +264,7 @@ func (r *restorer) restoreVMAs(p *image.Process) error {
 			return fmt.Errorf("mapping %#x-%#x %s: kernel placed it at %#x", v.Start, v.End, v.Name, addr)
 		}
 		for _, adv := range madvFlags(v) {
-			if _, err := r.main.Call("madvise", unix.SYS_MADVISE, v.Start, v.End-v.Start, uint64(adv)); err != nil {
+			if _, err := r.Main.Call("madvise", unix.SYS_MADVISE, v.Start, v.End-v.Start, uint64(adv)); err != nil {
 				r.log.Debugf("pid %d: madvise(%#x, %d) on %#x: %v", p.PID, v.Start, adv, v.End-v.Start, err)
 			}
 		}
@@ -281,14 +282,14 @@ func (r *restorer) finishVMAs(p *image.Process) error {
 			continue
 		}
 		if withPages[i] && uint64(v.Prot) != uint64(v.Prot)|unix.PROT_READ|unix.PROT_WRITE {
-			if _, err := r.main.Call("mprotect", unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot)); err != nil {
+			if _, err := r.Main.Call("mprotect", unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot)); err != nil {
 				return fmt.Errorf("mapping %#x-%#x: %w", v.Start, v.End, err)
 			}
 		}
 		for _, pg := range v.GuardPages {
 			addr := v.Start + pg*pageSize
-			if _, err := r.main.Call("madvise(MADV_GUARD_INSTALL)", unix.SYS_MADVISE, addr, pageSize, madvGuardInstall); err != nil {
-				if errno, ok := unwrapErrno(err); ok && errno == syscall.EINVAL {
+			if _, err := r.Main.Call("madvise(MADV_GUARD_INSTALL)", unix.SYS_MADVISE, addr, pageSize, madvGuardInstall); err != nil {
+				if errno, ok := inject.UnwrapErrno(err); ok && errno == syscall.EINVAL {
 					r.log.Warnf("pid %d: guard page at %#x not re-installed: this kernel has no MADV_GUARD_INSTALL", p.PID, addr)
 					continue
 				}
@@ -348,15 +349,15 @@ func (r *restorer) attachSysVShm(v *image.VMA) error {
 		return errors.New("no segment recorded for this System V shared memory mapping")
 	}
 	id := uint64(v.SysVShm.ID)
-	buf, err := r.scratchAt(0, shmidDsSize)
+	buf, err := r.ScratchAt(0, shmidDsSize)
 	if err != nil {
 		return err
 	}
-	if _, err := r.main.Call(fmt.Sprintf("shmctl(%d, IPC_STAT)", id), unix.SYS_SHMCTL, id, unix.IPC_STAT, buf); err != nil {
+	if _, err := r.Main.Call(fmt.Sprintf("shmctl(%d, IPC_STAT)", id), unix.SYS_SHMCTL, id, unix.IPC_STAT, buf); err != nil {
 		return fmt.Errorf("segment %d (System V) was not restored: %w", id, err)
 	}
 	ds := make([]byte, shmidDsSize)
-	if err := r.read(buf, ds); err != nil {
+	if err := r.Read(buf, ds); err != nil {
 		return err
 	}
 	segSize := (ipcOrder.Uint64(ds[offShmSegsz:]) + pageSize - 1) &^ (pageSize - 1)
@@ -376,7 +377,7 @@ func (r *restorer) attachSysVShm(v *image.VMA) error {
 	}
 	name := fmt.Sprintf("shmat(%d)", id)
 	if v.Offset == 0 && length == segSize {
-		addr, err := r.main.Call(name, unix.SYS_SHMAT, id, v.Start, flags|shmRemap)
+		addr, err := r.Main.Call(name, unix.SYS_SHMAT, id, v.Start, flags|shmRemap)
 		if err != nil {
 			return err
 		}
@@ -384,33 +385,33 @@ func (r *restorer) attachSysVShm(v *image.VMA) error {
 			return fmt.Errorf("%s: the kernel attached it at %#x", name, addr)
 		}
 	} else {
-		tmp, err := r.main.Call(name, unix.SYS_SHMAT, id, 0, flags)
+		tmp, err := r.Main.Call(name, unix.SYS_SHMAT, id, 0, flags)
 		if err != nil {
 			return err
 		}
-		if _, err := r.main.Call("mremap", unix.SYS_MREMAP, tmp+v.Offset, length, length,
+		if _, err := r.Main.Call("mremap", unix.SYS_MREMAP, tmp+v.Offset, length, length,
 			unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, v.Start); err != nil {
-			r.main.Syscall(unix.SYS_MUNMAP, tmp, segSize)
+			r.Main.Syscall(unix.SYS_MUNMAP, tmp, segSize)
 			return err
 		}
 		if v.Offset > 0 {
-			if _, err := r.main.Call("munmap", unix.SYS_MUNMAP, tmp, v.Offset); err != nil {
+			if _, err := r.Main.Call("munmap", unix.SYS_MUNMAP, tmp, v.Offset); err != nil {
 				return err
 			}
 		}
 		if rest := segSize - v.Offset - length; rest > 0 {
-			if _, err := r.main.Call("munmap", unix.SYS_MUNMAP, tmp+v.Offset+length, rest); err != nil {
+			if _, err := r.Main.Call("munmap", unix.SYS_MUNMAP, tmp+v.Offset+length, rest); err != nil {
 				return err
 			}
 		}
 	}
 	if uint64(v.Prot) != attachProt {
-		if _, err := r.main.Call("mprotect", unix.SYS_MPROTECT, v.Start, length, uint64(v.Prot)); err != nil {
+		if _, err := r.Main.Call("mprotect", unix.SYS_MPROTECT, v.Start, length, uint64(v.Prot)); err != nil {
 			return err
 		}
 	}
 	for _, adv := range madvFlags(v) {
-		if _, err := r.main.Call("madvise", unix.SYS_MADVISE, v.Start, length, uint64(adv)); err != nil {
+		if _, err := r.Main.Call("madvise", unix.SYS_MADVISE, v.Start, length, uint64(adv)); err != nil {
 			r.log.Debugf("madvise(%#x, %d) on %#x: %v", v.Start, adv, length, err)
 		}
 	}

@@ -3,6 +3,8 @@ package engine
 import (
 	"fmt"
 	"syscall"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 )
 
 // fileKey is the inode an fd refers to; fds of one open file description
@@ -31,7 +33,7 @@ func (t *ofdTable) id(hostPID, fd int) (id int, first bool, err error) {
 	}
 	key := fileKey{dev: st.Dev, ino: st.Ino}
 	for _, e := range t.byKey[key] {
-		if sameOpenFile(e.hostPID, e.fd, hostPID, fd) {
+		if inject.SameOpenFile(e.hostPID, e.fd, hostPID, fd) {
 			return e.id, false, nil
 		}
 	}

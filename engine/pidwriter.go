@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 )
 
@@ -40,12 +41,12 @@ func (jr *jobRestore) startPIDWriter() error {
 	if err != nil {
 		return fmt.Errorf("spawn the pid writer: %w", err)
 	}
-	h := &restorer{t: jr.t, log: jr.log, job: jr, proc: &image.Process{PID: pid}, layout: jr.layout, remote: remote{pid: hostPID}}
+	h := &restorer{t: jr.t, log: jr.log, job: jr, proc: &image.Process{PID: pid}, layout: jr.layout, Process: inject.Process{PID: hostPID}}
 	jr.pids = &pidWriter{host: h}
 	if err := h.attach(hostPID, true); err != nil {
 		return fmt.Errorf("pid writer: %w", err)
 	}
-	fd, err := h.openat("/proc/sys/kernel/ns_last_pid", unix.O_WRONLY, 0)
+	fd, err := h.Openat("/proc/sys/kernel/ns_last_pid", unix.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("pid writer: %w", err)
 	}
@@ -69,19 +70,19 @@ func (jr *jobRestore) enterPIDNamespace(hostPID int) error {
 		return fmt.Errorf("pid writer: pid %d is not in a PID namespace below the sandbox's (NSpid %v)", hostPID, ids)
 	}
 	// ids[1] is the pid in the sandbox's namespace, the helper's /proc.
-	nsFD, err := w.host.openat(fmt.Sprintf("/proc/%d/ns/pid", ids[1]), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	nsFD, err := w.host.Openat(fmt.Sprintf("/proc/%d/ns/pid", ids[1]), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("pid writer: %w", err)
 	}
-	defer w.host.main.Syscall(unix.SYS_CLOSE, nsFD)
-	if _, err := w.host.main.Call("setns(CLONE_NEWPID)", unix.SYS_SETNS, nsFD, unix.CLONE_NEWPID); err != nil {
+	defer w.host.Main.Syscall(unix.SYS_CLOSE, nsFD)
+	if _, err := w.host.Main.Call("setns(CLONE_NEWPID)", unix.SYS_SETNS, nsFD, unix.CLONE_NEWPID); err != nil {
 		return fmt.Errorf("pid writer: %w", err)
 	}
 	childHost, err := w.host.clone(cloneArgs{ExitSignal: uint64(unix.SIGCHLD)}, 0, unix.PTRACE_EVENT_FORK)
 	if err != nil {
 		return fmt.Errorf("pid writer: fork into the application's PID namespace: %w", err)
 	}
-	in := &restorer{t: jr.t, log: jr.log, job: jr, proc: &image.Process{}, layout: jr.layout, remote: remote{pid: childHost}}
+	in := &restorer{t: jr.t, log: jr.log, job: jr, proc: &image.Process{}, layout: jr.layout, Process: inject.Process{PID: childHost}}
 	if err := in.attach(childHost, false); err != nil {
 		return fmt.Errorf("pid writer: %w", err)
 	}
@@ -102,12 +103,12 @@ func (jr *jobRestore) setLastPID(last int) error {
 		r = w.inner
 	}
 	s := strconv.Itoa(last)
-	addr, err := r.putString(0, s)
+	addr, err := r.PutString(0, s)
 	if err != nil {
 		return err
 	}
 	// At offset 0: a numeric sysctl ignores writes elsewhere.
-	if _, err := r.main.Call("write ns_last_pid", unix.SYS_PWRITE64, w.fd, addr, uint64(len(s)), 0); err != nil {
+	if _, err := r.Main.Call("write ns_last_pid", unix.SYS_PWRITE64, w.fd, addr, uint64(len(s)), 0); err != nil {
 		return fmt.Errorf("pid writer: %w", err)
 	}
 	return nil
@@ -126,10 +127,10 @@ func (jr *jobRestore) pidsAbove() int {
 // stop ends the writer's processes.
 func (w *pidWriter) stop() {
 	for _, r := range []*restorer{w.inner, w.host} {
-		if r == nil || r.pid == 0 {
+		if r == nil || r.PID == 0 {
 			continue
 		}
-		r.t.Detach(r.pid, 0)
-		unix.Kill(r.pid, unix.SIGKILL)
+		r.t.Detach(r.PID, 0)
+		unix.Kill(r.PID, unix.SIGKILL)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 )
 
 // dumpPipe records a pipe or FIFO end, and the data buffered in the pipe
@@ -175,8 +176,8 @@ func drainAndRefill(src int, path string, n int) ([]byte, error) {
 // fillPipe sizes a restored pipe and puts its buffered data back, through
 // a copy of its write end (or of a read-write FIFO descriptor) taken into
 // the supervisor.
-func fillPipe(r *remote, fd uint64, pp *image.Pipe) error {
-	local, err := r.pullFD(fd)
+func fillPipe(r *inject.Process, fd uint64, pp *image.Pipe) error {
+	local, err := r.PullFD(fd)
 	if err != nil {
 		return err
 	}
@@ -278,19 +279,19 @@ func (r *restorer) restorePipe(f *image.FD) error {
 	if pi == nil {
 		return fmt.Errorf("pipe:[%d] is missing from the image's pipe table", f.Pipe.Inode)
 	}
-	addr, err := r.scratchAt(0, 8)
+	addr, err := r.ScratchAt(0, 8)
 	if err != nil {
 		return err
 	}
-	if _, err := r.main.Call("pipe2", unix.SYS_PIPE2, addr, unix.O_CLOEXEC); err != nil {
+	if _, err := r.Main.Call("pipe2", unix.SYS_PIPE2, addr, unix.O_CLOEXEC); err != nil {
 		return err
 	}
 	b := make([]byte, 8)
-	if err := r.read(addr, b); err != nil {
+	if err := r.Read(addr, b); err != nil {
 		return err
 	}
 	readFD, writeFD := uint64(binary.LittleEndian.Uint32(b[0:])), uint64(binary.LittleEndian.Uint32(b[4:]))
-	if err := fillPipe(&r.remote, writeFD, pi.data); err != nil {
+	if err := fillPipe(&r.Process, writeFD, pi.data); err != nil {
 		return err
 	}
 	mine, other, otherOFD := writeFD, readFD, pi.readOFD
@@ -315,7 +316,7 @@ func (r *restorer) restorePipe(f *image.FD) error {
 func (r *restorer) restoreFifo(f *image.FD) error {
 	jr := r.job
 	if _, ok := jr.fifoKeepers[f.Pipe.Inode]; !ok {
-		keeper, err := r.openat(f.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		keeper, err := r.Openat(f.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("open FIFO %s: %w", f.Path, err)
 		}
@@ -326,12 +327,12 @@ func (r *restorer) restoreFifo(f *image.FD) error {
 		jr.fifoKeepers[f.Pipe.Inode] = h
 		jr.temps = append(jr.temps, h)
 		if pi := jr.pipes[f.Pipe.Inode]; pi != nil {
-			if err := fillPipe(&r.remote, keeper, pi.data); err != nil {
+			if err := fillPipe(&r.Process, keeper, pi.data); err != nil {
 				return err
 			}
 		}
 	}
-	fd, err := r.openat(f.Path, uint64(f.Flags&unix.O_ACCMODE)|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := r.Openat(f.Path, uint64(f.Flags&unix.O_ACCMODE)|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open FIFO %s: %w", f.Path, err)
 	}
@@ -342,7 +343,7 @@ func (r *restorer) restoreFifo(f *image.FD) error {
 // flags (O_NONBLOCK...) and number.
 func (r *restorer) finishEnd(fd uint64, f *image.FD) error {
 	const settable = unix.O_APPEND | unix.O_ASYNC | unix.O_DIRECT | unix.O_NOATIME | unix.O_NONBLOCK
-	if _, err := r.main.Call("fcntl(F_SETFL)", unix.SYS_FCNTL, fd, unix.F_SETFL, uint64(f.Flags&settable)); err != nil {
+	if _, err := r.Main.Call("fcntl(F_SETFL)", unix.SYS_FCNTL, fd, unix.F_SETFL, uint64(f.Flags&settable)); err != nil {
 		return err
 	}
 	return r.moveFD(fd, f.Num, f.Flags&unix.O_CLOEXEC != 0, true)
@@ -351,11 +352,11 @@ func (r *restorer) finishEnd(fd uint64, f *image.FD) error {
 // moveHigh moves a descriptor the restore keeps for itself above every
 // number the image uses, so that no recorded descriptor lands on it.
 func (r *restorer) moveHigh(fd uint64) (uint64, error) {
-	nfd, err := r.main.Call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, fd, unix.F_DUPFD_CLOEXEC, uint64(r.fdTop()+3))
+	nfd, err := r.Main.Call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, fd, unix.F_DUPFD_CLOEXEC, uint64(r.fdTop()+3))
 	if err != nil {
 		return 0, err
 	}
-	if _, err := r.main.Call("close", unix.SYS_CLOSE, fd); err != nil {
+	if _, err := r.Main.Call("close", unix.SYS_CLOSE, fd); err != nil {
 		return 0, err
 	}
 	return nfd, nil

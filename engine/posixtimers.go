@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 )
@@ -123,7 +124,7 @@ func parseTimerNotify(v string) (notify, target int, err error) {
 // notifies from /proc/pid/timers, the time left and the period from an
 // injected timer_gettime (the one call that tells them), the overrun from
 // timer_getoverrun. Precondition: p.Threads is filled in.
-func dumpPosixTimers(rem *remote, hostPID int, p *image.Process) error {
+func dumpPosixTimers(rem *inject.Process, hostPID int, p *image.Process) error {
 	text, err := os.ReadFile(fmt.Sprintf("/proc/%d/timers", hostPID))
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("pid %d: /proc/%d/timers is missing: the kernel lacks CONFIG_CHECKPOINT_RESTORE, POSIX timers cannot be read", p.PID, hostPID)
@@ -136,7 +137,7 @@ func dumpPosixTimers(rem *remote, hostPID int, p *image.Process) error {
 		return fmt.Errorf("pid %d: /proc/%d/timers: %w", p.PID, hostPID, err)
 	}
 	sort.Slice(timers, func(i, j int) bool { return timers[i].ID < timers[j].ID })
-	addr, err := rem.scratchAt(0, itimerspecSize)
+	addr, err := rem.ScratchAt(0, itimerspecSize)
 	if err != nil {
 		return err
 	}
@@ -159,15 +160,15 @@ func dumpPosixTimers(rem *remote, hostPID int, p *image.Process) error {
 				return fmt.Errorf("pid %d: POSIX timer %d: %w", p.PID, pt.ID, err)
 			}
 		}
-		if _, err := rem.main.Call(fmt.Sprintf("timer_gettime(%d)", pt.ID), unix.SYS_TIMER_GETTIME, uint64(pt.ID), addr); err != nil {
+		if _, err := rem.Main.Call(fmt.Sprintf("timer_gettime(%d)", pt.ID), unix.SYS_TIMER_GETTIME, uint64(pt.ID), addr); err != nil {
 			return fmt.Errorf("pid %d: %w", p.PID, err)
 		}
-		if err := rem.read(addr, buf); err != nil {
+		if err := rem.Read(addr, buf); err != nil {
 			return err
 		}
 		t.IntervalSec, t.IntervalNsec = int64(le.Uint64(buf[0:])), int64(le.Uint64(buf[8:]))
 		t.ValueSec, t.ValueNsec = int64(le.Uint64(buf[16:])), int64(le.Uint64(buf[24:]))
-		ov, err := rem.main.Call(fmt.Sprintf("timer_getoverrun(%d)", pt.ID), unix.SYS_TIMER_GETOVERRUN, uint64(pt.ID))
+		ov, err := rem.Main.Call(fmt.Sprintf("timer_getoverrun(%d)", pt.ID), unix.SYS_TIMER_GETOVERRUN, uint64(pt.ID))
 		if err != nil {
 			return fmt.Errorf("pid %d: %w", p.PID, err)
 		}
@@ -199,11 +200,11 @@ func (r *restorer) restorePosixTimers(p *image.Process) (err error) {
 	r.t.HoldSignals(true)
 	create := r.createTimerWithID
 	if kernel.Has(kernel.TimerRestoreIDs) {
-		if _, err := r.main.Call("prctl(PR_TIMER_CREATE_RESTORE_IDS)", unix.SYS_PRCTL, prTimerCreateRestoreIDs, prTimerCreateRestoreIDsOn, 0, 0, 0); err != nil {
+		if _, err := r.Main.Call("prctl(PR_TIMER_CREATE_RESTORE_IDS)", unix.SYS_PRCTL, prTimerCreateRestoreIDs, prTimerCreateRestoreIDsOn, 0, 0, 0); err != nil {
 			return fmt.Errorf("POSIX timers: %w", err)
 		}
 		defer func() {
-			_, oerr := r.main.Call("prctl(PR_TIMER_CREATE_RESTORE_IDS_OFF)", unix.SYS_PRCTL, prTimerCreateRestoreIDs, prTimerCreateRestoreIDsOff, 0, 0, 0)
+			_, oerr := r.Main.Call("prctl(PR_TIMER_CREATE_RESTORE_IDS_OFF)", unix.SYS_PRCTL, prTimerCreateRestoreIDs, prTimerCreateRestoreIDsOff, 0, 0, 0)
 			if oerr != nil && err == nil {
 				err = oerr
 			}
@@ -214,15 +215,15 @@ func (r *restorer) restorePosixTimers(p *image.Process) (err error) {
 			return fmt.Errorf("POSIX timers: the image does not list them in id order")
 		}
 	}
-	sevAddr, err := r.scratchAt(0, sigeventSize)
+	sevAddr, err := r.ScratchAt(0, sigeventSize)
 	if err != nil {
 		return err
 	}
-	idAddr, err := r.scratchAt(sigeventSize, 4)
+	idAddr, err := r.ScratchAt(sigeventSize, 4)
 	if err != nil {
 		return err
 	}
-	itsAddr, err := r.scratchAt(sigeventSize+8, itimerspecSize)
+	itsAddr, err := r.ScratchAt(sigeventSize+8, itimerspecSize)
 	if err != nil {
 		return err
 	}
@@ -232,7 +233,7 @@ func (r *restorer) restorePosixTimers(p *image.Process) (err error) {
 		putU32(sev[8:], uint32(t.Signal))
 		putU32(sev[12:], uint32(t.Notify))
 		putU32(sev[16:], uint32(t.TID))
-		if err := r.write(sevAddr, sev); err != nil {
+		if err := r.Write(sevAddr, sev); err != nil {
 			return err
 		}
 		if err := create(t, sevAddr, idAddr); err != nil {
@@ -245,10 +246,10 @@ func (r *restorer) restorePosixTimers(p *image.Process) (err error) {
 		if !armed {
 			continue
 		}
-		if err := r.write(itsAddr, itimerspec(t.IntervalSec, t.IntervalNsec, sec, nsec)); err != nil {
+		if err := r.Write(itsAddr, itimerspec(t.IntervalSec, t.IntervalNsec, sec, nsec)); err != nil {
 			return err
 		}
-		if _, err := r.main.Call(fmt.Sprintf("timer_settime(%d)", t.ID), unix.SYS_TIMER_SETTIME, uint64(t.ID), 0, itsAddr, 0); err != nil {
+		if _, err := r.Main.Call(fmt.Sprintf("timer_settime(%d)", t.ID), unix.SYS_TIMER_SETTIME, uint64(t.ID), 0, itsAddr, 0); err != nil {
 			return fmt.Errorf("POSIX timer %d: %w", t.ID, err)
 		}
 	}
@@ -260,7 +261,7 @@ func (r *restorer) restorePosixTimers(p *image.Process) (err error) {
 func (r *restorer) createTimerWithID(t image.PosixTimer, sevAddr, idAddr uint64) error {
 	b := make([]byte, 4)
 	putU32(b, uint32(t.ID))
-	if err := r.write(idAddr, b); err != nil {
+	if err := r.Write(idAddr, b); err != nil {
 		return err
 	}
 	got, err := r.timerCreate(t, sevAddr, idAddr)
@@ -286,7 +287,7 @@ func (r *restorer) createTimerInOrder(t image.PosixTimer, sevAddr, idAddr uint64
 		if got == t.ID {
 			return nil
 		}
-		if _, err := r.main.Call(fmt.Sprintf("timer_delete(%d)", got), unix.SYS_TIMER_DELETE, uint64(got)); err != nil {
+		if _, err := r.Main.Call(fmt.Sprintf("timer_delete(%d)", got), unix.SYS_TIMER_DELETE, uint64(got)); err != nil {
 			return err
 		}
 		if got > t.ID {
@@ -301,11 +302,11 @@ func (r *restorer) createTimerInOrder(t image.PosixTimer, sevAddr, idAddr uint64
 // timerCreate injects timer_create for t's clock with the sigevent at
 // sevAddr and returns the id the kernel wrote at idAddr.
 func (r *restorer) timerCreate(t image.PosixTimer, sevAddr, idAddr uint64) (int, error) {
-	if _, err := r.main.Call(fmt.Sprintf("timer_create(id %d)", t.ID), unix.SYS_TIMER_CREATE, uint64(t.Clock), sevAddr, idAddr); err != nil {
+	if _, err := r.Main.Call(fmt.Sprintf("timer_create(id %d)", t.ID), unix.SYS_TIMER_CREATE, uint64(t.Clock), sevAddr, idAddr); err != nil {
 		return 0, err
 	}
 	b := make([]byte, 4)
-	if err := r.read(idAddr, b); err != nil {
+	if err := r.Read(idAddr, b); err != nil {
 		return 0, err
 	}
 	return int(int32(binary.LittleEndian.Uint32(b))), nil

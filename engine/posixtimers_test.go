@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject/injecttest"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
@@ -83,23 +84,23 @@ func TestParseProcTimersReal(t *testing.T) {
 }
 
 // createTimer injects timer_create into a tracee and returns the id.
-func createTimer(t *testing.T, c *tracee, clock int, notify, sig, tid int, value uint64) int {
+func createTimer(t *testing.T, c *injecttest.Tracee, clock int, notify, sig, tid int, value uint64) int {
 	t.Helper()
 	sev := make([]byte, sigeventSize)
 	putU64(sev[0:], value)
 	putU32(sev[8:], uint32(sig))
 	putU32(sev[12:], uint32(notify))
 	putU32(sev[16:], uint32(tid))
-	addr, _ := c.rem.scratchAt(0, sigeventSize)
-	if err := c.rem.write(addr, sev); err != nil {
+	addr, _ := c.Proc.ScratchAt(0, sigeventSize)
+	if err := c.Proc.Write(addr, sev); err != nil {
 		t.Fatal(err)
 	}
-	idAddr, _ := c.rem.scratchAt(sigeventSize, 4)
-	if _, err := c.th.Call("timer_create", unix.SYS_TIMER_CREATE, uint64(clock), addr, idAddr); err != nil {
+	idAddr, _ := c.Proc.ScratchAt(sigeventSize, 4)
+	if _, err := c.Thread.Call("timer_create", unix.SYS_TIMER_CREATE, uint64(clock), addr, idAddr); err != nil {
 		t.Fatal(err)
 	}
 	b := make([]byte, 4)
-	if err := c.rem.read(idAddr, b); err != nil {
+	if err := c.Proc.Read(idAddr, b); err != nil {
 		t.Fatal(err)
 	}
 	return int(int32(le32(b)))
@@ -109,54 +110,54 @@ func createTimer(t *testing.T, c *tracee, clock int, notify, sig, tid int, value
 // records them and re-creates them in a second child: with
 // PR_TIMER_CREATE_RESTORE_IDS, and in id order as on kernels without it.
 func TestPosixTimersRoundTrip(t *testing.T) {
-	withAndWithout(t, kernel.TimerRestoreIDs, posixTimersRoundTrip)
+	injecttest.WithAndWithout(t, kernel.TimerRestoreIDs, posixTimersRoundTrip)
 }
 
 func posixTimersRoundTrip(t *testing.T) {
 	tr := ptrace.NewTracer()
 	defer tr.Close()
-	a := startTracee(t, tr)
+	a := injecttest.Start(t, tr)
 	for i := 0; i < 3; i++ {
 		createTimer(t, a, unix.CLOCK_MONOTONIC, sigevNone, 0, 0, 0)
 	}
 	for _, id := range []uint64{0, 2} {
-		if _, err := a.th.Call("timer_delete", unix.SYS_TIMER_DELETE, id); err != nil {
+		if _, err := a.Thread.Call("timer_delete", unix.SYS_TIMER_DELETE, id); err != nil {
 			t.Fatal(err)
 		}
 	}
-	tid := createTimer(t, a, unix.CLOCK_REALTIME, sigevSignal|sigevThreadID, sigRTMin+3, a.pid, 0xabc)
+	tid := createTimer(t, a, unix.CLOCK_REALTIME, sigevSignal|sigevThreadID, sigRTMin+3, a.PID, 0xabc)
 	its := make([]byte, itimerspecSize)
 	putU64(its[0:], 5)   // interval 5 s
 	putU64(its[16:], 90) // first expiry in 90 s
-	addr, _ := a.rem.scratchAt(256, itimerspecSize)
-	if err := a.rem.write(addr, its); err != nil {
+	addr, _ := a.Proc.ScratchAt(256, itimerspecSize)
+	if err := a.Proc.Write(addr, its); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.th.Call("timer_settime", unix.SYS_TIMER_SETTIME, uint64(tid), 0, addr, 0); err != nil {
+	if _, err := a.Thread.Call("timer_settime", unix.SYS_TIMER_SETTIME, uint64(tid), 0, addr, 0); err != nil {
 		t.Fatal(err)
 	}
-	p := &image.Process{PID: a.pid, Threads: []image.Thread{{TID: a.pid}}}
-	if err := dumpPosixTimers(a.rem, a.pid, p); err != nil {
+	p := &image.Process{PID: a.PID, Threads: []image.Thread{{TID: a.PID}}}
+	if err := dumpPosixTimers(a.Proc, a.PID, p); err != nil {
 		t.Fatal(err)
 	}
 	if len(p.PosixTimers) != 2 {
 		t.Fatalf("dumped %+v, want timers 1 and %d", p.PosixTimers, tid)
 	}
 	armed := p.PosixTimers[1]
-	if armed.ID != tid || armed.TID != a.pid || armed.Signal != sigRTMin+3 || armed.Value != 0xabc ||
+	if armed.ID != tid || armed.TID != a.PID || armed.Signal != sigRTMin+3 || armed.Value != 0xabc ||
 		armed.Notify != sigevSignal|sigevThreadID || armed.IntervalSec != 5 || armed.ValueSec < 88 || armed.ValueSec > 89 {
 		t.Fatalf("dumped %+v", armed)
 	}
 
-	b := startTracee(t, tr)
-	q := &image.Process{PID: b.pid, Threads: []image.Thread{{TID: b.pid}}, PosixTimers: p.PosixTimers}
-	q.PosixTimers[1].TID = b.pid
+	b := injecttest.Start(t, tr)
+	q := &image.Process{PID: b.PID, Threads: []image.Thread{{TID: b.PID}}, PosixTimers: p.PosixTimers}
+	q.PosixTimers[1].TID = b.PID
 	r := restorerFor(tr, b, q)
 	if err := r.restorePosixTimers(q); err != nil {
 		t.Fatal(err)
 	}
-	back := &image.Process{PID: b.pid, Threads: q.Threads}
-	if err := dumpPosixTimers(b.rem, b.pid, back); err != nil {
+	back := &image.Process{PID: b.PID, Threads: q.Threads}
+	if err := dumpPosixTimers(b.Proc, b.PID, back); err != nil {
 		t.Fatal(err)
 	}
 	if len(back.PosixTimers) != 2 {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject/injecttest"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
@@ -137,10 +138,10 @@ func TestCheckpointProgress(t *testing.T) {
 func TestFillPagesProgress(t *testing.T) {
 	tr := ptrace.NewTracer()
 	defer tr.Close()
-	c := startTracee(t, tr)
+	c := injecttest.Start(t, tr)
 	const size = 70 << 20
 	// The second run leaves a gap of 1000 pages after the first.
-	addr, err := c.th.Call("mmap pages", unix.SYS_MMAP, 0, size+1000*pageSize, unix.PROT_READ|unix.PROT_WRITE,
+	addr, err := c.Thread.Call("mmap pages", unix.SYS_MMAP, 0, size+1000*pageSize, unix.PROT_READ|unix.PROT_WRITE,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +151,7 @@ func TestFillPagesProgress(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &image.Process{PID: c.pid, PageRuns: []image.PageRun{
+	p := &image.Process{PID: c.PID, PageRuns: []image.PageRun{
 		{Addr: addr, Pages: 1000},
 		{Addr: addr + 2000*pageSize, Pages: size/pageSize - 1000, Offset: 1000 * pageSize},
 	}}
@@ -167,7 +168,7 @@ func TestFillPagesProgress(t *testing.T) {
 	}
 	calls.check(t, size)
 	got := make([]byte, pageSize)
-	if err := r.read(addr+2000*pageSize, got); err != nil {
+	if err := r.Read(addr+2000*pageSize, got); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, data[1000*pageSize:1001*pageSize]) {

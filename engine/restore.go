@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/stub"
 )
@@ -139,7 +140,7 @@ func Restore(opts RestoreOptions) (*RestoreResult, error) {
 		return nil, &RestoreError{Generation: opts.Gen.Gen, Err: err}
 	}
 	main := jr.main()
-	return &RestoreResult{HostPID: main.pid, NSPID: main.proc.PID, RuntimeHostPID: jr.runtimeHost, Processes: len(procs),
+	return &RestoreResult{HostPID: main.PID, NSPID: main.proc.PID, RuntimeHostPID: jr.runtimeHost, Processes: len(procs),
 		Bytes: jr.bytes, Duration: time.Since(start)}, nil
 }
 
@@ -194,7 +195,7 @@ func (jr *jobRestore) run() error {
 	ipcPID := jr.opts.InitPID
 	if jr.opts.Container != nil {
 		// The container's IPC namespace (see dumpSysVIPC's caller).
-		ipcPID = ipcHolder(jr.opts.InitPID, jr.main().pid)
+		ipcPID = ipcHolder(jr.opts.InitPID, jr.main().PID)
 	}
 	if ipc != nil {
 		if ipcPID == 0 {
@@ -246,7 +247,7 @@ func (jr *jobRestore) run() error {
 
 // restorer morphs one stub into one checkpointed process.
 type restorer struct {
-	remote
+	inject.Process
 	t      *ptrace.Tracer
 	log    logrus.FieldLogger
 	job    *jobRestore
@@ -295,7 +296,7 @@ func (r *restorer) take(hostPID int) error {
 	if err != nil {
 		return err
 	}
-	r.remote = remote{pid: hostPID, main: main, scratch: r.layout.Scratch, size: r.layout.ScratchSize}
+	r.Process = inject.Process{PID: hostPID, Main: main, Scratch: r.layout.Scratch, Size: r.layout.ScratchSize}
 	return nil
 }
 
@@ -330,17 +331,17 @@ func (r *restorer) attachStopped(hostPID int) error {
 func (r *restorer) unmapStubFile() error {
 	l := r.layout
 	size := l.Scratch + l.ScratchSize - l.Base
-	if _, err := r.main.Call("mmap stub", unix.SYS_MMAP, l.Base, size, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC,
+	if _, err := r.Main.Call("mmap stub", unix.SYS_MMAP, l.Base, size, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED, ^uint64(0), 0); err != nil {
 		return err
 	}
-	if err := r.write(l.Base, stub.Code()); err != nil {
+	if err := r.Write(l.Base, stub.Code()); err != nil {
 		return err
 	}
-	if _, err := r.main.Call("mprotect stub", unix.SYS_MPROTECT, l.Base, pageSize, unix.PROT_READ|unix.PROT_EXEC); err != nil {
+	if _, err := r.Main.Call("mprotect stub", unix.SYS_MPROTECT, l.Base, pageSize, unix.PROT_READ|unix.PROT_EXEC); err != nil {
 		return err
 	}
-	_, err := r.main.Call("mprotect scratch", unix.SYS_MPROTECT, l.Scratch, l.ScratchSize, unix.PROT_READ|unix.PROT_WRITE)
+	_, err := r.Main.Call("mprotect scratch", unix.SYS_MPROTECT, l.Scratch, l.ScratchSize, unix.PROT_READ|unix.PROT_WRITE)
 	return err
 }
 
@@ -409,7 +410,7 @@ func stubBase(vmas []image.VMA, size uint64) (uint64, error) {
 // exists, which is fine, because the registers are replaced before the
 // thread runs again.
 func (r *restorer) unmapStub() error {
-	_, err := r.main.Call("munmap stub", unix.SYS_MUNMAP, r.layout.Base, r.layout.End-r.layout.Base)
+	_, err := r.Main.Call("munmap stub", unix.SYS_MUNMAP, r.layout.Base, r.layout.End-r.layout.Base)
 	return err
 }
 
@@ -423,7 +424,7 @@ func (r *restorer) release() error {
 	}
 	for _, th := range r.threads {
 		sig := 0
-		if th == r.main && r.proc.State == image.ProcStopped {
+		if th == r.Main && r.proc.State == image.ProcStopped {
 			sig = int(unix.SIGSTOP)
 		}
 		if err := r.t.Detach(th.TID, sig); err != nil {

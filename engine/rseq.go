@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
@@ -49,7 +50,7 @@ const RseqTunable = "glibc.pthread.rseq=0"
 
 // rseqFinder finds the rseq registrations of one process's threads.
 type rseqFinder struct {
-	rem     *remote
+	rem     *inject.Process
 	hostPID int
 	// glibc is read once per process: offset is __rseq_offset, and
 	// registered is false when glibc registered no area (or is not there).
@@ -80,7 +81,7 @@ func (f *rseqFinder) dumpRseq(t *ptrace.Tracer, th *ptrace.Thread) (*image.Rseq,
 	}
 	ptr := uint64(int64(th.Saved.Fs_base) + f.offset)
 	b := make([]byte, 4)
-	if err := f.rem.read(ptr+rseqCPUIDOffset, b); err != nil {
+	if err := f.rem.Read(ptr+rseqCPUIDOffset, b); err != nil {
 		return nil, fmt.Errorf("rseq area of thread %d at %#x: %w", th.TID, ptr, err)
 	}
 	if int32(binary.LittleEndian.Uint32(b)) < 0 {
@@ -103,7 +104,7 @@ func (r *restorer) restoreRseq(th *ptrace.Thread, rs *image.Rseq) error {
 // loader, or the executable of a static program), at the address that
 // object is loaded at. A process with no such object has registered nothing
 // through glibc.
-func glibcRseqOffset(rem *remote, hostPID int) (registered bool, offset int64, err error) {
+func glibcRseqOffset(rem *inject.Process, hostPID int) (registered bool, offset int64, err error) {
 	maps, err := proc.ReadMaps(hostPID)
 	if err != nil {
 		return false, 0, err
@@ -121,13 +122,13 @@ func glibcRseqOffset(rem *remote, hostPID int) (registered bool, offset int64, e
 			continue
 		}
 		b := make([]byte, 8)
-		if err := rem.read(sizeAddr, b[:4]); err != nil {
+		if err := rem.Read(sizeAddr, b[:4]); err != nil {
 			return false, 0, fmt.Errorf("%s: read __rseq_size: %w", obj.path, err)
 		}
 		if binary.LittleEndian.Uint32(b[:4]) == 0 {
 			return false, 0, nil
 		}
-		if err := rem.read(offAddr, b); err != nil {
+		if err := rem.Read(offAddr, b); err != nil {
 			return false, 0, fmt.Errorf("%s: read __rseq_offset: %w", obj.path, err)
 		}
 		return true, int64(binary.LittleEndian.Uint64(b)), nil

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"testing"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject/injecttest"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
@@ -18,8 +19,8 @@ func TestRseqFromGlibc(t *testing.T) {
 	}
 	tr := ptrace.NewTracer()
 	defer tr.Close()
-	c := startTracee(t, tr)
-	want, err := tr.GetRseq(c.pid)
+	c := injecttest.Start(t, tr)
+	want, err := tr.GetRseq(c.PID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,8 +29,8 @@ func TestRseqFromGlibc(t *testing.T) {
 	}
 	kernel.Adopt(kernel.Current().Without(kernel.PtraceRseq))
 	t.Cleanup(func() { kernel.Adopt(nil) })
-	f := &rseqFinder{rem: c.rem, hostPID: c.pid}
-	got, err := f.dumpRseq(tr, c.th)
+	f := &rseqFinder{rem: c.Proc, hostPID: c.PID}
+	got, err := f.dumpRseq(tr, c.Thread)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,16 +46,16 @@ func TestRseqFromGlibcTurnedOff(t *testing.T) {
 	defer tr.Close()
 	cmd := exec.Command("/bin/sleep", "1000")
 	cmd.Env = append(os.Environ(), "GLIBC_TUNABLES="+RseqTunable)
-	c := startTraceeCmd(t, tr, cmd)
+	c := injecttest.StartCmd(t, tr, cmd)
 	if kernel.Has(kernel.PtraceRseq) {
-		if cfg, err := tr.GetRseq(c.pid); err != nil || cfg.Ptr != 0 {
+		if cfg, err := tr.GetRseq(c.PID); err != nil || cfg.Ptr != 0 {
 			t.Fatalf("with %s the kernel reports rseq %+v, %v", RseqTunable, cfg, err)
 		}
 	}
 	kernel.Adopt(kernel.Current().Without(kernel.PtraceRseq))
 	t.Cleanup(func() { kernel.Adopt(nil) })
-	f := &rseqFinder{rem: c.rem, hostPID: c.pid}
-	if got, err := f.dumpRseq(tr, c.th); err != nil || got != nil {
+	f := &rseqFinder{rem: c.Proc, hostPID: c.PID}
+	if got, err := f.dumpRseq(tr, c.Thread); err != nil || got != nil {
 		t.Errorf("from glibc with rseq off: %+v, %v; want none", got, err)
 	}
 }

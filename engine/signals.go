@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
 
@@ -25,11 +26,11 @@ func putU64(b []byte, v uint64) { binary.LittleEndian.PutUint64(b, v) }
 // dumpSignals records every signal's disposition, the interval timers and
 // the POSIX timers, which only the process itself can read: all are
 // injected calls.
-func dumpSignals(rem *remote, hostPID int, p *image.Process) error {
+func dumpSignals(rem *inject.Process, hostPID int, p *image.Process) error {
 	if err := dumpPosixTimers(rem, hostPID, p); err != nil {
 		return err
 	}
-	addr, err := rem.scratchAt(0, sigactionSize)
+	addr, err := rem.ScratchAt(0, sigactionSize)
 	if err != nil {
 		return err
 	}
@@ -39,10 +40,10 @@ func dumpSignals(rem *remote, hostPID int, p *image.Process) error {
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
 			continue
 		}
-		if _, err := rem.main.Call(fmt.Sprintf("rt_sigaction(%d)", sig), unix.SYS_RT_SIGACTION, uint64(sig), 0, addr, sigsetSize); err != nil {
+		if _, err := rem.Main.Call(fmt.Sprintf("rt_sigaction(%d)", sig), unix.SYS_RT_SIGACTION, uint64(sig), 0, addr, sigsetSize); err != nil {
 			return err
 		}
-		if err := rem.read(addr, buf); err != nil {
+		if err := rem.Read(addr, buf); err != nil {
 			return err
 		}
 		sa := image.Sigaction{Signal: sig, Handler: le.Uint64(buf[0:]), Flags: le.Uint64(buf[8:]), Restorer: le.Uint64(buf[16:]), Mask: le.Uint64(buf[24:])}
@@ -53,10 +54,10 @@ func dumpSignals(rem *remote, hostPID int, p *image.Process) error {
 	}
 	tv := make([]byte, itimervalSize)
 	for which := 0; which < itimerNumTypes; which++ {
-		if _, err := rem.main.Call("getitimer", unix.SYS_GETITIMER, uint64(which), addr); err != nil {
+		if _, err := rem.Main.Call("getitimer", unix.SYS_GETITIMER, uint64(which), addr); err != nil {
 			return err
 		}
-		if err := rem.read(addr, tv); err != nil {
+		if err := rem.Read(addr, tv); err != nil {
 			return err
 		}
 		it := image.Itimer{Which: which,
@@ -75,7 +76,7 @@ func (r *restorer) restoreSignals(p *image.Process) error {
 	// A re-armed timer may fire while the restore still steps the
 	// process; the signal must stay queued, not be taken by a step.
 	r.t.HoldSignals(true)
-	addr, err := r.scratchAt(0, sigactionSize)
+	addr, err := r.ScratchAt(0, sigactionSize)
 	if err != nil {
 		return err
 	}
@@ -85,10 +86,10 @@ func (r *restorer) restoreSignals(p *image.Process) error {
 		putU64(buf[8:], sa.Flags)
 		putU64(buf[16:], sa.Restorer)
 		putU64(buf[24:], sa.Mask)
-		if err := r.write(addr, buf); err != nil {
+		if err := r.Write(addr, buf); err != nil {
 			return err
 		}
-		if _, err := r.main.Call(fmt.Sprintf("rt_sigaction(%d)", sa.Signal), unix.SYS_RT_SIGACTION, uint64(sa.Signal), addr, 0, sigsetSize); err != nil {
+		if _, err := r.Main.Call(fmt.Sprintf("rt_sigaction(%d)", sa.Signal), unix.SYS_RT_SIGACTION, uint64(sa.Signal), addr, 0, sigsetSize); err != nil {
 			return err
 		}
 	}
@@ -98,10 +99,10 @@ func (r *restorer) restoreSignals(p *image.Process) error {
 		putU64(tv[8:], uint64(it.IntervalUs))
 		putU64(tv[16:], uint64(it.ValueSec))
 		putU64(tv[24:], uint64(it.ValueUs))
-		if err := r.write(addr, tv); err != nil {
+		if err := r.Write(addr, tv); err != nil {
 			return err
 		}
-		if _, err := r.main.Call("setitimer", unix.SYS_SETITIMER, uint64(it.Which), addr, 0); err != nil {
+		if _, err := r.Main.Call("setitimer", unix.SYS_SETITIMER, uint64(it.Which), addr, 0); err != nil {
 			return err
 		}
 	}
@@ -127,7 +128,7 @@ func (r *restorer) restorePending(p *image.Process) error {
 		return fmt.Errorf("pending signals: %d threads restored, the image has %d", len(r.threads), len(p.Threads))
 	}
 	r.t.HoldSignals(true)
-	addr, err := r.scratchAt(0, ptrace.SiginfoSize)
+	addr, err := r.ScratchAt(0, ptrace.SiginfoSize)
 	if err != nil {
 		return err
 	}
@@ -139,11 +140,11 @@ func (r *restorer) restorePending(p *image.Process) error {
 			if err != nil {
 				return fmt.Errorf("thread %d: %w", st.TID, err)
 			}
-			if err := r.write(addr, si.Raw); err != nil {
+			if err := r.Write(addr, si.Raw); err != nil {
 				return err
 			}
 			if si.Shared {
-				if th != r.main {
+				if th != r.Main {
 					return fmt.Errorf("thread %d: a process-wide signal %d is recorded on a thread that is not the main thread", st.TID, sig)
 				}
 				_, err = th.Call(fmt.Sprintf("rt_sigqueueinfo(%d)", sig), unix.SYS_RT_SIGQUEUEINFO, uint64(p.PID), uint64(sig), addr)

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject/injecttest"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
 
@@ -49,19 +50,19 @@ func le32(b []byte) uint32 {
 func TestPendingSignalsRoundTrip(t *testing.T) {
 	tr := ptrace.NewTracer()
 	defer tr.Close()
-	a := startTracee(t, tr)
-	if err := tr.SetSigmask(a.pid, ^uint64(0)); err != nil {
+	a := injecttest.Start(t, tr)
+	if err := tr.SetSigmask(a.PID, ^uint64(0)); err != nil {
 		t.Fatal(err)
 	}
-	sigqueue(t, a.pid, sigRTMin+1, 7)
-	sigqueue(t, a.pid, sigRTMin+1, 8)
-	sigqueue(t, a.pid, unix.SIGUSR1, 1)
-	sigqueue(t, a.pid, unix.SIGUSR1, 2) // a standard signal queues once
-	if err := unix.Tgkill(a.pid, a.pid, unix.SIGUSR2); err != nil {
+	sigqueue(t, a.PID, sigRTMin+1, 7)
+	sigqueue(t, a.PID, sigRTMin+1, 8)
+	sigqueue(t, a.PID, unix.SIGUSR1, 1)
+	sigqueue(t, a.PID, unix.SIGUSR1, 2) // a standard signal queues once
+	if err := unix.Tgkill(a.PID, a.PID, unix.SIGUSR2); err != nil {
 		t.Fatal(err)
 	}
-	a.th.Deferred = []unix.Signal{unix.SIGWINCH}
-	pending, err := dumpPending(tr, a.th, true)
+	a.Thread.Deferred = []unix.Signal{unix.SIGWINCH}
+	pending, err := dumpPending(tr, a.Thread, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,24 +71,24 @@ func TestPendingSignalsRoundTrip(t *testing.T) {
 		t.Fatalf("dumped %v, want %v (shared, signal, value)", got, want)
 	}
 
-	b := startTracee(t, tr)
-	if err := tr.SetSigmask(b.pid, 0); err != nil {
+	b := injecttest.Start(t, tr)
+	if err := tr.SetSigmask(b.PID, 0); err != nil {
 		t.Fatal(err)
 	}
-	p := &image.Process{PID: b.pid, Threads: []image.Thread{{TID: b.pid, Pending: pending}}}
+	p := &image.Process{PID: b.PID, Threads: []image.Thread{{TID: b.PID, Pending: pending}}}
 	r := restorerFor(tr, b, p)
 	if err := r.restorePending(p); err != nil {
 		t.Fatal(err)
 	}
 	// One more injected step: with the signals unblocked, it must not
 	// take any of them off the queues.
-	if _, err := b.th.Call("getpid", unix.SYS_GETPID); err != nil {
+	if _, err := b.Thread.Call("getpid", unix.SYS_GETPID); err != nil {
 		t.Fatal(err)
 	}
-	if mask, _ := tr.GetSigmask(b.pid); mask != 0 {
+	if mask, _ := tr.GetSigmask(b.PID); mask != 0 {
 		t.Fatalf("mask after injection %#x, want the thread's own 0", mask)
 	}
-	th, err := tr.NewThread(b.pid, b.th.Gadget)
+	th, err := tr.NewThread(b.PID, b.Thread.Gadget)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,14 +9,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/unixsock"
 )
 
 // dumpSocket records a socket descriptor. AF_UNIX sockets are taken along
 // with their queued data; any other socket (TCP, UDP, netlink...) reaches
 // beyond the job and fails the checkpoint with its kind named.
-func (jd *jobDump) dumpSocket(rem *remote, fd int, ino uint64, out *image.FD, first bool) error {
-	hostPID := rem.pid
+func (jd *jobDump) dumpSocket(rem *inject.Process, fd int, ino uint64, out *image.FD, first bool) error {
+	hostPID := rem.PID
 	if jd.socks == nil {
 		socks, info, err := unixsock.Diag()
 		if err != nil {
@@ -45,7 +46,7 @@ func (jd *jobDump) dumpSocket(rem *remote, fd int, ino uint64, out *image.FD, fi
 		// refused above.
 		return nil
 	}
-	local, err := rem.pullFD(uint64(fd))
+	local, err := rem.PullFD(uint64(fd))
 	if err != nil {
 		return err
 	}
@@ -105,8 +106,8 @@ func peerName(s *image.UnixSocket) string {
 }
 
 // socketKind names a socket's family, type and protocol for an error.
-func socketKind(rem *remote, fd int) string {
-	local, err := rem.pullFD(uint64(fd))
+func socketKind(rem *inject.Process, fd int) string {
+	local, err := rem.PullFD(uint64(fd))
 	if err != nil {
 		return "unknown kind"
 	}
@@ -167,7 +168,7 @@ func (r *restorer) restoreUnix(f *image.FD) error {
 			unix.Close(l)
 		}
 	}()
-	got, err := r.pushFDs(local)
+	got, err := r.PushFDs(local)
 	if err != nil {
 		return fmt.Errorf("unix socket %s: %w", sockName(&s), err)
 	}

@@ -117,7 +117,7 @@ func finishSysVIPC(initHostPID int, ipc *image.SysVIPC) error {
 	}
 	defer h.stop()
 	for _, s := range dest {
-		if _, err := h.main.Call("shmctl IPC_RMID", unix.SYS_SHMCTL, uint64(s.ID), unix.IPC_RMID, 0); err != nil {
+		if _, err := h.Main.Call("shmctl IPC_RMID", unix.SYS_SHMCTL, uint64(s.ID), unix.IPC_RMID, 0); err != nil {
 			return fmt.Errorf("finish System V IPC: mark shm %d destroyed: %w", s.ID, err)
 		}
 	}
@@ -200,7 +200,7 @@ func (h *ipcHelper) dump(w *image.Writer) (*image.SysVIPC, error) {
 			return fmt.Errorf("sem %d (key %#x): %w", id, uint32(s.Key), err)
 		}
 		raw := make([]byte, 2*n)
-		if err := h.read(h.buf, raw); err != nil {
+		if err := h.Read(h.buf, raw); err != nil {
 			return err
 		}
 		s.Values = make([]uint16, n)
@@ -238,7 +238,7 @@ func (h *ipcHelper) dumpMessages(q *image.SysVMsq, qnum, cbytes uint64) error {
 		return err
 	}
 	for i := uint64(0); i < qnum; i++ {
-		n, err := h.main.Call("msgrcv(MSG_COPY)", unix.SYS_MSGRCV, uint64(q.ID), h.buf, cbytes, i, ipcNowait|msgCopy)
+		n, err := h.Main.Call("msgrcv(MSG_COPY)", unix.SYS_MSGRCV, uint64(q.ID), h.buf, cbytes, i, ipcNowait|msgCopy)
 		if isErrno(err, unix.ENOSYS) {
 			return fmt.Errorf("message %d: this kernel cannot copy messages (MSG_COPY needs CONFIG_CHECKPOINT_RESTORE)", i)
 		}
@@ -246,7 +246,7 @@ func (h *ipcHelper) dumpMessages(q *image.SysVMsq, qnum, cbytes uint64) error {
 			return fmt.Errorf("message %d: %w", i, err)
 		}
 		b := make([]byte, 8+n)
-		if err := h.read(h.buf, b); err != nil {
+		if err := h.Read(h.buf, b); err != nil {
 			return err
 		}
 		q.Messages = append(q.Messages, image.SysVMsg{Type: int64(ipcOrder.Uint64(b)), Data: b[8:]})
@@ -270,11 +270,11 @@ func (h *ipcHelper) dumpShm(s *image.SysVShm, w *image.Writer, noSwap bool) erro
 	if s.Size == 0 {
 		return f.Close()
 	}
-	addr, err := h.main.Call("shmat", unix.SYS_SHMAT, uint64(s.ID), 0, shmRdonly)
+	addr, err := h.Main.Call("shmat", unix.SYS_SHMAT, uint64(s.ID), 0, shmRdonly)
 	if err != nil {
 		return err
 	}
-	defer h.main.Syscall(unix.SYS_SHMDT, addr)
+	defer h.Main.Syscall(unix.SYS_SHMDT, addr)
 	chunk := make([]byte, min(s.Size, shmChunk))
 	npages := (uint64(len(chunk)) + pageSize - 1) / pageSize
 	if noSwap {
@@ -287,14 +287,14 @@ func (h *ipcHelper) dumpShm(s *image.SysVShm, w *image.Writer, noSwap bool) erro
 		b := chunk[:min(uint64(len(chunk)), s.Size-off)]
 		n := (uint64(len(b)) + pageSize - 1) / pageSize
 		if !noSwap {
-			if err := h.read(addr+off, b); err != nil {
+			if err := h.Read(addr+off, b); err != nil {
 				return err
 			}
 		} else {
-			if _, err := h.main.Call("mincore", unix.SYS_MINCORE, addr+off, uint64(len(b)), h.buf); err != nil {
+			if _, err := h.Main.Call("mincore", unix.SYS_MINCORE, addr+off, uint64(len(b)), h.buf); err != nil {
 				return err
 			}
-			if err := h.read(h.buf, vec[:n]); err != nil {
+			if err := h.Read(h.buf, vec[:n]); err != nil {
 				return err
 			}
 			clear(b)
@@ -308,7 +308,7 @@ func (h *ipcHelper) dumpShm(s *image.SysVShm, w *image.Writer, noSwap bool) erro
 					q++
 				}
 				end := min(q*pageSize, uint64(len(b)))
-				if err := h.read(addr+off+p*pageSize, b[p*pageSize:end]); err != nil {
+				if err := h.Read(addr+off+p*pageSize, b[p*pageSize:end]); err != nil {
 					return err
 				}
 				p = q
@@ -405,12 +405,12 @@ func (h *ipcHelper) create(k ipcKind, p *image.SysVPerm, call func() (uint64, er
 // setPerm applies the recorded owner and mode with IPC_SET. cuid and cgid
 // cannot be set: they are the helper's ids, which must be the recorded ones.
 func (h *ipcHelper) setPerm(k ipcKind, p *image.SysVPerm, ds []byte) error {
-	buf := h.scratch + scratchStruct
+	buf := h.Scratch + scratchStruct
 	if _, err := h.ctl(k, p.ID, unix.IPC_STAT, buf); err != nil {
 		return err
 	}
 	cur := make([]byte, k.dsSize)
-	if err := h.read(buf, cur); err != nil {
+	if err := h.Read(buf, cur); err != nil {
 		return err
 	}
 	if cuid, cgid := int(ipcOrder.Uint32(cur[12:])), int(ipcOrder.Uint32(cur[16:])); cuid != p.CUID || cgid != p.CGID {
@@ -422,7 +422,7 @@ func (h *ipcHelper) setPerm(k ipcKind, p *image.SysVPerm, ds []byte) error {
 	ipcOrder.PutUint32(ds[4:], uint32(p.UID))
 	ipcOrder.PutUint32(ds[8:], uint32(p.GID))
 	ipcOrder.PutUint32(ds[20:], p.Mode)
-	if err := h.write(buf, ds); err != nil {
+	if err := h.Write(buf, ds); err != nil {
 		return err
 	}
 	_, err := h.ctl(k, p.ID, unix.IPC_SET, buf)
@@ -433,7 +433,7 @@ func (h *ipcHelper) setPerm(k ipcKind, p *image.SysVPerm, ds []byte) error {
 // All-zero pages are left as holes, as they most likely were.
 func (h *ipcHelper) restoreShm(s *image.SysVShm, gen *image.Generation) error {
 	err := h.create(shmKind, &s.SysVPerm, func() (uint64, error) {
-		return h.main.Call("shmget", unix.SYS_SHMGET, uint64(uint32(s.Key)), s.Size, uint64(unix.IPC_CREAT|unix.IPC_EXCL|0o600))
+		return h.Main.Call("shmget", unix.SYS_SHMGET, uint64(uint32(s.Key)), s.Size, uint64(unix.IPC_CREAT|unix.IPC_EXCL|0o600))
 	})
 	if err != nil {
 		return err
@@ -467,11 +467,11 @@ func (h *ipcHelper) fillShm(s *image.SysVShm, gen *image.Generation) error {
 	if s.Size == 0 {
 		return nil
 	}
-	addr, err := h.main.Call("shmat", unix.SYS_SHMAT, uint64(s.ID), 0, 0)
+	addr, err := h.Main.Call("shmat", unix.SYS_SHMAT, uint64(s.ID), 0, 0)
 	if err != nil {
 		return err
 	}
-	defer h.main.Syscall(unix.SYS_SHMDT, addr)
+	defer h.Main.Syscall(unix.SYS_SHMDT, addr)
 	chunk := make([]byte, min(s.Size, shmChunk))
 	for off := uint64(0); off < s.Size; off += uint64(len(chunk)) {
 		b := chunk[:min(uint64(len(chunk)), s.Size-off)]
@@ -483,7 +483,7 @@ func (h *ipcHelper) fillShm(s *image.SysVShm, gen *image.Generation) error {
 			if isZero(page) {
 				continue
 			}
-			if err := h.write(addr+off+p, page); err != nil {
+			if err := h.Write(addr+off+p, page); err != nil {
 				return err
 			}
 		}
@@ -507,7 +507,7 @@ func (h *ipcHelper) restoreSem(s *image.SysVSem) error {
 		return errors.New("a semaphore set without semaphores")
 	}
 	err := h.create(semKind, &s.SysVPerm, func() (uint64, error) {
-		return h.main.Call("semget", unix.SYS_SEMGET, uint64(uint32(s.Key)), uint64(len(s.Values)), uint64(unix.IPC_CREAT|unix.IPC_EXCL|0o600))
+		return h.Main.Call("semget", unix.SYS_SEMGET, uint64(uint32(s.Key)), uint64(len(s.Values)), uint64(unix.IPC_CREAT|unix.IPC_EXCL|0o600))
 	})
 	if err != nil {
 		return err
@@ -519,7 +519,7 @@ func (h *ipcHelper) restoreSem(s *image.SysVSem) error {
 	if err := h.ensureBuf(uint64(len(raw))); err != nil {
 		return err
 	}
-	if err := h.write(h.buf, raw); err != nil {
+	if err := h.Write(h.buf, raw); err != nil {
 		return err
 	}
 	if _, err := h.ctl(semKind, s.ID, semSetAll, h.buf); err != nil {
@@ -531,19 +531,19 @@ func (h *ipcHelper) restoreSem(s *image.SysVSem) error {
 // restoreMsq re-creates one message queue and sends its messages in order.
 func (h *ipcHelper) restoreMsq(q *image.SysVMsq) error {
 	err := h.create(msgKind, &q.SysVPerm, func() (uint64, error) {
-		return h.main.Call("msgget", unix.SYS_MSGGET, uint64(uint32(q.Key)), uint64(unix.IPC_CREAT|unix.IPC_EXCL|0o600))
+		return h.Main.Call("msgget", unix.SYS_MSGGET, uint64(uint32(q.Key)), uint64(unix.IPC_CREAT|unix.IPC_EXCL|0o600))
 	})
 	if err != nil {
 		return err
 	}
 	// The byte limit goes in with the owner, before the messages that may
 	// need more room than a new queue has.
-	buf := h.scratch + scratchStruct
+	buf := h.Scratch + scratchStruct
 	if _, err := h.ctl(msgKind, q.ID, unix.IPC_STAT, buf); err != nil {
 		return err
 	}
 	ds := make([]byte, msqidDsSize)
-	if err := h.read(buf, ds); err != nil {
+	if err := h.Read(buf, ds); err != nil {
 		return err
 	}
 	ipcOrder.PutUint64(ds[offMsgQbytes:], q.QBytes)
@@ -557,10 +557,10 @@ func (h *ipcHelper) restoreMsq(q *image.SysVMsq) error {
 		if err := h.ensureBuf(uint64(len(b))); err != nil {
 			return err
 		}
-		if err := h.write(h.buf, b); err != nil {
+		if err := h.Write(h.buf, b); err != nil {
 			return err
 		}
-		if _, err := h.main.Call("msgsnd", unix.SYS_MSGSND, uint64(q.ID), h.buf, uint64(len(m.Data)), ipcNowait); err != nil {
+		if _, err := h.Main.Call("msgsnd", unix.SYS_MSGSND, uint64(q.ID), h.buf, uint64(len(m.Data)), ipcNowait); err != nil {
 			return fmt.Errorf("message %d of %d (type %d, %d bytes): %w", i+1, len(q.Messages), m.Type, len(m.Data), err)
 		}
 	}

@@ -46,7 +46,7 @@ func TestAttachSysVShm(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.stop()
-	r := &restorer{remote: h.remote, t: tr, log: logrus.StandardLogger()}
+	r := &restorer{Process: h.Process, t: tr, log: logrus.StandardLogger()}
 	rw := unix.PROT_READ | unix.PROT_WRITE
 	tests := []struct {
 		name          string
@@ -66,14 +66,14 @@ func TestAttachSysVShm(t *testing.T) {
 		if err := r.attachSysVShm(&v); err != nil {
 			t.Fatalf("%s: attachSysVShm: %v", tt.name, err)
 		}
-		maps, err := proc.ReadSmaps(h.pid)
+		maps, err := proc.ReadSmaps(h.PID)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var got *image.VMA
 		for i := range maps {
 			if maps[i].Start == v.Start {
-				c, err := classifyVMA(h.pid, &maps[i])
+				c, err := classifyVMA(h.PID, &maps[i])
 				if err != nil {
 					t.Fatalf("%s: classifyVMA: %v", tt.name, err)
 				}
@@ -87,7 +87,7 @@ func TestAttachSysVShm(t *testing.T) {
 			t.Errorf("%s: a dump would see %+v (segment %+v), want %+v (segment %+v)", tt.name, *got, got.SysVShm, v, v.SysVShm)
 		}
 		b := make([]byte, 8)
-		if err := h.read(v.Start, b); err != nil {
+		if err := h.Read(v.Start, b); err != nil {
 			t.Fatal(err)
 		}
 		if want := fmt.Sprintf("page %d\x00", tt.offset/pageSize); string(b[:len(want)]) != want {
@@ -95,18 +95,18 @@ func TestAttachSysVShm(t *testing.T) {
 		}
 	}
 	// All four show the same memory.
-	if err := h.write(0x200000000+3*pageSize, []byte("shared")); err != nil {
+	if err := h.Write(0x200000000+3*pageSize, []byte("shared")); err != nil {
 		t.Fatal(err)
 	}
 	b := make([]byte, 6)
-	if err := h.read(0x230000000, b); err != nil {
+	if err := h.Read(0x230000000, b); err != nil {
 		t.Fatal(err)
 	}
 	if string(b) != "shared" {
 		t.Errorf("a write through one attachment reads %q through another", b)
 	}
 	// Nothing of the temporary attachments of the parts is left.
-	maps, err := proc.ReadSmaps(h.pid)
+	maps, err := proc.ReadSmaps(h.PID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/stub"
@@ -34,7 +35,7 @@ const (
 
 // ipcHelper is a stub in the job's user and IPC namespaces.
 type ipcHelper struct {
-	remote
+	inject.Process
 	t    *ptrace.Tracer
 	proc *os.Process
 	// buf is a read-write mapping of bufSize bytes in the helper for data
@@ -82,7 +83,7 @@ func startIPCHelper(t *ptrace.Tracer, initHostPID int) (_ *ipcHelper, err error)
 	if err != nil {
 		return nil, fmt.Errorf("IPC helper: %w", err)
 	}
-	h.remote = remote{pid: p.Pid, main: main, scratch: layout.Scratch, size: layout.ScratchSize}
+	h.Process = inject.Process{PID: p.Pid, Main: main, Scratch: layout.Scratch, Size: layout.ScratchSize}
 
 	if err := h.joinNamespaces(initHostPID); err != nil {
 		return nil, fmt.Errorf("IPC helper: join the user and IPC namespaces of job init %d: %w", initHostPID, err)
@@ -96,12 +97,12 @@ func startIPCHelper(t *ptrace.Tracer, initHostPID int) (_ *ipcHelper, err error)
 // gives the capabilities the second join needs).
 func (h *ipcHelper) joinNamespaces(hostPID int) error {
 	if kernel.Has(kernel.SetnsPidfd) {
-		pidfd, err := h.main.Call("pidfd_open", unix.SYS_PIDFD_OPEN, uint64(hostPID), 0)
+		pidfd, err := h.Main.Call("pidfd_open", unix.SYS_PIDFD_OPEN, uint64(hostPID), 0)
 		if err != nil {
 			return err
 		}
-		_, err = h.main.Call("setns", unix.SYS_SETNS, pidfd, unix.CLONE_NEWUSER|unix.CLONE_NEWIPC)
-		h.main.Syscall(unix.SYS_CLOSE, pidfd)
+		_, err = h.Main.Call("setns", unix.SYS_SETNS, pidfd, unix.CLONE_NEWUSER|unix.CLONE_NEWIPC)
+		h.Main.Syscall(unix.SYS_CLOSE, pidfd)
 		return err
 	}
 	// Both opened before the first join: the helper's /proc is the host's,
@@ -109,20 +110,20 @@ func (h *ipcHelper) joinNamespaces(hostPID int) error {
 	var fds []uint64
 	defer func() {
 		for _, fd := range fds {
-			h.main.Syscall(unix.SYS_CLOSE, fd)
+			h.Main.Syscall(unix.SYS_CLOSE, fd)
 		}
 	}()
 	for _, ns := range []string{"user", "ipc"} {
-		fd, err := h.openat(fmt.Sprintf("/proc/%d/ns/%s", hostPID, ns), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err := h.Openat(fmt.Sprintf("/proc/%d/ns/%s", hostPID, ns), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
 		fds = append(fds, fd)
 	}
-	if _, err := h.main.Call("setns(CLONE_NEWUSER)", unix.SYS_SETNS, fds[0], unix.CLONE_NEWUSER); err != nil {
+	if _, err := h.Main.Call("setns(CLONE_NEWUSER)", unix.SYS_SETNS, fds[0], unix.CLONE_NEWUSER); err != nil {
 		return err
 	}
-	_, err := h.main.Call("setns(CLONE_NEWIPC)", unix.SYS_SETNS, fds[1], unix.CLONE_NEWIPC)
+	_, err := h.Main.Call("setns(CLONE_NEWIPC)", unix.SYS_SETNS, fds[1], unix.CLONE_NEWIPC)
 	return err
 }
 
@@ -141,10 +142,10 @@ func (h *ipcHelper) ensureBuf(n uint64) error {
 		return nil
 	}
 	if h.bufSize != 0 {
-		h.main.Syscall(unix.SYS_MUNMAP, h.buf, h.bufSize)
+		h.Main.Syscall(unix.SYS_MUNMAP, h.buf, h.bufSize)
 		h.buf, h.bufSize = 0, 0
 	}
-	addr, err := h.main.Call("mmap buffer", unix.SYS_MMAP, 0, n, unix.PROT_READ|unix.PROT_WRITE,
+	addr, err := h.Main.Call("mmap buffer", unix.SYS_MMAP, 0, n, unix.PROT_READ|unix.PROT_WRITE,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
 	if err != nil {
 		return err
@@ -156,23 +157,23 @@ func (h *ipcHelper) ensureBuf(n uint64) error {
 // readSysctl reads /proc/sys/kernel/name as the helper sees it: the IPC
 // sysctls are those of the namespace of the task that opens them.
 func (h *ipcHelper) readSysctl(name string) (string, error) {
-	path, err := h.putString(scratchPath, "/proc/sys/kernel/"+name)
+	path, err := h.PutString(scratchPath, "/proc/sys/kernel/"+name)
 	if err != nil {
 		return "", err
 	}
 	atFdcwd := int64(unix.AT_FDCWD)
-	fd, err := h.main.Call("open "+name, unix.SYS_OPENAT, uint64(atFdcwd), path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := h.Main.Call("open "+name, unix.SYS_OPENAT, uint64(atFdcwd), path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return "", err
 	}
-	defer h.main.Syscall(unix.SYS_CLOSE, fd)
-	buf := h.scratch + scratchText
-	n, err := h.main.Call("read "+name, unix.SYS_READ, fd, buf, 4096)
+	defer h.Main.Syscall(unix.SYS_CLOSE, fd)
+	buf := h.Scratch + scratchText
+	n, err := h.Main.Call("read "+name, unix.SYS_READ, fd, buf, 4096)
 	if err != nil {
 		return "", err
 	}
 	b := make([]byte, n)
-	if err := h.read(buf, b); err != nil {
+	if err := h.Read(buf, b); err != nil {
 		return "", err
 	}
 	return strings.TrimSpace(string(b)), nil
@@ -181,21 +182,21 @@ func (h *ipcHelper) readSysctl(name string) (string, error) {
 // writeSysctl writes value to /proc/sys/kernel/name in the helper's IPC
 // namespace.
 func (h *ipcHelper) writeSysctl(name, value string) error {
-	path, err := h.putString(scratchPath, "/proc/sys/kernel/"+name)
+	path, err := h.PutString(scratchPath, "/proc/sys/kernel/"+name)
 	if err != nil {
 		return err
 	}
 	atFdcwd := int64(unix.AT_FDCWD)
-	fd, err := h.main.Call("open "+name, unix.SYS_OPENAT, uint64(atFdcwd), path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	fd, err := h.Main.Call("open "+name, unix.SYS_OPENAT, uint64(atFdcwd), path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
-	defer h.main.Syscall(unix.SYS_CLOSE, fd)
-	buf := h.scratch + scratchText
-	if err := h.write(buf, []byte(value)); err != nil {
+	defer h.Main.Syscall(unix.SYS_CLOSE, fd)
+	buf := h.Scratch + scratchText
+	if err := h.Write(buf, []byte(value)); err != nil {
 		return err
 	}
-	n, err := h.main.Call("write "+name, unix.SYS_WRITE, fd, buf, uint64(len(value)))
+	n, err := h.Main.Call("write "+name, unix.SYS_WRITE, fd, buf, uint64(len(value)))
 	if err != nil {
 		return err
 	}
@@ -219,7 +220,7 @@ func sameSysctl(a, b string) bool {
 
 // isErrno reports whether err carries errno e.
 func isErrno(err error, e syscall.Errno) bool {
-	got, ok := unwrapErrno(err)
+	got, ok := inject.UnwrapErrno(err)
 	return ok && got == e
 }
 
@@ -293,21 +294,21 @@ var (
 func (h *ipcHelper) ctl(k ipcKind, id int, cmd, arg uint64) (uint64, error) {
 	name := fmt.Sprintf("%sctl(%d, %d)", k.name, id, cmd)
 	if k.ctl == unix.SYS_SEMCTL {
-		return h.main.Call(name, k.ctl, uint64(id), 0, cmd, arg)
+		return h.Main.Call(name, k.ctl, uint64(id), 0, cmd, arg)
 	}
-	return h.main.Call(name, k.ctl, uint64(id), cmd, arg)
+	return h.Main.Call(name, k.ctl, uint64(id), cmd, arg)
 }
 
 // info runs *_INFO and returns the highest index in use and the info
 // structure.
 func (h *ipcHelper) info(k ipcKind) (int, []byte, error) {
-	buf := h.scratch + scratchStruct
+	buf := h.Scratch + scratchStruct
 	maxIdx, err := h.ctl(k, 0, k.info, buf)
 	if err != nil {
 		return 0, nil, err
 	}
 	b := make([]byte, ipcInfoSize)
-	if err := h.read(buf, b); err != nil {
+	if err := h.Read(buf, b); err != nil {
 		return 0, nil, err
 	}
 	return int(maxIdx), b, nil
@@ -319,7 +320,7 @@ func (h *ipcHelper) list(k ipcKind, fn func(id int, ds []byte) error) error {
 	if err != nil {
 		return err
 	}
-	buf := h.scratch + scratchStruct
+	buf := h.Scratch + scratchStruct
 	for idx := 0; idx <= maxIdx; idx++ {
 		id, err := h.ctl(k, idx, k.statAny, buf)
 		if isErrno(err, unix.EINVAL) {
@@ -329,7 +330,7 @@ func (h *ipcHelper) list(k ipcKind, fn func(id int, ds []byte) error) error {
 			return err
 		}
 		ds := make([]byte, k.dsSize)
-		if err := h.read(buf, ds); err != nil {
+		if err := h.Read(buf, ds); err != nil {
 			return err
 		}
 		if err := fn(int(id), ds); err != nil {

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
@@ -65,7 +66,7 @@ func exeFromCode(hostPID int, p *image.Process) error {
 // dumpTask records ids, capabilities, limits, mm fields, cwd and the like.
 // brk comes from an injected brk(0): /proc shows only where the heap
 // started.
-func dumpTask(rem *remote, hostPID int, p *image.Process) error {
+func dumpTask(rem *inject.Process, hostPID int, p *image.Process) error {
 	st, err := proc.ReadStatus(strconv.Itoa(hostPID))
 	if err != nil {
 		return err
@@ -132,7 +133,7 @@ func dumpTask(rem *remote, hostPID int, p *image.Process) error {
 	if err != nil {
 		return err
 	}
-	brk, err := rem.main.Call("brk", unix.SYS_BRK, 0)
+	brk, err := rem.Main.Call("brk", unix.SYS_BRK, 0)
 	if err != nil {
 		return err
 	}
@@ -140,10 +141,10 @@ func dumpTask(rem *remote, hostPID int, p *image.Process) error {
 	if err != nil {
 		return err
 	}
-	if p.PdeathSignal, err = rem.prctlGetInt("PR_GET_PDEATHSIG", unix.PR_GET_PDEATHSIG); err != nil {
+	if p.PdeathSignal, err = rem.PrctlGetInt("PR_GET_PDEATHSIG", unix.PR_GET_PDEATHSIG); err != nil {
 		return err
 	}
-	subreaper, err := rem.prctlGetInt("PR_GET_CHILD_SUBREAPER", unix.PR_GET_CHILD_SUBREAPER)
+	subreaper, err := rem.PrctlGetInt("PR_GET_CHILD_SUBREAPER", unix.PR_GET_CHILD_SUBREAPER)
 	if err != nil {
 		return err
 	}
@@ -177,18 +178,18 @@ func (r *restorer) restoreMM(p *image.Process) error {
 	for i, w := range p.MM.Auxv {
 		binary.LittleEndian.PutUint64(auxv[8*i:], w)
 	}
-	auxvAddr, err := r.scratchAt(4096, uint64(len(auxv)))
+	auxvAddr, err := r.ScratchAt(4096, uint64(len(auxv)))
 	if err != nil {
 		return err
 	}
-	if err := r.write(auxvAddr, auxv); err != nil {
+	if err := r.Write(auxvAddr, auxv); err != nil {
 		return err
 	}
-	exeFD, err := r.openat(p.Exe.Path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	exeFD, err := r.Openat(p.Exe.Path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("exe: %w", err)
 	}
-	defer r.main.Syscall(unix.SYS_CLOSE, exeFD)
+	defer r.Main.Syscall(unix.SYS_CLOSE, exeFD)
 	mm := prctlMMMap{
 		StartCode: p.MM.StartCode, EndCode: p.MM.EndCode,
 		StartData: p.MM.StartData, EndData: p.MM.EndData,
@@ -197,55 +198,55 @@ func (r *restorer) restoreMM(p *image.Process) error {
 		EnvStart: p.MM.EnvStart, EnvEnd: p.MM.EnvEnd,
 		Auxv: auxvAddr, AuxvSize: uint32(len(auxv)), ExeFD: uint32(exeFD),
 	}
-	mmAddr, err := r.scratchAt(0, uint64(unsafe.Sizeof(mm)))
+	mmAddr, err := r.ScratchAt(0, uint64(unsafe.Sizeof(mm)))
 	if err != nil {
 		return err
 	}
-	if err := r.write(mmAddr, unsafe.Slice((*byte)(unsafe.Pointer(&mm)), unsafe.Sizeof(mm))); err != nil {
+	if err := r.Write(mmAddr, unsafe.Slice((*byte)(unsafe.Pointer(&mm)), unsafe.Sizeof(mm))); err != nil {
 		return err
 	}
-	_, err = r.main.Call("prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, prSetMM, prSetMMap, mmAddr, uint64(unsafe.Sizeof(mm)))
+	_, err = r.Main.Call("prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, prSetMM, prSetMMap, mmAddr, uint64(unsafe.Sizeof(mm)))
 	if errors.Is(err, unix.EPERM) && r.job != nil && r.job.opts.Container != nil {
 		// A container's stub has no capability in the container's user
 		// namespace: everything but the exe link can be set.
 		// Its exe link was set by an exec (execExe).
 		mm.ExeFD = ^uint32(0)
-		if err := r.write(mmAddr, unsafe.Slice((*byte)(unsafe.Pointer(&mm)), unsafe.Sizeof(mm))); err != nil {
+		if err := r.Write(mmAddr, unsafe.Slice((*byte)(unsafe.Pointer(&mm)), unsafe.Sizeof(mm))); err != nil {
 			return err
 		}
-		_, err = r.main.Call("prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, prSetMM, prSetMMap, mmAddr, uint64(unsafe.Sizeof(mm)))
+		_, err = r.Main.Call("prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, prSetMM, prSetMMap, mmAddr, uint64(unsafe.Sizeof(mm)))
 	}
 	return err
 }
 
 // restoreTask sets personality, umask, cwd and resource limits.
 func (r *restorer) restoreTask(p *image.Process) error {
-	if _, err := r.main.Call("personality", unix.SYS_PERSONALITY, uint64(p.Personality)); err != nil {
+	if _, err := r.Main.Call("personality", unix.SYS_PERSONALITY, uint64(p.Personality)); err != nil {
 		return err
 	}
-	if _, err := r.main.Call("umask", unix.SYS_UMASK, uint64(p.Umask)); err != nil {
+	if _, err := r.Main.Call("umask", unix.SYS_UMASK, uint64(p.Umask)); err != nil {
 		return err
 	}
-	addr, err := r.putString(0, p.Cwd)
+	addr, err := r.PutString(0, p.Cwd)
 	if err != nil {
 		return err
 	}
-	if _, err := r.main.Call("chdir "+p.Cwd, unix.SYS_CHDIR, addr); err != nil {
+	if _, err := r.Main.Call("chdir "+p.Cwd, unix.SYS_CHDIR, addr); err != nil {
 		return err
 	}
 	if p.PdeathSignal != 0 {
-		if _, err := r.main.Call("prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(p.PdeathSignal)); err != nil {
+		if _, err := r.Main.Call("prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(p.PdeathSignal)); err != nil {
 			return err
 		}
 	}
 	if p.ChildSubreaper {
-		if _, err := r.main.Call("prctl(PR_SET_CHILD_SUBREAPER)", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
+		if _, err := r.Main.Call("prctl(PR_SET_CHILD_SUBREAPER)", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
 			return err
 		}
 	}
 	for _, rl := range p.Rlimits {
 		var cur unix.Rlimit
-		if err := unix.Prlimit(r.pid, rl.Resource, nil, &cur); err != nil {
+		if err := unix.Prlimit(r.PID, rl.Resource, nil, &cur); err != nil {
 			return fmt.Errorf("prlimit %d: %w", rl.Resource, err)
 		}
 		want := unix.Rlimit{Cur: rl.Cur, Max: rl.Max}
@@ -259,7 +260,7 @@ func (r *restorer) restoreTask(p *image.Process) error {
 		if want == cur {
 			continue
 		}
-		if err := unix.Prlimit(r.pid, rl.Resource, &want, nil); err != nil {
+		if err := unix.Prlimit(r.PID, rl.Resource, &want, nil); err != nil {
 			return fmt.Errorf("prlimit %d: %w", rl.Resource, err)
 		}
 	}
@@ -310,12 +311,12 @@ func (r *restorer) restoreCreds(th *ptrace.Thread, c *image.Creds) error {
 		{Effective: uint32(c.CapEff), Permitted: uint32(c.CapPrm), Inheritable: uint32(c.CapInh)},
 		{Effective: uint32(c.CapEff >> 32), Permitted: uint32(c.CapPrm >> 32), Inheritable: uint32(c.CapInh >> 32)},
 	}
-	hdrAddr, _ := r.scratchAt(0, 8)
-	dataAddr, _ := r.scratchAt(64, 24)
-	if err := r.write(hdrAddr, unsafe.Slice((*byte)(unsafe.Pointer(&hdr)), unsafe.Sizeof(hdr))); err != nil {
+	hdrAddr, _ := r.ScratchAt(0, 8)
+	dataAddr, _ := r.ScratchAt(64, 24)
+	if err := r.Write(hdrAddr, unsafe.Slice((*byte)(unsafe.Pointer(&hdr)), unsafe.Sizeof(hdr))); err != nil {
 		return err
 	}
-	if err := r.write(dataAddr, unsafe.Slice((*byte)(unsafe.Pointer(&data)), unsafe.Sizeof(data))); err != nil {
+	if err := r.Write(dataAddr, unsafe.Slice((*byte)(unsafe.Pointer(&data)), unsafe.Sizeof(data))); err != nil {
 		return err
 	}
 	if _, err := th.Call("capset", unix.SYS_CAPSET, hdrAddr, dataAddr); err != nil {

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
@@ -25,7 +26,7 @@ const (
 // dumpThread records one stopped thread. th carries the registers taken at
 // the stop; the injected calls here (sigaltstack, PR_GET_TID_ADDRESS) use
 // the scratch area of rem and leave the registers as they were.
-func dumpThread(t *ptrace.Tracer, rem *remote, th *ptrace.Thread, hostPID int, rseq *rseqFinder) (image.Thread, error) {
+func dumpThread(t *ptrace.Tracer, rem *inject.Process, th *ptrace.Thread, hostPID int, rseq *rseqFinder) (image.Thread, error) {
 	out := image.Thread{Regs: image.Regs(th.Saved)}
 	st, err := proc.ReadStatus(fmt.Sprintf("%d/task/%d", hostPID, th.TID))
 	if err != nil {
@@ -57,22 +58,22 @@ func dumpThread(t *ptrace.Tracer, rem *remote, th *ptrace.Thread, hostPID int, r
 
 	// What only the thread itself can tell: its signal stack and the
 	// address the kernel clears when it exits (pthread_join waits on it).
-	ssAddr, _ := rem.scratchAt(0, stackSize)
+	ssAddr, _ := rem.ScratchAt(0, stackSize)
 	if _, err := th.Call("sigaltstack", unix.SYS_SIGALTSTACK, 0, ssAddr); err != nil {
 		return out, err
 	}
 	ss := make([]byte, stackSize)
-	if err := rem.read(ssAddr, ss); err != nil {
+	if err := rem.Read(ssAddr, ss); err != nil {
 		return out, err
 	}
 	le := binary.LittleEndian
 	out.AltStack = image.AltStack{SP: le.Uint64(ss[0:]), Flags: int32(le.Uint32(ss[8:])), Size: le.Uint64(ss[16:])}
-	tidAddr, _ := rem.scratchAt(64, 8)
+	tidAddr, _ := rem.ScratchAt(64, 8)
 	if _, err := th.Call("prctl(PR_GET_TID_ADDRESS)", unix.SYS_PRCTL, prGetTIDAddress, tidAddr); err != nil {
 		return out, err
 	}
 	buf := make([]byte, 8)
-	if err := rem.read(tidAddr, buf); err != nil {
+	if err := rem.Read(tidAddr, buf); err != nil {
 		return out, err
 	}
 	out.ClearChildTID = le.Uint64(buf)
@@ -103,7 +104,7 @@ func (r *restorer) restoreThreads(p *image.Process) error {
 	if len(p.Threads) == 0 || p.Threads[0].TID != p.PID {
 		return fmt.Errorf("the image's first thread is not the main thread")
 	}
-	r.threads = []*ptrace.Thread{r.main}
+	r.threads = []*ptrace.Thread{r.Main}
 	for i := 1; i < len(p.Threads); i++ {
 		th, err := r.cloneThread(p.Threads[i].TID)
 		if err != nil {
@@ -141,18 +142,18 @@ func (r *restorer) cloneThread(tid int) (*ptrace.Thread, error) {
 // counter instead of set_tid; on kernels without clone3 the task is made
 // with clone.
 func (r *restorer) clone(args cloneArgs, tid int, event int) (int, error) {
-	tidAddr, _ := r.scratchAt(0, 8)
-	argsAddr, _ := r.scratchAt(64, uint64(unsafe.Sizeof(cloneArgs{})))
+	tidAddr, _ := r.ScratchAt(0, 8)
+	argsAddr, _ := r.ScratchAt(64, uint64(unsafe.Sizeof(cloneArgs{})))
 	b := make([]byte, 8)
 	binary.LittleEndian.PutUint64(b, uint64(tid))
-	if err := r.write(tidAddr, b); err != nil {
+	if err := r.Write(tidAddr, b); err != nil {
 		return 0, err
 	}
 	viaWriter := tid != 0 && r.job != nil && r.job.pids != nil
 	if tid != 0 && !viaWriter {
 		args.SetTID, args.SetTIDSize = tidAddr, 1
 	}
-	if err := r.write(argsAddr, unsafe.Slice((*byte)(unsafe.Pointer(&args)), unsafe.Sizeof(args))); err != nil {
+	if err := r.Write(argsAddr, unsafe.Slice((*byte)(unsafe.Pointer(&args)), unsafe.Sizeof(args))); err != nil {
 		return 0, err
 	}
 	var hostTID int
@@ -160,7 +161,7 @@ func (r *restorer) clone(args cloneArgs, tid int, event int) (int, error) {
 		if ev != event {
 			return fmt.Errorf("unexpected ptrace event %d during clone", ev)
 		}
-		msg, err := r.t.GetEventMsg(r.main.TID)
+		msg, err := r.t.GetEventMsg(r.Main.TID)
 		if err != nil {
 			return err
 		}
@@ -178,10 +179,10 @@ func (r *restorer) clone(args cloneArgs, tid int, event int) (int, error) {
 		var ret int64
 		var err error
 		if kernel.Has(kernel.Clone3) {
-			ret, err = r.main.SyscallEvent(onEvent, unix.SYS_CLONE3, argsAddr, uint64(unsafe.Sizeof(args)))
+			ret, err = r.Main.SyscallEvent(onEvent, unix.SYS_CLONE3, argsAddr, uint64(unsafe.Sizeof(args)))
 		} else {
 			// clone(flags | exit signal, stack, parent_tid, child_tid, tls)
-			ret, err = r.main.SyscallEvent(onEvent, unix.SYS_CLONE, args.Flags|args.ExitSignal, args.Stack,
+			ret, err = r.Main.SyscallEvent(onEvent, unix.SYS_CLONE, args.Flags|args.ExitSignal, args.Stack,
 				args.ParentTID, args.ChildTID, args.TLS)
 		}
 		if err != nil {
@@ -190,7 +191,7 @@ func (r *restorer) clone(args cloneArgs, tid int, event int) (int, error) {
 		if ret < 0 {
 			err := fmt.Errorf("clone with id %d in pid %d: %w", tid, r.proc.PID, unix.Errno(-ret))
 			if unix.Errno(-ret) == unix.EEXIST {
-				if who := pidHolder(r.pid, tid); who != "" {
+				if who := pidHolder(r.PID, tid); who != "" {
 					err = fmt.Errorf("%w: id %d is held by %s", err, tid, who)
 				}
 			}
@@ -209,7 +210,7 @@ func (r *restorer) clone(args cloneArgs, tid int, event int) (int, error) {
 		}
 		if !viaWriter || attempt == maxCloneAttempts {
 			err := fmt.Errorf("clone gave id %d, want %d (another task took it; restart again)", ret, tid)
-			if who := pidHolder(r.pid, tid); who != "" {
+			if who := pidHolder(r.PID, tid); who != "" {
 				err = fmt.Errorf("clone gave id %d, want %d, which is held by %s", ret, tid, who)
 			}
 			return 0, err
@@ -244,7 +245,7 @@ func (r *restorer) discardClone(hostTID int, nsID uint64, event int) error {
 		return fmt.Errorf("discard task %d: it did not exit", hostTID)
 	}
 	if event == unix.PTRACE_EVENT_FORK {
-		if _, err := r.main.Call("wait4", unix.SYS_WAIT4, nsID, 0, unix.WALL, 0); err != nil {
+		if _, err := r.Main.Call("wait4", unix.SYS_WAIT4, nsID, 0, unix.WALL, 0); err != nil {
 			return fmt.Errorf("discard task %d: %w", hostTID, err)
 		}
 	}
@@ -268,8 +269,8 @@ func (r *restorer) restoreThreadState(th *ptrace.Thread, st *image.Thread) error
 		le.PutUint64(ss[0:], st.AltStack.SP)
 		le.PutUint32(ss[8:], uint32(st.AltStack.Flags&^ssOnstack))
 		le.PutUint64(ss[16:], st.AltStack.Size)
-		addr, _ := r.scratchAt(0, stackSize)
-		if err := r.write(addr, ss); err != nil {
+		addr, _ := r.ScratchAt(0, stackSize)
+		if err := r.Write(addr, ss); err != nil {
 			return err
 		}
 		if _, err := th.Call("sigaltstack", unix.SYS_SIGALTSTACK, addr, 0); err != nil {
@@ -277,7 +278,7 @@ func (r *restorer) restoreThreadState(th *ptrace.Thread, st *image.Thread) error
 		}
 	}
 	if st.Comm != "" {
-		addr, err := r.putString(0, st.Comm)
+		addr, err := r.PutString(0, st.Comm)
 		if err != nil {
 			return err
 		}

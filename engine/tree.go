@@ -139,8 +139,8 @@ func (jr *jobRestore) main() *restorer {
 // killAll ends every process created so far.
 func (jr *jobRestore) killAll() {
 	for _, r := range jr.procs {
-		if r.pid != 0 {
-			unix.Kill(r.pid, unix.SIGKILL)
+		if r.PID != 0 {
+			unix.Kill(r.PID, unix.SIGKILL)
 		}
 	}
 }
@@ -220,7 +220,7 @@ func (jr *jobRestore) create(r *restorer, created []*restorer) error {
 	var parent *restorer
 	if p.PPID != jr.outer {
 		parent = jr.byPID[p.PPID]
-		if parent == nil || parent.pid == 0 {
+		if parent == nil || parent.PID == 0 {
 			return fmt.Errorf("parent pid %d is not in the image", p.PPID)
 		}
 		parentSID = parent.proc.SID
@@ -255,7 +255,7 @@ func (jr *jobRestore) create(r *restorer, created []*restorer) error {
 		if hostPID <= 0 {
 			return fmt.Errorf("spawn stub: no pid")
 		}
-		r.pid = hostPID
+		r.PID = hostPID
 		if err := r.attach(hostPID, true); err != nil {
 			return err
 		}
@@ -263,7 +263,7 @@ func (jr *jobRestore) create(r *restorer, created []*restorer) error {
 		return err
 	}
 	if newSession {
-		if _, err := r.main.Call("setsid", unix.SYS_SETSID); err != nil {
+		if _, err := r.Main.Call("setsid", unix.SYS_SETSID); err != nil {
 			return err
 		}
 	}
@@ -281,7 +281,7 @@ func (r *restorer) cloneProcess(child *restorer, flags uint64) error {
 	if err != nil {
 		return err
 	}
-	child.pid = hostPID
+	child.PID = hostPID
 	return child.attach(hostPID, false)
 }
 
@@ -308,7 +308,7 @@ func (jr *jobRestore) setProcessGroups() error {
 			if leaders {
 				pg = 0
 			}
-			if _, err := r.main.Call("setpgid", unix.SYS_SETPGID, 0, pg); err != nil {
+			if _, err := r.Main.Call("setpgid", unix.SYS_SETPGID, 0, pg); err != nil {
 				return fmt.Errorf("restore pid %d: process group %d: %w", p.PID, p.PGID, err)
 			}
 		}
@@ -345,14 +345,14 @@ func (r *restorer) exitAsZombie() error {
 	ws := unix.WaitStatus(r.proc.ExitStatus)
 	if ws.Signaled() {
 		// No core file from a stub.
-		unix.Prlimit(r.pid, unix.RLIMIT_CORE, &unix.Rlimit{}, nil)
-		if err := r.t.Detach(r.pid, int(ws.Signal())); err != nil {
+		unix.Prlimit(r.PID, unix.RLIMIT_CORE, &unix.Rlimit{}, nil)
+		if err := r.t.Detach(r.PID, int(ws.Signal())); err != nil {
 			return err
 		}
 		return nil
 	}
-	_, err := r.main.Syscall(unix.SYS_EXIT_GROUP, uint64(ws.ExitStatus()))
-	if r.t.Seized(r.pid) {
+	_, err := r.Main.Syscall(unix.SYS_EXIT_GROUP, uint64(ws.ExitStatus()))
+	if r.t.Seized(r.PID) {
 		return fmt.Errorf("exit as zombie with status %d: %v", ws.ExitStatus(), err)
 	}
 	return nil
@@ -362,7 +362,7 @@ func (r *restorer) exitAsZombie() error {
 // between processes.
 func (jr *jobRestore) closeTemps() error {
 	for _, h := range jr.temps {
-		if _, err := h.r.main.Call("close", unix.SYS_CLOSE, h.fd); err != nil {
+		if _, err := h.r.Main.Call("close", unix.SYS_CLOSE, h.fd); err != nil {
 			return fmt.Errorf("restore pid %d: %w", h.r.proc.PID, err)
 		}
 	}
@@ -383,16 +383,16 @@ func (r *restorer) shmemFD(v *image.VMA) (uint64, error) {
 	if len(name) > 240 || name == "" {
 		name = "shmem"
 	}
-	addr, err := r.putString(0, name)
+	addr, err := r.PutString(0, name)
 	if err != nil {
 		return 0, err
 	}
 	// Sealing allowed: a descriptor of the same memfd may bring seals.
-	fd, err := r.main.Call("memfd_create", unix.SYS_MEMFD_CREATE, addr, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	fd, err := r.Main.Call("memfd_create", unix.SYS_MEMFD_CREATE, addr, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return 0, err
 	}
-	if _, err := r.main.Call("ftruncate", unix.SYS_FTRUNCATE, fd, jr.shmemSize[v.Shmem]); err != nil {
+	if _, err := r.Main.Call("ftruncate", unix.SYS_FTRUNCATE, fd, jr.shmemSize[v.Shmem]); err != nil {
 		return 0, err
 	}
 	if fd, err = r.moveHigh(fd); err != nil {

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/stub"
 )
@@ -19,9 +20,6 @@ import (
 // kernel) is refused, since its code offsets would not match the cached
 // pointers.
 
-// syscallInsn is the encoding of the x86-64 `syscall` instruction.
-var syscallInsn = []byte{0x0f, 0x05}
-
 // dumpVDSO records the vDSO of a process and returns the address of a
 // `syscall` instruction inside it, which dump-time injection uses.
 func dumpVDSO(pid int, vmas []image.VMA) (image.VDSO, uint64, error) {
@@ -30,12 +28,12 @@ func dumpVDSO(pid int, vmas []image.VMA) (image.VDSO, uint64, error) {
 			continue
 		}
 		code := make([]byte, v.End-v.Start)
-		rem := remote{pid: pid}
-		if err := rem.read(v.Start, code); err != nil {
+		rem := inject.Process{PID: pid}
+		if err := rem.Read(v.Start, code); err != nil {
 			return image.VDSO{}, 0, fmt.Errorf("read vdso: %w", err)
 		}
 		sum := sha256.Sum256(code)
-		i := bytes.Index(code, syscallInsn)
+		i := bytes.Index(code, inject.SyscallInsn)
 		if i < 0 {
 			return image.VDSO{}, 0, fmt.Errorf("pid %d: no syscall instruction in the vdso", pid)
 		}
@@ -57,7 +55,7 @@ type special struct {
 // else the kernel gave the stub (its stack), leaving an empty address space
 // but for the stub itself.
 func (r *restorer) parkSpecialMappings() ([]special, error) {
-	maps, err := proc.ReadMaps(r.pid)
+	maps, err := proc.ReadMaps(r.PID)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +76,7 @@ func (r *restorer) parkSpecialMappings() ([]special, error) {
 		if to+m.Size() > r.layout.End {
 			return nil, fmt.Errorf("special mappings span %d bytes, more than the %d reserved", to+m.Size()-park, stub.ParkSize)
 		}
-		if _, err := r.main.Call("mremap "+m.Path, unix.SYS_MREMAP, m.Start, m.Size(), m.Size(), unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, to); err != nil {
+		if _, err := r.Main.Call("mremap "+m.Path, unix.SYS_MREMAP, m.Start, m.Size(), m.Size(), unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, to); err != nil {
 			return nil, err
 		}
 		out = append(out, special{kind: k, at: to, size: m.Size()})
@@ -88,7 +86,7 @@ func (r *restorer) parkSpecialMappings() ([]special, error) {
 			continue
 		}
 		code := make([]byte, s.size)
-		if err := r.read(s.at, code); err != nil {
+		if err := r.Read(s.at, code); err != nil {
 			return nil, err
 		}
 		sum := sha256.Sum256(code)
@@ -98,10 +96,10 @@ func (r *restorer) parkSpecialMappings() ([]special, error) {
 	}
 	// Everything below and above the stub goes: the stub's stack and
 	// whatever else the kernel mapped.
-	if _, err := r.main.Call("munmap low", unix.SYS_MUNMAP, mmapMinAddr(), r.layout.Base-mmapMinAddr()); err != nil {
+	if _, err := r.Main.Call("munmap low", unix.SYS_MUNMAP, mmapMinAddr(), r.layout.Base-mmapMinAddr()); err != nil {
 		return nil, err
 	}
-	if _, err := r.main.Call("munmap high", unix.SYS_MUNMAP, r.layout.End, taskSize-r.layout.End); err != nil {
+	if _, err := r.Main.Call("munmap high", unix.SYS_MUNMAP, r.layout.End, taskSize-r.layout.End); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -124,7 +122,7 @@ func (r *restorer) placeSpecialMappings(parked []special) error {
 		if !ok || v.End-v.Start != s.size {
 			return fmt.Errorf("%s mapping is %d bytes here, %d in the image; restart on a node running the same kernel", s.kind, s.size, v.End-v.Start)
 		}
-		if _, err := r.main.Call("mremap "+string(s.kind), unix.SYS_MREMAP, s.at, s.size, s.size, unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, v.Start); err != nil {
+		if _, err := r.Main.Call("mremap "+string(s.kind), unix.SYS_MREMAP, s.at, s.size, s.size, unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, v.Start); err != nil {
 			return err
 		}
 	}

@@ -1,4 +1,4 @@
-package engine
+package inject
 
 import (
 	"crypto/rand"
@@ -21,20 +21,20 @@ import (
 // it with SCM_RIGHTS over a unix socket, in injected calls. Either way the
 // copy shares the open file description (offset, status flags).
 
-// pullFD copies descriptor fd of the process into the supervisor. The
+// PullFD copies descriptor fd of the process into the supervisor. The
 // caller closes the result.
-func (r *remote) pullFD(fd uint64) (int, error) {
+func (p *Process) PullFD(fd uint64) (int, error) {
 	if !kernel.Has(kernel.PidfdGetfd) {
-		return r.sendFD(fd)
+		return p.SendFD(fd)
 	}
-	pidfd, err := unix.PidfdOpen(r.pid, 0)
+	pidfd, err := unix.PidfdOpen(p.PID, 0)
 	if err != nil {
-		return -1, fmt.Errorf("pidfd_open %d: %w", r.pid, err)
+		return -1, fmt.Errorf("pidfd_open %d: %w", p.PID, err)
 	}
 	defer unix.Close(pidfd)
 	local, err := unix.PidfdGetfd(pidfd, int(fd), 0)
 	if err != nil {
-		return -1, fmt.Errorf("pidfd_getfd %d of %d: %w", fd, r.pid, err)
+		return -1, fmt.Errorf("pidfd_getfd %d of %d: %w", fd, p.PID, err)
 	}
 	return local, nil
 }
@@ -43,13 +43,13 @@ func (r *remote) pullFD(fd uint64) (int, error) {
 // send: the injected sendmsg has returned by then, so it is there at once.
 const sendFDTimeout = 5 * time.Second
 
-// sendFD makes the process send its descriptor fd to the supervisor: over
+// SendFD makes the process send its descriptor fd to the supervisor: over
 // a datagram socket the supervisor binds to a random abstract name, which
 // the process reaches only in the supervisor's network namespace. The
 // sender's credentials, which the kernel attaches, must name the process.
-func (r *remote) sendFD(fd uint64) (int, error) {
-	if err := sameNetNamespace(r.pid); err != nil {
-		return -1, fmt.Errorf("copy fd %d of %d without pidfd_getfd (%s): %w", fd, r.pid,
+func (p *Process) SendFD(fd uint64) (int, error) {
+	if err := sameNetNamespace(p.PID); err != nil {
+		return -1, fmt.Errorf("copy fd %d of %d without pidfd_getfd (%s): %w", fd, p.PID,
 			kernel.Current().Why(kernel.PidfdGetfd), err)
 	}
 	recv, addr, err := bindFDReceiver()
@@ -57,20 +57,20 @@ func (r *remote) sendFD(fd uint64) (int, error) {
 		return -1, err
 	}
 	defer unix.Close(recv)
-	sock, err := r.main.Call("socket", unix.SYS_SOCKET, unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	sock, err := p.Main.Call("socket", unix.SYS_SOCKET, unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
 	}
-	defer r.main.Call("close", unix.SYS_CLOSE, sock)
+	defer p.Main.Call("close", unix.SYS_CLOSE, sock)
 
 	// struct sockaddr_un, struct iovec, the byte sent, struct msghdr and
 	// the control message with the descriptor, in the scratch area.
 	const nameOff, iovOff, byteOff, hdrOff, ctlOff = 0, 128, 160, 192, 256
 	ctl := unix.UnixRights(int(fd))
-	if _, err := r.scratchAt(0, uint64(ctlOff+len(ctl))); err != nil {
+	if _, err := p.ScratchAt(0, uint64(ctlOff+len(ctl))); err != nil {
 		return -1, err
 	}
-	at := func(off uint64) uint64 { return r.scratch + off }
+	at := func(off uint64) uint64 { return p.Scratch + off }
 	le := binary.LittleEndian
 	name := make([]byte, 2+len(addr))
 	le.PutUint16(name, unix.AF_UNIX)
@@ -89,14 +89,14 @@ func (r *remote) sendFD(fd uint64) (int, error) {
 		off uint64
 		b   []byte
 	}{{nameOff, name}, {iovOff, iov}, {byteOff, []byte{0}}, {hdrOff, hdr}, {ctlOff, ctl}} {
-		if err := r.write(at(part.off), part.b); err != nil {
+		if err := p.Write(at(part.off), part.b); err != nil {
 			return -1, err
 		}
 	}
-	if _, err := r.main.Call("sendmsg", unix.SYS_SENDMSG, sock, at(hdrOff), unix.MSG_DONTWAIT); err != nil {
-		return -1, fmt.Errorf("copy fd %d of %d: %w", fd, r.pid, err)
+	if _, err := p.Main.Call("sendmsg", unix.SYS_SENDMSG, sock, at(hdrOff), unix.MSG_DONTWAIT); err != nil {
+		return -1, fmt.Errorf("copy fd %d of %d: %w", fd, p.PID, err)
 	}
-	return receiveFD(recv, r.pid, sendFDTimeout)
+	return receiveFD(recv, p.PID, sendFDTimeout)
 }
 
 // sameNetNamespace checks that pid shares the supervisor's network
@@ -197,65 +197,29 @@ func parseFDMessage(oob []byte) (fds []int, pid int, err error) {
 	return fds, pid, nil
 }
 
-// fetchFD installs in r a descriptor for the open file description that h
-// holds, returning its number. Within one process that is a dup; across
-// processes the target takes it from the holder with pidfd_getfd, which
-// shares the description (offset and status flags) just as fork does, or,
-// without pidfd_getfd, the supervisor copies it out of the holder and
-// into the target.
-func (r *restorer) fetchFD(h fdHolder) (uint64, error) {
-	if h.r == r {
-		return r.main.Call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, h.fd, unix.F_DUPFD_CLOEXEC, 0)
-	}
-	if !kernel.Has(kernel.PidfdGetfd) {
-		local, err := h.r.pullFD(h.fd)
-		if err != nil {
-			return 0, fmt.Errorf("fetch fd %d of pid %d: %w", h.fd, h.r.proc.PID, err)
-		}
-		defer unix.Close(local)
-		fds, err := r.pushFDs([]int{local})
-		if err != nil {
-			return 0, fmt.Errorf("fetch fd %d of pid %d: %w", h.fd, h.r.proc.PID, err)
-		}
-		return fds[0], nil
-	}
-	pidfd, err := r.main.Call("pidfd_open", unix.SYS_PIDFD_OPEN, uint64(h.r.proc.PID), 0)
-	if err != nil {
-		return 0, fmt.Errorf("fetch fd %d of pid %d: %w", h.fd, h.r.proc.PID, err)
-	}
-	fd, err := r.main.Call("pidfd_getfd", unix.SYS_PIDFD_GETFD, pidfd, h.fd, 0)
-	if _, cerr := r.main.Call("close", unix.SYS_CLOSE, pidfd); cerr != nil && err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return 0, fmt.Errorf("fetch fd %d of pid %d: %w", h.fd, h.r.proc.PID, err)
-	}
-	return fd, nil
-}
-
-// pushFDs installs descriptors of the supervisor in the process: the
-// process gets a socketpair, the supervisor takes one end (pullFD) and
+// PushFDs installs descriptors of the supervisor in the process: the
+// process gets a socketpair, the supervisor takes one end (PullFD) and
 // sends the descriptors over it with SCM_RIGHTS, and the process receives
 // them with an injected recvmsg. The new descriptors are close-on-exec.
-func (r *remote) pushFDs(local []int) ([]uint64, error) {
-	pairAddr, err := r.scratchAt(0, 8)
+func (p *Process) PushFDs(local []int) ([]uint64, error) {
+	pairAddr, err := p.ScratchAt(0, 8)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := r.main.Call("socketpair", unix.SYS_SOCKETPAIR, unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0, pairAddr); err != nil {
+	if _, err := p.Main.Call("socketpair", unix.SYS_SOCKETPAIR, unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0, pairAddr); err != nil {
 		return nil, err
 	}
 	b := make([]byte, 8)
-	if err := r.read(pairAddr, b); err != nil {
+	if err := p.Read(pairAddr, b); err != nil {
 		return nil, err
 	}
 	pair := [2]uint64{uint64(binary.LittleEndian.Uint32(b[0:])), uint64(binary.LittleEndian.Uint32(b[4:]))}
 	defer func() {
 		for _, fd := range pair {
-			r.main.Call("close", unix.SYS_CLOSE, fd)
+			p.Main.Call("close", unix.SYS_CLOSE, fd)
 		}
 	}()
-	sender, err := r.pullFD(pair[0])
+	sender, err := p.PullFD(pair[0])
 	if err != nil {
 		return nil, err
 	}
@@ -269,10 +233,10 @@ func (r *remote) pushFDs(local []int) ([]uint64, error) {
 	// control buffer, in the scratch area.
 	ctlLen := unix.CmsgSpace(4 * len(local))
 	const hdrOff, iovOff, byteOff, ctlOff = 64, 128, 160, 192
-	if _, err := r.scratchAt(0, uint64(ctlOff+ctlLen)); err != nil {
+	if _, err := p.ScratchAt(0, uint64(ctlOff+ctlLen)); err != nil {
 		return nil, err
 	}
-	at := func(off uint64) uint64 { return r.scratch + off }
+	at := func(off uint64) uint64 { return p.Scratch + off }
 	le := binary.LittleEndian
 	iov := make([]byte, 16)
 	le.PutUint64(iov[0:], at(byteOff))
@@ -282,20 +246,20 @@ func (r *remote) pushFDs(local []int) ([]uint64, error) {
 	le.PutUint64(hdr[24:], 1)
 	le.PutUint64(hdr[32:], at(ctlOff))
 	le.PutUint64(hdr[40:], uint64(ctlLen))
-	if err := r.write(at(iovOff), iov); err != nil {
+	if err := p.Write(at(iovOff), iov); err != nil {
 		return nil, err
 	}
-	if err := r.write(at(hdrOff), hdr); err != nil {
+	if err := p.Write(at(hdrOff), hdr); err != nil {
 		return nil, err
 	}
-	if _, err := r.main.Call("recvmsg", unix.SYS_RECVMSG, pair[1], at(hdrOff), unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT); err != nil {
+	if _, err := p.Main.Call("recvmsg", unix.SYS_RECVMSG, pair[1], at(hdrOff), unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT); err != nil {
 		return nil, err
 	}
-	if err := r.read(at(hdrOff), hdr); err != nil {
+	if err := p.Read(at(hdrOff), hdr); err != nil {
 		return nil, err
 	}
 	ctl := make([]byte, le.Uint64(hdr[40:]))
-	if err := r.read(at(ctlOff), ctl); err != nil {
+	if err := p.Read(at(ctlOff), ctl); err != nil {
 		return nil, err
 	}
 	msgs, err := unix.ParseSocketControlMessage(ctl)
@@ -314,4 +278,14 @@ func (r *remote) pushFDs(local []int) ([]uint64, error) {
 		out[i] = uint64(fd)
 	}
 	return out, nil
+}
+
+// kcmpFile is KCMP_FILE: compare two file descriptors' open file descriptions.
+const kcmpFile = 0
+
+// SameOpenFile reports whether fd a of pid1 and fd b of pid2 are one open
+// file description (shared offset and flags), the way fork or dup share it.
+func SameOpenFile(pid1, a, pid2, b int) bool {
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), kcmpFile, uintptr(a), uintptr(b), 0)
+	return e == 0 && r == 0
 }
