@@ -12,6 +12,7 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/node"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
 
@@ -164,12 +165,12 @@ func (jr *jobRestore) startContainer(r *restorer) error {
 			continue
 		}
 		if err := preflight(o.proc, jr.opts, root); err != nil {
-			return &NodeError{Err: fmt.Errorf("restore pid %d: %w", o.proc.PID, err)}
+			return &node.Error{Err: fmt.Errorf("restore pid %d: %w", o.proc.PID, err)}
 		}
 	}
 	if cs.Check != nil {
 		if err := cs.Check(cl.stub); err != nil {
-			return &NodeError{Err: err}
+			return &node.Error{Err: err}
 		}
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/abi"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 )
@@ -312,12 +313,12 @@ func (r *restorer) createAnonFD(f *image.FD) (uint64, error) {
 	case f.Kind == image.FDTimerfd && f.Anon.Timerfd != nil:
 		fd, err = r.createTimerfd(f.Anon.Timerfd, nonblock)
 	case f.Kind == image.FDSignalfd && f.Anon.Signalfd != nil:
-		addr, serr := r.ScratchAt(0, sigsetSize)
+		addr, serr := r.ScratchAt(0, abi.SigsetSize)
 		if serr != nil {
 			return 0, serr
 		}
-		b := make([]byte, sigsetSize)
-		putU64(b, f.Anon.Signalfd.Mask)
+		b := make([]byte, abi.SigsetSize)
+		abi.PutU64(b, f.Anon.Signalfd.Mask)
 		if err := r.Write(addr, b); err != nil {
 			return 0, err
 		}
@@ -325,7 +326,7 @@ func (r *restorer) createAnonFD(f *image.FD) (uint64, error) {
 		if nonblock {
 			flags |= unix.SFD_NONBLOCK
 		}
-		fd, err = r.Main.Call("signalfd4", unix.SYS_SIGNALFD4, ^uint64(0), addr, sigsetSize, flags)
+		fd, err = r.Main.Call("signalfd4", unix.SYS_SIGNALFD4, ^uint64(0), addr, abi.SigsetSize, flags)
 	case f.Kind == image.FDInotify:
 		fd, err = r.createInotify(f.Anon.Inotify, nonblock)
 	default:
@@ -355,7 +356,7 @@ func (r *restorer) createTimerfd(t *image.Timerfd, nonblock bool) (uint64, error
 		r.Main.Syscall(unix.SYS_CLOSE, fd)
 		return 0, err
 	}
-	if sec, nsec, armed := timeLeft(t.ValueSec, t.ValueNsec, t.IntervalSec, t.IntervalNsec); armed {
+	if sec, nsec, armed := abi.TimeLeft(t.ValueSec, t.ValueNsec, t.IntervalSec, t.IntervalNsec); armed {
 		var settime uint64
 		if t.SettimeFlags&tfdTimerCancelOnSet != 0 && (t.Clock == unix.CLOCK_REALTIME || t.Clock == unix.CLOCK_REALTIME_ALARM) {
 			// CLOCK_REALTIME is not namespaced: the supervisor's clock
@@ -370,11 +371,11 @@ func (r *restorer) createTimerfd(t *image.Timerfd, nonblock bool) (uint64, error
 			}
 			settime = tfdTimerAbstime | tfdTimerCancelOnSet
 		}
-		addr, err := r.ScratchAt(0, itimerspecSize)
+		addr, err := r.ScratchAt(0, abi.ItimerspecSize)
 		if err != nil {
 			return fail(err)
 		}
-		if err := r.Write(addr, itimerspec(t.IntervalSec, t.IntervalNsec, sec, nsec)); err != nil {
+		if err := r.Write(addr, abi.Itimerspec(t.IntervalSec, t.IntervalNsec, sec, nsec)); err != nil {
 			return fail(err)
 		}
 		if _, err := r.Main.Call("timerfd_settime", unix.SYS_TIMERFD_SETTIME, fd, settime, addr, 0); err != nil {
@@ -387,7 +388,7 @@ func (r *restorer) createTimerfd(t *image.Timerfd, nonblock bool) (uint64, error
 			return fail(err)
 		}
 		b := make([]byte, 8)
-		putU64(b, t.Ticks)
+		abi.PutU64(b, t.Ticks)
 		if err := r.Write(addr, b); err != nil {
 			return fail(err)
 		}

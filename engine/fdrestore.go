@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/abi"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
 
@@ -163,16 +164,12 @@ func (r *restorer) moveFD(fd uint64, num int, cloexec, closeOld bool) error {
 
 // restoreEpollEntries registers the recorded fds on a restored epoll fd.
 func (r *restorer) restoreEpollEntries(f *image.FD) error {
-	addr, err := r.ScratchAt(0, 12)
+	addr, err := r.ScratchAt(0, abi.EpollEventSize)
 	if err != nil {
 		return err
 	}
 	for _, e := range f.Epoll {
-		// struct epoll_event is packed on x86-64: u32 events, u64 data.
-		ev := make([]byte, 12)
-		putU32(ev[0:], e.Events)
-		putU64(ev[4:], e.Data)
-		if err := r.Write(addr, ev); err != nil {
+		if err := r.Write(addr, abi.EpollEvent(e.Events, e.Data)); err != nil {
 			return err
 		}
 		if _, err := r.Main.Call("epoll_ctl", unix.SYS_EPOLL_CTL, uint64(f.Num), unix.EPOLL_CTL_ADD, uint64(e.FD), addr); err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/node"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 )
 
@@ -220,10 +221,10 @@ func rollbackFiles(p *image.Process, opts RestoreOptions, root string) error {
 			case writable(fd.Flags) && fd.Flags&unix.O_APPEND == 0:
 				// Its writes at the old offset would overwrite the new
 				// file's data.
-				return &NodeError{Err: fmt.Errorf("%s; refused: the job writes at offset %d in it and would overwrite its data. Move it aside and put the job's file back at %s, or restart from the beginning",
+				return &node.Error{Err: fmt.Errorf("%s; refused: the job writes at offset %d in it and would overwrite its data. Move it aside and put the job's file back at %s, or restart from the beginning",
 					msg, fd.Pos, fd.Path)}
 			case opts.Strict:
-				return &NodeError{Err: errors.New(msg + "; refused (--strict)")}
+				return &node.Error{Err: errors.New(msg + "; refused (--strict)")}
 			case writable(fd.Flags):
 				opts.Log.Warnf("%s: left as it is; the job appends to it from here on", msg)
 			default:

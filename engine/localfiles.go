@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/node"
 )
 
 // Node-local files. A requeued job resumes on whatever node is free, where
@@ -214,10 +215,10 @@ func restoreLocalFiles(gen *image.Generation, root string, log logrus.FieldLogge
 			continue
 		}
 		if !errors.Is(err, os.ErrNotExist) {
-			return &NodeError{Err: fmt.Errorf("node-local file %s: %w", lf.File.Path, err)}
+			return &node.Error{Err: fmt.Errorf("node-local file %s: %w", lf.File.Path, err)}
 		}
 		if err := createLocalFile(gen, lf, path); err != nil {
-			return &NodeError{Err: fmt.Errorf("re-create node-local file %s: %w", lf.File.Path, err)}
+			return &node.Error{Err: fmt.Errorf("re-create node-local file %s: %w", lf.File.Path, err)}
 		}
 		log.Infof("re-created %s (%d bytes, %s) from the checkpoint: the job had it, this node did not", lf.File.Path, lf.File.Size, lf.Where)
 	}

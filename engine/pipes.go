@@ -9,6 +9,7 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/node"
 )
 
 // dumpPipe records a pipe or FIFO end, and the data buffered in the pipe
@@ -185,7 +186,7 @@ func fillPipe(r *inject.Process, fd uint64, pp *image.Pipe) error {
 	if err := sizePipe(local, pp.Size, len(pp.Data)); err != nil {
 		// The user's other pipes, not the image, are in the way: an
 		// older generation would meet the same quota.
-		return &NodeError{Err: fmt.Errorf("pipe:[%d]: %w", pp.Inode, err)}
+		return &node.Error{Err: fmt.Errorf("pipe:[%d]: %w", pp.Inode, err)}
 	}
 	for off := 0; off < len(pp.Data); {
 		n, err := unix.Write(local, pp.Data[off:])

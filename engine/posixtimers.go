@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/abi"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
@@ -23,7 +24,6 @@ const (
 	prTimerCreateRestoreIDsOff = 0  // PR_TIMER_CREATE_RESTORE_IDS_OFF
 	prTimerCreateRestoreIDsOn  = 1  // PR_TIMER_CREATE_RESTORE_IDS_ON
 	sigeventSize               = 64 // struct sigevent
-	itimerspecSize             = 32 // struct itimerspec
 	sigevSignal                = 0  // SIGEV_SIGNAL
 	sigevNone                  = 1  // SIGEV_NONE
 	sigevThread                = 2  // SIGEV_THREAD (the kernel treats it as SIGEV_SIGNAL)
@@ -137,11 +137,11 @@ func dumpPosixTimers(rem *inject.Process, hostPID int, p *image.Process) error {
 		return fmt.Errorf("pid %d: /proc/%d/timers: %w", p.PID, hostPID, err)
 	}
 	sort.Slice(timers, func(i, j int) bool { return timers[i].ID < timers[j].ID })
-	addr, err := rem.ScratchAt(0, itimerspecSize)
+	addr, err := rem.ScratchAt(0, abi.ItimerspecSize)
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, itimerspecSize)
+	buf := make([]byte, abi.ItimerspecSize)
 	le := binary.LittleEndian
 	for _, pt := range timers {
 		switch {
@@ -223,16 +223,16 @@ func (r *restorer) restorePosixTimers(p *image.Process) (err error) {
 	if err != nil {
 		return err
 	}
-	itsAddr, err := r.ScratchAt(sigeventSize+8, itimerspecSize)
+	itsAddr, err := r.ScratchAt(sigeventSize+8, abi.ItimerspecSize)
 	if err != nil {
 		return err
 	}
 	for _, t := range p.PosixTimers {
 		sev := make([]byte, sigeventSize)
-		putU64(sev[0:], t.Value)
-		putU32(sev[8:], uint32(t.Signal))
-		putU32(sev[12:], uint32(t.Notify))
-		putU32(sev[16:], uint32(t.TID))
+		abi.PutU64(sev[0:], t.Value)
+		abi.PutU32(sev[8:], uint32(t.Signal))
+		abi.PutU32(sev[12:], uint32(t.Notify))
+		abi.PutU32(sev[16:], uint32(t.TID))
 		if err := r.Write(sevAddr, sev); err != nil {
 			return err
 		}
@@ -242,11 +242,11 @@ func (r *restorer) restorePosixTimers(p *image.Process) (err error) {
 		if t.Overrun != 0 {
 			r.log.Debugf("pid %d: POSIX timer %d had an overrun of %d; it restarts from 0", p.PID, t.ID, t.Overrun)
 		}
-		sec, nsec, armed := timeLeft(t.ValueSec, t.ValueNsec, t.IntervalSec, t.IntervalNsec)
+		sec, nsec, armed := abi.TimeLeft(t.ValueSec, t.ValueNsec, t.IntervalSec, t.IntervalNsec)
 		if !armed {
 			continue
 		}
-		if err := r.Write(itsAddr, itimerspec(t.IntervalSec, t.IntervalNsec, sec, nsec)); err != nil {
+		if err := r.Write(itsAddr, abi.Itimerspec(t.IntervalSec, t.IntervalNsec, sec, nsec)); err != nil {
 			return err
 		}
 		if _, err := r.Main.Call(fmt.Sprintf("timer_settime(%d)", t.ID), unix.SYS_TIMER_SETTIME, uint64(t.ID), 0, itsAddr, 0); err != nil {
@@ -260,7 +260,7 @@ func (r *restorer) restorePosixTimers(p *image.Process) (err error) {
 // passed in at idAddr (PR_TIMER_CREATE_RESTORE_IDS is on).
 func (r *restorer) createTimerWithID(t image.PosixTimer, sevAddr, idAddr uint64) error {
 	b := make([]byte, 4)
-	putU32(b, uint32(t.ID))
+	abi.PutU32(b, uint32(t.ID))
 	if err := r.Write(idAddr, b); err != nil {
 		return err
 	}
@@ -310,28 +310,4 @@ func (r *restorer) timerCreate(t image.PosixTimer, sevAddr, idAddr uint64) (int,
 		return 0, err
 	}
 	return int(int32(binary.LittleEndian.Uint32(b))), nil
-}
-
-// timeLeft is the time a restored timer is armed with: what was left at
-// checkpoint time, or 1 ns for a periodic timer read the instant it expired
-// (it shows no time left, and zero would disarm it). armed is false for a
-// disarmed timer.
-func timeLeft(sec, nsec, intervalSec, intervalNsec int64) (int64, int64, bool) {
-	if sec != 0 || nsec != 0 {
-		return sec, nsec, true
-	}
-	if intervalSec == 0 && intervalNsec == 0 {
-		return 0, 0, false
-	}
-	return 0, 1, true
-}
-
-// itimerspec encodes struct itimerspec.
-func itimerspec(intervalSec, intervalNsec, sec, nsec int64) []byte {
-	its := make([]byte, itimerspecSize)
-	putU64(its[0:], uint64(intervalSec))
-	putU64(its[8:], uint64(intervalNsec))
-	putU64(its[16:], uint64(sec))
-	putU64(its[24:], uint64(nsec))
-	return its
 }

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/abi"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject/injecttest"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
@@ -58,9 +59,9 @@ func TestParseProcTimers(t *testing.T) {
 // in /proc/self/timers as created.
 func TestParseProcTimersReal(t *testing.T) {
 	var sev [sigeventSize]byte
-	putU64(sev[0:], 0xfeedface)
-	putU32(sev[8:], sigRTMin+5)
-	putU32(sev[12:], sigevNone)
+	abi.PutU64(sev[0:], 0xfeedface)
+	abi.PutU32(sev[8:], sigRTMin+5)
+	abi.PutU32(sev[12:], sigevNone)
 	var id int32
 	if _, _, e := unix.Syscall(unix.SYS_TIMER_CREATE, unix.CLOCK_BOOTTIME, uintptr(unsafe.Pointer(&sev[0])), uintptr(unsafe.Pointer(&id))); e != 0 {
 		t.Fatalf("timer_create: %v", e)
@@ -87,10 +88,10 @@ func TestParseProcTimersReal(t *testing.T) {
 func createTimer(t *testing.T, c *injecttest.Tracee, clock int, notify, sig, tid int, value uint64) int {
 	t.Helper()
 	sev := make([]byte, sigeventSize)
-	putU64(sev[0:], value)
-	putU32(sev[8:], uint32(sig))
-	putU32(sev[12:], uint32(notify))
-	putU32(sev[16:], uint32(tid))
+	abi.PutU64(sev[0:], value)
+	abi.PutU32(sev[8:], uint32(sig))
+	abi.PutU32(sev[12:], uint32(notify))
+	abi.PutU32(sev[16:], uint32(tid))
 	addr, _ := c.Proc.ScratchAt(0, sigeventSize)
 	if err := c.Proc.Write(addr, sev); err != nil {
 		t.Fatal(err)
@@ -126,10 +127,10 @@ func posixTimersRoundTrip(t *testing.T) {
 		}
 	}
 	tid := createTimer(t, a, unix.CLOCK_REALTIME, sigevSignal|sigevThreadID, sigRTMin+3, a.PID, 0xabc)
-	its := make([]byte, itimerspecSize)
-	putU64(its[0:], 5)   // interval 5 s
-	putU64(its[16:], 90) // first expiry in 90 s
-	addr, _ := a.Proc.ScratchAt(256, itimerspecSize)
+	its := make([]byte, abi.ItimerspecSize)
+	abi.PutU64(its[0:], 5)   // interval 5 s
+	abi.PutU64(its[16:], 90) // first expiry in 90 s
+	addr, _ := a.Proc.ScratchAt(256, abi.ItimerspecSize)
 	if err := a.Proc.Write(addr, its); err != nil {
 		t.Fatal(err)
 	}
@@ -176,25 +177,5 @@ func posixTimersRoundTrip(t *testing.T) {
 	// The prctl is switched off again: a plain timer_create picks an id.
 	if id := createTimer(t, b, unix.CLOCK_MONOTONIC, sigevNone, 0, 0, 0); id == tid || id == 1 {
 		t.Errorf("timer_create after the restore gave a taken id %d", id)
-	}
-}
-
-func TestTimeLeft(t *testing.T) {
-	tests := []struct {
-		name                   string
-		sec, nsec, isec, insec int64
-		wantSec, wantNsec      int64
-		wantArmed              bool
-	}{
-		{"disarmed", 0, 0, 0, 0, 0, 0, false},
-		{"one-shot", 2, 5, 0, 0, 2, 5, true},
-		{"periodic", 0, 300, 0, 50e6, 0, 300, true},
-		{"periodic read as it expired", 0, 0, 0, 50e6, 0, 1, true},
-	}
-	for _, tt := range tests {
-		sec, nsec, armed := timeLeft(tt.sec, tt.nsec, tt.isec, tt.insec)
-		if sec != tt.wantSec || nsec != tt.wantNsec || armed != tt.wantArmed {
-			t.Errorf("%s: got %d s %d ns armed %v, want %d s %d ns armed %v", tt.name, sec, nsec, armed, tt.wantSec, tt.wantNsec, tt.wantArmed)
-		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/node"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/stub"
 )
@@ -104,7 +105,7 @@ func Restore(opts RestoreOptions) (*RestoreResult, error) {
 	for i, p := range procs {
 		if p.State != image.ProcZombie {
 			if err := preflight(p, opts, ""); err != nil {
-				return nil, &NodeError{Err: fmt.Errorf("restore pid %d: %w", p.PID, err)}
+				return nil, &node.Error{Err: fmt.Errorf("restore pid %d: %w", p.PID, err)}
 			}
 			pages[p.PID] = m.Processes[i].Pages
 		}
@@ -133,7 +134,7 @@ func Restore(opts RestoreOptions) (*RestoreResult, error) {
 		if left := t.ReapKilled(10 * time.Second); len(left) > 0 {
 			jr.log.Warnf("restore failed: threads %v of the half-restored job did not exit after SIGKILL", left)
 		}
-		var ne *NodeError
+		var ne *node.Error
 		if errors.As(err, &ne) {
 			return nil, err
 		}
@@ -157,15 +158,6 @@ func (e *RestoreError) Error() string {
 }
 
 func (e *RestoreError) Unwrap() error { return e.Err }
-
-// NodeError is a restore refused because this node or the rebuilt
-// container differs from what the checkpoint needs (a file changed, a
-// mount missing): an older generation would meet the same difference.
-type NodeError struct{ Err error }
-
-func (e *NodeError) Error() string { return e.Err.Error() }
-
-func (e *NodeError) Unwrap() error { return e.Err }
 
 // loadProcess reads one process's core file.
 func loadProcess(gen *image.Generation, ref image.ProcessRef) (*image.Process, error) {

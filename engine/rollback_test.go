@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/node"
 )
 
 // TestRollbackFiles checks what a restore does to a file the job had open,
@@ -29,7 +30,7 @@ func TestRollbackFiles(t *testing.T) {
 		// the job's file at checkpoint time.
 		now      func(t *testing.T, path string)
 		wantSize int64  // size of the file afterwards
-		wantErr  string // "" for none; a refusal must be a NodeError
+		wantErr  string // "" for none; a refusal must be a node.Error
 		wantLog  string // a word the warning or info must hold
 	}{
 		{"grew: cut back", appendFlags, false, func(t *testing.T, p string) { appendTo(t, p, "after the checkpoint\n") },
@@ -65,9 +66,9 @@ func TestRollbackFiles(t *testing.T) {
 			case tt.wantErr == "" && err != nil:
 				t.Fatalf("refused: %v", err)
 			case tt.wantErr != "":
-				var ne *NodeError
+				var ne *node.Error
 				if !errors.As(err, &ne) || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want a NodeError saying %q", err, tt.wantErr)
+					t.Fatalf("err = %v, want a node.Error saying %q", err, tt.wantErr)
 				}
 			}
 			fi, err := os.Stat(path)

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/abi"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
@@ -15,13 +16,9 @@ import (
 const (
 	nSignals       = 64
 	sigactionSize  = 32 // struct kernel_sigaction on x86-64
-	sigsetSize     = 8
 	itimervalSize  = 32
 	itimerNumTypes = 3 // ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF
 )
-
-func putU32(b []byte, v uint32) { binary.LittleEndian.PutUint32(b, v) }
-func putU64(b []byte, v uint64) { binary.LittleEndian.PutUint64(b, v) }
 
 // dumpSignals records every signal's disposition, the interval timers and
 // the POSIX timers, which only the process itself can read: all are
@@ -40,7 +37,7 @@ func dumpSignals(rem *inject.Process, hostPID int, p *image.Process) error {
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
 			continue
 		}
-		if _, err := rem.Main.Call(fmt.Sprintf("rt_sigaction(%d)", sig), unix.SYS_RT_SIGACTION, uint64(sig), 0, addr, sigsetSize); err != nil {
+		if _, err := rem.Main.Call(fmt.Sprintf("rt_sigaction(%d)", sig), unix.SYS_RT_SIGACTION, uint64(sig), 0, addr, abi.SigsetSize); err != nil {
 			return err
 		}
 		if err := rem.Read(addr, buf); err != nil {
@@ -82,23 +79,23 @@ func (r *restorer) restoreSignals(p *image.Process) error {
 	}
 	buf := make([]byte, sigactionSize)
 	for _, sa := range p.Sigactions {
-		putU64(buf[0:], sa.Handler)
-		putU64(buf[8:], sa.Flags)
-		putU64(buf[16:], sa.Restorer)
-		putU64(buf[24:], sa.Mask)
+		abi.PutU64(buf[0:], sa.Handler)
+		abi.PutU64(buf[8:], sa.Flags)
+		abi.PutU64(buf[16:], sa.Restorer)
+		abi.PutU64(buf[24:], sa.Mask)
 		if err := r.Write(addr, buf); err != nil {
 			return err
 		}
-		if _, err := r.Main.Call(fmt.Sprintf("rt_sigaction(%d)", sa.Signal), unix.SYS_RT_SIGACTION, uint64(sa.Signal), addr, 0, sigsetSize); err != nil {
+		if _, err := r.Main.Call(fmt.Sprintf("rt_sigaction(%d)", sa.Signal), unix.SYS_RT_SIGACTION, uint64(sa.Signal), addr, 0, abi.SigsetSize); err != nil {
 			return err
 		}
 	}
 	tv := make([]byte, itimervalSize)
 	for _, it := range p.Itimers {
-		putU64(tv[0:], uint64(it.IntervalSec))
-		putU64(tv[8:], uint64(it.IntervalUs))
-		putU64(tv[16:], uint64(it.ValueSec))
-		putU64(tv[24:], uint64(it.ValueUs))
+		abi.PutU64(tv[0:], uint64(it.IntervalSec))
+		abi.PutU64(tv[8:], uint64(it.IntervalUs))
+		abi.PutU64(tv[16:], uint64(it.ValueSec))
+		abi.PutU64(tv[24:], uint64(it.ValueUs))
 		if err := r.Write(addr, tv); err != nil {
 			return err
 		}
@@ -180,11 +177,11 @@ func checkSiginfo(raw []byte) (int, error) {
 // as the receiver sees it.
 func tkillSiginfo(sig unix.Signal) []byte {
 	b := make([]byte, ptrace.SiginfoSize)
-	putU32(b[0:], uint32(sig))
+	abi.PutU32(b[0:], uint32(sig))
 	code := siTkill
-	putU32(b[8:], uint32(code))
+	abi.PutU32(b[8:], uint32(code))
 	// si_pid (at 16) stays 0: the supervisor is outside the job's PID
 	// namespace.
-	putU32(b[20:], uint32(os.Getuid()))
+	abi.PutU32(b[20:], uint32(os.Getuid()))
 	return b
 }

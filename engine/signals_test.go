@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/abi"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject/injecttest"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
@@ -19,10 +20,10 @@ func sigqueue(t *testing.T, pid int, sig unix.Signal, v uint64) {
 	t.Helper()
 	var si [ptrace.SiginfoSize]byte
 	code := int32(-1) // SI_QUEUE
-	putU32(si[0:], uint32(sig))
-	putU32(si[8:], uint32(code))
-	putU32(si[16:], uint32(unix.Getpid()))
-	putU64(si[24:], v)
+	abi.PutU32(si[0:], uint32(sig))
+	abi.PutU32(si[8:], uint32(code))
+	abi.PutU32(si[16:], uint32(unix.Getpid()))
+	abi.PutU64(si[24:], v)
 	if _, _, e := unix.Syscall(unix.SYS_RT_SIGQUEUEINFO, uintptr(pid), uintptr(sig), uintptr(unsafe.Pointer(&si[0]))); e != 0 {
 		t.Fatalf("rt_sigqueueinfo(%d, %d): %v", pid, sig, e)
 	}
@@ -121,7 +122,7 @@ func equalSummaries(a, b [][3]int64) bool {
 func TestCheckSiginfo(t *testing.T) {
 	mk := func(sig int32) []byte {
 		b := make([]byte, ptrace.SiginfoSize)
-		putU32(b, uint32(sig))
+		abi.PutU32(b, uint32(sig))
 		return b
 	}
 	tests := []struct {
