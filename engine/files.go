@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fileid"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/node"
@@ -135,7 +136,7 @@ func (jd *jobDump) classifyFD(rem *inject.Process, fd *proc.FD, out *image.FD, f
 		if !st.Mode().IsRegular() && !st.IsDir() {
 			return fmt.Errorf("%s (%s): this kind of file is not supported yet", t, st.Mode().Type())
 		}
-		id, err := procFileID(hostPID, t)
+		id, err := fileid.OfProc(hostPID, t)
 		if err != nil {
 			return err
 		}
@@ -210,7 +211,7 @@ func rollbackFiles(p *image.Process, opts RestoreOptions, root string) error {
 		if st.Mode&unix.S_IFMT != unix.S_IFREG {
 			continue
 		}
-		same, err := sameWrittenFile(path, &st, fd.File)
+		same, err := fileid.SameWritten(path, &st, fd.File)
 		if err != nil {
 			return fmt.Errorf("fd %d: %w", fd.Num, err)
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fileid"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
 
@@ -79,7 +80,7 @@ func TestSaveAndRecreateLocalFiles(t *testing.T) {
 	jd := newJobDump(CheckpointOptions{Writer: w, Manifest: m})
 	ids := map[string]*image.FileID{}
 	for _, p := range []string{shm, disk, ro} {
-		if ids[p], err = fileID(p); err != nil {
+		if ids[p], err = fileid.Of(p); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -119,7 +120,7 @@ func TestSaveAndRecreateLocalFiles(t *testing.T) {
 			t.Errorf("%s: mode %v, %v; want 0640", p, fi.Mode(), err)
 		}
 	}
-	if err := checkFileID("", ids[shm]); err != nil {
+	if err := fileid.Check("", ids[shm]); err != nil {
 		t.Errorf("the re-created file does not pass as the mapped one: %v", err)
 	}
 
@@ -149,7 +150,7 @@ func TestSaveLocalFilesLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Abort()
-	id, err := fileID(big)
+	id, err := fileid.Of(big)
 	if err != nil {
 		t.Fatal(err)
 	}

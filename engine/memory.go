@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fileid"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
@@ -82,7 +83,7 @@ func classifyVMA(pid int, m *proc.Mapping) (image.VMA, error) {
 	case strings.HasPrefix(m.Path, "["):
 		return v, fmt.Errorf("pid %d: special mapping %s at %#x is not supported", pid, m.Path, m.Start)
 	case strings.HasPrefix(m.Path, "/"):
-		id, err := procFileID(pid, m.Path)
+		id, err := fileid.OfProc(pid, m.Path)
 		if err != nil {
 			return v, fmt.Errorf("pid %d: mapping %#x-%#x: %w", pid, m.Start, m.End, err)
 		}

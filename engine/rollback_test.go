@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus/hooks/test"
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fileid"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/node"
 )
@@ -53,7 +54,7 @@ func TestRollbackFiles(t *testing.T) {
 			if err := os.WriteFile(path, jobText, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			id, err := fileID(path)
+			id, err := fileid.Of(path)
 			if err != nil {
 				t.Fatal(err)
 			}

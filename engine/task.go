@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fileid"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
@@ -44,7 +45,7 @@ const restoredStubExe = "/memfd:ckpt-stub (deleted)"
 
 // setExe records exe, process hostPID's executable.
 func setExe(hostPID int, p *image.Process, exe string) error {
-	id, err := procFileID(hostPID, exe)
+	id, err := fileid.OfProc(hostPID, exe)
 	if err != nil {
 		return fmt.Errorf("pid %d: exe: %w", p.PID, err)
 	}
@@ -352,7 +353,7 @@ func preflight(p *image.Process, opts RestoreOptions, root string) error {
 	if opts.Container != nil && root == "" {
 		return nil
 	}
-	if err := checkFileID(root, &p.Exe); err != nil {
+	if err := fileid.Check(root, &p.Exe); err != nil {
 		return fmt.Errorf("executable: %w", err)
 	}
 	// A file the job writes through a shared mapping has other contents
@@ -369,9 +370,9 @@ func preflight(p *image.Process, opts RestoreOptions, root string) error {
 	for _, v := range p.VMAs {
 		if v.File != nil && !seen[v.File.Path] {
 			seen[v.File.Path] = true
-			check := checkFileID
+			check := fileid.Check
 			if writtenShared[v.File.Path] {
-				check = checkFileSize
+				check = fileid.CheckSize
 			}
 			if err := check(root, v.File); err != nil {
 				return fmt.Errorf("mapped file: %w", err)

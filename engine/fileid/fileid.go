@@ -1,4 +1,4 @@
-package engine
+package fileid
 
 import (
 	"encoding/hex"
@@ -13,13 +13,6 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
-
-// Files the restore opens again by path (the executable, mapped libraries,
-// descriptors, the files the rollback cuts) are recorded with their size,
-// mtime, device and inode, and digests of their first and last DigestSpan
-// bytes. On the node that took the checkpoint the device and inode tell the
-// same file; on another node (a requeue), where they differ even on a shared
-// file system, the digests do.
 
 // digestKey names a file as it is: a digest is cached until the file
 // changes.
@@ -38,8 +31,8 @@ var (
 // digestCacheMax bounds the cache; it is emptied when full.
 const digestCacheMax = 1 << 14
 
-// fileID describes a file as it is now, with its digests.
-func fileID(path string) (*image.FileID, error) {
+// Of describes a file as it is now, with its digests.
+func Of(path string) (*image.FileID, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
 		return nil, fmt.Errorf("stat %s: %w", path, err)
@@ -53,7 +46,7 @@ func fileID(path string) (*image.FileID, error) {
 	d, ok := digestCache[key]
 	digestMu.Unlock()
 	if !ok {
-		head, tail, err := fileDigests(path, st.Size)
+		head, tail, err := digests(path, st.Size)
 		if err != nil {
 			return nil, err
 		}
@@ -69,11 +62,11 @@ func fileID(path string) (*image.FileID, error) {
 	return id, nil
 }
 
-// procFileID describes a file as process hostPID names it: path is looked
+// OfProc describes a file as process hostPID names it: path is looked
 // up from the process's root, which for a container's process is the
 // container's.
-func procFileID(hostPID int, path string) (*image.FileID, error) {
-	id, err := fileID(fmt.Sprintf("/proc/%d/root%s", hostPID, path))
+func OfProc(hostPID int, path string) (*image.FileID, error) {
+	id, err := Of(fmt.Sprintf("/proc/%d/root%s", hostPID, path))
 	if err != nil {
 		return nil, fmt.Errorf("stat %s: %w", path, errors.Unwrap(err))
 	}
@@ -81,9 +74,9 @@ func procFileID(hostPID int, path string) (*image.FileID, error) {
 	return id, nil
 }
 
-// fileDigests hashes the first and the last DigestSpan bytes of the file's
+// digests hashes the first and the last DigestSpan bytes of the file's
 // first size bytes (the tail is empty when the head covers them all).
-func fileDigests(path string, size int64) (head, tail string, err error) {
+func digests(path string, size int64) (head, tail string, err error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC|unix.O_NOATIME, 0)
 	if errors.Is(err, unix.EPERM) {
 		// O_NOATIME is for the file's owner only.
@@ -115,10 +108,10 @@ func fileDigests(path string, size int64) (head, tail string, err error) {
 	return head, tail, nil
 }
 
-// checkFileID refuses a file that changed since the checkpoint: mapping a
+// Check refuses a file that changed since the checkpoint: mapping a
 // different library or binary under a running program corrupts it.
-func checkFileID(root string, want *image.FileID) error {
-	got, err := fileID(root + want.Path)
+func Check(root string, want *image.FileID) error {
+	got, err := Of(root + want.Path)
 	if err != nil {
 		return fmt.Errorf("%w (the file was there at checkpoint time)", err)
 	}
@@ -131,9 +124,9 @@ func checkFileID(root string, want *image.FileID) error {
 	return nil
 }
 
-// checkFileSize refuses a file whose size changed since the checkpoint:
+// CheckSize refuses a file whose size changed since the checkpoint:
 // a shared mapping of a file the job writes may not reach past its end.
-func checkFileSize(root string, want *image.FileID) error {
+func CheckSize(root string, want *image.FileID) error {
 	var st unix.Stat_t
 	if err := unix.Stat(root+want.Path, &st); err != nil {
 		return fmt.Errorf("stat %s: %w (the file was there at checkpoint time)", want.Path, err)
@@ -144,11 +137,11 @@ func checkFileSize(root string, want *image.FileID) error {
 	return nil
 }
 
-// sameWrittenFile reports whether the file at path (stat st) is the one
+// SameWritten reports whether the file at path (stat st) is the one
 // the job was writing, recorded as want, up to want.Size: the same device
 // and inode (the node that took the checkpoint), else the same first and
 // last bytes (another node; a file that grew keeps them).
-func sameWrittenFile(path string, st *unix.Stat_t, want *image.FileID) (bool, error) {
+func SameWritten(path string, st *unix.Stat_t, want *image.FileID) (bool, error) {
 	if st.Dev == want.Dev && st.Ino == want.Ino {
 		return true, nil
 	}
@@ -159,7 +152,7 @@ func sameWrittenFile(path string, st *unix.Stat_t, want *image.FileID) (bool, er
 	if st.Size < want.Size {
 		return false, nil
 	}
-	head, tail, err := fileDigests(path, want.Size)
+	head, tail, err := digests(path, want.Size)
 	if err != nil {
 		return false, err
 	}
