@@ -8,6 +8,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fds"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
@@ -38,7 +39,7 @@ type CheckpointOptions struct {
 	// there, so they never run backwards for it across a restart).
 	Stopped func()
 	// Stdio names the supervisor, whose standard streams the job shares.
-	Stdio Stdio
+	Stdio fds.Stdio
 	// Kill ends the job once the generation is committed.
 	Kill bool
 	// BufferBytes bounds the page data held in memory so the job can be
@@ -230,7 +231,7 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 
 	// The descriptors are read while the process can run injected calls:
 	// without pidfd_getfd, that is how a socket's queue is reached.
-	files := func(rem *inject.Process) error { return jd.dumpFiles(rem, p) }
+	files := func(rem *inject.Process) error { return jd.files.Dump(rem, p) }
 	if err := dumpWithScratch(t, sp, gadget, p, files); err != nil {
 		return nil, err
 	}

@@ -118,24 +118,6 @@ func TestClassifyVMA(t *testing.T) {
 	}
 }
 
-func TestEpollEntries(t *testing.T) {
-	fd := proc.FD{Info: []string{
-		"tfd:        5 events:       19 data:                5  pos:0 ino:3 sdev:f",
-		"tfd:        7 events: 80000019 data:     7f00deadbeef  pos:0 ino:4 sdev:f",
-	}}
-	got, err := epollEntries(&fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []image.EpollEntry{{FD: 5, Events: 0x19, Data: 5}, {FD: 7, Events: 0x80000019, Data: 0x7f00deadbeef}}
-	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
-		t.Fatalf("got %+v, want %+v", got, want)
-	}
-	if _, err := epollEntries(&proc.FD{Info: []string{"tfd: x events: 1 data: 1"}}); err == nil {
-		t.Fatal("a malformed tfd must be an error")
-	}
-}
-
 func TestVMAsWithPages(t *testing.T) {
 	p := &image.Process{
 		VMAs:     []image.VMA{{Start: 0x1000, End: 0x3000}, {Start: 0x3000, End: 0x5000}, {Start: 0x8000, End: 0x9000}},

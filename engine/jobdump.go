@@ -3,9 +3,9 @@ package engine
 import (
 	"fmt"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fds"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
-	"github.com/ckpt-apptainer/ckpt-apptainer/engine/unixsock"
 )
 
 // jobDump holds what the dump of one process needs to know about the
@@ -13,19 +13,10 @@ import (
 // already in the image.
 type jobDump struct {
 	opts CheckpointOptions
-	// files identifies open file descriptions across the job.
-	files *ofdTable
-	// pipes are the pipes whose buffered data is already recorded;
-	// peeker reads that data.
-	pipes  map[uint64]bool
-	peeker *pipePeeker
+	// files dumps the processes' descriptors.
+	files *fds.Dumper
 	// shmem records, per shared memory object, the pages already dumped.
 	shmem *shmemPages
-	// socks and sockInfo are the unix sockets of the job's network
-	// namespace, listed once per checkpoint; unixSeen those the job holds.
-	socks    map[uint64]*image.UnixSocket
-	sockInfo map[uint64]unixsock.Info
-	unixSeen map[uint64]bool
 	// buffered is the page data held in memory so far, against
 	// opts.BufferBytes.
 	buffered int64
@@ -38,10 +29,7 @@ type jobDump struct {
 func newJobDump(opts CheckpointOptions) *jobDump {
 	return &jobDump{
 		opts:     opts,
-		files:    newOFDTable(),
-		pipes:    map[uint64]bool{},
-		peeker:   newPipePeeker(),
-		unixSeen: map[uint64]bool{},
+		files:    fds.NewDumper(fds.DumpOptions{Writer: opts.Writer, Stdio: opts.Stdio, Container: opts.App != nil}),
 		shmem:    newShmemPages(),
 		progress: newProgress(opts.Progress),
 		local:    newLocalSaver(opts.LocalLimit),
@@ -54,7 +42,7 @@ func (jd *jobDump) dumpAll(t *ptrace.Tracer, job *stoppedJob) ([]*processDump, e
 	if err := checkSharedMM(job); err != nil {
 		return nil, err
 	}
-	defer jd.peeker.close()
+	defer jd.files.Close()
 	var dumps []*processDump
 	fail := func(err error) ([]*processDump, error) {
 		for _, d := range dumps {
@@ -87,7 +75,7 @@ func (jd *jobDump) dumpAll(t *ptrace.Tracer, job *stoppedJob) ([]*processDump, e
 	for _, d := range dumps {
 		procs = append(procs, d.proc)
 	}
-	if err := jd.checkSocketPeers(procs); err != nil {
+	if err := jd.files.CheckPeers(procs); err != nil {
 		return fail(err)
 	}
 	// A container's application may have an IPC namespace of its own

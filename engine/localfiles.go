@@ -96,12 +96,15 @@ func localKind(fsType int64, mountType string, written bool) string {
 	return ""
 }
 
+// localKey names a file by device and inode.
+type localKey struct{ dev, ino uint64 }
+
 // localSaver saves the node-local files of one checkpoint.
 type localSaver struct {
 	// limit bounds the bytes saved, used counts them.
 	limit, used int64
 	// seen are the files already considered, by device and inode.
-	seen map[fileKey]bool
+	seen map[localKey]bool
 	// mountTypes are the types of each process's mounts, by mount id.
 	mountTypes map[int]map[uint64]string
 }
@@ -110,7 +113,7 @@ func newLocalSaver(limit int64) *localSaver {
 	if limit <= 0 {
 		limit = DefaultLocalLimit
 	}
-	return &localSaver{limit: limit, seen: map[fileKey]bool{}, mountTypes: map[int]map[uint64]string{}}
+	return &localSaver{limit: limit, seen: map[localKey]bool{}, mountTypes: map[int]map[uint64]string{}}
 }
 
 // saveLocalFiles saves the node-local files process p (host pid hostPID)
@@ -130,7 +133,7 @@ func (jd *jobDump) saveLocalFiles(hostPID int, p *image.Process) error {
 		if f.Kind != image.FDFile || f.File == nil {
 			continue
 		}
-		if err := jd.saveLocal(hostPID, f.File, writable(f.Flags)); err != nil {
+		if err := jd.saveLocal(hostPID, f.File, f.Writable()); err != nil {
 			return fmt.Errorf("pid %d fd %d: %w", p.PID, f.Num, err)
 		}
 	}
@@ -141,7 +144,7 @@ func (jd *jobDump) saveLocalFiles(hostPID int, p *image.Process) error {
 // is node-local and not saved yet.
 func (jd *jobDump) saveLocal(hostPID int, id *image.FileID, written bool) error {
 	ls := jd.local
-	key := fileKey{dev: id.Dev, ino: id.Ino}
+	key := localKey{dev: id.Dev, ino: id.Ino}
 	if ls.seen[key] {
 		return nil
 	}

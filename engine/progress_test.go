@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fds"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject/injecttest"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
@@ -121,7 +122,7 @@ func TestCheckpointProgress(t *testing.T) {
 	var calls progressCalls
 	stats, err := Checkpoint(CheckpointOptions{
 		InitPID: init, MainPID: job, Writer: w, Manifest: m, Commit: func() error { return w.Commit(m) },
-		Stdio: Stdio{PID: os.Getpid()}, BufferBytes: -1, Progress: calls.record, Log: log,
+		Stdio: fds.Stdio{PID: os.Getpid()}, BufferBytes: -1, Progress: calls.record, Log: log,
 	})
 	if err != nil {
 		w.Abort()

@@ -210,8 +210,8 @@ func (jr *jobRestore) run() error {
 			// every process has attached them.
 			return finishSysVIPC(ipcPID, ipc)
 		}},
-		{"files", func(r *restorer) error { return r.restoreFiles(r.proc) }},
-		{"", func(*restorer) error { return jr.closeTemps() }},
+		{"files", func(r *restorer) error { return jr.files.Restore(&r.Process, r.proc) }},
+		{"", func(*restorer) error { return jr.files.Release() }},
 		{"signals", func(r *restorer) error { return r.restoreSignals(r.proc) }},
 		{"threads", func(r *restorer) error { return r.restoreThreads(r.proc) }},
 		// Both need every thread: timers may target one, signals may be

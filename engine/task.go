@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fds"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fileid"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
@@ -379,5 +380,5 @@ func preflight(p *image.Process, opts RestoreOptions, root string) error {
 			}
 		}
 	}
-	return rollbackFiles(p, opts, root)
+	return fds.Rollback(p, fds.RollbackOptions{Strict: opts.Strict, NoRollback: opts.NoRollback, Log: opts.Log}, root)
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fds"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
@@ -27,23 +28,13 @@ type jobRestore struct {
 	elf   []byte
 	procs []*restorer // in image order: parents before children
 	byPID map[int]*restorer
-	// holders are where each restored open file description can be
-	// taken from, by OFD id.
-	holders map[int]fdHolder
-	// shmem holds a descriptor of each restored shared memory object;
-	// shmemSize is the size each object is given.
-	shmem     map[string]fdHolder
+	// files restores the descriptors, and holds the open file
+	// descriptions and shared memory objects passed between processes.
+	files *fds.Restorer
+	// shmemSize is the size each shared memory object is given.
 	shmemSize map[string]uint64
-	// temps are descriptors held only for the restore, closed once every
-	// process has its files.
-	temps []fdHolder
-	// pipes are the job's pipes and FIFOs by inode; fifoKeepers the
-	// read-write descriptor kept open on each restored FIFO.
-	pipes       map[uint64]*pipeInfo
-	unix        map[uint64]*image.FD
-	fifoKeepers map[uint64]fdHolder
-	bytes       int64
-	layout      stub.Layout
+	bytes     int64
+	layout    stub.Layout
 	// outer is the recorded pid of the main process's parent, a process
 	// outside the image: the sandbox init, or the container runtime.
 	outer int
@@ -66,8 +57,8 @@ type jobRestore struct {
 
 func newJobRestore(t *ptrace.Tracer, opts RestoreOptions, procs []*image.Process, pages map[int]string) (*jobRestore, error) {
 	jr := &jobRestore{t: t, opts: opts, log: opts.Log, byPID: map[int]*restorer{},
-		holders: map[int]fdHolder{}, shmem: map[string]fdHolder{}, shmemSize: map[string]uint64{},
-		progress: newProgress(opts.Progress)}
+		shmemSize: map[string]uint64{},
+		progress:  newProgress(opts.Progress)}
 	// One stub layout for all: a child is cloned from its parent's stub
 	// and inherits its layout, so the stub must sit where no process of
 	// the job has a mapping.
@@ -80,12 +71,11 @@ func newJobRestore(t *ptrace.Tracer, opts RestoreOptions, procs []*image.Process
 			}
 		}
 	}
-	pipes, err := pipesOf(procs)
+	files, err := fds.NewRestorer(opts.Gen, procs)
 	if err != nil {
 		return nil, err
 	}
-	jr.pipes, jr.fifoKeepers = pipes, map[uint64]fdHolder{}
-	jr.unix = unixOf(procs)
+	jr.files = files
 	base, err := stubBase(all, stub.Size(stubScratch))
 	if err != nil {
 		return nil, err
@@ -358,25 +348,13 @@ func (r *restorer) exitAsZombie() error {
 	return nil
 }
 
-// closeTemps closes the descriptors held only while files were passed
-// between processes.
-func (jr *jobRestore) closeTemps() error {
-	for _, h := range jr.temps {
-		if _, err := h.r.Main.Call("close", unix.SYS_CLOSE, h.fd); err != nil {
-			return fmt.Errorf("restore pid %d: %w", h.r.proc.PID, err)
-		}
-	}
-	jr.temps = nil
-	return nil
-}
-
 // shmemFD returns a descriptor in r for the shared memory object behind v,
 // creating the object (as a memfd) in the first process that maps it. The
 // caller closes it after mapping.
 func (r *restorer) shmemFD(v *image.VMA) (uint64, error) {
 	jr := r.job
-	if h, ok := jr.shmem[v.Shmem]; ok {
-		return r.fetchFD(h)
+	if h, ok := jr.files.Shmem(v.Shmem); ok {
+		return jr.files.Fetch(&r.Process, h)
 	}
 	name := strings.TrimSuffix(strings.TrimPrefix(v.Name, "/memfd:"), " (deleted)")
 	name = strings.TrimPrefix(name, "/")
@@ -395,11 +373,11 @@ func (r *restorer) shmemFD(v *image.VMA) (uint64, error) {
 	if _, err := r.Main.Call("ftruncate", unix.SYS_FTRUNCATE, fd, jr.shmemSize[v.Shmem]); err != nil {
 		return 0, err
 	}
-	if fd, err = r.moveHigh(fd); err != nil {
+	if fd, err = fds.MoveHigh(&r.Process, r.proc, fd); err != nil {
 		return 0, err
 	}
-	h := fdHolder{r: r, fd: fd}
-	jr.shmem[v.Shmem] = h
-	jr.temps = append(jr.temps, h)
-	return r.fetchFD(h)
+	h := fds.Holder{P: &r.Process, PID: r.proc.PID, FD: fd}
+	jr.files.SetShmem(v.Shmem, h)
+	jr.files.Keep(h)
+	return jr.files.Fetch(&r.Process, h)
 }

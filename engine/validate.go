@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fds"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
@@ -341,7 +342,7 @@ func (v *validator) checkFiles(gen *image.Generation, p *image.Process) error {
 				return fmt.Errorf("fd %d: path %q, but its file record names %q", f.Num, f.Path, f.File.Path)
 			}
 		case image.FDDevice:
-			if !devicesReopened[f.Path] {
+			if !fds.ReopenedDevice(f.Path) {
 				return fmt.Errorf("fd %d: device %q is not one a restore reopens", f.Num, f.Path)
 			}
 		case image.FDStdio:

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fds"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/hooks"
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
@@ -63,7 +64,7 @@ func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
 		MainPID:     s.jobPID,
 		Writer:      w,
 		Manifest:    m,
-		Stdio:       engine.Stdio{PID: os.Getpid()},
+		Stdio:       fds.Stdio{PID: os.Getpid()},
 		Kill:        kill,
 		Log:         s.log,
 		BufferBytes: s.buffer,

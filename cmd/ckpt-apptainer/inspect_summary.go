@@ -167,7 +167,7 @@ func summarizeMemory(p *image.Process) memoryUsage {
 
 // summarizeFD describes one file descriptor.
 func summarizeFD(f image.FD) inspectFD {
-	out := inspectFD{FD: f.Num, Kind: fdKind(f), Path: f.Path, Pos: f.Pos, Flags: f.Flags, Detail: fdDetail(f)}
+	out := inspectFD{FD: f.Num, Kind: f.KindName(), Path: f.Path, Pos: f.Pos, Flags: f.Flags, Detail: fdDetail(f)}
 	if out.Path == "" && f.File != nil {
 		out.Path = f.File.Path
 	}
@@ -175,30 +175,6 @@ func summarizeFD(f image.FD) inspectFD {
 		out.Path = f.Contents.Name
 	}
 	return out
-}
-
-// fdKind is the kind of f: its recorded kind, or for an image that left
-// it out, the kind its anon or contents state shows.
-func fdKind(f image.FD) image.FDKind {
-	switch {
-	case f.Kind != "":
-		return f.Kind
-	case f.Anon != nil && f.Anon.Timerfd != nil:
-		return image.FDTimerfd
-	case f.Anon != nil && f.Anon.Signalfd != nil:
-		return image.FDSignalfd
-	case f.Anon != nil:
-		return image.FDInotify
-	case f.Contents != nil && strings.HasPrefix(f.Contents.Name, "/"):
-		return image.FDDeleted
-	case f.Contents != nil:
-		return image.FDMemfd
-	case f.Unix != nil:
-		return image.FDUnix
-	case f.Pipe != nil:
-		return image.FDPipe
-	}
-	return "unknown"
 }
 
 // stdioNames names the supervisor's standard descriptors.

@@ -1,5 +1,11 @@
 package image
 
+import (
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
 // Descriptor kinds whose state lives in the kernel object itself (timerfd,
 // signalfd, inotify) or in the file's contents (memfd, deleted files).
 const (
@@ -88,4 +94,34 @@ type PosixTimer struct {
 	IntervalSec  int64  `json:"interval_sec"`
 	IntervalNsec int64  `json:"interval_nsec"`
 	Overrun      int    `json:"overrun,omitempty"`
+}
+
+// Writable reports whether the descriptor was open for writing.
+func (f *FD) Writable() bool {
+	acc := f.Flags & unix.O_ACCMODE
+	return acc == unix.O_WRONLY || acc == unix.O_RDWR
+}
+
+// KindName is the descriptor's kind. Images written before every
+// descriptor carried its kind are told by the state they hold.
+func (f *FD) KindName() FDKind {
+	switch {
+	case f.Kind != "":
+		return f.Kind
+	case f.Anon != nil && f.Anon.Timerfd != nil:
+		return FDTimerfd
+	case f.Anon != nil && f.Anon.Signalfd != nil:
+		return FDSignalfd
+	case f.Anon != nil:
+		return FDInotify
+	case f.Contents != nil && strings.HasPrefix(f.Contents.Name, "/"):
+		return FDDeleted
+	case f.Contents != nil:
+		return FDMemfd
+	case f.Unix != nil:
+		return FDUnix
+	case f.Pipe != nil:
+		return FDPipe
+	}
+	return "unknown"
 }

@@ -1,12 +1,15 @@
-package engine
+package fds
 
 import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
 
 // bufferedPipe makes a pipe holding data and returns its ends.
@@ -97,5 +100,43 @@ func TestSizePipe(t *testing.T) {
 	// and that is fine for a pipe that holds its data.
 	if err := sizePipe(int(w.Fd()), 1<<30, 10); err != nil {
 		t.Errorf("a pipe that holds its data was refused: %v", err)
+	}
+}
+
+// TestPipeRoundTrip restores a pipe holding data with both its ends, a
+// pipe of which the child has only the read end (its writer gone: the data,
+// then EOF), and a FIFO opened read-write with data in it.
+func TestPipeRoundTrip(t *testing.T) {
+	both := []byte("buffered in a pipe")
+	r1, w1 := bufferedPipe(t, both)
+	r2, w2 := bufferedPipe(t, []byte("the writer is gone"))
+	w2.Close()
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(fifo, os.O_RDWR|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.WriteString("in the FIFO")
+	// The FIFO outlives the job, and so would its data while the test
+	// holds it open: it goes with the job, as at a restart.
+	tp := roundTripAcross(t, func() { readAllBuffered(t, f, len("in the FIFO")) }, r1, w1, r2, f)
+	for i, want := range []image.FDKind{image.FDPipe, image.FDPipe, image.FDPipe, image.FDFifo} {
+		if got := tp.before[i].Kind; got != want {
+			t.Errorf("fd %d dumped as %s, want %s", tp.before[i].Num, got, want)
+		}
+	}
+	if got := tp.before[0].Pipe; !got.ReadEnd || got.WriteEnd || !bytes.Equal(got.Data, both) {
+		t.Errorf("read end dumped as %+v", got)
+	}
+	if tp.before[0].Pipe.Inode != tp.before[1].Pipe.Inode {
+		t.Errorf("the two ends of one pipe dumped as pipes %d and %d", tp.before[0].Pipe.Inode, tp.before[1].Pipe.Inode)
+	}
+	tp.same(t)
+	if tp.after[0].Pipe.Inode != tp.after[1].Pipe.Inode {
+		t.Errorf("the two ends of one pipe restored as pipes %d and %d", tp.after[0].Pipe.Inode, tp.after[1].Pipe.Inode)
 	}
 }

@@ -1,4 +1,4 @@
-package engine
+package fds
 
 import (
 	"bytes"
@@ -17,10 +17,52 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/node"
 )
 
-// TestRollbackFiles checks what a restore does to a file the job had open,
+// TestRegularRoundTrip restores files at their offsets with their flags,
+// a directory, and the devices that are opened again by path.
+func TestRegularRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "data")
+	if err := os.WriteFile(path, []byte("0123456789"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rw, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	rw.Seek(7, 0)
+	app, err := os.OpenFile(filepath.Join(dir, "log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	app.WriteString("appended\n")
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	null, err := os.OpenFile("/dev/null", os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	tp := roundTrip(t, rw, app, d, null)
+	for i, want := range []image.FDKind{image.FDFile, image.FDFile, image.FDFile, image.FDDevice} {
+		if got := tp.before[i].Kind; got != want {
+			t.Errorf("fd %d dumped as %s, want %s", tp.before[i].Num, got, want)
+		}
+	}
+	if tp.before[0].Pos != 7 {
+		t.Errorf("offset dumped as %d, want 7", tp.before[0].Pos)
+	}
+	tp.same(t)
+}
+
+// TestRollback checks what a restore does to a file the job had open,
 // found as it is now: cut back only when it is the job's file, left alone
 // or refused otherwise, never cut below its length at checkpoint time.
-func TestRollbackFiles(t *testing.T) {
+func TestRollback(t *testing.T) {
 	jobText := bytes.Repeat([]byte("job line\n"), 2000) // 18000 bytes: head and tail digests differ
 	const appendFlags = unix.O_WRONLY | unix.O_APPEND
 	tests := []struct {
@@ -62,7 +104,7 @@ func TestRollbackFiles(t *testing.T) {
 			tt.now(t, path)
 			log, hook := test.NewNullLogger()
 			log.SetLevel(logrus.DebugLevel)
-			err = rollbackFiles(p, RestoreOptions{Strict: tt.strict, Log: log}, "")
+			err = Rollback(p, RollbackOptions{Strict: tt.strict, Log: log}, "")
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Fatalf("refused: %v", err)

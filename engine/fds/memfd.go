@@ -1,4 +1,4 @@
-package engine
+package fds
 
 import (
 	"errors"
@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 )
 
@@ -25,9 +26,42 @@ const (
 // neither a memfd nor a file deleted while open.
 var ErrNoContents = errors.New("not a memfd or a deleted file")
 
-// contentsKind tells from an fd's link target whether its data must be
+// contentsKind is a file no path leads to: a memfd, or a regular file
+// deleted while open. Its data is saved in the image, and it comes back
+// as a memfd with that data.
+type contentsKind struct{}
+
+func (contentsKind) records() []image.FDKind { return []image.FDKind{image.FDMemfd, image.FDDeleted} }
+
+func (contentsKind) claims(c *dumpCtx) bool {
+	t := c.fd.Target
+	return strings.HasSuffix(t, deletedSuffix) || strings.HasPrefix(t, memfdPrefix)
+}
+
+func (contentsKind) dump(c *dumpCtx, out *image.FD) error {
+	if c.first {
+		return dumpFileContents(c.p.PID, c.fd, out, c.opts.Writer)
+	}
+	// Shared with an fd already dumped, which holds the contents.
+	kind, _, ok := contentsOf(c.fd.Target)
+	if !ok {
+		return fmt.Errorf("%s: this kind of file descriptor is not supported yet", c.fd.Target)
+	}
+	out.Kind = kind
+	return nil
+}
+
+func (contentsKind) restore(c *restoreCtx, f *image.FD) error {
+	fd, err := c.createFromContents(f)
+	if err != nil {
+		return err
+	}
+	return c.moveFD(fd, f.Num, f.Flags&unix.O_CLOEXEC != 0, true)
+}
+
+// contentsOf tells from an fd's link target whether its data must be
 // saved, and under which name the file is re-created.
-func contentsKind(target string) (image.FDKind, string, bool) {
+func contentsOf(target string) (image.FDKind, string, bool) {
 	name, deleted := strings.CutSuffix(target, deletedSuffix)
 	switch {
 	case !deleted || !strings.HasPrefix(name, "/"):
@@ -52,7 +86,7 @@ func contentsDataName(nsPID, num int) string {
 // small. The file is read through a descriptor of its own, opened
 // read-only through /proc/PID/fd/N, so the process's offset is untouched.
 func dumpFileContents(hostPID int, fd *proc.FD, out *image.FD, w *image.Writer) error {
-	kind, name, ok := contentsKind(fd.Target)
+	kind, name, ok := contentsOf(fd.Target)
 	if !ok {
 		return fmt.Errorf("%s: %w", fd.Target, ErrNoContents)
 	}
@@ -146,7 +180,7 @@ func dataExtents(f *os.File, size int64) ([]image.Extent, error) {
 }
 
 // createFromContents re-creates a memfd, or a file that was deleted while
-// open, from the data saved in generation directory dir, and returns its
+// open, from the data saved in the generation, and returns its
 // fd in the process (close-on-exec; the caller moves it to its number and
 // sets the recorded flag).
 //
@@ -156,60 +190,57 @@ func dataExtents(f *os.File, size int64) ([]image.Extent, error) {
 // "/memfd:PATH (deleted)". The data goes in from the supervisor through a
 // duplicate of the new descriptor (pidfd_getfd), then the mode, the open
 // flags, the seals and the offset are set as recorded.
-func (r *restorer) createFromContents(f *image.FD, gen *image.Generation) (uint64, error) {
-	c := f.Contents
-	if c == nil {
+func (c *restoreCtx) createFromContents(f *image.FD) (uint64, error) {
+	cn := f.Contents
+	if cn == nil {
 		return 0, fmt.Errorf("%s descriptor without its contents in the image", f.Kind)
 	}
-	src, err := gen.Open(c.Data)
+	src, err := c.gen.Open(cn.Data)
 	if err != nil {
-		return 0, fmt.Errorf("contents of %s: %w", c.Name, err)
+		return 0, fmt.Errorf("contents of %s: %w", cn.Name, err)
 	}
 	defer src.Close()
 	var stored int64
-	for _, e := range c.Extents {
+	for _, e := range cn.Extents {
 		stored += e.Len
 	}
 	if st, err := src.Stat(); err != nil {
 		return 0, err
 	} else if st.Size() != stored {
-		return 0, fmt.Errorf("contents of %s: data file %s has %d bytes, the extents need %d", c.Name, c.Data, st.Size(), stored)
+		return 0, fmt.Errorf("contents of %s: data file %s has %d bytes, the extents need %d", cn.Name, cn.Data, st.Size(), stored)
 	}
 	var fd uint64
-	var shared map[string]fdHolder // the job's memfds by inode, when restoring a job
-	if r.job != nil && c.Shmem != "" {
-		shared = r.job.shmem
-	}
-	if h, ok := shared[c.Shmem]; ok {
+	h, shared := c.Shmem(cn.Shmem)
+	if shared && cn.Shmem != "" {
 		// Also mapped (restored with the memory) or open elsewhere: the
 		// same file, filled again with the same data.
-		if fd, err = r.fetchFD(h); err != nil {
+		if fd, err = c.Fetch(c.p, h); err != nil {
 			return 0, err
 		}
 	} else {
-		name := c.Name
+		name := cn.Name
 		if len(name) > mfdNameMax {
 			name = name[:mfdNameMax]
 		}
-		addr, err := r.PutString(0, name)
+		addr, err := c.p.PutString(0, name)
 		if err != nil {
 			return 0, err
 		}
-		if fd, err = r.Main.Call("memfd_create", unix.SYS_MEMFD_CREATE, addr, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING); err != nil {
+		if fd, err = c.p.Main.Call("memfd_create", unix.SYS_MEMFD_CREATE, addr, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING); err != nil {
 			return 0, err
 		}
-		if shared != nil {
+		if cn.Shmem != "" {
 			// The caller moves the descriptor to its number at once.
-			shared[c.Shmem] = fdHolder{r: r, fd: uint64(f.Num)}
+			c.SetShmem(cn.Shmem, Holder{P: c.p, PID: c.img.PID, FD: uint64(f.Num)})
 		}
 	}
-	final, err := r.fillMemfd(fd, f, src)
+	final, err := c.fillMemfd(fd, f, src)
 	if err != nil {
-		r.Main.Syscall(unix.SYS_CLOSE, fd)
+		c.p.Main.Syscall(unix.SYS_CLOSE, fd)
 		if final != fd {
-			r.Main.Syscall(unix.SYS_CLOSE, final)
+			c.p.Main.Syscall(unix.SYS_CLOSE, final)
 		}
-		return 0, fmt.Errorf("%s %s: %w", f.Kind, c.Name, err)
+		return 0, fmt.Errorf("%s %s: %w", f.Kind, cn.Name, err)
 	}
 	return final, nil
 }
@@ -217,19 +248,19 @@ func (r *restorer) createFromContents(f *image.FD, gen *image.Generation) (uint6
 // fillMemfd writes the saved data into memfd fd of the process, re-opens
 // it with the recorded access mode when that is not read-write, adds the
 // seals and sets the offset. It returns the descriptor to keep.
-func (r *restorer) fillMemfd(fd uint64, f *image.FD, src *os.File) (uint64, error) {
-	c := f.Contents
-	local, err := r.getFD(fd)
+func (c *restoreCtx) fillMemfd(fd uint64, f *image.FD, src *os.File) (uint64, error) {
+	cn := f.Contents
+	local, err := getFD(c.p, fd)
 	if err != nil {
 		return fd, err
 	}
 	defer local.Close()
-	if err := local.Truncate(c.Size); err != nil {
+	if err := local.Truncate(cn.Size); err != nil {
 		return fd, err
 	}
 	buf := make([]byte, contentsBufSize)
 	var pos int64
-	for _, e := range c.Extents {
+	for _, e := range cn.Extents {
 		n, err := io.CopyBuffer(io.NewOffsetWriter(local, e.Off), io.NewSectionReader(src, pos, e.Len), buf)
 		if err == nil && n != e.Len {
 			err = fmt.Errorf("short data file")
@@ -239,7 +270,7 @@ func (r *restorer) fillMemfd(fd uint64, f *image.FD, src *os.File) (uint64, erro
 		}
 		pos += e.Len
 	}
-	if err := local.Chmod(os.FileMode(c.Mode & 0o777)); err != nil {
+	if err := local.Chmod(os.FileMode(cn.Mode & 0o777)); err != nil {
 		return fd, err
 	}
 	final := fd
@@ -248,10 +279,10 @@ func (r *restorer) fillMemfd(fd uint64, f *image.FD, src *os.File) (uint64, erro
 		// memfd_create opens read-write; another access mode needs an
 		// open of its own, through the process's /proc.
 		flags := uint64(f.Flags) &^ (unix.O_CREAT | unix.O_TRUNC | unix.O_EXCL | unix.O_DIRECT)
-		if final, err = r.Openat(fmt.Sprintf("/proc/self/fd/%d", fd), flags|unix.O_CLOEXEC, 0); err != nil {
+		if final, err = c.p.Openat(fmt.Sprintf("/proc/self/fd/%d", fd), flags|unix.O_CLOEXEC, 0); err != nil {
 			return fd, err
 		}
-		if _, err := r.Main.Call("close", unix.SYS_CLOSE, fd); err != nil {
+		if _, err := c.p.Main.Call("close", unix.SYS_CLOSE, fd); err != nil {
 			return final, err
 		}
 	} else if status != 0 {
@@ -263,24 +294,24 @@ func (r *restorer) fillMemfd(fd uint64, f *image.FD, src *os.File) (uint64, erro
 	if err != nil {
 		return final, fmt.Errorf("F_GET_SEALS: %w", err)
 	}
-	if add := c.Seals &^ have; add != 0 {
+	if add := cn.Seals &^ have; add != 0 {
 		// Seals need a writable descriptor: local still is one.
 		if _, err := unix.FcntlInt(local.Fd(), unix.F_ADD_SEALS, add); err != nil {
 			return final, fmt.Errorf("F_ADD_SEALS %#x: %w", add, err)
 		}
 	}
-	if _, err := r.Main.Call("lseek", unix.SYS_LSEEK, final, uint64(f.Pos), unix.SEEK_SET); err != nil {
+	if _, err := c.p.Main.Call("lseek", unix.SYS_LSEEK, final, uint64(f.Pos), unix.SEEK_SET); err != nil {
 		return final, err
 	}
 	return final, nil
 }
 
-// getFD duplicates fd of the process into the supervisor (pullFD),
-// sharing its open file description.
-func (r *restorer) getFD(fd uint64) (*os.File, error) {
-	local, err := r.PullFD(fd)
+// getFD duplicates fd of process p into the supervisor (PullFD), sharing
+// its open file description.
+func getFD(p *inject.Process, fd uint64) (*os.File, error) {
+	local, err := p.PullFD(fd)
 	if err != nil {
 		return nil, err
 	}
-	return os.NewFile(uintptr(local), fmt.Sprintf("fd %d of %d", fd, r.PID)), nil
+	return os.NewFile(uintptr(local), fmt.Sprintf("fd %d of %d", fd, p.PID)), nil
 }

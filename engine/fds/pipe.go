@@ -1,8 +1,12 @@
-package engine
+package fds
 
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -12,9 +16,46 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/node"
 )
 
+// pipeKind is one end of an anonymous pipe. The pipe is created, with its
+// buffered data, in the first process restored that has an end of it; the
+// other end is kept on a spare descriptor, from which the process that had
+// it takes it.
+type pipeKind struct{}
+
+func (pipeKind) records() []image.FDKind { return []image.FDKind{image.FDPipe} }
+
+func (pipeKind) claims(c *dumpCtx) bool { return strings.HasPrefix(c.fd.Target, "pipe:[") }
+
+func (pipeKind) dump(c *dumpCtx, out *image.FD) error {
+	t := c.fd.Target
+	ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(t, "pipe:["), "]"), 10, 64)
+	if err != nil {
+		return fmt.Errorf("pipe %q: %w", t, err)
+	}
+	out.Kind = image.FDPipe
+	return c.dumpPipe(ino, out)
+}
+
+func (pipeKind) restore(c *restoreCtx, f *image.FD) error { return c.restorePipe(f) }
+
+// fifoKind is one end of a named pipe, opened again by its path; the data
+// buffered in it is recorded as for a pipe.
+type fifoKind struct{}
+
+func (fifoKind) records() []image.FDKind { return []image.FDKind{image.FDFifo} }
+
+func (fifoKind) claims(c *dumpCtx) bool { return c.st != nil && c.st.Mode().Type() == os.ModeNamedPipe }
+
+func (fifoKind) dump(c *dumpCtx, out *image.FD) error {
+	out.Kind, out.Path = image.FDFifo, c.fd.Target
+	return c.dumpPipe(c.st.Sys().(*syscall.Stat_t).Ino, out)
+}
+
+func (fifoKind) restore(c *restoreCtx, f *image.FD) error { return c.restoreFifo(f) }
+
 // dumpPipe records a pipe or FIFO end, and the data buffered in the pipe
 // the first time the pipe is met.
-func (jd *jobDump) dumpPipe(hostPID, fd int, ino uint64, out *image.FD) error {
+func (c *dumpCtx) dumpPipe(ino uint64, out *image.FD) error {
 	pp := &image.Pipe{Inode: ino}
 	switch out.Flags & unix.O_ACCMODE {
 	case unix.O_RDONLY:
@@ -25,11 +66,11 @@ func (jd *jobDump) dumpPipe(hostPID, fd int, ino uint64, out *image.FD) error {
 		pp.ReadEnd, pp.WriteEnd = true, true
 	}
 	out.Pipe = pp
-	if jd.pipes[ino] {
+	if c.pipes[ino] {
 		return nil
 	}
-	jd.pipes[ino] = true
-	size, data, err := jd.peeker.peek(fmt.Sprintf("/proc/%d/fd/%d", hostPID, fd), out.Flags&unix.O_DIRECT != 0)
+	c.pipes[ino] = true
+	size, data, err := c.peeker.peek(c.procPath(), out.Flags&unix.O_DIRECT != 0)
 	if err != nil {
 		return fmt.Errorf("pipe:[%d]: %w", ino, err)
 	}
@@ -177,8 +218,8 @@ func drainAndRefill(src int, path string, n int) ([]byte, error) {
 // fillPipe sizes a restored pipe and puts its buffered data back, through
 // a copy of its write end (or of a read-write FIFO descriptor) taken into
 // the supervisor.
-func fillPipe(r *inject.Process, fd uint64, pp *image.Pipe) error {
-	local, err := r.PullFD(fd)
+func fillPipe(p *inject.Process, fd uint64, pp *image.Pipe) error {
+	local, err := p.PullFD(fd)
 	if err != nil {
 		return err
 	}
@@ -274,91 +315,70 @@ func pipesOf(procs []*image.Process) (map[uint64]*pipeInfo, error) {
 // data. The other end is kept on a spare descriptor, from which the
 // process that had it takes it; nobody having it, it is closed after the
 // restore (a pipe whose writers are gone reads its data, then EOF).
-func (r *restorer) restorePipe(f *image.FD) error {
-	jr := r.job
-	pi := jr.pipes[f.Pipe.Inode]
+func (c *restoreCtx) restorePipe(f *image.FD) error {
+	if f.Pipe == nil {
+		return fmt.Errorf("pipe descriptor without its pipe in the image")
+	}
+	pi := c.pipes[f.Pipe.Inode]
 	if pi == nil {
 		return fmt.Errorf("pipe:[%d] is missing from the image's pipe table", f.Pipe.Inode)
 	}
-	addr, err := r.ScratchAt(0, 8)
+	addr, err := c.p.ScratchAt(0, 8)
 	if err != nil {
 		return err
 	}
-	if _, err := r.Main.Call("pipe2", unix.SYS_PIPE2, addr, unix.O_CLOEXEC); err != nil {
+	if _, err := c.p.Main.Call("pipe2", unix.SYS_PIPE2, addr, unix.O_CLOEXEC); err != nil {
 		return err
 	}
 	b := make([]byte, 8)
-	if err := r.Read(addr, b); err != nil {
+	if err := c.p.Read(addr, b); err != nil {
 		return err
 	}
 	readFD, writeFD := uint64(binary.LittleEndian.Uint32(b[0:])), uint64(binary.LittleEndian.Uint32(b[4:]))
-	if err := fillPipe(&r.Process, writeFD, pi.data); err != nil {
+	if err := fillPipe(c.p, writeFD, pi.data); err != nil {
 		return err
 	}
 	mine, other, otherOFD := writeFD, readFD, pi.readOFD
 	if f.Pipe.ReadEnd {
 		mine, other, otherOFD = readFD, writeFD, pi.writeOFD
 	}
-	if other, err = r.moveHigh(other); err != nil {
+	h, err := c.keepHigh(other)
+	if err != nil {
 		return err
 	}
-	h := fdHolder{r: r, fd: other}
-	jr.temps = append(jr.temps, h)
 	if otherOFD != 0 {
-		jr.holders[otherOFD] = h
+		c.holders[otherOFD] = h
 	}
-	return r.finishEnd(mine, f)
+	return c.finishEnd(mine, f)
 }
 
 // restoreFifo opens a FIFO end by its path. The first time a FIFO is met, a
 // read-write descriptor is opened and kept until every process has its
 // files: it lets the other ends open without blocking and puts the buffered
 // data back.
-func (r *restorer) restoreFifo(f *image.FD) error {
-	jr := r.job
-	if _, ok := jr.fifoKeepers[f.Pipe.Inode]; !ok {
-		keeper, err := r.Openat(f.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+func (c *restoreCtx) restoreFifo(f *image.FD) error {
+	if f.Pipe == nil {
+		return fmt.Errorf("FIFO descriptor without its pipe in the image")
+	}
+	if _, ok := c.fifoKeepers[f.Pipe.Inode]; !ok {
+		keeper, err := c.p.Openat(f.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("open FIFO %s: %w", f.Path, err)
 		}
-		if keeper, err = r.moveHigh(keeper); err != nil {
+		h, err := c.keepHigh(keeper)
+		if err != nil {
 			return err
 		}
-		h := fdHolder{r: r, fd: keeper}
-		jr.fifoKeepers[f.Pipe.Inode] = h
-		jr.temps = append(jr.temps, h)
-		if pi := jr.pipes[f.Pipe.Inode]; pi != nil {
-			if err := fillPipe(&r.Process, keeper, pi.data); err != nil {
+		c.fifoKeepers[f.Pipe.Inode] = h
+		if pi := c.pipes[f.Pipe.Inode]; pi != nil {
+			if err := fillPipe(c.p, h.FD, pi.data); err != nil {
 				return err
 			}
 		}
 	}
-	fd, err := r.Openat(f.Path, uint64(f.Flags&unix.O_ACCMODE)|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := c.p.Openat(f.Path, uint64(f.Flags&unix.O_ACCMODE)|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open FIFO %s: %w", f.Path, err)
 	}
-	return r.finishEnd(fd, f)
-}
-
-// finishEnd gives a new pipe, FIFO or socket descriptor its recorded status
-// flags (O_NONBLOCK...) and number.
-func (r *restorer) finishEnd(fd uint64, f *image.FD) error {
-	const settable = unix.O_APPEND | unix.O_ASYNC | unix.O_DIRECT | unix.O_NOATIME | unix.O_NONBLOCK
-	if _, err := r.Main.Call("fcntl(F_SETFL)", unix.SYS_FCNTL, fd, unix.F_SETFL, uint64(f.Flags&settable)); err != nil {
-		return err
-	}
-	return r.moveFD(fd, f.Num, f.Flags&unix.O_CLOEXEC != 0, true)
-}
-
-// moveHigh moves a descriptor the restore keeps for itself above every
-// number the image uses, so that no recorded descriptor lands on it.
-func (r *restorer) moveHigh(fd uint64) (uint64, error) {
-	nfd, err := r.Main.Call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, fd, unix.F_DUPFD_CLOEXEC, uint64(r.fdTop()+3))
-	if err != nil {
-		return 0, err
-	}
-	if _, err := r.Main.Call("close", unix.SYS_CLOSE, fd); err != nil {
-		return 0, err
-	}
-	return nfd, nil
+	return c.finishEnd(fd, f)
 }

@@ -1,9 +1,10 @@
-package engine
+package fds
 
 import (
 	"fmt"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -13,40 +14,59 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/unixsock"
 )
 
-// dumpSocket records a socket descriptor. AF_UNIX sockets are taken along
-// with their queued data; any other socket (TCP, UDP, netlink...) reaches
-// beyond the job and fails the checkpoint with its kind named.
-func (jd *jobDump) dumpSocket(rem *inject.Process, fd int, ino uint64, out *image.FD, first bool) error {
-	hostPID := rem.PID
-	if jd.socks == nil {
+// unixKind is a socket. AF_UNIX sockets are taken along with their queued
+// data; any other socket (TCP, UDP, netlink...) reaches beyond the job and
+// fails the checkpoint with its kind named. A socket and its peer are
+// re-created together in the supervisor, where the queues are refilled,
+// and passed to the processes that had them.
+type unixKind struct{}
+
+func (unixKind) records() []image.FDKind { return []image.FDKind{image.FDUnix} }
+
+func (unixKind) claims(c *dumpCtx) bool { return strings.HasPrefix(c.fd.Target, "socket:[") }
+
+func (unixKind) dump(c *dumpCtx, out *image.FD) error {
+	t := c.fd.Target
+	ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(t, "socket:["), "]"), 10, 64)
+	if err != nil {
+		return fmt.Errorf("socket %q: %w", t, err)
+	}
+	return c.dumpSocket(ino, out)
+}
+
+func (unixKind) restore(c *restoreCtx, f *image.FD) error { return c.restoreUnix(f) }
+
+// dumpSocket records the socket with inode ino.
+func (c *dumpCtx) dumpSocket(ino uint64, out *image.FD) error {
+	if c.socks == nil {
 		socks, info, err := unixsock.Diag()
 		if err != nil {
 			return err
 		}
-		jd.socks, jd.sockInfo = socks, info
+		c.socks, c.sockInfo = socks, info
 	}
-	s, ok := jd.socks[ino]
+	s, ok := c.socks[ino]
 	if !ok {
-		return fmt.Errorf("socket:[%d] (%s): only unix sockets between processes of the job are supported", ino, socketKind(rem, fd))
+		return fmt.Errorf("socket:[%d] (%s): only unix sockets between processes of the job are supported", ino, socketKind(c.p, c.fd.Num))
 	}
-	info := jd.sockInfo[ino]
+	info := c.sockInfo[ino]
 	if info.PendingOn != 0 || len(info.Pending) > 0 {
 		return fmt.Errorf("unix socket %s has a connection not accepted yet: not supported; checkpoint again in a moment", sockName(s))
 	}
 	rec := *s
-	if jd.opts.App != nil {
-		if err := checkSocketPath(hostPID, &rec); err != nil {
+	if c.opts.Container {
+		if err := checkSocketPath(c.p.PID, &rec); err != nil {
 			return err
 		}
 	}
 	out.Kind, out.Unix = image.FDUnix, &rec
-	jd.unixSeen[ino] = true
-	if !first || rec.State == unixsock.StateListen {
+	c.unixSeen[ino] = true
+	if !c.first || rec.State == unixsock.StateListen {
 		// A listener queues connections, not data; pending ones were
 		// refused above.
 		return nil
 	}
-	local, err := rem.PullFD(uint64(fd))
+	local, err := c.p.PullFD(uint64(c.fd.Num))
 	if err != nil {
 		return err
 	}
@@ -77,9 +97,10 @@ func checkSocketPath(hostPID int, s *image.UnixSocket) error {
 	return fmt.Errorf("unix socket %s is bound to a path inside the container that the host does not have at the same place: not supported yet (bind the socket where the container shares the host's path, e.g. /tmp without --contain, or --bind DIR:DIR)", sockName(s))
 }
 
-// checkSocketPeers refuses unix sockets connected to a socket outside the
-// job (a system daemon, the user's session): that end cannot be restored.
-func (jd *jobDump) checkSocketPeers(procs []*image.Process) error {
+// CheckPeers refuses unix sockets connected to a socket outside the job (a
+// system daemon, the user's session): that end cannot be restored. It runs
+// once every process is dumped.
+func (jd *Dumper) CheckPeers(procs []*image.Process) error {
 	for _, p := range procs {
 		for _, f := range p.Files {
 			if f.Kind != image.FDUnix || f.Unix.PeerInode == 0 || jd.unixSeen[f.Unix.PeerInode] {
@@ -133,8 +154,11 @@ func socketKind(rem *inject.Process, fd int) string {
 // the job, in the supervisor (where the queues are refilled and shutdowns
 // applied), then passes them to the process. The peer is left on a spare
 // descriptor, from which the process that had it takes it.
-func (r *restorer) restoreUnix(f *image.FD) error {
-	jr := r.job
+func (c *restoreCtx) restoreUnix(f *image.FD) error {
+	if f.Unix == nil {
+		return fmt.Errorf("unix socket descriptor without its socket in the image")
+	}
+	jr := c.Restorer
 	s := *f.Unix
 	var peer *image.UnixSocket
 	if s.PeerInode != 0 {
@@ -142,7 +166,7 @@ func (r *restorer) restoreUnix(f *image.FD) error {
 		if pf == nil {
 			return fmt.Errorf("unix socket %s: its peer %s is not in the image", sockName(&s), peerName(&s))
 		}
-		if jr.holders[pf.OFD].r != nil {
+		if jr.holders[pf.OFD].P != nil {
 			return fmt.Errorf("unix socket %s: its peer was restored on its own", sockName(&s))
 		}
 		p := *pf.Unix
@@ -152,7 +176,7 @@ func (r *restorer) restoreUnix(f *image.FD) error {
 	// against the process's working directory.
 	for _, u := range []*image.UnixSocket{&s, peer} {
 		if u != nil && u.Name != "" && !strings.HasPrefix(u.Name, "@") && !path.IsAbs(u.Name) {
-			u.Name = path.Join(r.proc.Cwd, u.Name)
+			u.Name = path.Join(c.img.Cwd, u.Name)
 		}
 	}
 	fd, peerFD, err := unixsock.Restore(&s, peer)
@@ -168,20 +192,18 @@ func (r *restorer) restoreUnix(f *image.FD) error {
 			unix.Close(l)
 		}
 	}()
-	got, err := r.PushFDs(local)
+	got, err := c.p.PushFDs(local)
 	if err != nil {
 		return fmt.Errorf("unix socket %s: %w", sockName(&s), err)
 	}
 	if len(got) > 1 {
-		other, err := r.moveHigh(got[1])
+		h, err := c.keepHigh(got[1])
 		if err != nil {
 			return err
 		}
-		h := fdHolder{r: r, fd: other}
-		jr.temps = append(jr.temps, h)
 		jr.holders[jr.unix[s.PeerInode].OFD] = h
 	}
-	return r.finishEnd(got[0], f)
+	return c.finishEnd(got[0], f)
 }
 
 // unixOf indexes the image's unix socket descriptors by socket inode (the

@@ -1,4 +1,4 @@
-package engine
+package fds
 
 import (
 	"bytes"
@@ -11,12 +11,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
-	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject/injecttest"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
-	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
 
-func TestContentsKind(t *testing.T) {
+func TestContentsOf(t *testing.T) {
 	tests := []struct {
 		target, name string
 		kind         image.FDKind
@@ -30,9 +28,9 @@ func TestContentsKind(t *testing.T) {
 		{"pipe:[12] (deleted)", "", "", false},
 	}
 	for _, tt := range tests {
-		kind, name, ok := contentsKind(tt.target)
+		kind, name, ok := contentsOf(tt.target)
 		if kind != tt.kind || name != tt.name || ok != tt.ok {
-			t.Errorf("contentsKind(%q) = %q, %q, %v; want %q, %q, %v", tt.target, kind, name, ok, tt.kind, tt.name, tt.ok)
+			t.Errorf("contentsOf(%q) = %q, %q, %v; want %q, %q, %v", tt.target, kind, name, ok, tt.kind, tt.name, tt.ok)
 		}
 	}
 }
@@ -56,27 +54,10 @@ func TestDataExtents(t *testing.T) {
 	}
 }
 
-// newWriter starts a generation in a fresh store.
-func newWriter(t *testing.T) *image.Writer {
-	t.Helper()
-	s, err := image.OpenStore(filepath.Join(t.TempDir(), "ckpt"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := s.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Abort)
-	return w
-}
-
 // TestContentsRoundTrip gives a child a sealed sparse memfd and a
 // write-only deleted file, saves their contents, and re-creates both in a
 // second child as memfds with the same data, seals, mode, flags and offset.
 func TestContentsRoundTrip(t *testing.T) {
-	tr := ptrace.NewTracer()
-	defer tr.Close()
 	mfd, err := unix.MemfdCreate("test data", unix.MFD_ALLOW_SEALING|unix.MFD_CLOEXEC)
 	if err != nil {
 		t.Fatal(err)
@@ -99,44 +80,30 @@ func TestContentsRoundTrip(t *testing.T) {
 	del.WriteString("written before the file was deleted\n")
 	os.Remove(path)
 
-	a := injecttest.Start(t, tr, mem, del)
 	w := newWriter(t)
-	var dumped []image.FD
-	for _, num := range []int{3, 4} {
-		fd := fdOf(t, a.PID, num)
-		out := image.FD{Num: num, Flags: fd.Flags, Pos: fd.Pos}
-		if err := dumpFileContents(a.PID, fd, &out, w); err != nil {
-			t.Fatalf("fd %d: %v", num, err)
-		}
-		dumped = append(dumped, out)
-	}
-	if c := dumped[0].Contents; dumped[0].Kind != image.FDMemfd || c.Name != "test data" || c.Seals != unix.F_SEAL_SHRINK|unix.F_SEAL_GROW ||
-		c.Size != 3<<20+10 || c.Mode != 0o640 || len(c.Extents) != 2 {
-		t.Fatalf("memfd recorded as %s %+v", dumped[0].Kind, c)
-	}
-	if c := dumped[1].Contents; dumped[1].Kind != image.FDDeleted || c.Name != path || c.Seals != 0 {
-		t.Fatalf("deleted file recorded as %s %+v", dumped[1].Kind, c)
-	}
-	if err := dumpFileContents(a.PID, &proc.FD{Num: 0, Target: "/dev/null"}, &image.FD{}, w); !errors.Is(err, ErrNoContents) {
+	if err := dumpFileContents(os.Getpid(), &proc.FD{Num: 0, Target: "/dev/null"}, &image.FD{}, w); !errors.Is(err, ErrNoContents) {
 		t.Errorf("/dev/null: %v, want ErrNoContents", err)
 	}
-
-	b := injecttest.Start(t, tr)
-	r := restorerFor(tr, b, &image.Process{PID: b.PID})
-	for i, f := range dumped {
-		fd, err := r.createFromContents(&f, &image.Generation{Dir: w.Dir})
-		if err != nil {
-			t.Fatalf("fd %d: %v", f.Num, err)
+	tp := roundTrip(t, mem, del)
+	if c := tp.before[0].Contents; tp.before[0].Kind != image.FDMemfd || c.Name != "test data" || c.Seals != unix.F_SEAL_SHRINK|unix.F_SEAL_GROW ||
+		c.Size != 3<<20+10 || c.Mode != 0o640 || len(c.Extents) != 2 {
+		t.Fatalf("memfd recorded as %s %+v", tp.before[0].Kind, c)
+	}
+	if c := tp.before[1].Contents; tp.before[1].Kind != image.FDDeleted || c.Name != path || c.Seals != 0 {
+		t.Fatalf("deleted file recorded as %s %+v", tp.before[1].Kind, c)
+	}
+	for i, f := range tp.before {
+		got := tp.after[i]
+		// Both come back as memfds, the deleted file under its path.
+		if got.Kind != image.FDMemfd || got.Contents.Name != f.Contents.Name || got.Pos != f.Pos || got.Flags != f.Flags {
+			t.Errorf("fd %d: restored as %s %q pos %d flags %#o, want memfd %q pos %d flags %#o",
+				f.Num, got.Kind, got.Contents.Name, got.Pos, got.Flags, f.Contents.Name, f.Pos, f.Flags)
 		}
-		got := fdOf(t, b.PID, int(fd))
-		if got.Target != fmt.Sprintf("/memfd:%s (deleted)", f.Contents.Name) || got.Pos != f.Pos || got.Flags&^unix.O_CLOEXEC != f.Flags&^unix.O_CLOEXEC {
-			t.Errorf("fd %d: restored %s pos %d flags %#o, want memfd %q pos %d flags %#o", f.Num, got.Target, got.Pos, got.Flags, f.Contents.Name, f.Pos, f.Flags)
-		}
-		orig, err := os.ReadFile(fmt.Sprintf("/proc/%d/fd/%d", a.PID, f.Num))
+		orig, err := os.ReadFile(fmt.Sprintf("/proc/%d/fd/%d", tp.a.PID, f.Num))
 		if err != nil {
 			t.Fatal(err)
 		}
-		back, err := os.Open(fmt.Sprintf("/proc/%d/fd/%d", b.PID, fd))
+		back, err := os.Open(fmt.Sprintf("/proc/%d/fd/%d", tp.b.PID, f.Num))
 		if err != nil {
 			t.Fatal(err)
 		}
