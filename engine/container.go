@@ -472,13 +472,13 @@ func (cl *containerLaunch) syscallStop(tid int, task *runtimeTask) error {
 		return err
 	}
 	var flags uint64
-	switch regs.Orig_rax {
+	switch ptrace.SyscallNr(&regs) {
 	case unix.SYS_CLONE:
-		flags = regs.Rdi
+		flags = ptrace.SyscallArg(&regs, 0)
 	case unix.SYS_CLONE3:
 		b := make([]byte, 8)
 		rem := inject.Process{PID: tid}
-		if err := rem.Read(regs.Rdi, b); err != nil {
+		if err := rem.Read(ptrace.SyscallArg(&regs, 0), b); err != nil {
 			return err
 		}
 		flags = binary.LittleEndian.Uint64(b)
@@ -674,7 +674,7 @@ func (cl *containerLaunch) execedStub(tid int) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if regs.Rip != cl.jr.layout.Entry {
+	if ptrace.PC(&regs) != cl.jr.layout.Entry {
 		return false, nil
 	}
 	exe, err := os.Readlink("/proc/" + strconv.Itoa(tid) + "/exe")

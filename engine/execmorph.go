@@ -5,7 +5,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
 
 // execExe makes a container's stub run the image's executable and turns
@@ -39,12 +41,12 @@ func (r *restorer) execExe() error {
 	if err != nil {
 		return err
 	}
-	entry := at.Rip
+	entry := ptrace.PC(&at)
 	l := r.layout
 	if err := checkStubRoom(r.PID, entry, l.Base, l.End); err != nil {
 		return fmt.Errorf("exec %s: %w", path, err)
 	}
-	if err := r.t.PokeText(r.PID, uintptr(entry), []byte{0x0f, 0x05, 0xcc}); err != nil {
+	if err := r.t.PokeText(r.PID, uintptr(entry), append(inject.SyscallInsn, inject.BreakInsn...)); err != nil {
 		return fmt.Errorf("exec %s: write gadget: %w", path, err)
 	}
 	tmp, err := r.t.NewThread(r.PID, entry)
@@ -55,7 +57,7 @@ func (r *restorer) execExe() error {
 	if err := r.unmapStubFile(); err != nil {
 		return fmt.Errorf("exec %s: stub back: %w", path, err)
 	}
-	at.Rip = l.Entry
+	ptrace.SetPC(&at, l.Entry)
 	if err := r.t.SetRegs(r.PID, &at); err != nil {
 		return err
 	}
@@ -67,16 +69,14 @@ func (r *restorer) execExe() error {
 
 // exec injects execve(path, argv, env) into the stub and waits for its
 // exec stop (the tracee needs PTRACE_O_TRACEEXEC). A failed exec returns
-// to the stub's int3 with the error in rax.
+// to the stub's breakpoint with the error as the call's result.
 func (r *restorer) exec(path string, argv, env []string) error {
 	pathAddr, argvAddr, envAddr, err := r.putExecArgs(path, argv, env)
 	if err != nil {
 		return err
 	}
 	regs := r.Main.Saved
-	regs.Rax, regs.Orig_rax = unix.SYS_EXECVE, ^uint64(0)
-	regs.Rdi, regs.Rsi, regs.Rdx = pathAddr, argvAddr, envAddr
-	regs.Rip = r.Main.Gadget
+	ptrace.SetSyscall(&regs, r.Main.Gadget, unix.SYS_EXECVE, [6]uint64{pathAddr, argvAddr, envAddr})
 	if err := r.t.SetRegs(r.PID, &regs); err != nil {
 		return err
 	}
@@ -90,8 +90,8 @@ func (r *restorer) exec(path string, argv, env []string) error {
 	if st.Event() == unix.PTRACE_EVENT_EXEC {
 		return nil
 	}
-	if after, rerr := r.t.GetRegs(r.PID); rerr == nil && int64(after.Rax) < 0 {
-		return fmt.Errorf("exec %s: %w", path, unix.Errno(-int64(after.Rax)))
+	if after, rerr := r.t.GetRegs(r.PID); rerr == nil && ptrace.SyscallResult(&after) < 0 {
+		return fmt.Errorf("exec %s: %w", path, unix.Errno(-ptrace.SyscallResult(&after)))
 	}
 	return fmt.Errorf("exec %s: stopped with %v instead", path, st.Signal())
 }

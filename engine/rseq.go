@@ -79,7 +79,7 @@ func (f *rseqFinder) dumpRseq(t *ptrace.Tracer, th *ptrace.Thread) (*image.Rseq,
 	if !f.registered {
 		return nil, nil
 	}
-	ptr := uint64(int64(th.Saved.Fs_base) + f.offset)
+	ptr := uint64(int64(ptrace.ThreadPointer(&th.Saved)) + f.offset)
 	b := make([]byte, 4)
 	if err := f.rem.Read(ptr+rseqCPUIDOffset, b); err != nil {
 		return nil, fmt.Errorf("rseq area of thread %d at %#x: %w", th.TID, ptr, err)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -200,23 +199,23 @@ func (r *restorer) restoreMM(p *image.Process) error {
 		EnvStart: p.MM.EnvStart, EnvEnd: p.MM.EnvEnd,
 		Auxv: auxvAddr, AuxvSize: uint32(len(auxv)), ExeFD: uint32(exeFD),
 	}
-	mmAddr, err := r.ScratchAt(0, uint64(unsafe.Sizeof(mm)))
+	mmAddr, err := r.ScratchAt(0, inject.SizeOf[prctlMMMap]())
 	if err != nil {
 		return err
 	}
-	if err := r.Write(mmAddr, unsafe.Slice((*byte)(unsafe.Pointer(&mm)), unsafe.Sizeof(mm))); err != nil {
+	if err := inject.WriteValue(&r.Process, mmAddr, &mm); err != nil {
 		return err
 	}
-	_, err = r.Main.Call("prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, prSetMM, prSetMMap, mmAddr, uint64(unsafe.Sizeof(mm)))
+	_, err = r.Main.Call("prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, prSetMM, prSetMMap, mmAddr, inject.SizeOf[prctlMMMap]())
 	if errors.Is(err, unix.EPERM) && r.job != nil && r.job.opts.Container != nil {
 		// A container's stub has no capability in the container's user
 		// namespace: everything but the exe link can be set.
 		// Its exe link was set by an exec (execExe).
 		mm.ExeFD = ^uint32(0)
-		if err := r.Write(mmAddr, unsafe.Slice((*byte)(unsafe.Pointer(&mm)), unsafe.Sizeof(mm))); err != nil {
+		if err := inject.WriteValue(&r.Process, mmAddr, &mm); err != nil {
 			return err
 		}
-		_, err = r.Main.Call("prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, prSetMM, prSetMMap, mmAddr, uint64(unsafe.Sizeof(mm)))
+		_, err = r.Main.Call("prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, prSetMM, prSetMMap, mmAddr, inject.SizeOf[prctlMMMap]())
 	}
 	return err
 }
@@ -315,10 +314,10 @@ func (r *restorer) restoreCreds(th *ptrace.Thread, c *image.Creds) error {
 	}
 	hdrAddr, _ := r.ScratchAt(0, 8)
 	dataAddr, _ := r.ScratchAt(64, 24)
-	if err := r.Write(hdrAddr, unsafe.Slice((*byte)(unsafe.Pointer(&hdr)), unsafe.Sizeof(hdr))); err != nil {
+	if err := inject.WriteValue(&r.Process, hdrAddr, &hdr); err != nil {
 		return err
 	}
-	if err := r.Write(dataAddr, unsafe.Slice((*byte)(unsafe.Pointer(&data)), unsafe.Sizeof(data))); err != nil {
+	if err := inject.WriteValue(&r.Process, dataAddr, &data); err != nil {
 		return err
 	}
 	if _, err := th.Call("capset", unix.SYS_CAPSET, hdrAddr, dataAddr); err != nil {

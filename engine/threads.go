@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -50,11 +49,9 @@ func dumpThread(t *ptrace.Tracer, rem *inject.Process, th *ptrace.Thread, hostPI
 	if out.Rseq, err = rseq.dumpRseq(t, th); err != nil {
 		return out, err
 	}
-	var head, length uint64
-	if _, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(th.TID), uintptr(unsafe.Pointer(&head)), uintptr(unsafe.Pointer(&length))); e != 0 {
-		return out, fmt.Errorf("thread %d: get_robust_list: %w", out.TID, e)
+	if out.RobustList, out.RobustListLen, err = robustList(th.TID); err != nil {
+		return out, fmt.Errorf("thread %d: %w", out.TID, err)
 	}
-	out.RobustList, out.RobustListLen = head, length
 
 	// What only the thread itself can tell: its signal stack and the
 	// address the kernel clears when it exits (pthread_join waits on it).
@@ -143,7 +140,7 @@ func (r *restorer) cloneThread(tid int) (*ptrace.Thread, error) {
 // with clone.
 func (r *restorer) clone(args cloneArgs, tid int, event int) (int, error) {
 	tidAddr, _ := r.ScratchAt(0, 8)
-	argsAddr, _ := r.ScratchAt(64, uint64(unsafe.Sizeof(cloneArgs{})))
+	argsAddr, _ := r.ScratchAt(64, inject.SizeOf[cloneArgs]())
 	b := make([]byte, 8)
 	binary.LittleEndian.PutUint64(b, uint64(tid))
 	if err := r.Write(tidAddr, b); err != nil {
@@ -153,7 +150,7 @@ func (r *restorer) clone(args cloneArgs, tid int, event int) (int, error) {
 	if tid != 0 && !viaWriter {
 		args.SetTID, args.SetTIDSize = tidAddr, 1
 	}
-	if err := r.Write(argsAddr, unsafe.Slice((*byte)(unsafe.Pointer(&args)), unsafe.Sizeof(args))); err != nil {
+	if err := inject.WriteValue(&r.Process, argsAddr, &args); err != nil {
 		return 0, err
 	}
 	var hostTID int
@@ -179,7 +176,7 @@ func (r *restorer) clone(args cloneArgs, tid int, event int) (int, error) {
 		var ret int64
 		var err error
 		if kernel.Has(kernel.Clone3) {
-			ret, err = r.Main.SyscallEvent(onEvent, unix.SYS_CLONE3, argsAddr, uint64(unsafe.Sizeof(args)))
+			ret, err = r.Main.SyscallEvent(onEvent, unix.SYS_CLONE3, argsAddr, inject.SizeOf[cloneArgs]())
 		} else {
 			// clone(flags | exit signal, stack, parent_tid, child_tid, tls)
 			ret, err = r.Main.SyscallEvent(onEvent, unix.SYS_CLONE, args.Flags|args.ExitSignal, args.Stack,

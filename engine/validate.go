@@ -217,8 +217,8 @@ func (v *validator) thread(p *image.Process, i int) error {
 	if r := th.Rseq; r != nil && (r.Ptr == 0 || r.Ptr >= taskSize || r.Size < 20 || r.Size > pageSize) {
 		return fmt.Errorf("rseq area %#x of %d bytes", r.Ptr, r.Size)
 	}
-	if th.Regs.Rip >= taskSize {
-		return fmt.Errorf("rip %#x is outside the user address space", th.Regs.Rip)
+	if pc := th.Regs.PC(); pc >= taskSize {
+		return fmt.Errorf("pc %#x is outside the user address space", pc)
 	}
 	return nil
 }

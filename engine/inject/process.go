@@ -113,7 +113,3 @@ func (p *Process) PrctlGetInt(name string, option uint64) (int, error) {
 	}
 	return int(int32(binary.LittleEndian.Uint32(b))), nil
 }
-
-// SyscallInsn is the encoding of the x86-64 `syscall` instruction, which
-// injected calls are run at.
-var SyscallInsn = []byte{0x0f, 0x05}

@@ -54,10 +54,7 @@ func (th *Thread) SyscallEvent(onEvent func(event int) error, nr uintptr, args .
 	r := th.Saved
 	var a [6]uint64
 	copy(a[:], args)
-	r.Rax = uint64(nr)
-	r.Orig_rax = ^uint64(0)
-	r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
-	r.Rip = th.Gadget
+	SetSyscall(&r, th.Gadget, nr, a)
 	if err := th.t.SetRegs(th.TID, &r); err != nil {
 		return 0, err
 	}
@@ -97,7 +94,7 @@ func (th *Thread) SyscallEvent(onEvent func(event int) error, nr uintptr, args .
 			// A fault raised by the injected step itself: stepping
 			// again would fault again.
 			regs, _ := th.t.GetRegs(th.TID)
-			return 0, fmt.Errorf("inject syscall %d in %d: %v at rip %#x", nr, th.TID, sig, regs.Rip)
+			return 0, fmt.Errorf("inject syscall %d in %d: %v at pc %#x", nr, th.TID, sig, PC(&regs))
 		}
 		if sig != unix.SIGTRAP {
 			// A signal was dequeued instead of our step completing; keep
@@ -111,10 +108,10 @@ func (th *Thread) SyscallEvent(onEvent func(event int) error, nr uintptr, args .
 	if err != nil {
 		return 0, err
 	}
-	if out.Rip != th.Gadget+syscallInsnLen {
-		return 0, fmt.Errorf("inject syscall %d in %d: stopped at %#x, expected %#x", nr, th.TID, out.Rip, th.Gadget+syscallInsnLen)
+	if PC(&out) != th.Gadget+syscallInsnLen {
+		return 0, fmt.Errorf("inject syscall %d in %d: stopped at %#x, expected %#x", nr, th.TID, PC(&out), th.Gadget+syscallInsnLen)
 	}
-	return int64(out.Rax), nil
+	return SyscallResult(&out), nil
 }
 
 // Call is Syscall that turns a negative result into an error naming the call.

@@ -13,9 +13,6 @@ const (
 	ERESTART_RESTARTBLOCK = 516
 )
 
-// syscallInsnLen is the length of the x86-64 `syscall` instruction.
-const syscallInsnLen = 2
-
 // reissuedCalls are the calls that park their remaining work in a restart
 // block and may be issued again from their original arguments: a sleep or
 // wait that starts over from its full timeout (exact for absolute ones).
