@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/cgroups/v3/cgroup2"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
@@ -63,8 +62,6 @@ type Cgroup struct {
 	path    string
 	// mountPoint is where the hierarchy holding path is mounted.
 	mountPoint string
-	// v2 drives cgroup.freeze and cgroup.procs; nil for v1.
-	v2 *cgroup2.Manager
 	// companions maps a v1 controller (memory, pids, cpu) to the job's
 	// directory in that controller's hierarchy; it may be path itself
 	// when the controller is co-mounted with the freezer. Nil for v2.
@@ -245,11 +242,6 @@ func open(ms []mount, dir string, v Version, create bool) (*Cgroup, error) {
 	}
 	c := &Cgroup{version: v, path: dir, mountPoint: m.point}
 	if v == V2 {
-		mgr, err := cgroup2.Load(filepath.Join("/", rel), cgroup2.WithMountpoint(m.point))
-		if err != nil {
-			return nil, fmt.Errorf("open cgroup %s: %w", dir, err)
-		}
-		c.v2 = mgr
 		return c, nil
 	}
 	c.companions = map[string]string{}
@@ -297,12 +289,6 @@ func (c *Cgroup) dirs() []string {
 
 // AddProc moves the process pid (all its threads) into the cgroup.
 func (c *Cgroup) AddProc(pid int) error {
-	if c.v2 != nil {
-		if err := c.v2.AddProc(uint64(pid)); err != nil {
-			return fmt.Errorf("move pid %d into %s: %w", pid, c.path, err)
-		}
-		return nil
-	}
 	for _, d := range c.dirs() {
 		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
 			return fmt.Errorf("move pid %d into %s: %w", pid, d, err)
@@ -397,7 +383,7 @@ func (c *Cgroup) Remove() error {
 // killAll sends SIGKILL to every task of the cgroup tree: through
 // cgroup.kill on v2 where the kernel has it (5.14), else task by task.
 func (c *Cgroup) killAll() error {
-	if c.v2 != nil {
+	if c.version == V2 {
 		// Opened without O_CREAT: cgroupfs refuses to create a missing
 		// file with EACCES, which would hide that there is none.
 		err := writeExisting(filepath.Join(c.path, "cgroup.kill"), "1")
@@ -462,14 +448,7 @@ func (c *Cgroup) Child(name string) (*Cgroup, error) {
 		return nil, fmt.Errorf("create cgroup %s: %w", dir, err)
 	}
 	child := &Cgroup{version: c.version, path: dir, mountPoint: c.mountPoint, companions: map[string]string{}}
-	if c.v2 != nil {
-		rel, err := filepath.Rel(c.mountPoint, dir)
-		if err != nil {
-			return nil, fmt.Errorf("open cgroup %s: %w", dir, err)
-		}
-		if child.v2, err = cgroup2.Load(filepath.Join("/", rel), cgroup2.WithMountpoint(c.mountPoint)); err != nil {
-			return nil, fmt.Errorf("open cgroup %s: %w", dir, err)
-		}
+	if c.version == V2 {
 		child.companions = nil
 	}
 	return child, nil

@@ -11,4 +11,12 @@
 //
 // Mount points are never assumed: every hierarchy is located through
 // /proc/self/mountinfo.
+//
+// The package writes the cgroup files itself (cgroup.freeze, freezer.state,
+// cgroup.procs, cgroup.kill and the limits) rather than through a cgroup
+// library: each is one write of a documented value, and what matters is
+// around it (waiting, with a bound, for the kernel to report the freeze
+// done; never leaving a retry loop running behind a timeout; telling an
+// ancestor's freeze from our own), which general cgroup managers do not
+// offer and would have to be worked around.
 package cgroup

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/sirupsen/logrus"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
@@ -44,7 +43,7 @@ func (c *Cgroup) Freeze(timeout time.Duration) error {
 	}
 	var frozen bool
 	var err error
-	if c.v2 != nil {
+	if c.version == V2 {
 		frozen, err = c.waitFrozen(true, timeout)
 	} else {
 		// v1 freezes each task once per request: a task that was
@@ -107,16 +106,12 @@ func (c *Cgroup) freezerMissing() string {
 
 // requestFreeze asks the kernel to freeze the cgroup.
 func (c *Cgroup) requestFreeze() error {
-	if c.v2 != nil {
-		// The library only writes cgroup.freeze and reads the request
-		// back; waitFrozen waits for the kernel to finish.
-		return c.v2.Freeze()
+	// Only the request is written here; waitFrozen waits, with a bound,
+	// for the kernel to finish it.
+	if c.version == V2 {
+		return writeExisting(filepath.Join(c.path, "cgroup.freeze"), "1")
 	}
-	// The library's v1 Freeze rewrites FROZEN until freezer.state says
-	// FROZEN and cannot be cancelled: a goroutine left running after a
-	// timeout would freeze the cgroup again behind the thaw. So the
-	// request is written directly and waitFrozen bounds the wait.
-	return os.WriteFile(filepath.Join(c.path, "freezer.state"), []byte("FROZEN"), 0)
+	return writeExisting(filepath.Join(c.path, "freezer.state"), "FROZEN")
 }
 
 // Thaw thaws the cgroup and waits until the kernel reports it thawed. It
@@ -126,11 +121,11 @@ func (c *Cgroup) Thaw() error {
 	if !c.CanFreeze() {
 		return nil // nothing here was frozen
 	}
-	if c.v2 != nil {
+	if c.version == V2 {
 		if a := c.frozenAncestorV2(); a != "" {
 			return fmt.Errorf("thaw %s: ancestor cgroup %s is frozen", c.path, a)
 		}
-		if err := c.v2.Thaw(); err != nil {
+		if err := writeExisting(filepath.Join(c.path, "cgroup.freeze"), "0"); err != nil {
 			return fmt.Errorf("thaw %s: %w", c.path, err)
 		}
 	} else {
@@ -144,11 +139,7 @@ func (c *Cgroup) Thaw() error {
 		if pf == "1" {
 			return fmt.Errorf("thaw %s: an ancestor freezer cgroup is frozen", c.path)
 		}
-		// The library joins its root, "freezer" and the group path;
-		// rooting it at the directory itself with ".." as the group
-		// addresses any freezer directory, whatever the mount point of
-		// the hierarchy is called.
-		if err := cgroup1.NewFreezer(c.path).Thaw(".."); err != nil {
+		if err := writeExisting(filepath.Join(c.path, "freezer.state"), "THAWED"); err != nil {
 			return fmt.Errorf("thaw %s: %w", c.path, err)
 		}
 	}
@@ -199,7 +190,7 @@ func (c *Cgroup) waitFrozen(want bool, timeout time.Duration) (bool, error) {
 
 // frozen reads whether the kernel reports the cgroup completely frozen.
 func (c *Cgroup) frozen() (bool, error) {
-	if c.v2 != nil {
+	if c.version == V2 {
 		b, err := os.ReadFile(filepath.Join(c.path, "cgroup.events"))
 		if err != nil {
 			return false, err
