@@ -11,6 +11,7 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fds"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/memory"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
@@ -44,7 +45,7 @@ type CheckpointOptions struct {
 	Kill bool
 	// BufferBytes bounds the page data held in memory so the job can be
 	// released before the disk has caught up; negative picks the default
-	// (defaultDumpBuffer), 0 streams to disk while the job waits.
+	// (memory.DefaultBuffer), 0 streams to disk while the job waits.
 	BufferBytes int64
 	// Progress, when set, follows the page data on its way to disk: done
 	// is the bytes written to the page files so far, total the bytes
@@ -72,7 +73,7 @@ func Checkpoint(opts CheckpointOptions) (*image.Stats, error) {
 		opts.Log = logrus.StandardLogger()
 	}
 	if opts.BufferBytes < 0 {
-		opts.BufferBytes = defaultDumpBuffer()
+		opts.BufferBytes = memory.DefaultBuffer()
 	}
 	var stats *image.Stats
 	err := ptrace.Run(func(t *ptrace.Tracer) (err error) {
@@ -121,7 +122,7 @@ func checkpoint(t *ptrace.Tracer, opts CheckpointOptions) (*image.Stats, error) 
 				first = err
 			}
 			if d.pages != nil {
-				stats.PageBytes += d.pages.bytes
+				stats.PageBytes += d.pages.Bytes()
 			}
 		}
 		// The manifest keeps the figures as they are at commit time
@@ -174,7 +175,7 @@ func checkpoint(t *ptrace.Tracer, opts CheckpointOptions) (*image.Stats, error) 
 // still be on its way to disk.
 type processDump struct {
 	proc  *image.Process
-	pages *pageDumper // nil for a zombie
+	pages *memory.Dumper // nil for a zombie
 	file  *image.DataFile
 }
 
@@ -184,14 +185,14 @@ func (d *processDump) finish(opts CheckpointOptions) error {
 	p := d.proc
 	ref := image.ProcessRef{PID: p.PID, PPID: p.PPID, Comm: p.Comm, Core: image.CoreName(p.PID)}
 	if d.pages != nil {
-		werr := d.pages.close()
+		werr := d.pages.Close()
 		cerr := d.file.Close()
 		for _, e := range []error{werr, cerr} {
 			if e != nil {
 				return fmt.Errorf("pid %d: memory: %w", d.proc.PID, e)
 			}
 		}
-		p.PageRuns = d.pages.runs
+		p.PageRuns = d.pages.Runs()
 		ref.Pages = image.PagesName(p.PID)
 	}
 	if err := opts.Writer.WriteJSON(image.CoreName(p.PID), p); err != nil {
@@ -223,7 +224,7 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 			vdsoVMAs = append(vdsoVMAs, image.VMA{Start: early[i].Start, End: early[i].End, Kind: image.VMAVDSO})
 		}
 	}
-	vdso, gadget, err := dumpVDSO(hostPID, vdsoVMAs)
+	vdso, gadget, err := memory.ReadVDSO(hostPID, vdsoVMAs)
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +238,7 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 	}
 
 	// The address space, as it is with the scratch area gone again.
-	if p.VMAs, err = dumpVMAs(hostPID); err != nil {
+	if p.VMAs, err = memory.ReadVMAs(hostPID); err != nil {
 		return nil, err
 	}
 	if p.Exe.Path == "" {
@@ -252,20 +253,18 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 	if err != nil {
 		return nil, err
 	}
-	pages, err := newPageDumper(hostPID, file, max(0, jd.opts.BufferBytes-jd.buffered))
+	pages, err := memory.NewDumper(hostPID, file, max(0, jd.opts.BufferBytes-jd.buffered), jd.shmem, jd.progress)
 	if err != nil {
 		file.Close()
 		return nil, err
 	}
-	pages.shared = jd.shmem
-	pages.progress = jd.progress
 	d := &processDump{proc: p, pages: pages, file: file}
-	if err := pages.dump(p.VMAs); err != nil {
+	if err := pages.Dump(p.VMAs); err != nil {
 		d.finish(jd.opts)
 		return nil, fmt.Errorf("pid %d: memory: %w", p.PID, err)
 	}
-	jd.buffered += pages.bytes
-	jd.progress.settle(hostPID, pages.bytes)
+	jd.buffered += pages.Bytes()
+	jd.progress.settle(hostPID, pages.Bytes())
 	return d, nil
 }
 

@@ -5,6 +5,7 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fds"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/memory"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
 
@@ -16,7 +17,7 @@ type jobDump struct {
 	// files dumps the processes' descriptors.
 	files *fds.Dumper
 	// shmem records, per shared memory object, the pages already dumped.
-	shmem *shmemPages
+	shmem *memory.Shared
 	// buffered is the page data held in memory so far, against
 	// opts.BufferBytes.
 	buffered int64
@@ -30,7 +31,7 @@ func newJobDump(opts CheckpointOptions) *jobDump {
 	return &jobDump{
 		opts:     opts,
 		files:    fds.NewDumper(fds.DumpOptions{Writer: opts.Writer, Stdio: opts.Stdio, Container: opts.App != nil}),
-		shmem:    newShmemPages(),
+		shmem:    memory.NewShared(),
 		progress: newProgress(opts.Progress),
 		local:    newLocalSaver(opts.LocalLimit),
 	}

@@ -74,8 +74,8 @@ func (p *progress) settle(pid int, exact int64) {
 	p.reportLocked()
 }
 
-// add counts n more bytes written (checkpoint) or restored.
-func (p *progress) add(n int64) {
+// Add counts n more bytes written (checkpoint) or restored.
+func (p *progress) Add(n int64) {
 	if p == nil || n == 0 {
 		return
 	}

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,9 +13,7 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fds"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
-	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject/injecttest"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
-	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
 
 // progressCalls records the calls of a ProgressFunc.
@@ -134,60 +131,17 @@ func TestCheckpointProgress(t *testing.T) {
 	calls.check(t, stats.PageBytes)
 }
 
-// TestFillPagesProgress restores 70 MiB of pages into a traced process and
-// follows them in.
-func TestFillPagesProgress(t *testing.T) {
-	tr := ptrace.NewTracer()
-	defer tr.Close()
-	c := injecttest.Start(t, tr)
-	const size = 70 << 20
-	// The second run leaves a gap of 1000 pages after the first.
-	addr, err := c.Thread.Call("mmap pages", unix.SYS_MMAP, 0, size+1000*pageSize, unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := bytes.Repeat([]byte("0123456789abcdef"), size/16)
-	path := filepath.Join(t.TempDir(), "pages")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := &image.Process{PID: c.PID, PageRuns: []image.PageRun{
-		{Addr: addr, Pages: 1000},
-		{Addr: addr + 2000*pageSize, Pages: size/pageSize - 1000, Offset: 1000 * pageSize},
-	}}
-	r := restorerFor(tr, c, p)
-	var calls progressCalls
-	r.progress = newProgress(calls.record)
-	r.progress.expect(pageRunBytes(p))
-	n, err := r.fillPages(p, &image.Generation{Dir: filepath.Dir(path)}, filepath.Base(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n != size {
-		t.Fatalf("filled %d bytes, want %d", n, size)
-	}
-	calls.check(t, size)
-	got := make([]byte, pageSize)
-	if err := r.Read(addr+2000*pageSize, got); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, data[1000*pageSize:1001*pageSize]) {
-		t.Fatal("the second page run holds other data than its part of the page file")
-	}
-}
-
 func TestProgressSettle(t *testing.T) {
 	var calls [][2]int64
 	p := newProgress(func(done, total int64) { calls = append(calls, [2]int64{done, total}) })
 	p.guessProcess(10, 100)
 	p.guessProcess(11, 20)
-	p.add(40)
+	p.Add(40)
 	p.settle(10, 80) // less than guessed: zero pages left out
-	p.add(40)
-	p.add(30) // the guess for 11 fell short: total is held at done
+	p.Add(40)
+	p.Add(30) // the guess for 11 fell short: total is held at done
 	p.settle(11, 60)
-	p.add(30)
+	p.Add(30)
 	want := [][2]int64{{40, 120}, {40, 100}, {80, 100}, {110, 110}, {110, 140}, {140, 140}}
 	if len(calls) != len(want) {
 		t.Fatalf("calls %v, want %v", calls, want)
@@ -198,7 +152,7 @@ func TestProgressSettle(t *testing.T) {
 		}
 	}
 	var none *progress
-	none.add(1) // a nil progress counts nothing
+	none.Add(1) // a nil progress counts nothing
 	none.settle(1, 1)
 }
 

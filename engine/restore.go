@@ -11,10 +11,13 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/memory"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/node"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/stub"
 )
+
+const pageSize = image.PageSize
 
 // Spawner starts restore stubs inside the job sandbox.
 type Spawner interface {
@@ -341,28 +344,12 @@ func (r *restorer) unmapStubFile() error {
 // lives with it.
 func (r *restorer) restoreMemory() error {
 	p := r.proc
-	parked, err := r.parkSpecialMappings()
-	if err != nil {
-		return fmt.Errorf("vdso: %w", err)
-	}
-	t0 := time.Now()
-	if err := r.restoreVMAs(p); err != nil {
-		return err
-	}
-	r.log.Debugf("pid %d: %d mappings re-created in %v", p.PID, len(p.VMAs), time.Since(t0))
-	t0 = time.Now()
-	n, err := r.fillPages(p, r.job.opts.Gen, r.pagesName)
+	mem := &memory.Restorer{P: &r.Process, Img: p, Layout: r.layout, Log: r.log, Progress: r.progress, Shmem: r.shmemFD}
+	n, err := mem.Restore(r.job.opts.Gen, r.pagesName)
 	if err != nil {
 		return err
 	}
 	r.job.bytes += n
-	r.log.Debugf("pid %d: %d bytes of pages filled in %v", p.PID, n, time.Since(t0))
-	if err := r.finishVMAs(p); err != nil {
-		return err
-	}
-	if err := r.placeSpecialMappings(parked); err != nil {
-		return fmt.Errorf("vdso: %w", err)
-	}
 	if err := r.restoreMM(p); err != nil {
 		return err
 	}

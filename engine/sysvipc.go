@@ -9,6 +9,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/abi"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
@@ -171,12 +172,12 @@ func (h *ipcHelper) dump(w *image.Writer) (*image.SysVIPC, error) {
 	}
 	// With nothing swapped out, mincore tells which pages of a segment hold
 	// data; the others are holes that need not be faulted in.
-	noSwap := ipcOrder.Uint64(si[offShmSwp:]) == 0
+	noSwap := abi.Order.Uint64(si[offShmSwp:]) == 0
 	err = h.list(shmKind, func(id int, ds []byte) error {
-		mode := ipcOrder.Uint32(ds[20:])
+		mode := abi.Order.Uint32(ds[20:])
 		s := image.SysVShm{
 			SysVPerm:  parsePerm(ds, id),
-			Size:      ipcOrder.Uint64(ds[offShmSegsz:]),
+			Size:      abi.Order.Uint64(ds[abi.OffShmSegsz:]),
 			Destroyed: mode&shmDest != 0,
 			Locked:    mode&shmLocked != 0,
 			Data:      image.SysVShmName(id),
@@ -192,7 +193,7 @@ func (h *ipcHelper) dump(w *image.Writer) (*image.SysVIPC, error) {
 	}
 	err = h.list(semKind, func(id int, ds []byte) error {
 		s := image.SysVSem{SysVPerm: parsePerm(ds, id)}
-		n := ipcOrder.Uint64(ds[offSemNsems:])
+		n := abi.Order.Uint64(ds[offSemNsems:])
 		if err := h.ensureBuf(2 * n); err != nil {
 			return err
 		}
@@ -205,7 +206,7 @@ func (h *ipcHelper) dump(w *image.Writer) (*image.SysVIPC, error) {
 		}
 		s.Values = make([]uint16, n)
 		for i := range s.Values {
-			s.Values[i] = ipcOrder.Uint16(raw[2*i:])
+			s.Values[i] = abi.Order.Uint16(raw[2*i:])
 		}
 		ipc.Sem = append(ipc.Sem, s)
 		return nil
@@ -214,8 +215,8 @@ func (h *ipcHelper) dump(w *image.Writer) (*image.SysVIPC, error) {
 		return nil, err
 	}
 	err = h.list(msgKind, func(id int, ds []byte) error {
-		q := image.SysVMsq{SysVPerm: parsePerm(ds, id), QBytes: ipcOrder.Uint64(ds[offMsgQbytes:])}
-		if err := h.dumpMessages(&q, ipcOrder.Uint64(ds[offMsgQnum:]), ipcOrder.Uint64(ds[offMsgCbytes:])); err != nil {
+		q := image.SysVMsq{SysVPerm: parsePerm(ds, id), QBytes: abi.Order.Uint64(ds[offMsgQbytes:])}
+		if err := h.dumpMessages(&q, abi.Order.Uint64(ds[offMsgQnum:]), abi.Order.Uint64(ds[offMsgCbytes:])); err != nil {
 			return fmt.Errorf("msg %d (key %#x): %w", id, uint32(q.Key), err)
 		}
 		ipc.Msg = append(ipc.Msg, q)
@@ -249,7 +250,7 @@ func (h *ipcHelper) dumpMessages(q *image.SysVMsq, qnum, cbytes uint64) error {
 		if err := h.Read(h.buf, b); err != nil {
 			return err
 		}
-		q.Messages = append(q.Messages, image.SysVMsg{Type: int64(ipcOrder.Uint64(b)), Data: b[8:]})
+		q.Messages = append(q.Messages, image.SysVMsg{Type: int64(abi.Order.Uint64(b)), Data: b[8:]})
 	}
 	return nil
 }
@@ -270,7 +271,7 @@ func (h *ipcHelper) dumpShm(s *image.SysVShm, w *image.Writer, noSwap bool) erro
 	if s.Size == 0 {
 		return f.Close()
 	}
-	addr, err := h.Main.Call("shmat", unix.SYS_SHMAT, uint64(s.ID), 0, shmRdonly)
+	addr, err := h.Main.Call("shmat", unix.SYS_SHMAT, uint64(s.ID), 0, abi.ShmRdonly)
 	if err != nil {
 		return err
 	}
@@ -379,7 +380,7 @@ func (h *ipcHelper) checkEmpty() error {
 	if err != nil {
 		return err
 	}
-	shm, sem, msg := int32(ipcOrder.Uint32(si)), int32(ipcOrder.Uint32(semi[offSemUsz:])), int32(ipcOrder.Uint32(msgi[offMsgPool:]))
+	shm, sem, msg := int32(abi.Order.Uint32(si)), int32(abi.Order.Uint32(semi[offSemUsz:])), int32(abi.Order.Uint32(msgi[offMsgPool:]))
 	if shm != 0 || sem != 0 || msg != 0 {
 		return fmt.Errorf("the job's IPC namespace is not empty (%d segments, %d semaphore sets, %d message queues)", shm, sem, msg)
 	}
@@ -413,15 +414,15 @@ func (h *ipcHelper) setPerm(k ipcKind, p *image.SysVPerm, ds []byte) error {
 	if err := h.Read(buf, cur); err != nil {
 		return err
 	}
-	if cuid, cgid := int(ipcOrder.Uint32(cur[12:])), int(ipcOrder.Uint32(cur[16:])); cuid != p.CUID || cgid != p.CGID {
+	if cuid, cgid := int(abi.Order.Uint32(cur[12:])), int(abi.Order.Uint32(cur[16:])); cuid != p.CUID || cgid != p.CGID {
 		return fmt.Errorf("created by uid %d gid %d; it can only be re-created as uid %d gid %d", p.CUID, p.CGID, cuid, cgid)
 	}
 	if ds == nil {
 		ds = cur
 	}
-	ipcOrder.PutUint32(ds[4:], uint32(p.UID))
-	ipcOrder.PutUint32(ds[8:], uint32(p.GID))
-	ipcOrder.PutUint32(ds[20:], p.Mode)
+	abi.Order.PutUint32(ds[4:], uint32(p.UID))
+	abi.Order.PutUint32(ds[8:], uint32(p.GID))
+	abi.Order.PutUint32(ds[20:], p.Mode)
 	if err := h.Write(buf, ds); err != nil {
 		return err
 	}
@@ -514,7 +515,7 @@ func (h *ipcHelper) restoreSem(s *image.SysVSem) error {
 	}
 	raw := make([]byte, 2*len(s.Values))
 	for i, v := range s.Values {
-		ipcOrder.PutUint16(raw[2*i:], v)
+		abi.Order.PutUint16(raw[2*i:], v)
 	}
 	if err := h.ensureBuf(uint64(len(raw))); err != nil {
 		return err
@@ -546,13 +547,13 @@ func (h *ipcHelper) restoreMsq(q *image.SysVMsq) error {
 	if err := h.Read(buf, ds); err != nil {
 		return err
 	}
-	ipcOrder.PutUint64(ds[offMsgQbytes:], q.QBytes)
+	abi.Order.PutUint64(ds[offMsgQbytes:], q.QBytes)
 	if err := h.setPerm(msgKind, &q.SysVPerm, ds); err != nil {
 		return err
 	}
 	for i, m := range q.Messages {
 		b := make([]byte, 8+len(m.Data))
-		ipcOrder.PutUint64(b, uint64(m.Type))
+		abi.Order.PutUint64(b, uint64(m.Type))
 		copy(b[8:], m.Data)
 		if err := h.ensureBuf(uint64(len(b))); err != nil {
 			return err

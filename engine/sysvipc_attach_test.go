@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/memory"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
@@ -46,7 +47,7 @@ func TestAttachSysVShm(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.stop()
-	r := &restorer{Process: h.Process, t: tr, log: logrus.StandardLogger()}
+	r := &memory.Restorer{P: &h.Process, Log: logrus.StandardLogger()}
 	rw := unix.PROT_READ | unix.PROT_WRITE
 	tests := []struct {
 		name          string
@@ -63,21 +64,17 @@ func TestAttachSysVShm(t *testing.T) {
 	for _, tt := range tests {
 		v := image.VMA{Start: tt.start, End: tt.start + tt.pages*pageSize, Offset: tt.offset, Prot: tt.prot,
 			Kind: image.VMASysVShm, Name: "/SYSV00004444 (deleted)", SysVShm: &image.SysVShmAttach{ID: id, ReadOnly: tt.readOnly}}
-		if err := r.attachSysVShm(&v); err != nil {
-			t.Fatalf("%s: attachSysVShm: %v", tt.name, err)
+		if err := r.AttachSysVShm(&v); err != nil {
+			t.Fatalf("%s: AttachSysVShm: %v", tt.name, err)
 		}
-		maps, err := proc.ReadSmaps(h.PID)
+		vmas, err := memory.ReadVMAs(h.PID)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: ReadVMAs: %v", tt.name, err)
 		}
 		var got *image.VMA
-		for i := range maps {
-			if maps[i].Start == v.Start {
-				c, err := classifyVMA(h.PID, &maps[i])
-				if err != nil {
-					t.Fatalf("%s: classifyVMA: %v", tt.name, err)
-				}
-				got = &c
+		for i := range vmas {
+			if vmas[i].Start == v.Start {
+				got = &vmas[i]
 			}
 		}
 		if got == nil {
@@ -112,7 +109,7 @@ func TestAttachSysVShm(t *testing.T) {
 	}
 	n := 0
 	for _, m := range maps {
-		if isSysVShmPath(m.Path) {
+		if memory.IsSysVShmPath(m.Path) {
 			n++
 		}
 	}

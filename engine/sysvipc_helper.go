@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/abi"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
@@ -232,15 +232,12 @@ const (
 	shmLock    = 11     // SHM_LOCK
 	shmDest    = 0o1000 // SHM_DEST in shm_perm.mode
 	shmLocked  = 0o2000 // SHM_LOCKED in shm_perm.mode
-	shmRdonly  = 0o10000
-	shmRemap   = 0o40000
-	shmExec    = 0o100000
-	semGetAll  = 13 // GETALL
-	semSetAll  = 17 // SETALL
-	semInfo    = 19 // SEM_INFO
-	semStatAny = 20 // SEM_STAT_ANY
-	msgInfo    = 12 // MSG_INFO
-	msgStatAny = 13 // MSG_STAT_ANY
+	semGetAll  = 13     // GETALL
+	semSetAll  = 17     // SETALL
+	semInfo    = 19     // SEM_INFO
+	semStatAny = 20     // SEM_STAT_ANY
+	msgInfo    = 12     // MSG_INFO
+	msgStatAny = 13     // MSG_STAT_ANY
 	msgCopy    = 0o40000
 	ipcNowait  = 0o4000
 )
@@ -249,11 +246,9 @@ const (
 // the *id64_ds that start with it).
 const (
 	permSize     = 48
-	shmidDsSize  = 112
 	semidDsSize  = 104
 	msqidDsSize  = 120
 	ipcInfoSize  = 256 // room for struct shm_info, seminfo, msginfo
-	offShmSegsz  = 48
 	offSemNsems  = 80
 	offMsgCbytes = 72
 	offMsgQnum   = 80
@@ -266,13 +261,13 @@ const (
 // parsePerm decodes a struct ipc64_perm.
 func parsePerm(b []byte, id int) image.SysVPerm {
 	return image.SysVPerm{
-		Key:  int32(ipcOrder.Uint32(b[0:])),
+		Key:  int32(abi.Order.Uint32(b[0:])),
 		ID:   id,
-		UID:  int(ipcOrder.Uint32(b[4:])),
-		GID:  int(ipcOrder.Uint32(b[8:])),
-		CUID: int(ipcOrder.Uint32(b[12:])),
-		CGID: int(ipcOrder.Uint32(b[16:])),
-		Mode: ipcOrder.Uint32(b[20:]) & 0o777,
+		UID:  int(abi.Order.Uint32(b[4:])),
+		GID:  int(abi.Order.Uint32(b[8:])),
+		CUID: int(abi.Order.Uint32(b[12:])),
+		CGID: int(abi.Order.Uint32(b[16:])),
+		Mode: abi.Order.Uint32(b[20:]) & 0o777,
 	}
 }
 
@@ -285,7 +280,7 @@ type ipcKind struct {
 }
 
 var (
-	shmKind = ipcKind{"shm", unix.SYS_SHMCTL, shmInfo, shmStatAny, shmidDsSize}
+	shmKind = ipcKind{"shm", unix.SYS_SHMCTL, shmInfo, shmStatAny, abi.ShmidDsSize}
 	semKind = ipcKind{"sem", unix.SYS_SEMCTL, semInfo, semStatAny, semidDsSize}
 	msgKind = ipcKind{"msg", unix.SYS_MSGCTL, msgInfo, msgStatAny, msqidDsSize}
 )
@@ -340,5 +335,4 @@ func (h *ipcHelper) list(k ipcKind, fn func(id int, ds []byte) error) error {
 	return nil
 }
 
-// ipcOrder is the byte order of the kernel's structures.
-var ipcOrder = binary.LittleEndian
+// abi.Order is the byte order of the kernel's structures.

@@ -19,7 +19,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/abi"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/memory"
 )
 
 // envIPCChild makes the test binary a process in a fresh user and IPC
@@ -219,7 +221,7 @@ func childCreate() error {
 	if _, err := sysv(unix.SYS_MSGCTL, qid, unix.IPC_STAT, uintptr(unsafe.Pointer(&ds[0]))); err != nil {
 		return err
 	}
-	ipcOrder.PutUint64(ds[offMsgQbytes:], 10000) // below msgmnb: raising it takes host CAP_SYS_RESOURCE
+	abi.Order.PutUint64(ds[offMsgQbytes:], 10000) // below msgmnb: raising it takes host CAP_SYS_RESOURCE
 	if _, err := sysv(unix.SYS_MSGCTL, qid, unix.IPC_SET, uintptr(unsafe.Pointer(&ds[0]))); err != nil {
 		return err
 	}
@@ -232,7 +234,7 @@ func childCreate() error {
 		data []byte
 	}{{1, []byte("hello")}, {5, big}, {2, nil}} {
 		buf := make([]byte, 8+len(m.data))
-		ipcOrder.PutUint64(buf, uint64(m.typ))
+		abi.Order.PutUint64(buf, uint64(m.typ))
 		copy(buf[8:], m.data)
 		if _, err := sysv(unix.SYS_MSGSND, qid, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(m.data)), ipcNowait); err != nil {
 			return err
@@ -329,7 +331,7 @@ func childInspect() (*ipcView, error) {
 		if _, _, e := unix.Syscall(unix.SYS_MSGCTL, uintptr(id), unix.IPC_STAT, uintptr(unsafe.Pointer(&ds[0]))); e != 0 {
 			return nil, fmt.Errorf("msgctl IPC_STAT %d: %w", id, e)
 		}
-		v.QBytes = append(v.QBytes, ipcOrder.Uint64(ds[offMsgQbytes:]))
+		v.QBytes = append(v.QBytes, abi.Order.Uint64(ds[offMsgQbytes:]))
 		n, _ := strconv.Atoi(row[4])
 		var msgs []string
 		buf := make([]byte, 8+65536)
@@ -339,7 +341,7 @@ func childInspect() (*ipcView, error) {
 				return nil, fmt.Errorf("msgrcv %d #%d: %w", id, i, e)
 			}
 			sum := sha256.Sum256(buf[8 : 8+r])
-			msgs = append(msgs, fmt.Sprintf("%d:%d:%s", ipcOrder.Uint64(buf), r, hex.EncodeToString(sum[:8])))
+			msgs = append(msgs, fmt.Sprintf("%d:%d:%s", abi.Order.Uint64(buf), r, hex.EncodeToString(sum[:8])))
 		}
 		v.Messages = append(v.Messages, msgs)
 	}
@@ -487,8 +489,8 @@ func TestIsSysVShmPath(t *testing.T) {
 		{"/home/SYSV00001111 (deleted)", false},
 	}
 	for _, tt := range tests {
-		if got := isSysVShmPath(tt.path); got != tt.want {
-			t.Errorf("isSysVShmPath(%q) = %v, want %v", tt.path, got, tt.want)
+		if got := memory.IsSysVShmPath(tt.path); got != tt.want {
+			t.Errorf("IsSysVShmPath(%q) = %v, want %v", tt.path, got, tt.want)
 		}
 	}
 }

@@ -20,24 +20,10 @@ import (
 )
 
 const (
-	taskSize  = 0x7ffffffff000 // TASK_SIZE with 4-level page tables
-	nRlimits  = 16             // RLIM_NLIMITS
-	prSetMM   = 35             // PR_SET_MM
-	prSetMMap = 14             // PR_SET_MM_MAP
+	nRlimits  = 16 // RLIM_NLIMITS
+	prSetMM   = 35 // PR_SET_MM
+	prSetMMap = 14 // PR_SET_MM_MAP
 )
-
-// mmapMinAddr is vm.mmap_min_addr, the lowest address a mapping may have.
-func mmapMinAddr() uint64 {
-	b, err := os.ReadFile("/proc/sys/vm/mmap_min_addr")
-	if err != nil {
-		return 0x10000
-	}
-	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil || n == 0 {
-		return pageSize
-	}
-	return (n + pageSize - 1) &^ (pageSize - 1)
-}
 
 // restoredStubExe is the exe link of a process restored in a container
 // (see restoreMM).

@@ -10,6 +10,7 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fds"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/memory"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/stub"
 )
@@ -93,7 +94,7 @@ func newJobRestore(t *ptrace.Tracer, opts RestoreOptions, procs []*image.Process
 		}
 		r := &restorer{t: t, log: opts.Log, job: jr, proc: p, layout: layout, pagesName: pages[p.PID], progress: jr.progress}
 		if pages[p.PID] != "" {
-			jr.progress.expect(pageRunBytes(p))
+			jr.progress.expect(memory.RunBytes(p))
 		}
 		jr.procs = append(jr.procs, r)
 		jr.byPID[p.PID] = r

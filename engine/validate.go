@@ -7,9 +7,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/abi"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fds"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/memory"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/xstate"
 )
@@ -65,7 +67,7 @@ func Validate(gen *image.Generation) error {
 
 // validateImage checks the processes of gen (in manifest order).
 func validateImage(gen *image.Generation, procs []*image.Process) error {
-	v := &validator{gen: gen.Gen, pidMax: pidMax(), tids: map[int]int{}, stateOFDs: map[int]bool{}, minAddr: mmapMinAddr()}
+	v := &validator{gen: gen.Gen, pidMax: pidMax(), tids: map[int]int{}, stateOFDs: map[int]bool{}, minAddr: memory.MinAddr()}
 	if cpu := gen.Manifest.CPU; cpu != nil {
 		v.xstate = cpu.XState
 	}
@@ -214,11 +216,11 @@ func (v *validator) thread(p *image.Process, i int) error {
 			return fmt.Errorf("pending[%d]: siginfo of %d bytes, want %d", k, len(s.Raw), sigInfoSize)
 		}
 	}
-	if r := th.Rseq; r != nil && (r.Ptr == 0 || r.Ptr >= taskSize || r.Size < 20 || r.Size > pageSize) {
+	if r := th.Rseq; r != nil && (r.Ptr == 0 || r.Ptr >= abi.TaskSize || r.Size < 20 || r.Size > pageSize) {
 		return fmt.Errorf("rseq area %#x of %d bytes", r.Ptr, r.Size)
 	}
-	if pc := th.Regs.PC(); pc >= taskSize {
-		return fmt.Errorf("pc %#x is outside the user address space", pc)
+	if pc := th.Regs.PC(); pc >= abi.TaskSize {
+		return fmt.Errorf("rip %#x is outside the user address space", pc)
 	}
 	return nil
 }
@@ -244,7 +246,7 @@ func checkVMAs(p *image.Process, minAddr uint64) error {
 			return fmt.Errorf("vmas[%d]: %#x-%#x is not page-aligned", i, m.Start, m.End)
 		case m.Start >= m.End:
 			return fmt.Errorf("vmas[%d]: %#x-%#x is empty or reversed", i, m.Start, m.End)
-		case m.End > taskSize:
+		case m.End > abi.TaskSize:
 			return fmt.Errorf("vmas[%d]: %#x-%#x reaches beyond the user address space", i, m.Start, m.End)
 		case m.Start < prev:
 			return fmt.Errorf("vmas[%d]: %#x-%#x overlaps the mapping before it or is out of order", i, m.Start, m.End)
@@ -291,9 +293,9 @@ func checkPageRuns(p *image.Process) error {
 		switch {
 		case r.Generation != 0:
 			return fmt.Errorf("page_runs[%d]: pages of generation %d: not supported by this version", i, r.Generation)
-		case r.Pages == 0 || r.Pages > taskSize/pageSize:
+		case r.Pages == 0 || r.Pages > abi.TaskSize/pageSize:
 			return fmt.Errorf("page_runs[%d]: %d pages", i, r.Pages)
-		case r.Addr%pageSize != 0 || end <= r.Addr || end > taskSize:
+		case r.Addr%pageSize != 0 || end <= r.Addr || end > abi.TaskSize:
 			return fmt.Errorf("page_runs[%d]: %d pages at %#x reach beyond the user address space", i, r.Pages, r.Addr)
 		case r.Offset != off:
 			return fmt.Errorf("page_runs[%d]: at offset %#x of the page file, want %#x", i, r.Offset, off)
@@ -311,7 +313,7 @@ func checkMM(mm *image.MM) error {
 	}{{"start_code", mm.StartCode}, {"end_code", mm.EndCode}, {"start_data", mm.StartData}, {"end_data", mm.EndData},
 		{"start_brk", mm.StartBrk}, {"brk", mm.Brk}, {"start_stack", mm.StartStack}, {"arg_start", mm.ArgStart},
 		{"arg_end", mm.ArgEnd}, {"env_start", mm.EnvStart}, {"env_end", mm.EnvEnd}} {
-		if f.v >= taskSize {
+		if f.v >= abi.TaskSize {
 			return fmt.Errorf("%s %#x is outside the user address space", f.name, f.v)
 		}
 	}

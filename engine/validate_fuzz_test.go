@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/abi"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
 
@@ -28,12 +29,12 @@ func FuzzValidateCore(f *testing.F) {
 			return
 		}
 		for _, v := range p.VMAs {
-			if v.Kind != image.VMAVsyscall && (v.End > taskSize || v.Start >= v.End) {
+			if v.Kind != image.VMAVsyscall && (v.End > abi.TaskSize || v.Start >= v.End) {
 				t.Fatalf("accepted mapping %#x-%#x", v.Start, v.End)
 			}
 		}
 		for _, r := range p.PageRuns {
-			if r.Addr+r.Pages*pageSize > taskSize || r.Addr+r.Pages*pageSize < r.Addr {
+			if r.Addr+r.Pages*pageSize > abi.TaskSize || r.Addr+r.Pages*pageSize < r.Addr {
 				t.Fatalf("accepted page run of %d pages at %#x", r.Pages, r.Addr)
 			}
 		}

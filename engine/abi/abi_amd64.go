@@ -31,3 +31,21 @@ func EpollEvent(events uint32, data uint64) []byte {
 	PutU64(ev[4:], data)
 	return ev
 }
+
+// TaskSize is the top of the user address space (TASK_SIZE with 4-level
+// page tables).
+const TaskSize = 0x7ffffffff000
+
+// System V shared memory: shmat flags and where struct shmid64_ds keeps
+// the segment's size.
+const (
+	ShmRdonly   = 0o10000  // SHM_RDONLY
+	ShmRemap    = 0o40000  // SHM_REMAP
+	ShmExec     = 0o100000 // SHM_EXEC
+	ShmidDsSize = 112      // struct shmid64_ds
+	OffShmSegsz = 48       // shm_segsz in struct shmid64_ds
+)
+
+// Order is the byte order of the job's memory and of the structures the
+// kernel fills in.
+var Order = binary.LittleEndian

@@ -1,4 +1,4 @@
-package engine
+package memory
 
 import (
 	"fmt"
@@ -19,7 +19,7 @@ import (
 // file mapping of its own name, not as memory nothing could open again.
 func TestRelinkedSharedMapping(t *testing.T) {
 	var fs unix.Statfs_t
-	if err := unix.Statfs("/dev/shm", &fs); err != nil || fs.Type != tmpfsMagic {
+	if err := unix.Statfs("/dev/shm", &fs); err != nil || fs.Type != unix.TMPFS_MAGIC {
 		t.Skip("/dev/shm is not a tmpfs here")
 	}
 	tmp := fmt.Sprintf("/dev/shm/sem.tmp-%d", os.Getpid())

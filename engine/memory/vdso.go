@@ -1,4 +1,4 @@
-package engine
+package memory
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/abi"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
@@ -20,9 +21,9 @@ import (
 // kernel) is refused, since its code offsets would not match the cached
 // pointers.
 
-// dumpVDSO records the vDSO of a process and returns the address of a
+// ReadVDSO records the vDSO of a process and returns the address of a
 // `syscall` instruction inside it, which dump-time injection uses.
-func dumpVDSO(pid int, vmas []image.VMA) (image.VDSO, uint64, error) {
+func ReadVDSO(pid int, vmas []image.VMA) (image.VDSO, uint64, error) {
 	for _, v := range vmas {
 		if v.Kind != image.VMAVDSO {
 			continue
@@ -54,12 +55,12 @@ type special struct {
 // reserved range, checks the vDSO against the image, and unmaps everything
 // else the kernel gave the stub (its stack), leaving an empty address space
 // but for the stub itself.
-func (r *restorer) parkSpecialMappings() ([]special, error) {
-	maps, err := proc.ReadMaps(r.PID)
+func (r *Restorer) parkSpecialMappings() ([]special, error) {
+	maps, err := proc.ReadMaps(r.P.PID)
 	if err != nil {
 		return nil, err
 	}
-	park := r.layout.End - stub.ParkSize
+	park := r.Layout.End - stub.ParkSize
 	var lowest uint64 = ^uint64(0)
 	for _, m := range maps {
 		if k := specialKind(m.Path); k != "" && k != image.VMAVsyscall && m.Start < lowest {
@@ -73,10 +74,10 @@ func (r *restorer) parkSpecialMappings() ([]special, error) {
 			continue
 		}
 		to := park + (m.Start - lowest)
-		if to+m.Size() > r.layout.End {
+		if to+m.Size() > r.Layout.End {
 			return nil, fmt.Errorf("special mappings span %d bytes, more than the %d reserved", to+m.Size()-park, stub.ParkSize)
 		}
-		if _, err := r.Main.Call("mremap "+m.Path, unix.SYS_MREMAP, m.Start, m.Size(), m.Size(), unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, to); err != nil {
+		if _, err := r.P.Main.Call("mremap "+m.Path, unix.SYS_MREMAP, m.Start, m.Size(), m.Size(), unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, to); err != nil {
 			return nil, err
 		}
 		out = append(out, special{kind: k, at: to, size: m.Size()})
@@ -86,20 +87,20 @@ func (r *restorer) parkSpecialMappings() ([]special, error) {
 			continue
 		}
 		code := make([]byte, s.size)
-		if err := r.Read(s.at, code); err != nil {
+		if err := r.P.Read(s.at, code); err != nil {
 			return nil, err
 		}
 		sum := sha256.Sum256(code)
-		if hex.EncodeToString(sum[:]) != r.proc.VDSO.SHA256 {
+		if hex.EncodeToString(sum[:]) != r.Img.VDSO.SHA256 {
 			return nil, fmt.Errorf("this kernel's vDSO differs from the one the checkpoint was taken with (%s); restart on a node running the same kernel", describeKernelMismatch())
 		}
 	}
 	// Everything below and above the stub goes: the stub's stack and
 	// whatever else the kernel mapped.
-	if _, err := r.Main.Call("munmap low", unix.SYS_MUNMAP, mmapMinAddr(), r.layout.Base-mmapMinAddr()); err != nil {
+	if _, err := r.P.Main.Call("munmap low", unix.SYS_MUNMAP, MinAddr(), r.Layout.Base-MinAddr()); err != nil {
 		return nil, err
 	}
-	if _, err := r.Main.Call("munmap high", unix.SYS_MUNMAP, r.layout.End, taskSize-r.layout.End); err != nil {
+	if _, err := r.P.Main.Call("munmap high", unix.SYS_MUNMAP, r.Layout.End, abi.TaskSize-r.Layout.End); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -107,9 +108,9 @@ func (r *restorer) parkSpecialMappings() ([]special, error) {
 
 // placeSpecialMappings moves the parked vvar/vdso pages onto the addresses
 // recorded in the image.
-func (r *restorer) placeSpecialMappings(parked []special) error {
+func (r *Restorer) placeSpecialMappings(parked []special) error {
 	want := map[image.VMAKind]image.VMA{}
-	for _, v := range r.proc.VMAs {
+	for _, v := range r.Img.VMAs {
 		if isSpecial(v.Kind) && v.Kind != image.VMAVsyscall {
 			want[v.Kind] = v
 		}
@@ -122,7 +123,7 @@ func (r *restorer) placeSpecialMappings(parked []special) error {
 		if !ok || v.End-v.Start != s.size {
 			return fmt.Errorf("%s mapping is %d bytes here, %d in the image; restart on a node running the same kernel", s.kind, s.size, v.End-v.Start)
 		}
-		if _, err := r.Main.Call("mremap "+string(s.kind), unix.SYS_MREMAP, s.at, s.size, s.size, unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, v.Start); err != nil {
+		if _, err := r.P.Main.Call("mremap "+string(s.kind), unix.SYS_MREMAP, s.at, s.size, s.size, unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, v.Start); err != nil {
 			return err
 		}
 	}

@@ -1,17 +1,18 @@
-package engine
+package memory
 
-// shmemPages records which pages of each shared memory object are in the
+// Shared records which pages of each shared memory object are in the
 // image, so that an object mapped by several processes is stored once and
 // restored as one object they all map.
-type shmemPages struct {
+type Shared struct {
 	dumped map[string]map[uint64]bool // object → page offsets stored
 }
 
-func newShmemPages() *shmemPages { return &shmemPages{dumped: map[string]map[uint64]bool{}} }
+// NewShared starts the record for one checkpoint.
+func NewShared() *Shared { return &Shared{dumped: map[string]map[uint64]bool{}} }
 
 // claim reports whether page pgoff of object obj still has to be stored,
 // and marks it stored.
-func (s *shmemPages) claim(obj string, pgoff uint64) bool {
+func (s *Shared) claim(obj string, pgoff uint64) bool {
 	m := s.dumped[obj]
 	if m == nil {
 		m = map[uint64]bool{}

@@ -1,4 +1,4 @@
-package engine
+package memory
 
 import (
 	"fmt"
@@ -19,7 +19,8 @@ const fillChunk = 32 << 20
 // mapping, which runs at a fraction of the disk's speed when the page cache
 // has let go of the file) while the previous chunk is written into the
 // process with process_vm_writev. path names the page file in gen.
-func (r *restorer) fillPages(p *image.Process, gen *image.Generation, path string) (int64, error) {
+func (r *Restorer) fillPages(gen *image.Generation, path string) (int64, error) {
+	p := r.Img
 	if len(p.PageRuns) == 0 {
 		return 0, nil
 	}
@@ -47,7 +48,7 @@ func (r *restorer) fillPages(p *image.Process, gen *image.Generation, path strin
 	var remote []unix.RemoteIovec
 	var total int64
 	var writeTime time.Duration
-	defer func() { r.log.Debugf("pid %d: process_vm_writev took %v", p.PID, writeTime) }()
+	defer func() { r.Log.Debugf("pid %d: process_vm_writev took %v", p.PID, writeTime) }()
 	flush := func() error {
 		if len(remote) == 0 {
 			return nil
@@ -57,7 +58,7 @@ func (r *restorer) fillPages(p *image.Process, gen *image.Generation, path strin
 			n += int64(l.Len)
 		}
 		tw := time.Now()
-		got, err := unix.ProcessVMWritev(r.PID, local, remote, 0)
+		got, err := unix.ProcessVMWritev(r.P.PID, local, remote, 0)
 		writeTime += time.Since(tw)
 		if err != nil {
 			return fmt.Errorf("write pages at %#x: %w", remote[0].Base, err)
@@ -95,14 +96,16 @@ func (r *restorer) fillPages(p *image.Process, gen *image.Generation, path strin
 		if err := flush(); err != nil {
 			return 0, err
 		}
-		r.progress.add(int64(len(c.data)))
+		if r.Progress != nil {
+			r.Progress.Add(int64(len(c.data)))
+		}
 		rd.release(c)
 	}
 	return total, nil
 }
 
-// pageRunBytes is the size of p's page data.
-func pageRunBytes(p *image.Process) int64 {
+// RunBytes is the size of p's page data.
+func RunBytes(p *image.Process) int64 {
 	var n uint64
 	for _, run := range p.PageRuns {
 		n += run.Pages * pageSize

@@ -1,4 +1,4 @@
-package engine
+package memory
 
 import (
 	"bytes"
@@ -23,12 +23,12 @@ const (
 
 var zeroPage [pageSize]byte
 
-// pageDumper copies the pages a process's image needs into a page file.
+// Dumper copies the pages a process's image needs into a page file.
 // Reading (process_vm_readv) and writing (hashing and disk) overlap: the
 // job's memory is read into one batch while the previous one is written.
-type pageDumper struct {
+type Dumper struct {
 	pid   int
-	out   pageSink
+	out   Sink
 	runs  []image.PageRun
 	off   uint64 // next offset in the page file
 	bytes int64
@@ -39,11 +39,11 @@ type pageDumper struct {
 	mem *os.File // /proc/pid/mem, for mappings the process cannot read itself
 	// shared says which pages of shared memory objects other processes
 	// of the job already stored; nil for a single process.
-	shared *shmemPages
+	shared *Shared
 	want   []bool
 	// progress counts the bytes the writer has written; nil when no one
 	// follows them.
-	progress *progress
+	progress Counter
 
 	// pending are the ranges of the batch being collected, in buffer order.
 	pending []pendingRange
@@ -56,9 +56,9 @@ type pageDumper struct {
 	done    chan error
 }
 
-// pageSink takes page data straight from the dumper's buffers
+// Sink takes page data straight from the dumper's buffers
 // (image.DataFile).
-type pageSink interface {
+type Sink interface {
 	WriteThrough(p []byte) (int, error)
 }
 
@@ -81,24 +81,28 @@ type segment struct {
 	from, to int
 }
 
-// newPageDumper starts a dumper that may hold up to buffer bytes of page
-// data in memory. While that budget lasts the job's memory is copied at
+// NewDumper starts a dumper that may hold up to buffer bytes of page data
+// in memory. While that budget lasts the job's memory is copied at
 // process_vm_readv speed and the job can be released before the disk has
-// caught up; past it, reading waits for the writer.
-func newPageDumper(pid int, out pageSink, buffer int64) (*pageDumper, error) {
+// caught up; past it, reading waits for the writer. shared, when not nil,
+// says which pages of shared memory objects other processes of the job
+// stored already; progress, when not nil, counts the bytes written.
+func NewDumper(pid int, out Sink, buffer int64, shared *Shared, progress Counter) (*Dumper, error) {
 	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
 	if err != nil {
 		return nil, fmt.Errorf("open memory of %d: %w", pid, err)
 	}
 	n := int(max(2, buffer/pageBatch))
-	d := &pageDumper{
-		pid:     pid,
-		out:     out,
-		mem:     mem,
-		maxBufs: n,
-		free:    make(chan []byte, n),
-		full:    make(chan batch, n),
-		done:    make(chan error, 1),
+	d := &Dumper{
+		pid:      pid,
+		out:      out,
+		mem:      mem,
+		shared:   shared,
+		progress: progress,
+		maxBufs:  n,
+		free:     make(chan []byte, n),
+		full:     make(chan batch, n),
+		done:     make(chan error, 1),
 	}
 	go d.writer()
 	return d, nil
@@ -108,7 +112,7 @@ func newPageDumper(pid int, out pageSink, buffer int64) (*pageDumper, error) {
 // allows, or waits for the writer to hand one back. Buffers are mapped
 // outside the Go heap so their memory goes back to the system as soon as
 // the dump is written.
-func (d *pageDumper) getBuf() ([]byte, error) {
+func (d *Dumper) getBuf() ([]byte, error) {
 	select {
 	case b := <-d.free:
 		return b, nil
@@ -126,7 +130,7 @@ func (d *pageDumper) getBuf() ([]byte, error) {
 }
 
 // writer writes batches in order and hands their buffers back.
-func (d *pageDumper) writer() {
+func (d *Dumper) writer() {
 	var err error
 	for b := range d.full {
 		if err == nil {
@@ -138,7 +142,9 @@ func (d *pageDumper) writer() {
 				}
 				n += s.to - s.from
 			}
-			d.progress.add(int64(n))
+			if d.progress != nil {
+				d.progress.Add(int64(n))
+			}
 		}
 		d.free <- b.buf
 	}
@@ -160,7 +166,7 @@ func recordGuardPages(v *image.VMA, start uint64, entries []uint64) {
 // wanted marks the pages from start on that go into this process's page
 // file. A page of a shared memory object is stored once, by the first
 // process (and mapping) the dump meets it in.
-func (d *pageDumper) wanted(v *image.VMA, start uint64, entries []uint64) []bool {
+func (d *Dumper) wanted(v *image.VMA, start uint64, entries []uint64) []bool {
 	want := d.want[:0]
 	obj := v.Shmem
 	writableFile := v.Kind == image.VMAFileShared && v.Prot&unix.PROT_WRITE != 0 && v.File != nil
@@ -185,9 +191,9 @@ func (d *pageDumper) wanted(v *image.VMA, start uint64, entries []uint64) []bool
 	return want
 }
 
-// dump reads the pages of every VMA that the image needs, and records
+// Dump reads the pages of every VMA that the image needs, and records
 // their guard pages in vmas.
-func (d *pageDumper) dump(vmas []image.VMA) error {
+func (d *Dumper) Dump(vmas []image.VMA) error {
 	pm, err := proc.OpenPagemap(d.pid)
 	if err != nil {
 		return err
@@ -263,7 +269,7 @@ func (d *pageDumper) dump(vmas []image.VMA) error {
 
 // flush reads the collected ranges into buf, drops all-zero anonymous
 // pages, records page runs, and hands the batch to the writer.
-func (d *pageDumper) flush(buf []byte) ([]byte, error) {
+func (d *Dumper) flush(buf []byte) ([]byte, error) {
 	if len(d.pending) == 0 {
 		return buf, nil
 	}
@@ -324,9 +330,9 @@ func (d *pageDumper) flush(buf []byte) ([]byte, error) {
 	return d.getBuf()
 }
 
-// close waits for the writer, unmaps the buffers and returns the
+// Close waits for the writer, unmaps the buffers and returns the
 // writer's error.
-func (d *pageDumper) close() error {
+func (d *Dumper) Close() error {
 	close(d.full)
 	err := <-d.done
 	d.mem.Close()
@@ -341,11 +347,11 @@ func (d *pageDumper) close() error {
 	}
 }
 
-// defaultDumpBuffer is how much page data a dump may hold in memory:
+// DefaultBuffer is how much page data a dump may hold in memory:
 // enough to keep reading while the disk catches up (page files are written
 // with O_DIRECT at disk speed), at most a quarter of the memory available,
 // so a checkpoint never pushes a full node into reclaim.
-func defaultDumpBuffer() int64 {
+func DefaultBuffer() int64 {
 	const want = 256 << 20
 	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
@@ -359,3 +365,9 @@ func defaultDumpBuffer() int64 {
 	}
 	return 2 * pageBatch
 }
+
+// Runs are the page runs written, in page file order.
+func (d *Dumper) Runs() []image.PageRun { return d.runs }
+
+// Bytes is the page data read so far.
+func (d *Dumper) Bytes() int64 { return d.bytes }

@@ -1,7 +1,6 @@
-package engine
+package memory
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,8 +15,6 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 )
-
-const pageSize = image.PageSize
 
 // vmFlagsKept are the smaps VmFlags a restore re-applies with madvise/mmap.
 var vmFlagsKept = map[string]bool{
@@ -65,7 +62,7 @@ func classifyVMA(pid int, m *proc.Mapping) (image.VMA, error) {
 		v.Kind = image.VMAVsyscall
 	case (m.Path == "" || m.Path == "[heap]" || m.Path == "[stack]" || strings.HasPrefix(m.Path, "[anon:")) && !m.Shared():
 		v.Kind = image.VMAAnon
-	case isSysVShmPath(m.Path):
+	case IsSysVShmPath(m.Path):
 		// The inode number of a segment's file is its shmid; without
 		// VM_MAYWRITE the segment was attached with SHM_RDONLY.
 		v.Kind = image.VMASysVShm
@@ -130,9 +127,9 @@ func skipZero(k image.VMAKind) bool {
 	return k == image.VMAAnon || k == image.VMAAnonShared || k == image.VMAFileGone
 }
 
-// dumpVMAs classifies the mappings of pid. Guard pages are filled in by
+// ReadVMAs classifies the mappings of pid. Guard pages are filled in by
 // the page dump, which walks pagemap anyway.
-func dumpVMAs(pid int) ([]image.VMA, error) {
+func ReadVMAs(pid int) ([]image.VMA, error) {
 	maps, err := proc.ReadSmaps(pid)
 	if err != nil {
 		return nil, err
@@ -203,16 +200,17 @@ func madvFlags(v *image.VMA) []int {
 // madvGuardInstall is MADV_GUARD_INSTALL (Linux 6.13).
 const madvGuardInstall = 102
 
-// restoreVMAs re-creates every mapping of p in the stub, except the kernel's
-// special mappings, which restoreSpecialMappings moves into place. Mappings
-// that receive page data are created writable; finishVMAs sets the recorded
-// protection once the data is in.
-func (r *restorer) restoreVMAs(p *image.Process) error {
+// mapVMAs re-creates every mapping of the process in the stub, except the
+// kernel's special mappings, which placeSpecialMappings moves into place.
+// Mappings that receive page data are created writable; finishVMAs sets
+// the recorded protection once the data is in.
+func (r *Restorer) mapVMAs() error {
+	p := r.Img
 	withPages := vmasWithPages(p)
 	files := map[string]uint64{} // path → fd in the stub, opened once per file
 	defer func() {
 		for _, fd := range files {
-			r.Main.Syscall(unix.SYS_CLOSE, fd)
+			r.P.Main.Syscall(unix.SYS_CLOSE, fd)
 		}
 	}()
 	for i := range p.VMAs {
@@ -221,7 +219,7 @@ func (r *restorer) restoreVMAs(p *image.Process) error {
 			continue
 		}
 		if v.Kind == image.VMASysVShm {
-			if err := r.attachSysVShm(v); err != nil {
+			if err := r.AttachSysVShm(v); err != nil {
 				return fmt.Errorf("mapping %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
 			}
 			continue
@@ -239,7 +237,7 @@ func (r *restorer) restoreVMAs(p *image.Process) error {
 					flags = unix.O_RDWR | unix.O_CLOEXEC
 				}
 				var err error
-				fd, err = r.Openat(v.File.Path, flags, 0)
+				fd, err = r.P.Openat(v.File.Path, flags, 0)
 				if err != nil {
 					return fmt.Errorf("mapping %#x-%#x: %w", v.Start, v.End, err)
 				}
@@ -248,13 +246,13 @@ func (r *restorer) restoreVMAs(p *image.Process) error {
 		}
 		if v.Shmem != "" {
 			var err error
-			if fd, err = r.shmemFD(v); err != nil {
+			if fd, err = r.Shmem(v); err != nil {
 				return fmt.Errorf("mapping %#x-%#x %s: %w", v.Start, v.End, v.Name, err)
 			}
 		}
-		addr, err := r.Main.Call("mmap", unix.SYS_MMAP, v.Start, v.End-v.Start, prot, mmapFlags(v), fd, v.Offset)
+		addr, err := r.P.Main.Call("mmap", unix.SYS_MMAP, v.Start, v.End-v.Start, prot, mmapFlags(v), fd, v.Offset)
 		if v.Shmem != "" {
-			if _, cerr := r.Main.Call("close", unix.SYS_CLOSE, fd); cerr != nil && err == nil {
+			if _, cerr := r.P.Main.Call("close", unix.SYS_CLOSE, fd); cerr != nil && err == nil {
 				err = cerr
 			}
 		}
@@ -265,8 +263,8 @@ func (r *restorer) restoreVMAs(p *image.Process) error {
 			return fmt.Errorf("mapping %#x-%#x %s: kernel placed it at %#x", v.Start, v.End, v.Name, addr)
 		}
 		for _, adv := range madvFlags(v) {
-			if _, err := r.Main.Call("madvise", unix.SYS_MADVISE, v.Start, v.End-v.Start, uint64(adv)); err != nil {
-				r.log.Debugf("pid %d: madvise(%#x, %d) on %#x: %v", p.PID, v.Start, adv, v.End-v.Start, err)
+			if _, err := r.P.Main.Call("madvise", unix.SYS_MADVISE, v.Start, v.End-v.Start, uint64(adv)); err != nil {
+				r.Log.Debugf("pid %d: madvise(%#x, %d) on %#x: %v", p.PID, v.Start, adv, v.End-v.Start, err)
 			}
 		}
 	}
@@ -275,7 +273,8 @@ func (r *restorer) restoreVMAs(p *image.Process) error {
 
 // finishVMAs sets the recorded protection on mappings that were created
 // writable for their page data, and re-installs guard regions.
-func (r *restorer) finishVMAs(p *image.Process) error {
+func (r *Restorer) finishVMAs() error {
+	p := r.Img
 	withPages := vmasWithPages(p)
 	for i := range p.VMAs {
 		v := &p.VMAs[i]
@@ -283,15 +282,15 @@ func (r *restorer) finishVMAs(p *image.Process) error {
 			continue
 		}
 		if withPages[i] && uint64(v.Prot) != uint64(v.Prot)|unix.PROT_READ|unix.PROT_WRITE {
-			if _, err := r.Main.Call("mprotect", unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot)); err != nil {
+			if _, err := r.P.Main.Call("mprotect", unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot)); err != nil {
 				return fmt.Errorf("mapping %#x-%#x: %w", v.Start, v.End, err)
 			}
 		}
 		for _, pg := range v.GuardPages {
 			addr := v.Start + pg*pageSize
-			if _, err := r.Main.Call("madvise(MADV_GUARD_INSTALL)", unix.SYS_MADVISE, addr, pageSize, madvGuardInstall); err != nil {
+			if _, err := r.P.Main.Call("madvise(MADV_GUARD_INSTALL)", unix.SYS_MADVISE, addr, pageSize, madvGuardInstall); err != nil {
 				if errno, ok := inject.UnwrapErrno(err); ok && errno == syscall.EINVAL {
-					r.log.Warnf("pid %d: guard page at %#x not re-installed: this kernel has no MADV_GUARD_INSTALL", p.PID, addr)
+					r.Log.Warnf("pid %d: guard page at %#x not re-installed: this kernel has no MADV_GUARD_INSTALL", p.PID, addr)
 					continue
 				}
 				return err
@@ -320,9 +319,9 @@ func isSpecial(k image.VMAKind) bool {
 	return k == image.VMAVDSO || k == image.VMAVVar || k == image.VMAVVarVClock || k == image.VMAVsyscall
 }
 
-// isSysVShmPath reports whether a mapping's path is the kernel's name for a
+// IsSysVShmPath reports whether a mapping's path is the kernel's name for a
 // System V segment, "/SYSV" and the key in eight hex digits, " (deleted)".
-func isSysVShmPath(path string) bool {
+func IsSysVShmPath(path string) bool {
 	key, ok := strings.CutPrefix(path, "/SYSV")
 	if !ok {
 		return false
@@ -337,86 +336,6 @@ func isSysVShmPath(path string) bool {
 		}
 	}
 	return true
-}
-
-// attachSysVShm attaches the re-created segment of v at v.Start in the
-// stub, with the rights of the original attach (SHM_RDONLY, SHM_EXEC),
-// then sets v's protection. A mapping that shows only part of the segment
-// (split by munmap or mprotect) is attached whole elsewhere and the part
-// moved into place, so that it keeps its offset in the segment.
-// Precondition: restoreSysVIPC has re-created the segment.
-func (r *restorer) attachSysVShm(v *image.VMA) error {
-	if v.SysVShm == nil {
-		return errors.New("no segment recorded for this System V shared memory mapping")
-	}
-	id := uint64(v.SysVShm.ID)
-	buf, err := r.ScratchAt(0, shmidDsSize)
-	if err != nil {
-		return err
-	}
-	if _, err := r.Main.Call(fmt.Sprintf("shmctl(%d, IPC_STAT)", id), unix.SYS_SHMCTL, id, unix.IPC_STAT, buf); err != nil {
-		return fmt.Errorf("segment %d (System V) was not restored: %w", id, err)
-	}
-	ds := make([]byte, shmidDsSize)
-	if err := r.Read(buf, ds); err != nil {
-		return err
-	}
-	segSize := (ipcOrder.Uint64(ds[offShmSegsz:]) + pageSize - 1) &^ (pageSize - 1)
-	length := v.End - v.Start
-	if v.Offset+length > segSize {
-		return fmt.Errorf("segment %d (System V) has %d bytes, the mapping needs %d at offset %d", id, segSize, length, v.Offset)
-	}
-	var flags uint64
-	attachProt := uint64(unix.PROT_READ | unix.PROT_WRITE)
-	if v.SysVShm.ReadOnly {
-		flags |= shmRdonly
-		attachProt = unix.PROT_READ
-	}
-	if v.Prot&unix.PROT_EXEC != 0 {
-		flags |= shmExec
-		attachProt |= unix.PROT_EXEC
-	}
-	name := fmt.Sprintf("shmat(%d)", id)
-	if v.Offset == 0 && length == segSize {
-		addr, err := r.Main.Call(name, unix.SYS_SHMAT, id, v.Start, flags|shmRemap)
-		if err != nil {
-			return err
-		}
-		if addr != v.Start {
-			return fmt.Errorf("%s: the kernel attached it at %#x", name, addr)
-		}
-	} else {
-		tmp, err := r.Main.Call(name, unix.SYS_SHMAT, id, 0, flags)
-		if err != nil {
-			return err
-		}
-		if _, err := r.Main.Call("mremap", unix.SYS_MREMAP, tmp+v.Offset, length, length,
-			unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, v.Start); err != nil {
-			r.Main.Syscall(unix.SYS_MUNMAP, tmp, segSize)
-			return err
-		}
-		if v.Offset > 0 {
-			if _, err := r.Main.Call("munmap", unix.SYS_MUNMAP, tmp, v.Offset); err != nil {
-				return err
-			}
-		}
-		if rest := segSize - v.Offset - length; rest > 0 {
-			if _, err := r.Main.Call("munmap", unix.SYS_MUNMAP, tmp+v.Offset+length, rest); err != nil {
-				return err
-			}
-		}
-	}
-	if uint64(v.Prot) != attachProt {
-		if _, err := r.Main.Call("mprotect", unix.SYS_MPROTECT, v.Start, length, uint64(v.Prot)); err != nil {
-			return err
-		}
-	}
-	for _, adv := range madvFlags(v) {
-		if _, err := r.Main.Call("madvise", unix.SYS_MADVISE, v.Start, length, uint64(adv)); err != nil {
-			r.log.Debugf("madvise(%#x, %d) on %#x: %v", v.Start, adv, length, err)
-		}
-	}
-	return nil
 }
 
 // relinkedPath finds the name a shared mapping shown as deleted still has
@@ -436,7 +355,7 @@ func relinkedPath(pid int, m *proc.Mapping) string {
 	}
 	root := fmt.Sprintf("/proc/%d/root", pid)
 	var fs unix.Statfs_t
-	if err := unix.Statfs(root+dir, &fs); err != nil || fs.Type != tmpfsMagic {
+	if err := unix.Statfs(root+dir, &fs); err != nil || fs.Type != unix.TMPFS_MAGIC {
 		return ""
 	}
 	ents, err := os.ReadDir(root + dir)

@@ -1,0 +1,66 @@
+package memory
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject/injecttest"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
+)
+
+// counter is a Counter that sums what it is given.
+type counter struct{ n, calls int64 }
+
+func (c *counter) Add(n int64) { c.n += n; c.calls++ }
+
+// TestFillPages restores 70 MiB of pages, in two runs with a gap between
+// them, into a traced process, counting them in.
+func TestFillPages(t *testing.T) {
+	tr := ptrace.NewTracer()
+	defer tr.Close()
+	c := injecttest.Start(t, tr)
+	const size = 70 << 20
+	// The second run leaves a gap of 1000 pages after the first.
+	addr, err := c.Thread.Call("mmap pages", unix.SYS_MMAP, 0, size+1000*pageSize, unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	path := filepath.Join(t.TempDir(), "pages")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := &image.Process{PID: c.PID, PageRuns: []image.PageRun{
+		{Addr: addr, Pages: 1000},
+		{Addr: addr + 2000*pageSize, Pages: size/pageSize - 1000, Offset: 1000 * pageSize},
+	}}
+	var counted counter
+	r := &Restorer{P: c.Proc, Img: p, Log: logrus.StandardLogger(), Progress: &counted}
+	if RunBytes(p) != size {
+		t.Fatalf("RunBytes = %d, want %d", RunBytes(p), size)
+	}
+	n, err := r.fillPages(&image.Generation{Dir: filepath.Dir(path)}, filepath.Base(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != size {
+		t.Fatalf("filled %d bytes, want %d", n, size)
+	}
+	if counted.n != size || counted.calls < 2 {
+		t.Errorf("counted %d bytes in %d calls, want %d in more than one", counted.n, counted.calls, size)
+	}
+	got := make([]byte, pageSize)
+	if err := c.Proc.Read(addr+2000*pageSize, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data[1000*pageSize:1001*pageSize]) {
+		t.Fatal("the second page run holds other data than its part of the page file")
+	}
+}
