@@ -31,9 +31,16 @@ func TestCheckAndSameWritten(t *testing.T) {
 			_, err = f.WriteString("more")
 			return err
 		}, "changed since the checkpoint", true},
-		{"replaced by other contents", func(p string) error {
+		{"replaced by other contents, same size and mtime", func(p string) error {
+			old, err := os.Stat(p)
+			if err != nil {
+				return err
+			}
 			tmp := p + ".new"
 			if err := os.WriteFile(tmp, []byte(strings.Repeat("y", 3*image.DigestSpan)), 0o644); err != nil {
+				return err
+			}
+			if err := os.Chtimes(tmp, old.ModTime(), old.ModTime()); err != nil {
 				return err
 			}
 			return os.Rename(tmp, p)
