@@ -2,10 +2,8 @@ package engine
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -13,6 +11,7 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/node"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
 
@@ -69,28 +68,6 @@ const sharedCloneFlags = unix.CLONE_THREAD | unix.CLONE_VM | unix.CLONE_VFORK | 
 // follows.
 const traceOpts = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK |
 	unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACEEXEC | unix.PTRACE_O_TRACESYSGOOD
-
-// taskRole is what a traced task of the starting runtime is to the restore.
-type taskRole int
-
-const (
-	roleOther     taskRole = iota // let go at its first stop
-	roleRuntime                   // a thread of the runtime's main process
-	roleContainer                 // the runtime's container process (and its threads, with an inner PID namespace)
-	roleApp                       // a child of the container process that may exec the stub
-)
-
-type runtimeTask struct {
-	role taskRole
-	// forking is set, at its system call entry, for a fork that makes
-	// the process the restore waits for.
-	forking bool
-	started bool // past its first stop
-	// parked is set while the task is kept in the stop parkedStop
-	// (park), to be handled once the fork that needs a pid is done.
-	parked     bool
-	parkedStop unix.WaitStatus
-}
 
 // containerLaunch follows the container runtime from its exec to the exec
 // of the restore stub in the container, steering the PID of the one
@@ -294,401 +271,111 @@ func (r *restorer) putExecArgs(path string, argv, env []string) (pathAddr, argvA
 	return strBase, ptrBase, ptrBase + uint64(8*(len(argv)+1)), nil
 }
 
-// follow runs the runtime until the stub has been exec'd in the container.
-// The runtime's main process runs with system call stops: its fork of the
-// container process is given the application's pid (no inner PID
-// namespace), or the container process is followed the same way until it
-// forks the application (inner PID namespace, whose init it is). Every
-// other task the runtime makes is let go at its first stop.
-func (cl *containerLaunch) follow() error {
-	deadline := time.Now().Add(startTimeout)
-	for spin := 0; cl.stub == 0; spin++ {
-		progressed := false
-		if cl.unpark {
-			if err := cl.unparkAll(); err != nil {
-				return err
-			}
-		}
-		for tid, task := range cl.tasks {
-			if task.parked {
-				continue
-			}
-			var ws unix.WaitStatus
-			pid, err := unix.Wait4(tid, &ws, unix.WNOHANG|unix.WALL, nil)
-			if err == unix.EINTR || (err == nil && pid == 0) {
-				continue
-			}
-			if err != nil {
-				delete(cl.tasks, tid)
-				continue
-			}
-			progressed = true
-			if ws.Exited() || ws.Signaled() {
-				delete(cl.tasks, tid)
-				cl.jr.t.Forget(tid)
-				if tid == cl.runtime.PID {
-					return fmt.Errorf("the container runtime exited before starting the application (%s); its messages are in the job's output", describeWait(ws))
-				}
-				continue
-			}
-			if err := cl.stopped(tid, task, ws); err != nil {
-				return err
-			}
-			if cl.stub != 0 {
-				return nil
-			}
-		}
-		if progressed {
-			spin = 0
-			continue
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the container runtime did not start the application within %v", startTimeout)
-		}
-		ptrace.Backoff(spin)
-	}
-	return nil
-}
-
-// stopped handles one stop of a runtime task.
-func (cl *containerLaunch) stopped(tid int, task *runtimeTask, ws unix.WaitStatus) error {
-	sig := ws.StopSignal()
-	event := int(uint32(ws) >> 16)
-	switch {
-	case !task.started:
-		task.started = true
-		if task.role == roleOther {
-			cl.drop(tid)
-			return nil
-		}
-		return cl.resume(tid)
-	case sig == unix.SIGTRAP|0x80:
-		return cl.syscallStop(tid, task)
-	case sig == unix.SIGTRAP && (event == unix.PTRACE_EVENT_FORK || event == unix.PTRACE_EVENT_VFORK || event == unix.PTRACE_EVENT_CLONE):
-		msg, err := cl.jr.t.GetEventMsg(tid)
-		if err != nil {
-			return err
-		}
-		if err := cl.born(task, int(msg), event); err != nil {
-			return err
-		}
-		return cl.resume(tid)
-	case sig == unix.SIGTRAP && event == unix.PTRACE_EVENT_EXEC:
-		if task.role == roleRuntime && cl.cs.Instance && tid != cl.runtime.PID && cl.cs.KeepsContainer != nil && !cl.cs.KeepsContainer(tid) {
-			// A helper of the instance's (squashfuse_ll, fuse-overlayfs):
-			// it must run on while the application is restored.
-			cl.drop(tid)
-			return nil
-		}
-		if task.role == roleApp || (task.role == roleContainer && !cl.cs.InnerPIDNamespace) {
-			if isStub, err := cl.execedStub(tid); err != nil {
-				return err
-			} else if isStub {
-				cl.stub = tid
-				delete(cl.tasks, tid)
-				return nil
-			}
-		}
-		return cl.resume(tid)
-	case sig == unix.SIGTRAP && event != 0:
-		return cl.resume(tid)
-	case event == unix.PTRACE_EVENT_STOP:
-		// A group stop (the runtime stopping a child) or a leftover
-		// interrupt: let it be.
-		return cl.resumeSignal(tid, 0)
-	default:
-		return cl.resumeSignal(tid, int(sig))
-	}
-}
-
-// born records a task the kernel attached because a traced task forked or
-// cloned it.
-func (cl *containerLaunch) born(pt *runtimeTask, child int, event int) error {
-	nt := &runtimeTask{role: roleOther}
-	switch {
-	case event == unix.PTRACE_EVENT_CLONE:
-		// A thread: the threads of the tasks the restore follows are
-		// followed too.
-		nt.role = pt.role
-	case pt.forking && pt.role == roleRuntime:
-		nt.role = roleContainer
-		cl.container = child
-		pt.forking = false
-	case pt.forking && pt.role == roleContainer:
-		nt.role = roleApp
-		pt.forking = false
-	case pt.role == roleRuntime && cl.cs.Instance && cl.container == 0:
-		// The instance's starter, its daemon and their helpers: one of
-		// them makes the container process.
-		nt.role = roleRuntime
-	}
-	cl.jr.log.Debugf("container runtime: new task %d (role %d, event %d)", child, nt.role, event)
-	if nt.role == roleContainer && !cl.cs.InnerPIDNamespace || nt.role == roleApp {
-		// The application's pid is taken: the runtime's next tasks go
-		// above every pid of the image again.
-		if err := cl.jr.setLastPID(cl.jr.pidsAbove()); err != nil {
-			return err
-		}
-		cl.unpark = true
-	}
-	if nt.role == roleContainer && cl.cs.InnerPIDNamespace {
-		// The child is the init of the application's PID namespace; it
-		// has not run yet. The restore's pid writer enters the new
-		// namespace now, and moves its counter above the application's
-		// pids, so that none of the runtime's tasks takes one.
-		if err := cl.jr.enterPIDNamespace(child); err != nil {
-			return err
-		}
-		if err := cl.jr.setLastPID(cl.jr.maxPID); err != nil {
-			return err
-		}
-	}
-	// Its first stop is collected once it is known: a task is only
-	// waited for after its parent's event names it.
-	cl.jr.t.Adopt(child)
-	cl.tasks[child] = nt
-	return nil
-}
-
-// syscallStop handles a system call entry or exit of a followed task: at
-// the entry of the fork that makes the process the restore waits for, the
-// PID counter is set so that the child gets the application's pid.
-func (cl *containerLaunch) syscallStop(tid int, task *runtimeTask) error {
-	if kind, err := cl.jr.t.SyscallStopKind(tid); errors.Is(err, unix.ESRCH) {
-		return nil
-	} else if err != nil {
-		return err
-	} else if kind != ptrace.SyscallEntry {
-		// The fork the other tasks were parked for has returned, even
-		// one that failed.
-		cl.unpark = true
-		return cl.resume(tid)
-	}
-	regs, err := cl.jr.t.GetRegs(tid)
-	if errors.Is(err, unix.ESRCH) {
-		return nil // killed meanwhile; its exit is collected next
-	}
-	if err != nil {
-		return err
-	}
-	var flags uint64
-	switch ptrace.SyscallNr(&regs) {
-	case unix.SYS_CLONE:
-		flags = ptrace.SyscallArg(&regs, 0)
-	case unix.SYS_CLONE3:
-		b := make([]byte, 8)
-		rem := inject.Process{PID: tid}
-		if err := rem.Read(ptrace.SyscallArg(&regs, 0), b); err != nil {
-			return err
-		}
-		flags = binary.LittleEndian.Uint64(b)
-	case unix.SYS_FORK:
-	case unix.SYS_VFORK:
-		flags = unix.CLONE_VM | unix.CLONE_VFORK
-	default:
-		return cl.resume(tid)
-	}
-	cl.jr.log.Debugf("container runtime: task %d (role %d) forks with flags %#x", tid, task.role, flags)
-	switch {
-	case flags&unix.CLONE_THREAD != 0:
-	case task.role == roleRuntime && cl.container == 0 && cl.cs.Instance:
-		// An instance always has a PID namespace of its own, and the
-		// daemon's clone that makes it makes the container process.
-		task.forking = flags&unix.CLONE_NEWPID != 0
-	case task.role == roleRuntime && cl.container == 0 && flags&sharedCloneFlags == 0:
-		// The runtime's container process: with no inner PID namespace
-		// it is the application's main process.
-		task.forking = true
-		if !cl.cs.InnerPIDNamespace {
-			cl.park(tid)
-			if err := cl.jr.setLastPID(cl.want - 1); err != nil {
-				return err
-			}
-		}
-	case task.role == roleContainer && cl.cs.InnerPIDNamespace:
-		// Any process the inner init forks may be the application's:
-		// each gets the application's pid while it is free.
-		task.forking = true
-		cl.park(tid)
-		if err := cl.jr.setLastPID(cl.want - 1); err != nil {
-			return err
-		}
-	}
-	return cl.resume(tid)
-}
-
 // parkTimeout bounds the wait for the runtime's other tasks to stop before
 // a fork that needs a given pid.
 const parkTimeout = time.Second
-
-// park stops every followed task but except before the PID counter is
-// set for the fork of except: a thread another task started while the
-// counter points at the application's pids would take one of them, and
-// keep it for the whole restore. Their stops are kept and handled once
-// that fork is done (unparkAll). A task that does not stop in time (a
-// vfork parent waiting for its child) runs on.
-func (cl *containerLaunch) park(except int) {
-	var asked []int
-	for tid, task := range cl.tasks {
-		if tid == except || task.parked {
-			continue
-		}
-		if err := cl.jr.t.Interrupt(tid); err == nil {
-			asked = append(asked, tid)
-		}
-	}
-	deadline := time.Now().Add(parkTimeout)
-	for _, tid := range asked {
-		for spin := 0; ; spin++ {
-			var ws unix.WaitStatus
-			pid, err := unix.Wait4(tid, &ws, unix.WNOHANG|unix.WALL, nil)
-			if err == unix.EINTR {
-				continue
-			}
-			if err == nil && pid == tid {
-				cl.tasks[tid].parked, cl.tasks[tid].parkedStop = true, ws
-				break
-			}
-			if err != nil || time.Now().After(deadline) {
-				cl.jr.log.Debugf("container runtime: task %d not parked: %v", tid, err)
-				break
-			}
-			ptrace.Backoff(spin)
-		}
-	}
-}
-
-// unparkAll handles the stops park kept.
-func (cl *containerLaunch) unparkAll() error {
-	cl.unpark = false
-	for tid, task := range cl.tasks {
-		if !task.parked {
-			continue
-		}
-		task.parked = false
-		ws := task.parkedStop
-		if ws.Exited() || ws.Signaled() {
-			delete(cl.tasks, tid)
-			cl.jr.t.Forget(tid)
-			continue
-		}
-		if err := cl.stopped(tid, task, ws); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// resume lets a followed task go on to its next system call stop (the
-// runtime's main process, and the container process when it is the
-// inner init) or event.
-func (cl *containerLaunch) resume(tid int) error { return cl.resumeSignal(tid, 0) }
-
-// resumeSignal is resume delivering sig.
-func (cl *containerLaunch) resumeSignal(tid, sig int) error {
-	task := cl.tasks[tid]
-	follow := task != nil && (task.role == roleRuntime && cl.container == 0 ||
-		task.role == roleContainer && cl.cs.InnerPIDNamespace)
-	var err error
-	if follow {
-		err = cl.jr.t.ContSyscall(tid, sig)
-	} else {
-		err = cl.jr.t.Cont(tid, sig)
-	}
-	if err != nil && !errors.Is(err, unix.ESRCH) {
-		return fmt.Errorf("container runtime: resume %d: %w", tid, err)
-	}
-	return nil
-}
-
-// drop lets a task of the runtime go.
-func (cl *containerLaunch) drop(tid int) {
-	delete(cl.tasks, tid)
-	cl.jr.t.Detach(tid, 0)
-}
-
-// hold stops every runtime task still followed and returns them.
-func (cl *containerLaunch) hold() []int {
-	var held []int
-	for tid, task := range cl.tasks {
-		if cl.stopTask(tid, task) {
-			held = append(held, tid)
-		}
-	}
-	cl.tasks = map[int]*runtimeTask{}
-	return held
-}
-
-// letGo detaches every runtime task still followed.
-func (cl *containerLaunch) letGo() {
-	for tid, task := range cl.tasks {
-		if cl.stopTask(tid, task) {
-			cl.jr.t.Detach(tid, 0)
-		}
-	}
-	cl.tasks = map[int]*runtimeTask{}
-}
-
-// stopTask brings a followed task into a stop (it may only be detached in
-// one): it is interrupted and its next stop, whatever it is, taken. It
-// reports false for a task that is gone, and for one that did not stop in
-// time, which is kept in runtimeUnstopped to be let go later.
-func (cl *containerLaunch) stopTask(tid int, task *runtimeTask) bool {
-	if task.parked {
-		return true // in the stop park took
-	}
-	if task.started {
-		cl.jr.t.Interrupt(tid)
-	}
-	_, err := cl.jr.t.WaitStop(tid, time.Second)
-	if err == nil {
-		return true
-	}
-	if errors.Is(err, ptrace.ErrTimeout) {
-		cl.jr.runtimeUnstopped = append(cl.jr.runtimeUnstopped, tid)
-	} else {
-		cl.jr.t.Forget(tid)
-	}
-	return false
-}
-
-// releaseUnstopped detaches the runtime tasks that had not stopped when
-// they were to be held, once they stop: a vfork parent does once its child
-// has been let go. Left attached, such a task would sit in a ptrace-stop
-// for good, and the sandbox could never end.
-func (jr *jobRestore) releaseUnstopped() {
-	if len(jr.runtimeUnstopped) > 0 {
-		jr.log.Debugf("container runtime: %d tasks had not stopped; letting them go", len(jr.runtimeUnstopped))
-	}
-	detachWhenStopped(jr.t, jr.runtimeUnstopped, runtimeReleaseTimeout, func(int) int { return 0 })
-	jr.runtimeUnstopped = nil
-}
 
 // runtimeReleaseTimeout bounds the wait for runtime tasks that had not
 // stopped.
 const runtimeReleaseTimeout = 10 * time.Second
 
-// execedStub reports whether task tid has just exec'd the restore stub.
-func (cl *containerLaunch) execedStub(tid int) (bool, error) {
-	regs, err := cl.jr.t.GetRegs(tid)
+// execExe makes a container's stub run the image's executable and turns
+// it back into a stub, so that its /proc/pid/exe names the executable.
+//
+// Pointing the exe link at a file (prctl PR_SET_MM_MAP's exe_fd) needs
+// CAP_CHECKPOINT_RESTORE in the process's user namespace, which a process
+// the container runtime starts does not have; and programs use the link
+// (busybox's shell runs its applets through /proc/self/exe). An exec sets
+// it like any exec does. The new program never runs: at the exec stop a
+// `syscall; int3` gadget is written at its entry point, the stub's code
+// and scratch area are mapped back where they were, and the memory phase
+// later removes everything the exec mapped.
+func (r *restorer) execExe() error {
+	path := r.proc.Exe.Path
+	if err := r.t.SetOptions(r.PID, unix.PTRACE_O_EXITKILL|unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_TRACEFORK|unix.PTRACE_O_TRACEEXEC); err != nil {
+		return err
+	}
+	if err := r.exec(path, []string{path}, nil); err != nil {
+		return fmt.Errorf("in the container: %w", err)
+	}
+	// The exec stop comes before the system call's exit; one step
+	// finishes the exit and stops before the program's first instruction.
+	if err := r.t.SingleStep(r.PID); err != nil {
+		return fmt.Errorf("exec %s: step: %w", path, err)
+	}
+	if _, err := r.t.WaitStop(r.PID, 0); err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
+	}
+	at, err := r.t.GetRegs(r.PID)
 	if err != nil {
-		return false, err
+		return err
 	}
-	if ptrace.PC(&regs) != cl.jr.layout.Entry {
-		return false, nil
+	entry := ptrace.PC(&at)
+	l := r.layout
+	if err := checkStubRoom(r.PID, entry, l.Base, l.End); err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
 	}
-	exe, err := os.Readlink("/proc/" + strconv.Itoa(tid) + "/exe")
+	if err := r.t.PokeText(r.PID, uintptr(entry), append(inject.SyscallInsn, inject.BreakInsn...)); err != nil {
+		return fmt.Errorf("exec %s: write gadget: %w", path, err)
+	}
+	tmp, err := r.t.NewThread(r.PID, entry)
 	if err != nil {
-		return false, fmt.Errorf("pid %d: exe: %w", tid, err)
+		return err
 	}
-	cl.jr.log.Debugf("container process %d exec'd the restore stub (%s)", tid, exe)
-	return true, nil
+	r.Main = tmp
+	if err := r.unmapStubFile(); err != nil {
+		return fmt.Errorf("exec %s: stub back: %w", path, err)
+	}
+	ptrace.SetPC(&at, l.Entry)
+	if err := r.t.SetRegs(r.PID, &at); err != nil {
+		return err
+	}
+	if r.Main, err = r.t.NewThread(r.PID, l.Gadget); err != nil {
+		return err
+	}
+	return nil
 }
 
-// describeWait says how a task ended.
-func describeWait(ws unix.WaitStatus) string {
-	if ws.Signaled() {
-		return "killed by " + ws.Signal().String()
+// exec injects execve(path, argv, env) into the stub and waits for its
+// exec stop (the tracee needs PTRACE_O_TRACEEXEC). A failed exec returns
+// to the stub's breakpoint with the error as the call's result.
+func (r *restorer) exec(path string, argv, env []string) error {
+	pathAddr, argvAddr, envAddr, err := r.putExecArgs(path, argv, env)
+	if err != nil {
+		return err
 	}
-	return "exit status " + strconv.Itoa(ws.ExitStatus())
+	regs := r.Main.Saved
+	ptrace.SetSyscall(&regs, r.Main.Gadget, unix.SYS_EXECVE, [6]uint64{pathAddr, argvAddr, envAddr})
+	if err := r.t.SetRegs(r.PID, &regs); err != nil {
+		return err
+	}
+	if err := r.t.Cont(r.PID, 0); err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
+	}
+	st, err := r.t.WaitStop(r.PID, startTimeout)
+	if err != nil {
+		return fmt.Errorf("exec %s: %w", path, err)
+	}
+	if st.Event() == unix.PTRACE_EVENT_EXEC {
+		return nil
+	}
+	if after, rerr := r.t.GetRegs(r.PID); rerr == nil && ptrace.SyscallResult(&after) < 0 {
+		return fmt.Errorf("exec %s: %w", path, unix.Errno(-ptrace.SyscallResult(&after)))
+	}
+	return fmt.Errorf("exec %s: stopped with %v instead", path, st.Signal())
+}
+
+// checkStubRoom refuses an exec whose program landed on the page the
+// stub's area would replace while the gadget there is in use.
+func checkStubRoom(pid int, entry, base, end uint64) error {
+	maps, err := proc.ReadMaps(pid)
+	if err != nil {
+		return err
+	}
+	for _, m := range maps {
+		if m.Start <= entry && entry < m.End && m.Start < end && base < m.End {
+			return fmt.Errorf("the program's entry point %#x lies in the restore stub's area %#x-%#x", entry, base, end)
+		}
+	}
+	return nil
 }

@@ -2,139 +2,19 @@ package engine
 
 import (
 	"fmt"
-	"strings"
+	"strconv"
 
-	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
-	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fds"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
-	"github.com/ckpt-apptainer/ckpt-apptainer/engine/memory"
-	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
-	"github.com/ckpt-apptainer/ckpt-apptainer/engine/stub"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 )
 
 // initPID is the sandbox init's pid in the job's PID namespace: the parent
 // of the job's main process and of its orphans, and the leader of the
 // session and process group the job starts in.
 const initPID = 1
-
-// jobRestore is the restore of a whole job: its processes, and what they
-// hand each other (open file descriptions, shared memory).
-type jobRestore struct {
-	t     *ptrace.Tracer
-	opts  RestoreOptions
-	log   logrus.FieldLogger
-	elf   []byte
-	procs []*restorer // in image order: parents before children
-	byPID map[int]*restorer
-	// files restores the descriptors, and holds the open file
-	// descriptions and shared memory objects passed between processes.
-	files *fds.Restorer
-	// shmemSize is the size each shared memory object is given.
-	shmemSize map[string]uint64
-	bytes     int64
-	layout    stub.Layout
-	// outer is the recorded pid of the main process's parent, a process
-	// outside the image: the sandbox init, or the container runtime.
-	outer int
-	// maxPID is the highest pid or tid of the image.
-	maxPID int
-	// pids sets the PID counter for stubs that cannot pick their pids
-	// (a container's, or any on a kernel without clone3 set_tid); nil
-	// where clone3 with set_tid does.
-	pids *pidWriter
-	// runtimeHost is the host pid of the container runtime;
-	// heldRuntime its tasks kept stopped while the restore runs.
-	runtimeHost int
-	heldRuntime []int
-	// runtimeUnstopped are runtime tasks asked to stop that had not:
-	// a vfork parent whose child is held waits until it is let go.
-	runtimeUnstopped []int
-	// progress counts the page data restored, for opts.Progress.
-	progress *progress
-}
-
-func newJobRestore(t *ptrace.Tracer, opts RestoreOptions, procs []*image.Process, pages map[int]string) (*jobRestore, error) {
-	jr := &jobRestore{t: t, opts: opts, log: opts.Log, byPID: map[int]*restorer{},
-		shmemSize: map[string]uint64{},
-		progress:  newProgress(opts.Progress)}
-	// One stub layout for all: a child is cloned from its parent's stub
-	// and inherits its layout, so the stub must sit where no process of
-	// the job has a mapping.
-	var all []image.VMA
-	for _, p := range procs {
-		all = append(all, p.VMAs...)
-		for _, v := range p.VMAs {
-			if v.Shmem != "" {
-				jr.shmemSize[v.Shmem] = max(jr.shmemSize[v.Shmem], v.Offset+v.End-v.Start)
-			}
-		}
-	}
-	files, err := fds.NewRestorer(opts.Gen, procs)
-	if err != nil {
-		return nil, err
-	}
-	jr.files = files
-	base, err := stubBase(all, stub.Size(stubScratch))
-	if err != nil {
-		return nil, err
-	}
-	elf, layout := stub.Build(base, stubScratch)
-	jr.elf, jr.layout = elf, layout
-	jr.outer = initPID
-	for _, p := range procs {
-		for _, th := range p.Threads {
-			jr.maxPID = max(jr.maxPID, th.TID)
-		}
-		jr.maxPID = max(jr.maxPID, p.PID)
-		if jr.byPID[p.PID] != nil {
-			return nil, fmt.Errorf("pid %d appears twice in the image", p.PID)
-		}
-		r := &restorer{t: t, log: opts.Log, job: jr, proc: p, layout: layout, pagesName: pages[p.PID], progress: jr.progress}
-		if pages[p.PID] != "" {
-			jr.progress.expect(memory.RunBytes(p))
-		}
-		jr.procs = append(jr.procs, r)
-		jr.byPID[p.PID] = r
-	}
-	return jr, nil
-}
-
-// live returns the processes that run on after the restore.
-func (jr *jobRestore) live() []*restorer {
-	var out []*restorer
-	for _, r := range jr.procs {
-		if r.proc.State != image.ProcZombie {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// main is the job's main process, the first one the sandbox starts: the one
-// the image names, else the first child of init in it.
-func (jr *jobRestore) main() *restorer {
-	if r := jr.byPID[jr.opts.Gen.Manifest.Job.MainPID]; r != nil {
-		return r
-	}
-	for _, r := range jr.procs {
-		if r.proc.PPID == jr.outer && r.proc.State != image.ProcZombie {
-			return r
-		}
-	}
-	return jr.procs[0]
-}
-
-// killAll ends every process created so far.
-func (jr *jobRestore) killAll() {
-	for _, r := range jr.procs {
-		if r.PID != 0 {
-			unix.Kill(r.PID, unix.SIGKILL)
-		}
-	}
-}
 
 // createTree creates every process as a stub with its pid, parent, session
 // and process group, then lets the zombies exit.
@@ -349,36 +229,47 @@ func (r *restorer) exitAsZombie() error {
 	return nil
 }
 
-// shmemFD returns a descriptor in r for the shared memory object behind v,
-// creating the object (as a memfd) in the first process that maps it. The
-// caller closes it after mapping.
-func (r *restorer) shmemFD(v *image.VMA) (uint64, error) {
-	jr := r.job
-	if h, ok := jr.files.Shmem(v.Shmem); ok {
-		return jr.files.Fetch(&r.Process, h)
+// processIDs reads a process's pids in the job's namespace and its name.
+func processIDs(hostPID int) (*image.Process, error) {
+	st, err := proc.ReadStatus(strconv.Itoa(hostPID))
+	if err != nil {
+		return nil, err
 	}
-	name := strings.TrimSuffix(strings.TrimPrefix(v.Name, "/memfd:"), " (deleted)")
-	name = strings.TrimPrefix(name, "/")
-	if len(name) > 240 || name == "" {
-		name = "shmem"
+	p := &image.Process{}
+	if p.PID, err = st.NSPid(); err != nil {
+		return nil, err
 	}
-	addr, err := r.PutString(0, name)
+	stat, err := proc.ReadStat(hostPID)
+	if err != nil {
+		return nil, err
+	}
+	p.Comm = stat.Comm
+	if stat.PPID != 0 {
+		if p.PPID, err = nsPidOf(stat.PPID); err != nil {
+			return nil, err
+		}
+	}
+	p.PGID, p.SID = lastInt(st, "NSpgid"), lastInt(st, "NSsid")
+	if stat.State == 'Z' {
+		p.State = image.ProcZombie
+		p.ExitStatus = stat.ExitCode
+	}
+	return p, nil
+}
+
+// nsPidOf maps a host pid to its pid in the innermost namespace.
+func nsPidOf(hostPID int) (int, error) {
+	st, err := proc.ReadStatus(strconv.Itoa(hostPID))
 	if err != nil {
 		return 0, err
 	}
-	// Sealing allowed: a descriptor of the same memfd may bring seals.
-	fd, err := r.Main.Call("memfd_create", unix.SYS_MEMFD_CREATE, addr, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
-	if err != nil {
-		return 0, err
+	return st.NSPid()
+}
+
+func lastInt(st proc.Status, key string) int {
+	ids, err := st.Ints(key)
+	if err != nil || len(ids) == 0 {
+		return 0
 	}
-	if _, err := r.Main.Call("ftruncate", unix.SYS_FTRUNCATE, fd, jr.shmemSize[v.Shmem]); err != nil {
-		return 0, err
-	}
-	if fd, err = fds.MoveHigh(&r.Process, r.proc, fd); err != nil {
-		return 0, err
-	}
-	h := fds.Holder{P: &r.Process, PID: r.proc.PID, FD: fd}
-	jr.files.SetShmem(v.Shmem, h)
-	jr.files.Keep(h)
-	return jr.files.Fetch(&r.Process, h)
+	return ids[len(ids)-1]
 }

@@ -3,14 +3,14 @@ package engine
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fds"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
-	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/memory"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/node"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
@@ -174,6 +174,122 @@ func loadProcess(gen *image.Generation, ref image.ProcessRef) (*image.Process, e
 	return &p, nil
 }
 
+// jobRestore is the restore of a whole job: its processes, and what they
+// hand each other (open file descriptions, shared memory).
+type jobRestore struct {
+	t     *ptrace.Tracer
+	opts  RestoreOptions
+	log   logrus.FieldLogger
+	elf   []byte
+	procs []*restorer // in image order: parents before children
+	byPID map[int]*restorer
+	// files restores the descriptors, and holds the open file
+	// descriptions and shared memory objects passed between processes.
+	files *fds.Restorer
+	// shmemSize is the size each shared memory object is given.
+	shmemSize map[string]uint64
+	bytes     int64
+	layout    stub.Layout
+	// outer is the recorded pid of the main process's parent, a process
+	// outside the image: the sandbox init, or the container runtime.
+	outer int
+	// maxPID is the highest pid or tid of the image.
+	maxPID int
+	// pids sets the PID counter for stubs that cannot pick their pids
+	// (a container's, or any on a kernel without clone3 set_tid); nil
+	// where clone3 with set_tid does.
+	pids *pidWriter
+	// runtimeHost is the host pid of the container runtime;
+	// heldRuntime its tasks kept stopped while the restore runs.
+	runtimeHost int
+	heldRuntime []int
+	// runtimeUnstopped are runtime tasks asked to stop that had not:
+	// a vfork parent whose child is held waits until it is let go.
+	runtimeUnstopped []int
+	// progress counts the page data restored, for opts.Progress.
+	progress *progress
+}
+
+func newJobRestore(t *ptrace.Tracer, opts RestoreOptions, procs []*image.Process, pages map[int]string) (*jobRestore, error) {
+	jr := &jobRestore{t: t, opts: opts, log: opts.Log, byPID: map[int]*restorer{},
+		shmemSize: map[string]uint64{},
+		progress:  newProgress(opts.Progress)}
+	// One stub layout for all: a child is cloned from its parent's stub
+	// and inherits its layout, so the stub must sit where no process of
+	// the job has a mapping.
+	var all []image.VMA
+	for _, p := range procs {
+		all = append(all, p.VMAs...)
+		for _, v := range p.VMAs {
+			if v.Shmem != "" {
+				jr.shmemSize[v.Shmem] = max(jr.shmemSize[v.Shmem], v.Offset+v.End-v.Start)
+			}
+		}
+	}
+	files, err := fds.NewRestorer(opts.Gen, procs)
+	if err != nil {
+		return nil, err
+	}
+	jr.files = files
+	base, err := stubBase(all, stub.Size(stubScratch))
+	if err != nil {
+		return nil, err
+	}
+	elf, layout := stub.Build(base, stubScratch)
+	jr.elf, jr.layout = elf, layout
+	jr.outer = initPID
+	for _, p := range procs {
+		for _, th := range p.Threads {
+			jr.maxPID = max(jr.maxPID, th.TID)
+		}
+		jr.maxPID = max(jr.maxPID, p.PID)
+		if jr.byPID[p.PID] != nil {
+			return nil, fmt.Errorf("pid %d appears twice in the image", p.PID)
+		}
+		r := &restorer{t: t, log: opts.Log, job: jr, proc: p, layout: layout, pagesName: pages[p.PID], progress: jr.progress}
+		if pages[p.PID] != "" {
+			jr.progress.expect(memory.RunBytes(p))
+		}
+		jr.procs = append(jr.procs, r)
+		jr.byPID[p.PID] = r
+	}
+	return jr, nil
+}
+
+// live returns the processes that run on after the restore.
+func (jr *jobRestore) live() []*restorer {
+	var out []*restorer
+	for _, r := range jr.procs {
+		if r.proc.State != image.ProcZombie {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// main is the job's main process, the first one the sandbox starts: the one
+// the image names, else the first child of init in it.
+func (jr *jobRestore) main() *restorer {
+	if r := jr.byPID[jr.opts.Gen.Manifest.Job.MainPID]; r != nil {
+		return r
+	}
+	for _, r := range jr.procs {
+		if r.proc.PPID == jr.outer && r.proc.State != image.ProcZombie {
+			return r
+		}
+	}
+	return jr.procs[0]
+}
+
+// killAll ends every process created so far.
+func (jr *jobRestore) killAll() {
+	for _, r := range jr.procs {
+		if r.PID != 0 {
+			unix.Kill(r.PID, unix.SIGKILL)
+		}
+	}
+}
+
 // run performs the restore in phases across all processes, in the order
 // the kernel needs: processes before their memory, memory before files
 // (shared mappings and descriptors are passed between processes while
@@ -240,175 +356,36 @@ func (jr *jobRestore) run() error {
 	return nil
 }
 
-// restorer morphs one stub into one checkpointed process.
-type restorer struct {
-	inject.Process
-	t      *ptrace.Tracer
-	log    logrus.FieldLogger
-	job    *jobRestore
-	proc   *image.Process
-	layout stub.Layout
-	// pagesName is the process's page file in the generation.
-	pagesName string
-	// threads are the restored threads, in the order of proc.Threads.
-	threads []*ptrace.Thread
-	// progress counts the page data filled in; nil when no one follows it.
-	progress *progress
-}
-
-// attach takes a freshly created stub under ptrace. The stub was started
-// by the sandbox (spawned) or cloned by another stub (then it is traced
-// from birth).
-func (r *restorer) attach(hostPID int, spawned bool) error {
-	if spawned {
-		// EXITKILL: if the supervisor dies half-way, the half-built
-		// process dies with it instead of running on. TRACEFORK: the
-		// stub's children, cloned from it, are traced from birth.
-		if err := r.t.Seize(hostPID, unix.PTRACE_O_EXITKILL|unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_TRACEFORK); err != nil {
-			return err
-		}
-		if err := r.t.Interrupt(hostPID); err != nil {
-			return err
-		}
-	} else {
-		r.t.Adopt(hostPID)
+// shmemFD returns a descriptor in r for the shared memory object behind v,
+// creating the object (as a memfd) in the first process that maps it. The
+// caller closes it after mapping.
+func (r *restorer) shmemFD(v *image.VMA) (uint64, error) {
+	jr := r.job
+	if h, ok := jr.files.Shmem(v.Shmem); ok {
+		return jr.files.Fetch(&r.Process, h)
 	}
-	if err := r.take(hostPID); err != nil {
-		return err
+	name := strings.TrimSuffix(strings.TrimPrefix(v.Name, "/memfd:"), " (deleted)")
+	name = strings.TrimPrefix(name, "/")
+	if len(name) > 240 || name == "" {
+		name = "shmem"
 	}
-	if spawned {
-		return r.unmapStubFile()
-	}
-	return nil
-}
-
-// take waits for the stub's stop and makes it the restorer's process.
-func (r *restorer) take(hostPID int) error {
-	if _, err := r.t.WaitStop(hostPID, 0); err != nil {
-		return err
-	}
-	main, err := r.t.NewThread(hostPID, r.layout.Gadget)
+	addr, err := r.PutString(0, name)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	r.Process = inject.Process{PID: hostPID, Main: main, Scratch: r.layout.Scratch, Size: r.layout.ScratchSize}
-	return nil
-}
-
-// attachStopped takes a stub that was traced from birth and has just been
-// exec'd (it is in its exec stop): the container runtime's.
-func (r *restorer) attachStopped(hostPID int) error {
-	r.t.Adopt(hostPID)
-	if err := r.t.SetOptions(hostPID, unix.PTRACE_O_EXITKILL|unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_TRACEFORK); err != nil {
-		return err
-	}
-	// Injection cannot start from the exec stop (the exec has not
-	// returned yet): the stub runs into its pause loop and is stopped
-	// there, as a spawned stub is.
-	if err := r.t.Cont(hostPID, 0); err != nil {
-		return fmt.Errorf("resume stub %d: %w", hostPID, err)
-	}
-	if err := r.t.Interrupt(hostPID); err != nil {
-		return err
-	}
-	if err := r.take(hostPID); err != nil {
-		return err
-	}
-	return r.unmapStubFile()
-}
-
-// unmapStubFile replaces the stub's file-backed code and scratch pages with
-// anonymous ones holding the same code, so the stub's executable is no
-// longer mapped and prctl(PR_SET_MM_MAP) may point /proc/pid/exe at the
-// job's executable. The replacing mmap pulls the code page from under the
-// running step; the step still ends at gadget+2, where the new page has
-// the same bytes once they are written.
-func (r *restorer) unmapStubFile() error {
-	l := r.layout
-	size := l.Scratch + l.ScratchSize - l.Base
-	if _, err := r.Main.Call("mmap stub", unix.SYS_MMAP, l.Base, size, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC,
-		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED, ^uint64(0), 0); err != nil {
-		return err
-	}
-	if err := r.Write(l.Base, stub.Code()); err != nil {
-		return err
-	}
-	if _, err := r.Main.Call("mprotect stub", unix.SYS_MPROTECT, l.Base, pageSize, unix.PROT_READ|unix.PROT_EXEC); err != nil {
-		return err
-	}
-	_, err := r.Main.Call("mprotect scratch", unix.SYS_MPROTECT, l.Scratch, l.ScratchSize, unix.PROT_READ|unix.PROT_WRITE)
-	return err
-}
-
-// restoreMemory rebuilds the address space and the process-wide state that
-// lives with it.
-func (r *restorer) restoreMemory() error {
-	p := r.proc
-	mem := &memory.Restorer{P: &r.Process, Img: p, Layout: r.layout, Log: r.log, Progress: r.progress, Shmem: r.shmemFD}
-	n, err := mem.Restore(r.job.opts.Gen, r.pagesName)
+	// Sealing allowed: a descriptor of the same memfd may bring seals.
+	fd, err := r.Main.Call("memfd_create", unix.SYS_MEMFD_CREATE, addr, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	r.job.bytes += n
-	if err := r.restoreMM(p); err != nil {
-		return err
+	if _, err := r.Main.Call("ftruncate", unix.SYS_FTRUNCATE, fd, jr.shmemSize[v.Shmem]); err != nil {
+		return 0, err
 	}
-	return r.restoreTask(p)
-}
-
-// stubBase finds room for the stub that no mapping of the image uses, low
-// in the address space where the kernel puts nothing on its own.
-func stubBase(vmas []image.VMA, size uint64) (uint64, error) {
-	const lowest = 0x100000
-	const highest = 0x7f0000000000
-	sorted := append([]image.VMA(nil), vmas...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Start < sorted[j].Start })
-	cand := uint64(lowest)
-	// One free page on each side keeps the stub from merging with, or
-	// sitting in the guard gap of, a neighbouring mapping.
-	need := size + 2*pageSize
-	for _, v := range sorted {
-		if v.Kind == image.VMAVsyscall {
-			continue
-		}
-		if v.Start >= cand+need {
-			break
-		}
-		if v.End > cand {
-			cand = v.End
-		}
+	if fd, err = fds.MoveHigh(&r.Process, r.proc, fd); err != nil {
+		return 0, err
 	}
-	if cand+need > highest {
-		return 0, fmt.Errorf("no free address range of %d bytes for the restore stub", need)
-	}
-	return cand + pageSize, nil
-}
-
-// unmapStub removes the stub's code and scratch area. It is the last
-// injected call: the step over it returns to an address that no longer
-// exists, which is fine, because the registers are replaced before the
-// thread runs again.
-func (r *restorer) unmapStub() error {
-	_, err := r.Main.Call("munmap stub", unix.SYS_MUNMAP, r.layout.Base, r.layout.End-r.layout.Base)
-	return err
-}
-
-// release sets every thread's final registers and lets the process run; a
-// process that was in a group stop is put back into it.
-func (r *restorer) release() error {
-	for i, th := range r.threads {
-		if err := r.setFinalRegs(th, &r.proc.Threads[i]); err != nil {
-			return err
-		}
-	}
-	for _, th := range r.threads {
-		sig := 0
-		if th == r.Main && r.proc.State == image.ProcStopped {
-			sig = int(unix.SIGSTOP)
-		}
-		if err := r.t.Detach(th.TID, sig); err != nil {
-			return err
-		}
-	}
-	return nil
+	h := fds.Holder{P: &r.Process, PID: r.proc.PID, FD: fd}
+	jr.files.SetShmem(v.Shmem, h)
+	jr.files.Keep(h)
+	return jr.files.Fetch(&r.Process, h)
 }
