@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/cgroup"
+	"github.com/ckpt-apptainer/ckpt-apptainer/cmd/ckpt-apptainer/supervisor"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
 )
@@ -75,7 +76,7 @@ func checkCommand() *cli.Command {
 				return err
 			}
 			if !rep.Checkpointable {
-				return exitStatus(1)
+				return supervisor.ExitStatus(1)
 			}
 			return nil
 		},
@@ -145,7 +146,7 @@ func checkPtraceItem(set *kernel.Set) checkItem {
 // Without one, checkpoints still work, with ptrace alone.
 func checkCgroupItem(set *kernel.Set) checkItem {
 	it := checkItem{Name: "job cgroup", OK: true}
-	cg, err := cgroup.Create(cgroup.Options{Name: fmt.Sprintf("%scheck-%d", jobCgroupPrefix, os.Getpid())})
+	cg, err := cgroup.Create(cgroup.Options{Name: fmt.Sprintf("%scheck-%d", supervisor.JobCgroupPrefix, os.Getpid())})
 	switch {
 	case errors.Is(err, cgroup.ErrNoWritableCgroup):
 		it.Detail = fmt.Sprintf("%v: checkpoints stop the job with ptrace alone", err)

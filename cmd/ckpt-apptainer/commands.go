@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/cmd/ckpt-apptainer/supervisor"
 )
 
 func checkpointCommand() *cli.Command {
@@ -22,18 +24,18 @@ func checkpointCommand() *cli.Command {
 			instanceFlag,
 		},
 		Action: func(c *cli.Context) error {
-			dir, err := ckptDir(c)
+			dir, err := supervisor.CkptDir(c.String("ckpt-dir"), c.String("instance"))
 			if err != nil {
 				return err
 			}
-			res, err := requestCheckpoint(dir, c.Bool("kill"), c.Duration("timeout"))
+			res, err := supervisor.RequestCheckpoint(dir, c.Bool("kill"), c.Duration("timeout"))
 			if err != nil {
 				return err
 			}
 			if c.Bool("json") {
 				return json.NewEncoder(os.Stdout).Encode(res)
 			}
-			fmt.Printf("generation %d: %s in %v (job stopped %v)\n", res.Generation, humanBytes(res.Bytes),
+			fmt.Printf("generation %d: %s in %v (job stopped %v)\n", res.Generation, supervisor.HumanBytes(res.Bytes),
 				res.Duration.Round(time.Millisecond), res.Stopped.Round(time.Millisecond))
 			return nil
 		},
@@ -63,7 +65,7 @@ func listCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 		},
 		Action: func(c *cli.Context) error {
-			st, err := openCkptStore(c)
+			st, err := supervisor.OpenStore(c.String("ckpt-dir"), c.String("instance"))
 			if err != nil {
 				return err
 			}
@@ -94,7 +96,7 @@ func listCommand() *cli.Command {
 				if e.RestoreFailed != "" {
 					status += "; a restart could not restore it, so restarts try older generations first"
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\n", e.Generation, e.Time.Local().Format(time.DateTime), humanBytes(e.SizeBytes), e.Processes, status)
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\n", e.Generation, e.Time.Local().Format(time.DateTime), supervisor.HumanBytes(e.SizeBytes), e.Processes, status)
 			}
 			return tw.Flush()
 		},

@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/cmd/ckpt-apptainer/supervisor"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
 
@@ -29,7 +30,7 @@ func inspectCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print the summary, with the manifest, as JSON"},
 		},
 		Action: func(c *cli.Context) error {
-			st, err := openCkptStore(c)
+			st, err := supervisor.OpenStore(c.String("ckpt-dir"), c.String("instance"))
 			if err != nil {
 				return err
 			}
@@ -93,7 +94,7 @@ func printInspect(w io.Writer, r *inspectReport) error {
 		p.line("  unreadable %s: %s", u.File, u.Error)
 	}
 	p.line("job")
-	p.line("  command    %s", commandLine(m.Job.Argv))
+	p.line("  command    %s", supervisor.CommandLine(m.Job.Argv))
 	p.line("  cwd        %s", m.Job.Cwd)
 	p.line("  uid/gid    %d/%d", m.Job.UID, m.Job.GID)
 	if m.Job.MainPID != 0 {
@@ -101,7 +102,7 @@ func printInspect(w io.Writer, r *inspectReport) error {
 	}
 	s := m.Stats
 	p.line("stats")
-	p.line("  size       %s (%s of pages)", humanBytes(s.Bytes), humanBytes(s.PageBytes))
+	p.line("  size       %s (%s of pages)", supervisor.HumanBytes(s.Bytes), supervisor.HumanBytes(s.PageBytes))
 	p.line("  tasks      %d processes, %d threads", s.Processes, s.Threads)
 	p.line("  timing     checkpoint %v, job stopped %v, frozen %v (%s)", s.Duration.Round(time.Millisecond),
 		s.StoppedFor.Round(time.Millisecond), s.FrozenFor.Round(time.Millisecond), orNone(s.FreezeMethod))
@@ -130,7 +131,7 @@ func printContainer(p *printer, ct *image.Container) {
 		version = " (" + ct.Version + ")"
 	}
 	p.line("  runtime    %s%s", ct.Runtime, version)
-	p.line("  command    %s", commandLine(ct.Argv))
+	p.line("  command    %s", supervisor.CommandLine(ct.Argv))
 	if ct.Dir != "" {
 		p.line("  dir        %s", ct.Dir)
 	}
@@ -141,7 +142,7 @@ func printContainer(p *printer, ct *image.Container) {
 	p.line("  subcommand %s", sub)
 	img := ct.Image
 	p.line("  image      %s", img.Path)
-	p.line("             %s, mtime %s", humanBytes(img.Size), img.MTime.Local().Format(time.DateTime+" MST"))
+	p.line("             %s, mtime %s", supervisor.HumanBytes(img.Size), img.MTime.Local().Format(time.DateTime+" MST"))
 	p.line("             %s", orNone(img.Digest))
 	if len(ct.Binds) == 0 {
 		p.line("  binds      none")

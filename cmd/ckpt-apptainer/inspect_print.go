@@ -12,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/cmd/ckpt-apptainer/supervisor"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
 
@@ -85,7 +86,7 @@ func memoryRows(who string, u memoryUsage) [][]string {
 		return cmp.Or(cmp.Compare(ia, ib), cmp.Compare(a, b))
 	})
 	row := func(kind string, f memoryFigures) []string {
-		return []string{who, kind, strconv.Itoa(f.Mappings), humanBytes(f.Bytes), humanBytes(f.PageBytes)}
+		return []string{who, kind, strconv.Itoa(f.Mappings), supervisor.HumanBytes(f.Bytes), supervisor.HumanBytes(f.PageBytes)}
 	}
 	var rows [][]string
 	for _, k := range kinds {
@@ -167,7 +168,7 @@ func printIPC(p *printer, ipc *image.SysVIPC) {
 		return fmt.Sprintf("key %#08x id %d, owner %d/%d, mode %#o", uint32(o.Key), o.ID, o.UID, o.GID, o.Mode)
 	}
 	for _, s := range ipc.Shm {
-		what := humanBytes(int64(s.Size))
+		what := supervisor.HumanBytes(int64(s.Size))
 		if s.Destroyed {
 			what += ", removed (IPC_RMID), still attached"
 		}
@@ -203,11 +204,11 @@ func printFiles(p *printer, saved []image.LocalFile, refs []string) {
 	for _, lf := range saved {
 		total += lf.File.Size
 	}
-	p.line("files      %d saved (node-local, %s), %d references", len(saved), humanBytes(total), len(refs))
+	p.line("files      %d saved (node-local, %s), %d references", len(saved), supervisor.HumanBytes(total), len(refs))
 	if len(saved) > 0 {
 		rows := [][]string{{"SAVED", "SIZE", "WHERE", "DATA"}}
 		for _, lf := range saved {
-			rows = append(rows, []string{lf.File.Path, humanBytes(lf.File.Size), lf.Where, lf.Data})
+			rows = append(rows, []string{lf.File.Path, supervisor.HumanBytes(lf.File.Size), lf.Where, lf.Data})
 		}
 		p.table("  ", rows)
 	}
@@ -338,13 +339,13 @@ func limitBytes(v int64) string {
 	if v < 0 {
 		return "unlimited"
 	}
-	return humanBytes(v)
+	return supervisor.HumanBytes(v)
 }
 
 // unifiedBytes shows a byte limit as a v2 file holds it ("max" or bytes).
 func unifiedBytes(s string) string {
 	if v, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return humanBytes(v)
+		return supervisor.HumanBytes(v)
 	}
 	if s == "max" {
 		return "unlimited"
@@ -362,7 +363,7 @@ func printHooks(p *printer, hooks []image.HookRun) {
 	p.line("hooks (%d)", len(hooks))
 	rows := [][]string{{"EVENT", "COMMAND", "SOURCE", "RESULT", "DURATION", "STARTED"}}
 	for _, h := range hooks {
-		command := commandLine(append([]string{h.Path}, h.Args...))
+		command := supervisor.CommandLine(append([]string{h.Path}, h.Args...))
 		if h.InContainer {
 			command += " (in the container)"
 		}

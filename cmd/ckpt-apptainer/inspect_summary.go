@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/cmd/ckpt-apptainer/supervisor"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
 
@@ -215,7 +216,7 @@ func fdDetail(f image.FD) string {
 	case f.Anon != nil:
 		return fmt.Sprintf("%d watches", len(f.Anon.Inotify))
 	case f.Contents != nil:
-		return humanBytes(f.Contents.Size) + " saved in the image"
+		return supervisor.HumanBytes(f.Contents.Size) + " saved in the image"
 	}
 	return ""
 }

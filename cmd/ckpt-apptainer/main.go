@@ -10,18 +10,13 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
+	"github.com/ckpt-apptainer/ckpt-apptainer/cmd/ckpt-apptainer/supervisor"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "0.1.0-dev"
-
-// exitStatus makes the process exit with a code and no message: the job's
-// own exit status, passed through.
-type exitStatus int
-
-func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == namespaces.InitArg {
@@ -55,7 +50,8 @@ func main() {
 		},
 	}
 	if err := app.Run(os.Args); err != nil {
-		var st exitStatus
+		// The job's own exit status, passed through with no message.
+		var st supervisor.ExitStatus
 		if errors.As(err, &st) {
 			os.Exit(int(st))
 		}

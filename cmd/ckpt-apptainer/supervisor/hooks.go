@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"context"
@@ -9,17 +9,10 @@ import (
 	"path/filepath"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"github.com/urfave/cli/v2"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/hooks"
 )
-
-// hooksFlag is --hooks, the user's hooks file.
-var hooksFlag = &cli.StringFlag{
-	Name:  "hooks",
-	Usage: "run the lifecycle hooks in `FILE` (JSON, see README) around checkpoints and restarts, after the site's ($CKPT_APPTAINER_HOOKS, else /etc/ckpt-apptainer/hooks.json)",
-}
 
 // ImageHooksPath is where an image author puts hooks for the image's
 // application: read through the container's root, every entry runs inside
@@ -27,12 +20,12 @@ var hooksFlag = &cli.StringFlag{
 const ImageHooksPath = "/.singularity.d/ckpt-apptainer/hooks.json"
 
 // loadHooks reads the site's and the user's hooks files.
-func (s *supervisor) loadHooks(c *cli.Context) error {
-	cfg, err := hooks.Load(c.String("hooks"))
+func (s *supervisor) loadHooks(userFile string) error {
+	cfg, err := hooks.Load(userFile)
 	if err != nil {
 		return fmt.Errorf("hooks: %w", err)
 	}
-	s.hooks, s.userHooks = cfg, c.String("hooks")
+	s.hooks, s.userHooks = cfg, userFile
 	if n := cfg.Len(); n > 0 {
 		s.log.Debugf("%d lifecycle hooks configured", n)
 	}

@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"encoding/json"
@@ -37,7 +37,7 @@ func (s *supervisor) containerRuntime() (int, error) {
 	for _, k := range kids {
 		if k == s.jobPID && !isInstanceDaemon(k) {
 			if st, err := proc.ReadStat(k); err == nil && st.State != 'Z' {
-				return 0, fmt.Errorf("instance %s is still starting (`%s` has not returned yet); try again in a moment", s.container.cmd.Instance, commandLine(s.job.Argv))
+				return 0, fmt.Errorf("instance %s is still starting (`%s` has not returned yet); try again in a moment", s.container.cmd.Instance, CommandLine(s.job.Argv))
 			}
 			continue
 		}

@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"fmt"
@@ -153,9 +153,9 @@ func (p *progressReporter) clearLocked() {
 // barLine renders the bar: the operation, a bar and percentage when the
 // total is known, bytes, rate and time, fitted to the terminal's width.
 func (p *progressReporter) barLine(done, total int64, elapsed time.Duration) string {
-	figures := humanBytes(done)
+	figures := HumanBytes(done)
 	if total > 0 {
-		figures = fmt.Sprintf("%3d%% %s of %s", percent(done, total), humanBytes(done), humanBytes(total))
+		figures = fmt.Sprintf("%3d%% %s of %s", percent(done, total), HumanBytes(done), HumanBytes(total))
 	}
 	figures += fmt.Sprintf(", %s, %.1fs", rate(done, elapsed), elapsed.Seconds())
 	line := p.op + " " + figures
@@ -181,9 +181,9 @@ func (p *progressReporter) barLine(done, total int64, elapsed time.Duration) str
 // (30%), 850 MB/s".
 func progressText(done, total int64, elapsed time.Duration) string {
 	if total <= 0 {
-		return fmt.Sprintf("%s, %s", humanBytes(done), rate(done, elapsed))
+		return fmt.Sprintf("%s, %s", HumanBytes(done), rate(done, elapsed))
 	}
-	return fmt.Sprintf("%s of %s (%d%%), %s", humanBytes(done), humanBytes(total), percent(done, total), rate(done, elapsed))
+	return fmt.Sprintf("%s of %s (%d%%), %s", HumanBytes(done), HumanBytes(total), percent(done, total), rate(done, elapsed))
 }
 
 // rateSuffix is what the summary line of an operation of n bytes that

@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"errors"
@@ -15,7 +15,6 @@ import (
 
 	units "github.com/docker/go-units"
 	"github.com/sirupsen/logrus"
-	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/cgroup"
@@ -32,26 +31,11 @@ import (
 // resumes the job from its newest good generation.
 const exitCheckpointed = 128 + int(syscall.SIGTERM)
 
-// jobFlags are the flags launch and restart share.
-func jobFlags() []cli.Flag {
-	return []cli.Flag{
-		ckptDirFlag,
-		&cli.IntFlag{Name: "interval", Aliases: []string{"i"}, Usage: "checkpoint every `SECONDS` (0: only on request)"},
-		&cli.IntFlag{Name: "keep", Value: 2, Usage: "keep the newest `N` generations (0: keep all)"},
-		&cli.StringFlag{Name: "cgroup-parent", Usage: "writable (delegated) cgroup `DIR` to create the job cgroup in (v2 directory or v1 freezer directory)"},
-		&cli.BoolFlag{Name: "no-cgroup", Usage: "do not use a cgroup; stop the job with ptrace alone"},
-		&cli.BoolFlag{Name: "no-timens", Usage: "do not give the job a time namespace (its CLOCK_MONOTONIC then jumps across a restart)"},
-		&cli.StringFlag{Name: "signal", Usage: "also take a final checkpoint and stop the job on `SIG` (as on SIGTERM), e.g. USR1 for #SBATCH --signal=B:USR1@60"},
-		hooksFlag,
-		&cli.BoolFlag{Name: "requeue", Usage: "once a signal stopped the job, ask Slurm to requeue it (scontrol requeue $SLURM_JOB_ID), unless Slurm requeues it itself or the job was cancelled"},
-		&cli.StringFlag{Name: "local-limit", Value: "1GiB", Usage: "save up to `SIZE` of node-local files the job has open or mapped (tmpfs such as /dev/shm, files it writes on a local disk) in each checkpoint, so it can resume on another node; a checkpoint that needs more is refused, naming the file"},
-		&cli.Int64Flag{Name: "dump-buffer", Value: -1, Usage: "hold up to `MIB` of page data in memory during a checkpoint, so the job runs on before the disk has caught up (-1: 256 MiB or a quarter of the available memory if less, 0: stream to disk while the job waits)"},
-	}
-}
-
 // supervisor owns one running job: its sandbox, cgroup, checkpoint store,
 // timer, control socket and signals.
 type supervisor struct {
+	// opts are the settings the job was launched or restarted with.
+	opts   Options
 	log    logrus.FieldLogger
 	dir    string
 	store  *image.Store
@@ -103,8 +87,8 @@ type supervisor struct {
 }
 
 // openSupervisor resolves and locks the checkpoint directory.
-func openSupervisor(c *cli.Context) (*supervisor, error) {
-	dir, err := ckptDir(c)
+func openSupervisor(o Options) (*supervisor, error) {
+	dir, err := CkptDir(o.CkptDir, o.Instance)
 	if err != nil {
 		return nil, err
 	}
@@ -127,32 +111,33 @@ func openSupervisor(c *cli.Context) (*supervisor, error) {
 		dir:      dir,
 		store:    st,
 		unlock:   unlock,
-		interval: time.Duration(c.Int("interval")) * time.Second,
-		keep:     c.Int("keep"),
-		buffer:   c.Int64("dump-buffer"),
+		opts:     o,
+		interval: time.Duration(o.Interval) * time.Second,
+		keep:     o.Keep,
+		buffer:   o.DumpBuffer,
 	}
 	if s.buffer > 0 {
 		s.buffer <<= 20
 	}
-	if s.localLimit, err = units.RAMInBytes(c.String("local-limit")); err != nil || s.localLimit <= 0 {
+	if s.localLimit, err = units.RAMInBytes(o.LocalLimit); err != nil || s.localLimit <= 0 {
 		unlock()
-		return nil, fmt.Errorf("--local-limit %q: want a size such as 512MiB or 4GiB", c.String("local-limit"))
+		return nil, fmt.Errorf("--local-limit %q: want a size such as 512MiB or 4GiB", o.LocalLimit)
 	}
-	if c.Int("interval") < 0 {
+	if o.Interval < 0 {
 		unlock()
-		return nil, fmt.Errorf("--interval %d: must be 0 or more seconds", c.Int("interval"))
+		return nil, fmt.Errorf("--interval %d: must be 0 or more seconds", o.Interval)
 	}
-	if c.String("signal") != "" {
-		if s.stopSignal, err = parseStopSignal(c.String("signal")); err != nil {
+	if o.Signal != "" {
+		if s.stopSignal, err = parseStopSignal(o.Signal); err != nil {
 			unlock()
 			return nil, err
 		}
 	}
-	if err := s.loadHooks(c); err != nil {
+	if err := s.loadHooks(o.Hooks); err != nil {
 		unlock()
 		return nil, err
 	}
-	s.requeue = c.Bool("requeue")
+	s.requeue = o.Requeue
 	if s.requeue && os.Getenv("SLURM_JOB_ID") == "" {
 		s.log.Warn("--requeue: $SLURM_JOB_ID is not set, so a stopped job cannot be requeued; it is resumed by the next `ckpt-apptainer run`")
 	}
@@ -161,16 +146,16 @@ func openSupervisor(c *cli.Context) (*supervisor, error) {
 
 // makeCgroup creates the job cgroup, or returns nil when the job is to be
 // stopped with ptrace alone.
-func (s *supervisor) makeCgroup(c *cli.Context) error {
-	if c.Bool("no-cgroup") {
+func (s *supervisor) makeCgroup() error {
+	if s.opts.NoCgroup {
 		s.log.Info("no job cgroup (--no-cgroup): checkpoints stop the job with ptrace alone")
 		return nil
 	}
 	// The pid names the owner (removeStaleCgroups relies on it); the
 	// suffix keeps a reused pid from meeting a dead owner's cgroup.
-	name := fmt.Sprintf("%s%d-%06x", jobCgroupPrefix, os.Getpid(), rand.Uint32()&0xffffff)
-	cg, err := cgroup.Create(cgroup.Options{Parent: c.String("cgroup-parent"), Name: name})
-	if errors.Is(err, cgroup.ErrNoWritableCgroup) && c.String("cgroup-parent") == "" {
+	name := fmt.Sprintf("%s%d-%06x", JobCgroupPrefix, os.Getpid(), rand.Uint32()&0xffffff)
+	cg, err := cgroup.Create(cgroup.Options{Parent: s.opts.CgroupParent, Name: name})
+	if errors.Is(err, cgroup.ErrNoWritableCgroup) && s.opts.CgroupParent == "" {
 		s.log.Infof("%v: checkpoints stop the job with ptrace alone", err)
 		return nil
 	}
@@ -187,9 +172,9 @@ func (s *supervisor) makeCgroup(c *cli.Context) error {
 	return nil
 }
 
-// jobCgroupPrefix starts the name of every job cgroup: ckpt-<supervisor
+// JobCgroupPrefix starts the name of every job cgroup: ckpt-<supervisor
 // pid>-<random>.
-const jobCgroupPrefix = "ckpt-"
+const JobCgroupPrefix = "ckpt-"
 
 // removeStaleCgroups removes job cgroups next to ours whose supervisor is
 // gone (SIGKILL, node failure): their jobs died with it, but nobody removed
@@ -202,10 +187,10 @@ func removeStaleCgroups(parent string, log logrus.FieldLogger) {
 	}
 	for _, e := range ents {
 		name := e.Name()
-		if !e.IsDir() || !strings.HasPrefix(name, jobCgroupPrefix) {
+		if !e.IsDir() || !strings.HasPrefix(name, JobCgroupPrefix) {
 			continue
 		}
-		pidStr, _, _ := strings.Cut(strings.TrimPrefix(name, jobCgroupPrefix), "-")
+		pidStr, _, _ := strings.Cut(strings.TrimPrefix(name, JobCgroupPrefix), "-")
 		pid, err := strconv.Atoi(pidStr)
 		if err != nil || pid <= 0 {
 			continue
@@ -397,13 +382,13 @@ func (s *supervisor) finish(st namespaces.ExitStatus, preempted bool) error {
 		} else {
 			s.log.Infof("job stopped after its checkpoint; resume it with: %s", s.resumeHint())
 		}
-		return exitStatus(exitCheckpointed)
+		return ExitStatus(exitCheckpointed)
 	case st.Signal != 0:
 		// Not recorded as finished: a job killed from outside (the batch
 		// system's own signal, the OOM killer) resumes from its checkpoint.
 		s.requeueNow = s.requeue && preempted
 		s.log.Infof("job killed by signal %v; %s resumes it from its newest checkpoint", st.Signal, s.resumeHint())
-		return exitStatus(st.Code)
+		return ExitStatus(st.Code)
 	}
 	s.log.Infof("job finished with exit status %d", st.Code)
 	if err := s.store.MarkFinished(image.Finished{Time: time.Now(), ExitCode: st.Code, Argv: s.job.Argv}); err != nil {
@@ -412,7 +397,7 @@ func (s *supervisor) finish(st namespaces.ExitStatus, preempted bool) error {
 	if st.Code == 0 {
 		return nil
 	}
-	return exitStatus(st.Code)
+	return ExitStatus(st.Code)
 }
 
 // resumeHint is the command that resumes this job.
@@ -420,5 +405,5 @@ func (s *supervisor) resumeHint() string {
 	return "ckpt-apptainer restart --ckpt-dir " + s.dir
 }
 
-// commandLine renders argv for log lines.
-func commandLine(argv []string) string { return strings.Join(argv, " ") }
+// CommandLine renders argv for log lines.
+func CommandLine(argv []string) string { return strings.Join(argv, " ") }

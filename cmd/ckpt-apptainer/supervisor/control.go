@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"bufio"
@@ -127,10 +127,10 @@ func serveControl(conn net.Conn, s *supervisor) {
 	defer conn.Close()
 	var req controlRequest
 	if err := json.NewDecoder(bufio.NewReader(conn)).Decode(&req); err != nil {
-		json.NewEncoder(conn).Encode(checkpointResult{Error: "bad request: " + err.Error()})
+		json.NewEncoder(conn).Encode(CheckpointResult{Error: "bad request: " + err.Error()})
 		return
 	}
-	var res *checkpointResult
+	var res *CheckpointResult
 	var err error
 	switch req.Op {
 	case "checkpoint":
@@ -139,7 +139,7 @@ func serveControl(conn net.Conn, s *supervisor) {
 		err = fmt.Errorf("unknown operation %q", req.Op)
 	}
 	if err != nil {
-		res = &checkpointResult{Error: err.Error()}
+		res = &CheckpointResult{Error: err.Error()}
 	}
 	json.NewEncoder(conn).Encode(res)
 	if err == nil && req.Kill {
@@ -147,8 +147,8 @@ func serveControl(conn net.Conn, s *supervisor) {
 	}
 }
 
-// requestCheckpoint asks the supervisor serving dir for a checkpoint.
-func requestCheckpoint(dir string, kill bool, timeout time.Duration) (*checkpointResult, error) {
+// RequestCheckpoint asks the supervisor serving dir for a checkpoint.
+func RequestCheckpoint(dir string, kill bool, timeout time.Duration) (*CheckpointResult, error) {
 	conn, err := dialControl(dir)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
@@ -167,7 +167,7 @@ func requestCheckpoint(dir string, kill bool, timeout time.Duration) (*checkpoin
 	if err := json.NewEncoder(conn).Encode(controlRequest{Op: "checkpoint", Kill: kill}); err != nil {
 		return nil, fmt.Errorf("send request: %w", err)
 	}
-	var res checkpointResult
+	var res CheckpointResult
 	if err := json.NewDecoder(conn).Decode(&res); err != nil {
 		if committed := committedSince(dir, before); committed != nil {
 			return committed, nil
@@ -213,7 +213,7 @@ func newestCommitted(dir string) int {
 // committedSince describes the newest generation in dir when it is newer
 // than before and verifies: the checkpoint a supervisor committed before
 // it died without answering.
-func committedSince(dir string, before int) *checkpointResult {
+func committedSince(dir string, before int) *CheckpointResult {
 	st, err := image.OpenStore(dir, false)
 	if err != nil {
 		return nil
@@ -227,5 +227,5 @@ func committedSince(dir string, before int) *checkpointResult {
 		return nil
 	}
 	s := g.Manifest.Stats
-	return &checkpointResult{Generation: n, Bytes: s.Bytes, Duration: s.Duration, Stopped: s.StoppedFor}
+	return &CheckpointResult{Generation: n, Bytes: s.Bytes, Duration: s.Duration, Stopped: s.StoppedFor}
 }

@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"errors"
@@ -210,7 +210,7 @@ func (s *supervisor) containerStart(rec *image.Container, imagePath string) (*en
 		}
 		if diffs := apptainer.CompareMounts(recorded, mounts); len(diffs) > 0 {
 			return fmt.Errorf("the new container's mounts differ from the checkpoint's:\n  - %s\nrestart with the same binds and options as at launch (the recorded command line: %s)",
-				strings.Join(diffs, "\n  - "), commandLine(rec.Argv))
+				strings.Join(diffs, "\n  - "), CommandLine(rec.Argv))
 		}
 		return nil
 	}

@@ -1,52 +1,32 @@
-package main
+package supervisor
 
 import (
 	"fmt"
 	"slices"
 	"time"
 
-	"github.com/urfave/cli/v2"
-
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
 
-func runCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "run",
-		Usage: "resume the job from its newest good checkpoint if there is one, else launch it (for batch scripts that are requeued)",
-		Description: `run is launch and restart in one: the only line an sbatch script on a
-partition that preempts and requeues jobs needs:
-
-   exec ckpt-apptainer run --interval 600 --requeue -- ./app args
-
-The checkpoint directory decides: with no checkpoint, or after the job ran to
-its end, CMD is launched; with a good checkpoint of CMD, the job is restored
-from it (damaged newer generations are skipped with a warning); when every
-generation is damaged, CMD starts from the beginning and the damaged ones are
-left for inspection. A checkpoint of another command is refused.`,
-		ArgsUsage: "-- CMD [ARGS...]",
-		Flags:     restartFlags(),
-		Action:    run,
-	}
-}
-
-func run(c *cli.Context) error {
-	argv := c.Args().Slice()
+// Run resumes the job from its newest good checkpoint of argv, or launches
+// argv when there is none (or the job ran to its end), and supervises it
+// until it ends.
+func Run(o Options, argv []string) error {
 	if len(argv) == 0 {
 		return fmt.Errorf("run: no command given; usage: ckpt-apptainer run [flags] -- CMD [ARGS...]")
 	}
-	return supervised(c, func(s *supervisor) error {
+	return supervised(o, func(s *supervisor) error {
 		gen, img, err := resumable(s, argv)
 		if err != nil {
 			return err
 		}
 		if gen == nil {
-			return launchJob(c, s, argv)
+			return launchJob(s, argv)
 		}
 		if img == "" {
-			img = c.String("image")
+			img = o.Image
 		}
-		return restartJob(c, s, gen, img, true)
+		return restartJob(s, gen, img, true)
 	})
 }
 
@@ -60,7 +40,7 @@ func resumable(s *supervisor, argv []string) (gen *image.Generation, img string,
 		return nil, "", err
 	}
 	if len(gens) == 0 {
-		s.log.Infof("no checkpoint in %s: launching %q", s.dir, commandLine(argv))
+		s.log.Infof("no checkpoint in %s: launching %q", s.dir, CommandLine(argv))
 		return nil, "", nil
 	}
 	fin, err := s.store.Finished()
@@ -69,13 +49,13 @@ func resumable(s *supervisor, argv []string) (gen *image.Generation, img string,
 	}
 	if fin != nil {
 		s.log.Infof("the job in %s ran to its end (exit status %d, %s): launching %q anew",
-			s.dir, fin.ExitCode, fin.Time.Local().Format(time.DateTime), commandLine(argv))
+			s.dir, fin.ExitCode, fin.Time.Local().Format(time.DateTime), CommandLine(argv))
 		return nil, "", nil
 	}
 	g, err := s.store.NewestGood(s.log)
 	if err != nil {
 		s.log.Warnf("%v; launching %q from the beginning (the damaged generations stay; `ckpt-apptainer list --ckpt-dir %s` shows them)",
-			err, commandLine(argv), s.dir)
+			err, CommandLine(argv), s.dir)
 		return nil, "", nil
 	}
 	old := g.Manifest.Job.Argv
@@ -91,5 +71,5 @@ func resumable(s *supervisor, argv []string) (gen *image.Generation, img string,
 		}
 	}
 	return nil, "", fmt.Errorf("checkpoint directory %s holds generation %d of another command, %q, not of %q: give this job its own --ckpt-dir, or resume that one with `ckpt-apptainer restart --ckpt-dir %s`",
-		s.dir, g.Gen, commandLine(old), commandLine(argv), s.dir)
+		s.dir, g.Gen, CommandLine(old), CommandLine(argv), s.dir)
 }

@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"fmt"
@@ -6,34 +6,22 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/urfave/cli/v2"
-
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
 )
 
-func launchCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "launch",
-		Usage:     "run a job under checkpoint supervision",
-		ArgsUsage: "-- CMD [ARGS...]",
-		Flags:     jobFlags(),
-		Action:    launch,
-	}
-}
-
-func launch(c *cli.Context) error {
-	argv := c.Args().Slice()
+// Launch starts argv as a new job and supervises it until it ends.
+func Launch(o Options, argv []string) error {
 	if len(argv) == 0 {
 		return fmt.Errorf("launch: no command given; usage: ckpt-apptainer launch [flags] -- CMD [ARGS...]")
 	}
-	return supervised(c, func(s *supervisor) error {
+	return supervised(o, func(s *supervisor) error {
 		if gens, _ := s.store.Generations(); len(gens) > 0 {
 			s.log.Warnf("checkpoint directory %s already holds generations up to %d; this job's checkpoints continue the numbering (use `restart` to resume the old job)", s.dir, gens[len(gens)-1])
 		}
-		return launchJob(c, s, argv)
+		return launchJob(s, argv)
 	})
 }
 
@@ -41,8 +29,8 @@ func launch(c *cli.Context) error {
 // job's supervisor and releases everything; then, when a signal stopped
 // the job and --requeue was given, asks Slurm to requeue it. The requeue
 // comes last because Slurm ends what is left of the job step.
-func supervised(c *cli.Context, body func(*supervisor) error) error {
-	s, err := openSupervisor(c)
+func supervised(o Options, body func(*supervisor) error) error {
+	s, err := openSupervisor(o)
 	if err != nil {
 		return err
 	}
@@ -57,7 +45,7 @@ func supervised(c *cli.Context, body func(*supervisor) error) error {
 }
 
 // launchJob starts argv as a new job and supervises it until it ends.
-func launchJob(c *cli.Context, s *supervisor, argv []string) error {
+func launchJob(s *supervisor, argv []string) error {
 	if err := s.store.ClearFinished(); err != nil {
 		return err
 	}
@@ -76,13 +64,13 @@ func launchJob(c *cli.Context, s *supervisor, argv []string) error {
 			return fmt.Errorf("launch: %w", err)
 		}
 	}
-	if err := s.makeCgroup(c); err != nil {
+	if err := s.makeCgroup(); err != nil {
 		return err
 	}
 	if s.cpuSeen, err = engine.CPUSeen(nil); err != nil {
 		s.log.Warnf("%v: checkpoints cannot tell which CPUs the job may move to", err)
 	}
-	opts := namespaces.Options{TimeNamespace: s.wantTimeNamespace(c), OutliveMain: s.container.isInstance()}
+	opts := namespaces.Options{TimeNamespace: s.wantTimeNamespace(), OutliveMain: s.container.isInstance()}
 	if err := s.startSandbox(opts); err != nil {
 		return err
 	}
@@ -101,7 +89,7 @@ func launchJob(c *cli.Context, s *supervisor, argv []string) error {
 		return err
 	}
 	s.jobPID = hostPID
-	s.log.Debugf("job %q started: pid %d (%d in the sandbox)", commandLine(argv), hostPID, nsPID)
+	s.log.Debugf("job %q started: pid %d (%d in the sandbox)", CommandLine(argv), hostPID, nsPID)
 	if instanceState != "" {
 		go s.publishInstance(instanceState)
 	}
@@ -111,8 +99,8 @@ func launchJob(c *cli.Context, s *supervisor, argv []string) error {
 // wantTimeNamespace says whether a new job gets a time namespace: unless
 // --no-timens, where the kernel has them; without, it says what the user
 // loses.
-func (s *supervisor) wantTimeNamespace(c *cli.Context) bool {
-	if c.Bool("no-timens") {
+func (s *supervisor) wantTimeNamespace() bool {
+	if s.opts.NoTimens {
 		return false
 	}
 	if !kernel.Has(kernel.TimeNamespace) {

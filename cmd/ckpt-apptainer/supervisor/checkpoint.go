@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"fmt"
@@ -16,8 +16,8 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
 )
 
-// checkpointResult is what a checkpoint request answers.
-type checkpointResult struct {
+// CheckpointResult is what a checkpoint request answers.
+type CheckpointResult struct {
 	Generation int           `json:"generation"`
 	Bytes      int64         `json:"bytes"`
 	Duration   time.Duration `json:"duration_ns"`
@@ -26,20 +26,20 @@ type checkpointResult struct {
 }
 
 // checkpointLogged takes a checkpoint and logs the outcome for the user.
-func (s *supervisor) checkpointLogged(kill bool) (*checkpointResult, error) {
+func (s *supervisor) checkpointLogged(kill bool) (*CheckpointResult, error) {
 	res, err := s.checkpoint(kill)
 	if err != nil {
 		s.log.Errorf("checkpoint failed: %v (the job keeps running; earlier generations are intact)", err)
 		return nil, err
 	}
-	s.log.Infof("checkpoint generation %d: %s in %v%s (job stopped %v)", res.Generation, humanBytes(res.Bytes),
+	s.log.Infof("checkpoint generation %d: %s in %v%s (job stopped %v)", res.Generation, HumanBytes(res.Bytes),
 		res.Duration.Round(time.Millisecond), rateSuffix(res.Bytes, res.Duration), res.Stopped.Round(time.Millisecond))
 	return res, nil
 }
 
 // checkpoint takes one generation. With kill the job is ended once the
 // generation is on disk; a failed checkpoint never ends it.
-func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
+func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
@@ -135,7 +135,7 @@ func (s *supervisor) checkpoint(kill bool) (*checkpointResult, error) {
 	if err := s.store.Prune(s.keep); err != nil {
 		s.log.Warnf("remove old generations: %v", err)
 	}
-	return &checkpointResult{Generation: w.Gen, Bytes: stats.PageBytes, Duration: stats.Duration, Stopped: stats.StoppedFor}, nil
+	return &CheckpointResult{Generation: w.Gen, Bytes: stats.PageBytes, Duration: stats.Duration, Stopped: stats.StoppedFor}, nil
 }
 
 // postCheckpointHooks runs the postcheckpoint hooks after an attempt at
@@ -170,7 +170,7 @@ func (s *supervisor) manifest() *image.Manifest {
 	unix.Uname(&u)
 	host, _ := os.Hostname()
 	m := &image.Manifest{
-		ToolVersion: version,
+		ToolVersion: s.opts.Version,
 		Kernel:      unix.ByteSliceToString(u.Release[:]),
 		Arch:        runtime.GOARCH,
 		Host:        host,
@@ -195,7 +195,7 @@ func (s *supervisor) manifest() *image.Manifest {
 	return m
 }
 
-func humanBytes(n int64) string {
+func HumanBytes(n int64) string {
 	switch {
 	case n >= 1<<30:
 		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))

@@ -1,4 +1,4 @@
-package main
+package supervisor
 
 import (
 	"errors"
@@ -10,7 +10,6 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
-	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine"
@@ -19,32 +18,16 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
 )
 
-func restartCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "restart",
-		Usage:     "resume a job from its newest good checkpoint (or GENERATION)",
-		ArgsUsage: "[GENERATION]",
-		Flags:     append(restartFlags(), instanceFlag),
-		Action:    restart,
-	}
-}
-
-// restartFlags are the flags of restart and run.
-func restartFlags() []cli.Flag {
-	return append(jobFlags(),
-		&cli.StringFlag{Name: "image", Usage: "the container image moved: restart with the image at `PATH` (it must be the same image)"},
-		&cli.BoolFlag{Name: "no-rollback", Usage: "keep files the job writes at their current length instead of cutting them back to their length at checkpoint time"},
-		&cli.BoolFlag{Name: "strict", Usage: "refuse to restart when a file the job had open was replaced since the checkpoint (other contents), instead of leaving it alone with a warning"},
-	)
-}
-
-func restart(c *cli.Context) error {
-	return supervised(c, func(s *supervisor) error {
-		gen, err := pickGeneration(c, s.store)
+// Restart resumes the job from generation (a number; "" for the newest
+// good one, falling back to older ones that restore) and supervises it
+// until it ends.
+func Restart(o Options, generation string) error {
+	return supervised(o, func(s *supervisor) error {
+		gen, err := pickGeneration(s.store, generation)
 		if err != nil {
 			return err
 		}
-		return restartJob(c, s, gen, c.String("image"), c.NArg() == 0)
+		return restartJob(s, gen, o.Image, generation == "")
 	})
 }
 
@@ -55,9 +38,9 @@ func restart(c *cli.Context) error {
 // failed and the newest good generation before it is tried, and so on: a
 // requeued job resumes from the checkpoint before, instead of failing at
 // every requeue.
-func restartJob(c *cli.Context, s *supervisor, gen *image.Generation, img string, fallback bool) error {
+func restartJob(s *supervisor, gen *image.Generation, img string, fallback bool) error {
 	for {
-		a, err := s.restoreGeneration(c, gen, img)
+		a, err := s.restoreGeneration(gen, img)
 		if err == nil {
 			return s.resumeRestored(gen, a)
 		}
@@ -97,11 +80,11 @@ type restoreAttempt struct {
 
 // restoreGeneration restores gen into a new sandbox and cgroup. On failure
 // nothing of the attempt is left running.
-func (s *supervisor) restoreGeneration(c *cli.Context, gen *image.Generation, img string) (_ *restoreAttempt, err error) {
+func (s *supervisor) restoreGeneration(gen *image.Generation, img string) (_ *restoreAttempt, err error) {
 	m := gen.Manifest
 	s.job = m.Job
-	s.log.Infof("restarting %q from generation %d (%s)", commandLine(m.Job.Argv), gen.Gen, m.Created.Local().Format(time.DateTime))
-	if err := engine.CheckRequirements(m, c.Bool("no-timens")); err != nil {
+	s.log.Infof("restarting %q from generation %d (%s)", CommandLine(m.Job.Argv), gen.Gen, m.Created.Local().Format(time.DateTime))
+	if err := engine.CheckRequirements(m, s.opts.NoTimens); err != nil {
 		return nil, fmt.Errorf("restart not started: %w", err)
 	}
 	if err := engine.Validate(gen); err != nil {
@@ -131,7 +114,7 @@ func (s *supervisor) restoreGeneration(c *cli.Context, gen *image.Generation, im
 		if a.container, err = s.containerStart(m.Container, img); err != nil {
 			return nil, err
 		}
-		if img != "" && m.Container.ImageArg < len(s.job.Argv) && commandLine(s.job.Argv) == commandLine(m.Container.Argv) {
+		if img != "" && m.Container.ImageArg < len(s.job.Argv) && CommandLine(s.job.Argv) == CommandLine(m.Container.Argv) {
 			// Later checkpoints record the image where it is now.
 			s.job.Argv = append([]string(nil), s.job.Argv...)
 			s.job.Argv[m.Container.ImageArg] = img
@@ -145,7 +128,7 @@ func (s *supervisor) restoreGeneration(c *cli.Context, gen *image.Generation, im
 			return nil, fmt.Errorf("restart: %w", err)
 		}
 	}
-	if err := s.makeCgroup(c); err != nil {
+	if err := s.makeCgroup(); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -162,7 +145,7 @@ func (s *supervisor) restoreGeneration(c *cli.Context, gen *image.Generation, im
 			s.log.Warnf("job cgroup: %s", w)
 		}
 	}
-	opts := namespaces.Options{TimeNamespace: !c.Bool("no-timens") && m.Time != nil, OutliveMain: s.container.isInstance()}
+	opts := namespaces.Options{TimeNamespace: !s.opts.NoTimens && m.Time != nil, OutliveMain: s.container.isInstance()}
 	if opts.TimeNamespace {
 		mono, boot := hostClocks()
 		opts.MonotonicOffset = time.Duration(m.Time.MonotonicNs) - mono
@@ -173,7 +156,7 @@ func (s *supervisor) restoreGeneration(c *cli.Context, gen *image.Generation, im
 	}
 	pr := newProgressReporter(fmt.Sprintf("restore generation %d", gen.Gen), s.log, os.Stderr)
 	a.res, err = engine.Restore(engine.RestoreOptions{
-		Gen: gen, Spawner: s.sb, InitPID: s.sb.InitPID(), NoRollback: c.Bool("no-rollback"), Strict: c.Bool("strict"), Log: s.log,
+		Gen: gen, Spawner: s.sb, InitPID: s.sb.InitPID(), NoRollback: s.opts.NoRollback, Strict: s.opts.Strict, Log: s.log,
 		Container: a.container, Progress: pr.update,
 	})
 	pr.end()
@@ -193,7 +176,7 @@ func (s *supervisor) resumeRestored(gen *image.Generation, a *restoreAttempt) er
 	if cs != nil {
 		s.jobPID = res.RuntimeHostPID
 	}
-	s.log.Infof("restored generation %d: %s in %v%s", gen.Gen, humanBytes(res.Bytes), res.Duration.Round(time.Millisecond),
+	s.log.Infof("restored generation %d: %s in %v%s", gen.Gen, HumanBytes(res.Bytes), res.Duration.Round(time.Millisecond),
 		rateSuffix(res.Bytes, res.Duration))
 	tg := hookTarget{mainPID: s.jobPID}
 	if cs != nil {
@@ -213,15 +196,12 @@ func (s *supervisor) resumeRestored(gen *image.Generation, a *restoreAttempt) er
 }
 
 // pickGeneration opens the generation named on the command line, or the
-// newest one whose checksums verify.
-func pickGeneration(c *cli.Context, st *image.Store) (*image.Generation, error) {
-	if c.NArg() > 1 {
-		return nil, fmt.Errorf("restart: at most one GENERATION argument, got %d", c.NArg())
-	}
-	if c.NArg() == 1 {
-		n, err := strconv.Atoi(c.Args().First())
+// newest one whose checksums verify when arg is "".
+func pickGeneration(st *image.Store, arg string) (*image.Generation, error) {
+	if arg != "" {
+		n, err := strconv.Atoi(arg)
 		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("restart: GENERATION must be a positive number, got %q (see `ckpt-apptainer list`)", c.Args().First())
+			return nil, fmt.Errorf("restart: GENERATION must be a positive number, got %q (see `ckpt-apptainer list`)", arg)
 		}
 		g, err := st.Open(n)
 		if err != nil {

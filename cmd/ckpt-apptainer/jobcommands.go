@@ -1,0 +1,132 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/cmd/ckpt-apptainer/supervisor"
+)
+
+// The commands that supervise a job (launch, restart, run) and their
+// flags; what they do is package supervisor's.
+
+// jobFlags are the flags launch and restart share.
+func jobFlags() []cli.Flag {
+	return []cli.Flag{
+		ckptDirFlag,
+		&cli.IntFlag{Name: "interval", Aliases: []string{"i"}, Usage: "checkpoint every `SECONDS` (0: only on request)"},
+		&cli.IntFlag{Name: "keep", Value: 2, Usage: "keep the newest `N` generations (0: keep all)"},
+		&cli.StringFlag{Name: "cgroup-parent", Usage: "writable (delegated) cgroup `DIR` to create the job cgroup in (v2 directory or v1 freezer directory)"},
+		&cli.BoolFlag{Name: "no-cgroup", Usage: "do not use a cgroup; stop the job with ptrace alone"},
+		&cli.BoolFlag{Name: "no-timens", Usage: "do not give the job a time namespace (its CLOCK_MONOTONIC then jumps across a restart)"},
+		&cli.StringFlag{Name: "signal", Usage: "also take a final checkpoint and stop the job on `SIG` (as on SIGTERM), e.g. USR1 for #SBATCH --signal=B:USR1@60"},
+		hooksFlag,
+		&cli.BoolFlag{Name: "requeue", Usage: "once a signal stopped the job, ask Slurm to requeue it (scontrol requeue $SLURM_JOB_ID), unless Slurm requeues it itself or the job was cancelled"},
+		&cli.StringFlag{Name: "local-limit", Value: "1GiB", Usage: "save up to `SIZE` of node-local files the job has open or mapped (tmpfs such as /dev/shm, files it writes on a local disk) in each checkpoint, so it can resume on another node; a checkpoint that needs more is refused, naming the file"},
+		&cli.Int64Flag{Name: "dump-buffer", Value: -1, Usage: "hold up to `MIB` of page data in memory during a checkpoint, so the job runs on before the disk has caught up (-1: 256 MiB or a quarter of the available memory if less, 0: stream to disk while the job waits)"},
+	}
+}
+
+// hooksFlag is --hooks, the user's hooks file.
+var hooksFlag = &cli.StringFlag{
+	Name:  "hooks",
+	Usage: "run the lifecycle hooks in `FILE` (JSON, see README) around checkpoints and restarts, after the site's ($CKPT_APPTAINER_HOOKS, else /etc/ckpt-apptainer/hooks.json)",
+}
+
+// ckptDirFlag is the --ckpt-dir flag shared by every command.
+var ckptDirFlag = &cli.StringFlag{
+	Name:  "ckpt-dir",
+	Usage: "checkpoint directory (default: $CKPT_APPTAINER_DIR, else $DMTCP_CHECKPOINT_DIR, else ./ckpt)",
+}
+
+// instanceFlag names an Apptainer instance instead of its checkpoint
+// directory.
+var instanceFlag = &cli.StringFlag{
+	Name:  "instance",
+	Usage: "the job of Apptainer instance `NAME` (started with `ckpt-apptainer launch -- apptainer instance start IMAGE NAME`): use its checkpoint directory",
+}
+
+// runCommand is `run`: launch or restart, whichever the checkpoint
+// directory calls for.
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "run",
+		Usage: "resume the job from its newest good checkpoint if there is one, else launch it (for batch scripts that are requeued)",
+		Description: `run is launch and restart in one: the only line an sbatch script on a
+partition that preempts and requeues jobs needs:
+
+   exec ckpt-apptainer run --interval 600 --requeue -- ./app args
+
+The checkpoint directory decides: with no checkpoint, or after the job ran to
+its end, CMD is launched; with a good checkpoint of CMD, the job is restored
+from it (damaged newer generations are skipped with a warning); when every
+generation is damaged, CMD starts from the beginning and the damaged ones are
+left for inspection. A checkpoint of another command is refused.`,
+		ArgsUsage: "-- CMD [ARGS...]",
+		Flags:     restartFlags(),
+		Action: func(c *cli.Context) error {
+			return supervisor.Run(jobOptions(c), c.Args().Slice())
+		},
+	}
+}
+
+// launchCommand is `launch`.
+func launchCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "launch",
+		Usage:     "run a job under checkpoint supervision",
+		ArgsUsage: "-- CMD [ARGS...]",
+		Flags:     jobFlags(),
+		Action: func(c *cli.Context) error {
+			return supervisor.Launch(jobOptions(c), c.Args().Slice())
+		},
+	}
+}
+
+// restartCommand is `restart`.
+func restartCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "restart",
+		Usage:     "resume a job from its newest good checkpoint (or GENERATION)",
+		ArgsUsage: "[GENERATION]",
+		Flags:     append(restartFlags(), instanceFlag),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 1 {
+				return fmt.Errorf("restart: at most one GENERATION argument, got %d", c.NArg())
+			}
+			return supervisor.Restart(jobOptions(c), c.Args().First())
+		},
+	}
+}
+
+// restartFlags are the flags of restart and run.
+func restartFlags() []cli.Flag {
+	return append(jobFlags(),
+		&cli.StringFlag{Name: "image", Usage: "the container image moved: restart with the image at `PATH` (it must be the same image)"},
+		&cli.BoolFlag{Name: "no-rollback", Usage: "keep files the job writes at their current length instead of cutting them back to their length at checkpoint time"},
+		&cli.BoolFlag{Name: "strict", Usage: "refuse to restart when a file the job had open was replaced since the checkpoint (other contents), instead of leaving it alone with a warning"},
+	)
+}
+
+// jobOptions reads the flags of launch, restart and run.
+func jobOptions(c *cli.Context) supervisor.Options {
+	return supervisor.Options{
+		CkptDir:      c.String("ckpt-dir"),
+		Instance:     c.String("instance"),
+		Interval:     c.Int("interval"),
+		Keep:         c.Int("keep"),
+		CgroupParent: c.String("cgroup-parent"),
+		NoCgroup:     c.Bool("no-cgroup"),
+		NoTimens:     c.Bool("no-timens"),
+		Signal:       c.String("signal"),
+		Hooks:        c.String("hooks"),
+		Requeue:      c.Bool("requeue"),
+		LocalLimit:   c.String("local-limit"),
+		DumpBuffer:   c.Int64("dump-buffer"),
+		Image:        c.String("image"),
+		NoRollback:   c.Bool("no-rollback"),
+		Strict:       c.Bool("strict"),
+		Version:      version,
+	}
+}

@@ -1,0 +1,53 @@
+package supervisor
+
+import "fmt"
+
+// Options are a supervised job's settings, as launch, restart and run take
+// them on the command line.
+type Options struct {
+	// CkptDir is the checkpoint directory; Instance names an Apptainer
+	// instance, whose directory is used when CkptDir is empty.
+	CkptDir  string
+	Instance string
+	// Interval is the time between periodic checkpoints in seconds; 0
+	// takes them only on request.
+	Interval int
+	// Keep is how many generations are kept; 0 keeps all.
+	Keep int
+	// CgroupParent is the writable cgroup the job cgroup is made in;
+	// empty looks for one. NoCgroup stops the job with ptrace alone.
+	CgroupParent string
+	NoCgroup     bool
+	// NoTimens gives the job no time namespace.
+	NoTimens bool
+	// Signal also ends the job with a final checkpoint, as SIGTERM does
+	// (a name such as USR1).
+	Signal string
+	// Hooks is the user's hook configuration file.
+	Hooks string
+	// Requeue asks Slurm to requeue a job a signal stopped.
+	Requeue bool
+	// LocalLimit bounds the node-local file data a checkpoint saves (a
+	// size such as 1GiB).
+	LocalLimit string
+	// DumpBuffer is the page data a checkpoint may hold in memory, in
+	// MiB; -1 picks the default, 0 streams to disk.
+	DumpBuffer int64
+
+	// Image is the container image's new path for a restart after it
+	// moved.
+	Image string
+	// NoRollback keeps what files gained after the checkpoint; Strict
+	// refuses a file the job had open that was replaced.
+	NoRollback bool
+	Strict     bool
+
+	// Version is the tool's version, recorded in each generation.
+	Version string
+}
+
+// ExitStatus is the status the supervisor exits with when the job ended
+// with one other than 0, or was stopped on purpose.
+type ExitStatus int
+
+func (e ExitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
