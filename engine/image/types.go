@@ -62,6 +62,10 @@ type Manifest struct {
 	// LocalFiles are the node-local files the job had open or mapped,
 	// saved so that a restart on another node can create them again.
 	LocalFiles []LocalFile `json:"local_files,omitempty"`
+	// GPU is set when processes of the job used an NVIDIA GPU: a restart
+	// puts their device state back, on a node that has the GPUs and a
+	// driver that can.
+	GPU *GPU `json:"gpu,omitempty"`
 
 	// Files lists every data file of the generation except the manifest
 	// itself, with the checksum a restart verifies before starting anything.

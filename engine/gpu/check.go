@@ -1,0 +1,102 @@
+package gpu
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/node"
+)
+
+// Record describes the job's GPU processes for the image: pids are their
+// pids in the job, in the order of procs.
+func Record(n *Node, cudaVersion int, procs []Process, pids []int, timings []Timing) *image.GPU {
+	rec := &image.GPU{Driver: n.Driver, CUDA: cudaVersion}
+	for i, p := range procs {
+		gp := image.GPUProcess{PID: pids[i]}
+		for _, m := range p.Minors {
+			d, ok := n.ByMinor(m)
+			if !ok {
+				d = Device{Minor: m, Model: "unknown", UUID: "unknown"}
+			}
+			gp.Devices = append(gp.Devices, image.GPUDevice{Minor: d.Minor, Model: d.Model, UUID: d.UUID, BusID: d.BusID})
+		}
+		for _, tm := range timings {
+			if tm.PID == p.PID {
+				gp.LockNs, gp.CheckpointNs = tm.Lock.Nanoseconds(), tm.Checkpoint.Nanoseconds()
+			}
+		}
+		rec.Processes = append(rec.Processes, gp)
+	}
+	return rec
+}
+
+// CheckNode refuses a node that cannot put the recorded processes back on
+// their GPUs: no NVIDIA driver (n is nil), a driver of another release
+// branch, or a recorded GPU the node does not have. The error lists what
+// the image needs beside what the node has.
+func CheckNode(rec *image.GPU, n *Node) error {
+	var why []string
+	if n == nil {
+		why = append(why, "this node has no NVIDIA driver (no /proc/driver/nvidia)")
+	} else {
+		if branch(n.Driver) != branch(rec.Driver) {
+			why = append(why, fmt.Sprintf("the driver is %s, the checkpoint was taken with %s (another release branch)", n.Driver, rec.Driver))
+		}
+		for _, p := range rec.Processes {
+			for _, d := range p.Devices {
+				if !n.hasUUID(d.UUID) {
+					why = append(why, fmt.Sprintf("pid %d used %s %s, which this node does not have", p.PID, d.Model, d.UUID))
+				}
+			}
+		}
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	return &node.Error{Err: fmt.Errorf("the job's GPU processes cannot be restored here: %s\n  the checkpoint needs: %s\n  this node has:        %s\n(a restart onto other GPUs, even of the same model, is not supported yet: restart on the node and GPUs the job ran on)",
+		strings.Join(why, "; "), describeRecord(rec), describeNode(n))}
+}
+
+func (n *Node) hasUUID(uuid string) bool {
+	for _, d := range n.Devices {
+		if d.UUID == uuid {
+			return true
+		}
+	}
+	return false
+}
+
+// branch is the release branch of a driver version: 580 of 580.159.04.
+func branch(v string) string {
+	b, _, _ := strings.Cut(v, ".")
+	return b
+}
+
+func describeRecord(rec *image.GPU) string {
+	seen := map[string]bool{}
+	var devs []string
+	for _, p := range rec.Processes {
+		for _, d := range p.Devices {
+			if !seen[d.UUID] {
+				seen[d.UUID] = true
+				devs = append(devs, d.Model+" "+d.UUID)
+			}
+		}
+	}
+	return fmt.Sprintf("driver %s, %s", rec.Driver, strings.Join(devs, ", "))
+}
+
+func describeNode(n *Node) string {
+	if n == nil {
+		return "no NVIDIA driver"
+	}
+	devs := []string{}
+	for _, d := range n.Devices {
+		devs = append(devs, d.Model+" "+d.UUID)
+	}
+	if len(devs) == 0 {
+		devs = append(devs, "no GPU")
+	}
+	return fmt.Sprintf("driver %s, %s", n.Driver, strings.Join(devs, ", "))
+}

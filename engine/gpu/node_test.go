@@ -1,0 +1,125 @@
+package gpu
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/node"
+)
+
+// fakeNode writes a /proc/driver/nvidia with the given GPUs (UUID by bus
+// id) and points ReadNode at it.
+func fakeNode(t *testing.T, version string, gpus map[string]string) {
+	t.Helper()
+	root := t.TempDir()
+	old := procRoot
+	procRoot = root
+	t.Cleanup(func() { procRoot = old })
+	if err := os.WriteFile(filepath.Join(root, "version"), []byte(version), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	minor := 0
+	for bus, uuid := range gpus {
+		dir := filepath.Join(root, "gpus", bus)
+		os.MkdirAll(dir, 0o755)
+		info := "Model: \t\t NVIDIA H200\nIRQ:   \t\t 42\nGPU UUID: \t " + uuid + "\nBus Location: \t " + bus +
+			"\nDevice Minor: \t " + string(rune('0'+minor)) + "\nGPU Excluded:\t No\n"
+		if err := os.WriteFile(filepath.Join(dir, "information"), []byte(info), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		minor++
+	}
+}
+
+func TestParseDriverVersion(t *testing.T) {
+	for in, want := range map[string]string{
+		"NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build  (dvs-builder@U22)  Mon Nov 3 2025\nGCC version: gcc 12\n": "580.159.04",
+		"NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n":                                                   "535.104.05",
+	} {
+		got, err := parseDriverVersion(in)
+		if err != nil || got != want {
+			t.Errorf("%q: %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := parseDriverVersion("NVRM version: something else"); err == nil {
+		t.Error("a version line without a version was accepted")
+	}
+}
+
+func TestReadNode(t *testing.T) {
+	fakeNode(t, "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build\n",
+		map[string]string{"0000:1b:00.0": "GPU-aaaa"})
+	n, err := ReadNode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Driver != "580.159.04" || len(n.Devices) != 1 {
+		t.Fatalf("node %+v", n)
+	}
+	d, ok := n.ByMinor(0)
+	if !ok || d.Model != "NVIDIA H200" || d.UUID != "GPU-aaaa" || d.BusID != "0000:1b:00.0" {
+		t.Errorf("device 0: %+v, %v", d, ok)
+	}
+	procRoot = filepath.Join(t.TempDir(), "none")
+	if _, err := ReadNode(); !errors.Is(err, ErrNoDriver) {
+		t.Errorf("no driver: %v, want ErrNoDriver", err)
+	}
+}
+
+// TestCheckNode checks which nodes a GPU image is refused on, and that
+// the refusal shows what the image needs beside what the node has.
+func TestCheckNode(t *testing.T) {
+	rec := &image.GPU{Driver: "580.159.04", Processes: []image.GPUProcess{
+		{PID: 2, Devices: []image.GPUDevice{{Minor: 0, Model: "NVIDIA H200", UUID: "GPU-aaaa"}}},
+	}}
+	tests := []struct {
+		name string
+		n    *Node
+		want string // "" when accepted
+	}{
+		{"same node", &Node{Driver: "580.159.04", Devices: []Device{{Minor: 0, Model: "NVIDIA H200", UUID: "GPU-aaaa"}}}, ""},
+		{"newer build of the branch", &Node{Driver: "580.170.01", Devices: []Device{{Minor: 1, Model: "NVIDIA H200", UUID: "GPU-aaaa"}}}, ""},
+		{"no driver", nil, "no NVIDIA driver"},
+		{"other branch", &Node{Driver: "575.51.03", Devices: []Device{{Model: "NVIDIA H200", UUID: "GPU-aaaa"}}}, "another release branch"},
+		{"other GPU", &Node{Driver: "580.159.04", Devices: []Device{{Model: "NVIDIA H200", UUID: "GPU-bbbb"}}}, "pid 2 used NVIDIA H200 GPU-aaaa"},
+		{"no GPU", &Node{Driver: "580.159.04"}, "this node has:        driver 580.159.04, no GPU"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckNode(rec, tt.n)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			var ne *node.Error
+			if !errors.As(err, &ne) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "the checkpoint needs: driver 580.159.04, NVIDIA H200 GPU-aaaa") {
+				t.Errorf("%v, want a node.Error saying %q and what the checkpoint needs", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDeviceMinor(t *testing.T) {
+	for path, want := range map[string]int{"/dev/nvidia0": 0, "/dev/nvidia7": 7, "/dev/nvidiactl": -1, "/dev/nvidia-uvm": -1, "/dev/nvidia-uvm-tools": -1} {
+		n, ok := deviceMinor(path)
+		if want < 0 && ok || want >= 0 && (!ok || n != want) {
+			t.Errorf("%s: %d, %v; want %d", path, n, ok, want)
+		}
+	}
+}
+
+// TestFindIgnoresOtherProcesses checks that a process without NVIDIA
+// devices is not taken for a GPU process, and that a pid that is gone is
+// left out.
+func TestFindIgnoresOtherProcesses(t *testing.T) {
+	got, err := Find([]int{os.Getpid(), 1 << 30})
+	if err != nil || len(got) != 0 {
+		t.Errorf("Find: %+v, %v; want none", got, err)
+	}
+}

@@ -1,0 +1,83 @@
+package gpu
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestSuspendAndResume runs the lock, checkpoint, restore and unlock
+// sequence over three processes with each step failing in turn, and checks
+// that the job always ends on the GPU with every process unlocked, or
+// that the error says which process could not be put back.
+func TestSuspendAndResume(t *testing.T) {
+	tests := []struct {
+		fail       string
+		suspendErr string // "" when Suspend succeeds
+		resumeErr  string // "" when Resume (or the undo) succeeds
+		wantState  map[int]State
+	}{
+		{"", "", "", map[int]State{1: Running, 2: Running, 3: Running}},
+		{"lock 2", "GPU process 2: lock", "", map[int]State{1: Running, 2: Running, 3: Running}},
+		{"checkpoint 3", "GPU process 3: checkpoint", "", map[int]State{1: Running, 2: Running, 3: Running}},
+		{"restore 2", "", "GPU process 2: restore", map[int]State{1: Running, 2: Checkpointed, 3: Running}},
+		{"unlock 1", "", "GPU process 1: unlock", map[int]State{1: Locked, 2: Running, 3: Running}},
+	}
+	for _, tt := range tests {
+		t.Run("fail "+tt.fail, func(t *testing.T) {
+			d := newFakeDriver(1, 2, 3)
+			if tt.fail != "" {
+				d.fail[tt.fail] = true
+			}
+			s, err := Suspend(d, []int{1, 2, 3}, DefaultLockTimeout)
+			if tt.suspendErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.suspendErr) {
+					t.Fatalf("Suspend: %v, want an error saying %q", err, tt.suspendErr)
+				}
+			} else {
+				if err != nil {
+					t.Fatalf("Suspend: %v", err)
+				}
+				for pid, st := range d.state {
+					if st != Checkpointed {
+						t.Fatalf("after Suspend, process %d is %v", pid, st)
+					}
+				}
+				err = s.Resume()
+				if tt.resumeErr == "" && err != nil || tt.resumeErr != "" && (err == nil || !strings.Contains(err.Error(), tt.resumeErr)) {
+					t.Fatalf("Resume: %v, want an error saying %q", err, tt.resumeErr)
+				}
+			}
+			for pid, want := range tt.wantState {
+				if d.state[pid] != want {
+					t.Errorf("process %d ends %v, want %v (operations %v)", pid, d.state[pid], want, d.ops)
+				}
+			}
+		})
+	}
+}
+
+// TestSuspendLocksAllFirst checks that no process is checkpointed before
+// every one is locked.
+func TestSuspendLocksAllFirst(t *testing.T) {
+	d := newFakeDriver(1, 2)
+	if _, err := Suspend(d, []int{1, 2}, DefaultLockTimeout); err != nil {
+		t.Fatal(err)
+	}
+	want := "lock 1,lock 2,checkpoint 1,checkpoint 2"
+	if got := strings.Join(d.ops, ","); got != want {
+		t.Errorf("operations %s, want %s", got, want)
+	}
+}
+
+// TestRestoredResume puts restored processes (checkpointed, under new
+// pids) back on the GPU.
+func TestRestoredResume(t *testing.T) {
+	d := newFakeDriver()
+	d.state[7], d.state[8] = Checkpointed, Checkpointed
+	if err := Restored(d, []int{7, 8}).Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if d.state[7] != Running || d.state[8] != Running {
+		t.Errorf("states %v after Resume, want both running", d.state)
+	}
+}
