@@ -52,9 +52,12 @@ TEST_ENV := /run/ckpt-apptainer-test.env
 
 all: build
 
+# The GPU helper loads libcuda.so.1 at run time (no cgo); the supervisor
+# starts it from beside its own executable when a job uses a GPU.
 build:
 	mkdir -p bin
 	$(GO) build -o $(BIN) ./cmd/ckpt-apptainer
+	CGO_ENABLED=0 $(GO) build -o $(dir $(BIN))ckpt-apptainer-cuda ./cmd/ckpt-apptainer/cudahelper
 
 deps:
 	@if [ "$$(id -u)" -eq 0 ]; then \

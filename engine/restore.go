@@ -65,6 +65,8 @@ type RestoreResult struct {
 	Processes      int
 	Bytes          int64
 	Duration       time.Duration
+	// HostPIDs maps each restored process's pid in the job to its host pid.
+	HostPIDs map[int]int
 }
 
 const stubScratch = 256 << 10
@@ -144,8 +146,12 @@ func Restore(opts RestoreOptions) (*RestoreResult, error) {
 		return nil, &RestoreError{Generation: opts.Gen.Gen, Err: err}
 	}
 	main := jr.main()
+	hostPIDs := map[int]int{}
+	for _, r := range jr.procs {
+		hostPIDs[r.proc.PID] = r.PID
+	}
 	return &RestoreResult{HostPID: main.PID, NSPID: main.proc.PID, RuntimeHostPID: jr.runtimeHost, Processes: len(procs),
-		Bytes: jr.bytes, Duration: time.Since(start)}, nil
+		Bytes: jr.bytes, Duration: time.Since(start), HostPIDs: hostPIDs}, nil
 }
 
 // RestoreError is a restore that failed after it had started the job's

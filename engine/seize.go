@@ -120,9 +120,9 @@ func (s *AppScope) PIDs() ([]int, error) {
 	return out, nil
 }
 
-// jobPIDs lists the processes a checkpoint takes: every one below init, or
-// those in scope.
-func jobPIDs(initPID int, scope *AppScope) ([]int, error) {
+// JobPIDs lists the host pids of the processes a checkpoint takes: every
+// one below init, or those in scope.
+func JobPIDs(initPID int, scope *AppScope) ([]int, error) {
 	if scope != nil {
 		return scope.PIDs()
 	}
@@ -145,7 +145,7 @@ func stopJob(t *ptrace.Tracer, initPID int, scope *AppScope, fz Freezer, log log
 // stopJobOnce is one try of stopJob.
 func stopJobOnce(t *ptrace.Tracer, initPID int, scope *AppScope, fz Freezer, log logrus.FieldLogger) (*stoppedJob, error) {
 	j := &stoppedJob{t: t, waited: map[int]bool{}, interrupted: map[int]bool{}, byPID: map[int]*stoppedProc{},
-		list: func() ([]int, error) { return jobPIDs(initPID, scope) }}
+		list: func() ([]int, error) { return JobPIDs(initPID, scope) }}
 	if fz != nil {
 		j.method = "freezer"
 		// A process in a group stop must be attached before the freeze:

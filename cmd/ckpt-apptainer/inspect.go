@@ -110,6 +110,7 @@ func printInspect(w io.Writer, r *inspectReport) error {
 	printMemory(p, r)
 	printFDs(p, r)
 	printFiles(p, m.LocalFiles, r.References)
+	printGPU(p, m.GPU)
 	printIPC(p, m.IPC)
 	printNamespaces(p, m.Namespaces)
 	printMounts(p, m.Mounts)

@@ -379,3 +379,27 @@ func printHooks(p *printer, hooks []image.HookRun) {
 	}
 	p.table("  ", rows)
 }
+
+// printGPU shows what the job's GPU processes held.
+func printGPU(p *printer, g *image.GPU) {
+	if g == nil {
+		p.line("gpu        none")
+		return
+	}
+	cuda := ""
+	if g.CUDA > 0 {
+		cuda = fmt.Sprintf(", CUDA %d.%d", g.CUDA/1000, g.CUDA%1000/10)
+	}
+	p.line("gpu        driver %s%s, %d processes", g.Driver, cuda, len(g.Processes))
+	for _, gp := range g.Processes {
+		var devs []string
+		for _, d := range gp.Devices {
+			devs = append(devs, fmt.Sprintf("%s %s (/dev/nvidia%d)", d.Model, d.UUID, d.Minor))
+		}
+		if len(devs) == 0 {
+			devs = append(devs, "no device open")
+		}
+		p.line("  pid %-6d %s; lock %v, checkpoint %v", gp.PID, strings.Join(devs, ", "),
+			time.Duration(gp.LockNs).Round(time.Millisecond), time.Duration(gp.CheckpointNs).Round(time.Millisecond))
+	}
+}

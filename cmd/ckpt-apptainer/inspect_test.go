@@ -229,6 +229,8 @@ func detailedJob(t *testing.T, dir string) {
 		}},
 		IPC:        &image.SysVIPC{Shm: []image.SysVShm{{SysVPerm: image.SysVPerm{Key: 0x1234, ID: 5, Mode: 0o600}, Size: 1 << 20, Destroyed: true, Data: image.SysVShmName(5)}}},
 		LocalFiles: []image.LocalFile{{File: image.FileID{Path: "/data/out.log", Size: 3 << 20}, Data: image.LocalFileName(1), Where: "local disk"}},
+		GPU: &image.GPU{Driver: "580.159.04", CUDA: 13000, Processes: []image.GPUProcess{{PID: 3, LockNs: 330e6, CheckpointNs: 1200e6,
+			Devices: []image.GPUDevice{{Minor: 0, Model: "NVIDIA H200", UUID: "GPU-2f1c"}}}}},
 		Hooks: []image.HookRun{{Event: "precheckpoint", Path: "/hooks/flush.sh", Args: []string{"--sync"}, Source: "/etc/ckpt/hooks.json",
 			Generation: 1, Start: time.Now(), Duration: 1200 * time.Millisecond}},
 	}
@@ -324,6 +326,10 @@ func TestInspectDetails(t *testing.T) {
 			"files of pid 2", "3 r /data/in.txt offset 4096", "4 w,append /data/out.log offset 100",
 			"/data/part-09 offset 0", "... 2 more",
 		}, not: []string{"/data/part-10"}},
+		{name: "gpu", gen: "1", want: []string{
+			"gpu driver 580.159.04, CUDA 13.0, 1 processes", "pid 3 NVIDIA H200 GPU-2f1c (/dev/nvidia0); lock 330ms, checkpoint 1.2s",
+		}},
+		{name: "no gpu", gen: "2", want: []string{"gpu none"}},
 		{name: "namespaces, mounts, ipc", gen: "1", want: []string{
 			"sandbox namespaces (2)\npid none\nmount /proc/77/ns/mnt\n", "mounts (2)", "/ overlay overlay rw,lowerdir=/l", "/proc proc proc none\n",
 			"System V IPC\n", "shm key 0x00001234 id 5, owner 0/0, mode 0600 1.0 MiB, removed (IPC_RMID), still attached",

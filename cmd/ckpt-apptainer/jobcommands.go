@@ -6,6 +6,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/cmd/ckpt-apptainer/supervisor"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/gpu"
 )
 
 // The commands that supervise a job (launch, restart, run) and their
@@ -24,6 +25,7 @@ func jobFlags() []cli.Flag {
 		hooksFlag,
 		&cli.BoolFlag{Name: "requeue", Usage: "once a signal stopped the job, ask Slurm to requeue it (scontrol requeue $SLURM_JOB_ID), unless Slurm requeues it itself or the job was cancelled"},
 		&cli.StringFlag{Name: "local-limit", Value: "1GiB", Usage: "save up to `SIZE` of node-local files the job has open or mapped (tmpfs such as /dev/shm, files it writes on a local disk) in each checkpoint, so it can resume on another node; a checkpoint that needs more is refused, naming the file"},
+		&cli.DurationFlag{Name: "gpu-lock-timeout", Value: gpu.DefaultLockTimeout, Usage: "at a checkpoint, wait up to `DURATION` for the GPU work of the job's CUDA processes to finish before their device state is moved into host memory"},
 		&cli.Int64Flag{Name: "dump-buffer", Value: -1, Usage: "hold up to `MIB` of page data in memory during a checkpoint, so the job runs on before the disk has caught up (-1: 256 MiB or a quarter of the available memory if less, 0: stream to disk while the job waits)"},
 	}
 }
@@ -112,21 +114,22 @@ func restartFlags() []cli.Flag {
 // jobOptions reads the flags of launch, restart and run.
 func jobOptions(c *cli.Context) supervisor.Options {
 	return supervisor.Options{
-		CkptDir:      c.String("ckpt-dir"),
-		Instance:     c.String("instance"),
-		Interval:     c.Int("interval"),
-		Keep:         c.Int("keep"),
-		CgroupParent: c.String("cgroup-parent"),
-		NoCgroup:     c.Bool("no-cgroup"),
-		NoTimens:     c.Bool("no-timens"),
-		Signal:       c.String("signal"),
-		Hooks:        c.String("hooks"),
-		Requeue:      c.Bool("requeue"),
-		LocalLimit:   c.String("local-limit"),
-		DumpBuffer:   c.Int64("dump-buffer"),
-		Image:        c.String("image"),
-		NoRollback:   c.Bool("no-rollback"),
-		Strict:       c.Bool("strict"),
-		Version:      version,
+		CkptDir:        c.String("ckpt-dir"),
+		Instance:       c.String("instance"),
+		Interval:       c.Int("interval"),
+		Keep:           c.Int("keep"),
+		CgroupParent:   c.String("cgroup-parent"),
+		NoCgroup:       c.Bool("no-cgroup"),
+		NoTimens:       c.Bool("no-timens"),
+		Signal:         c.String("signal"),
+		Hooks:          c.String("hooks"),
+		Requeue:        c.Bool("requeue"),
+		LocalLimit:     c.String("local-limit"),
+		DumpBuffer:     c.Int64("dump-buffer"),
+		GPULockTimeout: c.Duration("gpu-lock-timeout"),
+		Image:          c.String("image"),
+		NoRollback:     c.Bool("no-rollback"),
+		Strict:         c.Bool("strict"),
+		Version:        version,
 	}
 }

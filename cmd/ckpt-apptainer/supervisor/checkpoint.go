@@ -119,10 +119,35 @@ func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 		s.postCheckpointHooks(w.Gen, tg, false, err)
 		return nil, err
 	}
+	paused, err := s.pauseGPU(opts.App)
+	if err != nil {
+		w.Abort()
+		err = fmt.Errorf("checkpoint not taken: %w", err)
+		s.postCheckpointHooks(w.Gen, tg, false, err)
+		return nil, err
+	}
+	if paused != nil {
+		m.GPU = paused.record
+	}
 	pr := newProgressReporter(fmt.Sprintf("checkpoint generation %d", w.Gen), s.log, os.Stderr)
 	opts.Progress = pr.update
 	stats, err := engine.Checkpoint(opts)
 	pr.end()
+	if paused != nil {
+		switch {
+		case err == nil && kill:
+			paused.end() // the job is gone with its GPU state
+		default:
+			if gerr := paused.resume(); gerr != nil {
+				s.log.Errorf("%v: the job's GPU processes could not be put back on the GPU", gerr)
+				if err == nil {
+					err = fmt.Errorf("generation %d was written, but the job's GPU processes could not be put back on the GPU: %w", w.Gen, gerr)
+					s.postCheckpointHooks(w.Gen, tg, false, err)
+					return nil, err
+				}
+			}
+		}
+	}
 	if err != nil {
 		w.Abort()
 		s.postCheckpointHooks(w.Gen, tg, false, err)

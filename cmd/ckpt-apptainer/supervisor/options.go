@@ -1,6 +1,9 @@
 package supervisor
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Options are a supervised job's settings, as launch, restart and run take
 // them on the command line.
@@ -33,6 +36,10 @@ type Options struct {
 	// DumpBuffer is the page data a checkpoint may hold in memory, in
 	// MiB; -1 picks the default, 0 streams to disk.
 	DumpBuffer int64
+
+	// GPULockTimeout is how long a checkpoint waits for a GPU process's
+	// running GPU work to finish; 0 picks gpu.DefaultLockTimeout.
+	GPULockTimeout time.Duration
 
 	// Image is the container image's new path for a restart after it
 	// moved.

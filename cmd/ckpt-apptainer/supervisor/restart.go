@@ -93,6 +93,15 @@ func (s *supervisor) restoreGeneration(gen *image.Generation, img string) (_ *re
 	if s.cpuSeen, err = engine.CPUSeen(m.CPU); err != nil {
 		s.log.Warnf("%v: checkpoints cannot tell which CPUs the job may move to", err)
 	}
+	gr, err := prepareGPU(m.GPU)
+	if err != nil {
+		return nil, fmt.Errorf("restart not started: %w", err)
+	}
+	defer func() {
+		if err != nil && gr != nil {
+			gr.helper.Close()
+		}
+	}()
 
 	pre, err := s.runHooks(hooks.Prerestore, gen.Gen, specs.StateCreating, hookTarget{}, nil)
 	if lerr := s.store.AppendHookLog(pre); lerr != nil {
@@ -160,6 +169,14 @@ func (s *supervisor) restoreGeneration(gen *image.Generation, img string) (_ *re
 		Container: a.container, Progress: pr.update,
 	})
 	pr.end()
+	if err == nil && gr != nil {
+		t0 := time.Now()
+		if err = gr.resume(a.res.HostPIDs); err != nil {
+			err = fmt.Errorf("the job was restored, but its GPU processes could not be put back on the GPU: %w; the job was stopped again", err)
+		} else {
+			s.log.Infof("GPU: %d processes back on the GPU in %v", len(m.GPU.Processes), time.Since(t0).Round(time.Millisecond))
+		}
+	}
 	if err != nil {
 		s.sb.Kill()
 		s.sb.Wait()

@@ -10,11 +10,12 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/gpu"
 )
 
-// lockArgs is CUcheckpointLockArgs.
+// lockArgs is CUcheckpointLockArgs: the timeout, then reserved words the
+// driver wants zero (64 bytes in all).
 type lockArgs struct {
 	TimeoutMs uint32
-	reserved0 uint32
-	reserved1 [7]uint64
+	_         uint32
+	_         [7]uint64
 }
 
 // Driver is libcuda.so.1's process checkpoint API, initialized.

@@ -1,0 +1,140 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/gpu"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
+)
+
+// gpuPause is the GPU side of one checkpoint: the job's GPU processes
+// with their device state moved into host memory, and the helper that
+// moved it.
+type gpuPause struct {
+	helper *gpu.Helper
+	susp   *gpu.Suspension
+	record *image.GPU
+}
+
+// pauseGPU finds the job's GPU processes (those of scope in a container
+// job) and moves their device state into host memory. It returns nil when
+// the job uses no GPU. On error nothing is left paused.
+func (s *supervisor) pauseGPU(scope *engine.AppScope) (*gpuPause, error) {
+	pids, err := engine.JobPIDs(s.sb.InitPID(), scope)
+	if err != nil {
+		return nil, err
+	}
+	procs, err := gpu.Find(pids)
+	if err != nil || len(procs) == 0 {
+		return nil, err
+	}
+	n, err := gpu.ReadNode()
+	if err != nil {
+		return nil, fmt.Errorf("the job has GPU processes, but %w", err)
+	}
+	path, err := gpu.HelperPath()
+	if err != nil {
+		return nil, err
+	}
+	h, err := gpu.StartHelper(path)
+	if err != nil {
+		return nil, err
+	}
+	host := make([]int, len(procs))
+	inJob := make([]int, len(procs))
+	for i, p := range procs {
+		host[i] = p.PID
+		if inJob[i], err = jobPID(p.PID); err != nil {
+			h.Close()
+			return nil, err
+		}
+	}
+	t0 := time.Now()
+	susp, err := gpu.Suspend(h, host, s.opts.gpuLockTimeout())
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("%w (the job goes on on the GPU)", err)
+	}
+	version, _ := h.Version()
+	s.log.Infof("GPU: %d processes off the GPU in %v (driver %s)", len(procs), time.Since(t0).Round(time.Millisecond), n.Driver)
+	return &gpuPause{helper: h, susp: susp, record: gpu.Record(n, version, procs, inJob, susp.Timings)}, nil
+}
+
+// resume puts the paused processes back on the GPU and ends the helper.
+func (g *gpuPause) resume() error {
+	err := g.susp.Resume()
+	g.helper.Close()
+	return err
+}
+
+// end ends the helper of a job that was ended after its checkpoint.
+func (g *gpuPause) end() { g.helper.Close() }
+
+// jobPID is host pid's pid in the job (in its innermost PID namespace), as
+// the image records it.
+func jobPID(host int) (int, error) {
+	st, err := proc.ReadStatus(strconv.Itoa(host))
+	if err != nil {
+		return 0, err
+	}
+	return st.NSPid()
+}
+
+// gpuRestart is what a restart of a GPU job needs: the node checked and
+// the helper started before anything of the job is.
+type gpuRestart struct {
+	helper *gpu.Helper
+	record *image.GPU
+}
+
+// prepareGPU refuses a node that cannot put the image's GPU processes back
+// on their GPUs, and starts the helper; nil for a job without a GPU.
+func prepareGPU(rec *image.GPU) (*gpuRestart, error) {
+	if rec == nil {
+		return nil, nil
+	}
+	n, err := gpu.ReadNode()
+	if err != nil && !errors.Is(err, gpu.ErrNoDriver) {
+		return nil, err
+	}
+	if err := gpu.CheckNode(rec, n); err != nil {
+		return nil, err
+	}
+	path, err := gpu.HelperPath()
+	if err != nil {
+		return nil, err
+	}
+	h, err := gpu.StartHelper(path)
+	if err != nil {
+		return nil, err
+	}
+	return &gpuRestart{helper: h, record: rec}, nil
+}
+
+// resume puts the restored GPU processes (hostPIDs maps their pids in the
+// job to their new host pids) back on the GPU.
+func (g *gpuRestart) resume(hostPIDs map[int]int) error {
+	defer g.helper.Close()
+	var pids []int
+	for _, p := range g.record.Processes {
+		host, ok := hostPIDs[p.PID]
+		if !ok {
+			return fmt.Errorf("GPU process %d is not among the restored processes", p.PID)
+		}
+		pids = append(pids, host)
+	}
+	return gpu.Restored(g.helper, pids).Resume()
+}
+
+// gpuLockTimeout is --gpu-lock-timeout, or the default.
+func (o Options) gpuLockTimeout() time.Duration {
+	if o.GPULockTimeout > 0 {
+		return o.GPULockTimeout
+	}
+	return gpu.DefaultLockTimeout
+}
