@@ -5,6 +5,7 @@
 #                      root), the kernel matrix on Debian 11's 5.10 kernel
 #   make test-kernels  the kernel matrix on 5.10, 6.1 and 6.12 (qemu)
 #   make test-nodes    a job restarted on another node (two qemu machines)
+#   make gpu-test      GPU jobs, on a machine with an NVIDIA GPU and torch
 #                      on 5.10, 6.1 and 6.12
 #   make fuzz          the image decoders under the fuzzer (FUZZTIME each)
 #   make test-rhel8    the integration tests again with mainline 4.18's
@@ -48,7 +49,7 @@ TEST_KERNELS ?= 5.10
 ALL_KERNELS := 5.10 6.1 6.12
 TEST_ENV := /run/ckpt-apptainer-test.env
 
-.PHONY: all build deps test fuzz test-kernels test-rhel8 test-nodes bench demo lint clean
+.PHONY: all build deps test fuzz test-kernels test-rhel8 test-nodes gpu-test bench demo lint clean
 
 all: build
 
@@ -99,6 +100,11 @@ test-nodes: build
 # kernel has: each fallback a RHEL 8 node takes is on the path.
 test-rhel8: deps build
 	CKPT_APPTAINER_DISABLE=rhel8 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./integration/...
+
+# GPU jobs checkpointed and restarted, on a machine with an NVIDIA GPU and
+# torch (scripts/gpu-test.sh says what runs).
+gpu-test: build
+	scripts/gpu-test.sh bin
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout $(BENCH_TIMEOUT) ./integration/...
