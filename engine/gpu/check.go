@@ -31,10 +31,10 @@ func Record(n *Node, cudaVersion int, procs []Process, pids []int, timings []Tim
 	return rec
 }
 
-// CheckNode refuses a node that cannot put the recorded processes back on
-// their GPUs: no NVIDIA driver (n is nil), a driver of another release
-// branch, or a recorded GPU the node does not have. The error lists what
-// the image needs beside what the node has.
+// CheckNode refuses a node whose driver cannot put the recorded processes
+// back on a GPU: no NVIDIA driver (n is nil), or a driver of another
+// release branch. The error lists what the image needs beside what the
+// node has.
 func CheckNode(rec *image.GPU, n *Node) error {
 	var why []string
 	if n == nil {
@@ -43,28 +43,21 @@ func CheckNode(rec *image.GPU, n *Node) error {
 		if branch(n.Driver) != branch(rec.Driver) {
 			why = append(why, fmt.Sprintf("the driver is %s, the checkpoint was taken with %s (another release branch)", n.Driver, rec.Driver))
 		}
-		for _, p := range rec.Processes {
-			for _, d := range p.Devices {
-				if !n.hasUUID(d.UUID) {
-					why = append(why, fmt.Sprintf("pid %d used %s %s, which this node does not have", p.PID, d.Model, d.UUID))
-				}
-			}
-		}
 	}
 	if len(why) == 0 {
 		return nil
 	}
-	return &node.Error{Err: fmt.Errorf("the job's GPU processes cannot be restored here: %s\n  the checkpoint needs: %s\n  this node has:        %s\n(a restart onto other GPUs, even of the same model, is not supported yet: restart on the node and GPUs the job ran on)",
+	return &node.Error{Err: fmt.Errorf("the job's GPU processes cannot be restored here: %s\n  the checkpoint needs: %s\n  this node has:        %s",
 		strings.Join(why, "; "), describeRecord(rec), describeNode(n))}
 }
 
-func (n *Node) hasUUID(uuid string) bool {
-	for _, d := range n.Devices {
-		if d.UUID == uuid {
-			return true
-		}
+// Plan checks the node (CheckNode) and maps the image's GPUs onto those
+// the job was given here (Given, from env), for the restore.
+func Plan(rec *image.GPU, n *Node, env func(string) string) ([]Pair, error) {
+	if err := CheckNode(rec, n); err != nil {
+		return nil, err
 	}
-	return false
+	return Remap(rec, Given(n, env))
 }
 
 // branch is the release branch of a driver version: 580 of 580.159.04.

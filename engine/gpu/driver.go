@@ -40,8 +40,9 @@ type Driver interface {
 	// memory.
 	Checkpoint(pid int) error
 	// Restore puts a checkpointed process's device state back on the GPU;
-	// it stays locked.
-	Restore(pid int) error
+	// it stays locked. pairs, when not nil, move it onto other GPUs; it
+	// must then name every GPU the process was checkpointed on.
+	Restore(pid int, pairs []Pair) error
 	// Unlock lets a locked process run GPU work again.
 	Unlock(pid int) error
 	// State says where pid stands.

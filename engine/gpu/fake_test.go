@@ -11,6 +11,7 @@ type fakeDriver struct {
 	state map[int]State
 	fail  map[string]bool
 	ops   []string
+	pairs []Pair // of the last Restore
 }
 
 func newFakeDriver(pids ...int) *fakeDriver {
@@ -40,7 +41,10 @@ func (d *fakeDriver) Lock(pid int, _ time.Duration) error {
 func (d *fakeDriver) Checkpoint(pid int) error {
 	return d.step("checkpoint", pid, Locked, Checkpointed)
 }
-func (d *fakeDriver) Restore(pid int) error        { return d.step("restore", pid, Checkpointed, Locked) }
+func (d *fakeDriver) Restore(pid int, pairs []Pair) error {
+	d.pairs = pairs
+	return d.step("restore", pid, Checkpointed, Locked)
+}
 func (d *fakeDriver) Unlock(pid int) error         { return d.step("unlock", pid, Locked, Running) }
 func (d *fakeDriver) State(pid int) (State, error) { return d.state[pid], nil }
 func (d *fakeDriver) Version() (int, error)        { return 13000, nil }

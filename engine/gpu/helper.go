@@ -21,6 +21,7 @@ type request struct {
 	Op        string `json:"op"` // lock, checkpoint, restore, unlock, state
 	PID       int    `json:"pid,omitempty"`
 	TimeoutMs int64  `json:"timeout_ms,omitempty"`
+	Pairs     []Pair `json:"pairs,omitempty"`
 }
 
 // response is the helper's answer, one JSON line on its stdout. The first
@@ -59,7 +60,7 @@ func Serve(d Driver, openErr error, r io.Reader, w io.Writer) error {
 			case "checkpoint":
 				err = d.Checkpoint(req.PID)
 			case "restore":
-				err = d.Restore(req.PID)
+				err = d.Restore(req.PID, req.Pairs)
 			case "unlock":
 				err = d.Unlock(req.PID)
 			case "state":
@@ -178,8 +179,8 @@ func (h *Helper) Checkpoint(pid int) error {
 }
 
 // Restore implements Driver.
-func (h *Helper) Restore(pid int) error {
-	_, err := h.do(request{Op: "restore", PID: pid})
+func (h *Helper) Restore(pid int, pairs []Pair) error {
+	_, err := h.do(request{Op: "restore", PID: pid, Pairs: pairs})
 	return err
 }
 

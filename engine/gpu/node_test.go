@@ -70,9 +70,9 @@ func TestReadNode(t *testing.T) {
 	}
 }
 
-// TestCheckNode checks which nodes a GPU image is refused on, and that
-// the refusal shows what the image needs beside what the node has.
-func TestCheckNode(t *testing.T) {
+// TestPlan checks which nodes a GPU image is refused on, and that the
+// refusal says why; a GPU of the same model stands in for a missing one.
+func TestPlan(t *testing.T) {
 	rec := &image.GPU{Driver: "580.159.04", Processes: []image.GPUProcess{
 		{PID: 2, Devices: []image.GPUDevice{{Minor: 0, Model: "NVIDIA H200", UUID: "GPU-aaaa"}}},
 	}}
@@ -85,12 +85,13 @@ func TestCheckNode(t *testing.T) {
 		{"newer build of the branch", &Node{Driver: "580.170.01", Devices: []Device{{Minor: 1, Model: "NVIDIA H200", UUID: "GPU-aaaa"}}}, ""},
 		{"no driver", nil, "no NVIDIA driver"},
 		{"other branch", &Node{Driver: "575.51.03", Devices: []Device{{Model: "NVIDIA H200", UUID: "GPU-aaaa"}}}, "another release branch"},
-		{"other GPU", &Node{Driver: "580.159.04", Devices: []Device{{Model: "NVIDIA H200", UUID: "GPU-bbbb"}}}, "pid 2 used NVIDIA H200 GPU-aaaa"},
-		{"no GPU", &Node{Driver: "580.159.04"}, "this node has:        driver 580.159.04, no GPU"},
+		{"another GPU of the model", &Node{Driver: "580.159.04", Devices: []Device{{Model: "NVIDIA H200", UUID: "GPU-bbbb"}}}, ""},
+		{"a GPU of another model", &Node{Driver: "580.159.04", Devices: []Device{{Model: "NVIDIA A100", UUID: "GPU-cccc"}}}, "the job used NVIDIA H200 GPU-aaaa, and no GPU of that model is free among those this job was given (NVIDIA A100 GPU-cccc)"},
+		{"no GPU", &Node{Driver: "580.159.04"}, "among those this job was given (none)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := CheckNode(rec, tt.n)
+			_, err := Plan(rec, tt.n, func(string) string { return "" })
 			if tt.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -98,8 +99,13 @@ func TestCheckNode(t *testing.T) {
 				return
 			}
 			var ne *node.Error
-			if !errors.As(err, &ne) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "the checkpoint needs: driver 580.159.04, NVIDIA H200 GPU-aaaa") {
-				t.Errorf("%v, want a node.Error saying %q and what the checkpoint needs", err, tt.want)
+			if !errors.As(err, &ne) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("%v, want a node.Error saying %q", err, tt.want)
+			}
+			if tt.n == nil || tt.n.Driver != rec.Driver {
+				if !strings.Contains(err.Error(), "the checkpoint needs: driver 580.159.04, NVIDIA H200 GPU-aaaa") {
+					t.Errorf("%v: does not say what the checkpoint needs", err)
+				}
 			}
 		})
 	}

@@ -21,7 +21,10 @@ type Timing struct {
 // Suspension is a set of processes whose device state Suspend moved into
 // host memory.
 type Suspension struct {
-	d       Driver
+	d Driver
+	// pairs are the GPUs the processes go back onto; nil for the ones
+	// they were checkpointed on.
+	pairs   []Pair
 	Timings []Timing
 }
 
@@ -66,7 +69,7 @@ func (s *Suspension) Resume() error {
 		tm := &s.Timings[i]
 		if tm.checkpoint {
 			t0 := time.Now()
-			if err := s.d.Restore(tm.PID); err != nil {
+			if err := s.d.Restore(tm.PID, s.pairs); err != nil {
 				errs = append(errs, fmt.Errorf("GPU process %d: restore of its device state: %w", tm.PID, err))
 				continue // a process still off the GPU cannot be unlocked
 			}
@@ -85,9 +88,13 @@ func (s *Suspension) Resume() error {
 }
 
 // Restored is a Suspension of processes the engine restored: the driver
-// knows them as checkpointed, under their new pids.
-func Restored(d Driver, pids []int) *Suspension {
+// knows them as checkpointed, under their new pids. pairs (from Remap)
+// move them onto other GPUs when any differs.
+func Restored(d Driver, pids []int, pairs []Pair) *Suspension {
 	s := &Suspension{d: d}
+	if Moved(pairs) {
+		s.pairs = pairs
+	}
 	for _, pid := range pids {
 		s.Timings = append(s.Timings, Timing{PID: pid, lockDone: true, checkpoint: true})
 	}

@@ -74,8 +74,12 @@ func TestSuspendLocksAllFirst(t *testing.T) {
 func TestRestoredResume(t *testing.T) {
 	d := newFakeDriver()
 	d.state[7], d.state[8] = Checkpointed, Checkpointed
-	if err := Restored(d, []int{7, 8}).Resume(); err != nil {
+	moved := []Pair{{Old: "GPU-aaaa", New: "GPU-bbbb"}}
+	if err := Restored(d, []int{7, 8}, moved).Resume(); err != nil {
 		t.Fatal(err)
+	}
+	if len(d.pairs) != 1 || d.pairs[0] != moved[0] {
+		t.Errorf("restored with pairs %v, want %v", d.pairs, moved)
 	}
 	if d.state[7] != Running || d.state[8] != Running {
 		t.Errorf("states %v after Resume, want both running", d.state)

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"time"
 
@@ -90,6 +91,8 @@ func jobPID(host int) (int, error) {
 type gpuRestart struct {
 	helper *gpu.Helper
 	record *image.GPU
+	// pairs map the GPUs the job used onto those it was given here.
+	pairs []gpu.Pair
 }
 
 // prepareGPU refuses a node that cannot put the image's GPU processes back
@@ -102,7 +105,8 @@ func prepareGPU(rec *image.GPU) (*gpuRestart, error) {
 	if err != nil && !errors.Is(err, gpu.ErrNoDriver) {
 		return nil, err
 	}
-	if err := gpu.CheckNode(rec, n); err != nil {
+	pairs, err := gpu.Plan(rec, n, os.Getenv)
+	if err != nil {
 		return nil, err
 	}
 	path, err := gpu.HelperPath()
@@ -113,7 +117,7 @@ func prepareGPU(rec *image.GPU) (*gpuRestart, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &gpuRestart{helper: h, record: rec}, nil
+	return &gpuRestart{helper: h, record: rec, pairs: pairs}, nil
 }
 
 // resume puts the restored GPU processes (hostPIDs maps their pids in the
@@ -128,7 +132,7 @@ func (g *gpuRestart) resume(hostPIDs map[int]int) error {
 		}
 		pids = append(pids, host)
 	}
-	return gpu.Restored(g.helper, pids).Resume()
+	return gpu.Restored(g.helper, pids, g.pairs).Resume()
 }
 
 // gpuLockTimeout is --gpu-lock-timeout, or the default.

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/gpu"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/hooks"
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
@@ -96,6 +97,13 @@ func (s *supervisor) restoreGeneration(gen *image.Generation, img string) (_ *re
 	gr, err := prepareGPU(m.GPU)
 	if err != nil {
 		return nil, fmt.Errorf("restart not started: %w", err)
+	}
+	if gr != nil && gpu.Moved(gr.pairs) {
+		for _, p := range gr.pairs {
+			if p.Old != p.New {
+				s.log.Infof("GPU: the job ran on %s; it is restored onto %s, which this job was given", p.Old, p.New)
+			}
+		}
 	}
 	defer func() {
 		if err != nil && gr != nil {

@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"runtime"
 	"time"
 	"unsafe"
 
@@ -18,11 +19,24 @@ type lockArgs struct {
 	_         [7]uint64
 }
 
+// gpuPair is CUcheckpointGpuPair: two CUuuid.
+type gpuPair struct {
+	Old, New [16]byte
+}
+
+// restoreArgs is CUcheckpointRestoreArgs: the pairs and their count, then
+// fields the driver wants zero (64 bytes in all).
+type restoreArgs struct {
+	Pairs *gpuPair
+	Count uint32
+	_     [52]byte
+}
+
 // Driver is libcuda.so.1's process checkpoint API, initialized.
 type Driver struct {
 	lock       func(pid int32, args *lockArgs) int32
 	checkpoint func(pid int32, args unsafe.Pointer) int32
-	restore    func(pid int32, args unsafe.Pointer) int32
+	restore    func(pid int32, args *restoreArgs) int32
 	unlock     func(pid int32, args unsafe.Pointer) int32
 	getState   func(pid int32, state *int32) int32
 	version    func(v *int32) int32
@@ -93,8 +107,24 @@ func (d *Driver) Checkpoint(pid int) error {
 }
 
 // Restore implements gpu.Driver.
-func (d *Driver) Restore(pid int) error {
-	return d.call("cuCheckpointProcessRestore", d.restore(int32(pid), nil))
+func (d *Driver) Restore(pid int, pairs []gpu.Pair) error {
+	if len(pairs) == 0 {
+		return d.call("cuCheckpointProcessRestore", d.restore(int32(pid), nil))
+	}
+	gp := make([]gpuPair, len(pairs))
+	for i, p := range pairs {
+		var err error
+		if gp[i].Old, err = gpu.UUIDBytes(p.Old); err != nil {
+			return err
+		}
+		if gp[i].New, err = gpu.UUIDBytes(p.New); err != nil {
+			return err
+		}
+	}
+	args := restoreArgs{Pairs: &gp[0], Count: uint32(len(gp))}
+	err := d.call("cuCheckpointProcessRestore (onto other GPUs)", d.restore(int32(pid), &args))
+	runtime.KeepAlive(gp)
+	return err
 }
 
 // Unlock implements gpu.Driver.
