@@ -1,9 +1,6 @@
 package gpu
 
 import (
-	"errors"
-	"fmt"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,23 +17,18 @@ type Process struct {
 
 // Find returns the processes among pids that have an NVIDIA device open or
 // mapped (/dev/nvidiactl, /dev/nvidia-uvm, /dev/nvidiaN), in pid order.
-// Processes that exit meanwhile are left out.
-func Find(pids []int) ([]Process, error) {
+// A process that exits meanwhile, or whose /proc entries cannot be read,
+// is left out: the dump that follows reads the same entries and says what
+// stands in its way.
+func Find(pids []int) []Process {
 	var out []Process
 	for _, pid := range pids {
-		p, ok, err := inspect(pid)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("pid %d: %w", pid, err)
-		}
-		if ok {
+		if p, ok, err := inspect(pid); err == nil && ok {
 			out = append(out, p)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
-	return out, nil
+	return out
 }
 
 // inspect reads one process's descriptors and mappings.

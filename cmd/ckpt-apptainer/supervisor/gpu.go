@@ -30,9 +30,9 @@ func (s *supervisor) pauseGPU(scope *engine.AppScope) (*gpuPause, error) {
 	if err != nil {
 		return nil, err
 	}
-	procs, err := gpu.Find(pids)
-	if err != nil || len(procs) == 0 {
-		return nil, err
+	procs := gpu.Find(pids)
+	if len(procs) == 0 {
+		return nil, nil
 	}
 	n, err := gpu.ReadNode()
 	if err != nil {
