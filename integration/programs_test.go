@@ -24,6 +24,8 @@ type programs struct {
 	mem       string
 	gotimers  string
 	counterPy string
+	// fakecuda stands in for the GPU helper (gpu_test.go).
+	fakecuda string
 }
 
 var (
@@ -94,6 +96,7 @@ func build(dir string) (*programs, string, error) {
 		mem:       filepath.Join(dir, "mem"),
 		gotimers:  filepath.Join(dir, "gotimers"),
 		counterPy: filepath.Join(dir, "counter.py"),
+		fakecuda:  filepath.Join(dir, "fakecuda"),
 	}
 	cflags := []string{"-O2", "-g", "-Wall", "-Wextra", "-Werror"}
 	builds := []*exec.Cmd{
@@ -103,8 +106,10 @@ func build(dir string) (*programs, string, error) {
 		// A file path, not a package path: testdata is not part of the module's
 		// packages. Static, as Go binaries usually are.
 		exec.Command(goTool, "build", "-o", p.gotimers, "./testdata/gotimers/main.go"),
+		exec.Command(goTool, "build", "-o", p.fakecuda, "./testdata/fakecuda/main.go"),
 	}
 	builds[3].Env = append(os.Environ(), "CGO_ENABLED=0")
+	builds[4].Env = builds[3].Env
 	for _, cmd := range builds {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return nil, "", fmt.Errorf("%s: %w\n%s", strings.Join(cmd.Args, " "), err, out)

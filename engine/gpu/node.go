@@ -13,8 +13,17 @@ import (
 	"strings"
 )
 
-// procRoot is where the NVIDIA driver describes itself and its GPUs.
+// procRoot is where the NVIDIA driver describes itself and its GPUs;
+// $CKPT_APPTAINER_NVIDIA_PROC points elsewhere (the integration tests'
+// stand-in for a GPU node).
 var procRoot = "/proc/driver/nvidia"
+
+func procDir() string {
+	if d := os.Getenv("CKPT_APPTAINER_NVIDIA_PROC"); d != "" {
+		return d
+	}
+	return procRoot
+}
 
 // Node is what this node has: the driver's version and its GPUs.
 type Node struct {
@@ -35,7 +44,8 @@ var ErrNoDriver = errors.New("no NVIDIA driver on this node (no /proc/driver/nvi
 
 // ReadNode reads the driver's version and GPUs from /proc/driver/nvidia.
 func ReadNode() (*Node, error) {
-	b, err := os.ReadFile(filepath.Join(procRoot, "version"))
+	root := procDir()
+	b, err := os.ReadFile(filepath.Join(root, "version"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, ErrNoDriver
 	}
@@ -46,7 +56,7 @@ func ReadNode() (*Node, error) {
 	if n.Driver, err = parseDriverVersion(string(b)); err != nil {
 		return nil, err
 	}
-	dirs, err := filepath.Glob(filepath.Join(procRoot, "gpus", "*", "information"))
+	dirs, err := filepath.Glob(filepath.Join(root, "gpus", "*", "information"))
 	if err != nil {
 		return nil, err
 	}
