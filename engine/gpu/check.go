@@ -32,16 +32,18 @@ func Record(n *Node, cudaVersion int, procs []Process, pids []int, timings []Tim
 }
 
 // CheckNode refuses a node whose driver cannot put the recorded processes
-// back on a GPU: no NVIDIA driver (n is nil), or a driver of another
-// release branch. The error lists what the image needs beside what the
-// node has.
+// back on a GPU: no NVIDIA driver (n is nil), or another driver version.
+// The error lists what the image needs beside what the node has.
 func CheckNode(rec *image.GPU, n *Node) error {
 	var why []string
 	if n == nil {
 		why = append(why, "this node has no NVIDIA driver (no /proc/driver/nvidia)")
 	} else {
-		if branch(n.Driver) != branch(rec.Driver) {
-			why = append(why, fmt.Sprintf("the driver is %s, the checkpoint was taken with %s (another release branch)", n.Driver, rec.Driver))
+		if n.Driver != rec.Driver {
+			// The job has the driver's user-space library (libcuda.so of
+			// that version) mapped, and the restore maps the same file
+			// again; another build of the driver comes with another one.
+			why = append(why, fmt.Sprintf("the driver is %s, the checkpoint was taken with %s (the job has that driver's libcuda mapped: restart where the driver is %s)", n.Driver, rec.Driver, rec.Driver))
 		}
 	}
 	if len(why) == 0 {
@@ -58,12 +60,6 @@ func Plan(rec *image.GPU, n *Node, env func(string) string) ([]Pair, error) {
 		return nil, err
 	}
 	return Remap(rec, Given(n, env))
-}
-
-// branch is the release branch of a driver version: 580 of 580.159.04.
-func branch(v string) string {
-	b, _, _ := strings.Cut(v, ".")
-	return b
 }
 
 func describeRecord(rec *image.GPU) string {

@@ -82,9 +82,9 @@ func TestPlan(t *testing.T) {
 		want string // "" when accepted
 	}{
 		{"same node", &Node{Driver: "580.159.04", Devices: []Device{{Minor: 0, Model: "NVIDIA H200", UUID: "GPU-aaaa"}}}, ""},
-		{"newer build of the branch", &Node{Driver: "580.170.01", Devices: []Device{{Minor: 1, Model: "NVIDIA H200", UUID: "GPU-aaaa"}}}, ""},
+		{"another build of the driver", &Node{Driver: "580.170.01", Devices: []Device{{Minor: 1, Model: "NVIDIA H200", UUID: "GPU-aaaa"}}}, "the driver is 580.170.01, the checkpoint was taken with 580.159.04"},
 		{"no driver", nil, "no NVIDIA driver"},
-		{"other branch", &Node{Driver: "575.51.03", Devices: []Device{{Model: "NVIDIA H200", UUID: "GPU-aaaa"}}}, "another release branch"},
+		{"other branch", &Node{Driver: "575.51.03", Devices: []Device{{Model: "NVIDIA H200", UUID: "GPU-aaaa"}}}, "the job has that driver's libcuda mapped"},
 		{"another GPU of the model", &Node{Driver: "580.159.04", Devices: []Device{{Model: "NVIDIA H200", UUID: "GPU-bbbb"}}}, ""},
 		{"a GPU of another model", &Node{Driver: "580.159.04", Devices: []Device{{Model: "NVIDIA A100", UUID: "GPU-cccc"}}}, "the job used NVIDIA H200 GPU-aaaa, and no GPU of that model is free among those this job was given (NVIDIA A100 GPU-cccc)"},
 		{"no GPU", &Node{Driver: "580.159.04"}, "among those this job was given (none)"},
