@@ -194,3 +194,72 @@ func gpuJob(t *testing.T, j *job) {
 		t.Fatalf("job log: %v", err)
 	}
 }
+
+// TestGPUContainerWithStandInDriver runs an `apptainer exec --nv` job whose
+// shell holds the stand-in device (Apptainer binds the host's /dev), as the
+// user: every process of the container holding it is taken off the
+// (stand-in) GPU and put back at a checkpoint, restored and unlocked at a
+// restart after SIGKILL, and the job's ticks go on to its end.
+func TestGPUContainerWithStandInDriver(t *testing.T) {
+	e := setup(t)
+	if os.Getuid() != 0 {
+		t.Skip("needs root to make the stand-in device file in /dev")
+	}
+	if _, err := os.Stat(standInDevice); err == nil {
+		t.Skipf("%s exists here", standInDevice)
+	}
+	sif := busyboxImage(t)
+	if err := os.WriteFile(standInDevice, []byte("stand-in GPU"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(standInDevice) })
+	fl := e.pickFlavor(t, "user-v2", "user-none")
+	machine.acquire(t, 1)
+	j := newJob(t, e, fl)
+	g := newStandInGPU(t, j)
+	data := j.path("data")
+	if err := os.Mkdir(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(data, e.uid, e.gid); err != nil {
+		t.Fatal(err)
+	}
+	const steps = 200
+	script := "exec 9<" + standInDevice + "\n" + busyboxCounter
+	argv := apptainerArgv(fl, sif, "sh", "-c", script, "counter", strconv.Itoa(steps), containerData+"/ticks.log")
+	at := len(argv) - 7 // before SIF sh -c SCRIPT counter STEPS LOG
+	argv = append(append(append([]string{}, argv[:at]...), "--nv", "--bind", data+":"+containerData), argv[at:]...)
+	s := j.launch(nil, argv...)
+	const log = "data/ticks.log"
+	j.waitLines(s, log, 20)
+	seen := 0
+
+	j.checkpoint()
+	calls := g.calls(t, &seen)
+	counts := map[string]int{}
+	for _, c := range calls {
+		op, _, _ := strings.Cut(c, " ")
+		counts[op]++
+	}
+	if counts["lock"] == 0 || counts["lock"] != counts["checkpoint"] || counts["lock"] != counts["restore"] || counts["lock"] != counts["unlock"] {
+		t.Fatalf("driver calls of the checkpoint %v: want each process locked, checkpointed, restored and unlocked", calls)
+	}
+	j.waitLines(s, log, j.lines(log)+20)
+	s.kill()
+
+	s = j.restart()
+	j.waitLines(s, log, j.lines(log)+20)
+	after := g.calls(t, &seen)
+	counts = map[string]int{}
+	for _, c := range after {
+		op, _, _ := strings.Cut(c, " ")
+		counts[op]++
+	}
+	if counts["restore"] == 0 || counts["restore"] != counts["unlock"] || len(after) != 2*counts["restore"] {
+		t.Errorf("driver calls of the restart %v: want each GPU process restored and unlocked", after)
+	}
+	s.finish(containerExit, containerFinishTimeout)
+	if err := checkSequence(j.readFile(log), 1, steps, parseTickLine); err != nil {
+		t.Fatalf("job log: %v", err)
+	}
+}

@@ -45,6 +45,12 @@ func (d *fakeDriver) Restore(pid int, pairs []Pair) error {
 	d.pairs = pairs
 	return d.step("restore", pid, Checkpointed, Locked)
 }
-func (d *fakeDriver) Unlock(pid int) error         { return d.step("unlock", pid, Locked, Running) }
-func (d *fakeDriver) State(pid int) (State, error) { return d.state[pid], nil }
-func (d *fakeDriver) Version() (int, error)        { return 13000, nil }
+func (d *fakeDriver) Unlock(pid int) error { return d.step("unlock", pid, Locked, Running) }
+func (d *fakeDriver) State(pid int) (State, error) {
+	st, ok := d.state[pid]
+	if !ok {
+		return 0, fmt.Errorf("CUDA_ERROR_NOT_FOUND (500)")
+	}
+	return st, nil
+}
+func (d *fakeDriver) Version() (int, error) { return 13000, nil }

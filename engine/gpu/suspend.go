@@ -3,6 +3,8 @@ package gpu
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"time"
 )
 
@@ -22,19 +24,38 @@ type Timing struct {
 // host memory.
 type Suspension struct {
 	d Driver
+	// Skipped are the processes left out, with why.
+	Skipped []Skip
 	// pairs are the GPUs the processes go back onto; nil for the ones
 	// they were checkpointed on.
 	pairs   []Pair
 	Timings []Timing
 }
 
-// Suspend locks every process of pids, then checkpoints every one. When a
-// step fails, the processes already checkpointed are restored and every
-// locked one unlocked again, so the job goes on on the GPU, and the error
-// names the process and the step.
+// Skip is a process Suspend left out.
+type Skip struct {
+	PID int
+	Why string
+}
+
+// Suspend locks every process of pids the driver knows as a CUDA process,
+// then checkpoints every one. A process with a device open that the driver
+// does not know (a child that inherited the descriptors of a CUDA parent
+// without using CUDA) is left out and listed in Skipped; the dump then
+// meets its descriptors and says so. When a step fails, the processes
+// already checkpointed are restored and every locked one unlocked again,
+// so the job goes on on the GPU, and the error names the process and the
+// step.
 func Suspend(d Driver, pids []int, timeout time.Duration) (*Suspension, error) {
 	s := &Suspension{d: d}
 	for _, pid := range pids {
+		if st, err := d.State(pid); err != nil || st != Running {
+			if err == nil {
+				err = fmt.Errorf("it is %v", st)
+			}
+			s.Skipped = append(s.Skipped, Skip{PID: pid, Why: err.Error()})
+			continue
+		}
 		t0 := time.Now()
 		if err := d.Lock(pid, timeout); err != nil {
 			return nil, s.undo(fmt.Errorf("GPU process %d: lock (waited up to %v for its GPU work): %w", pid, timeout, err))
@@ -62,14 +83,19 @@ func (s *Suspension) undo(err error) error {
 }
 
 // Resume restores every checkpointed process and unlocks every locked one.
-// It goes through all of them whatever fails, and returns every failure.
+// A process that has exited since, which the driver then fails for, is
+// passed over. It goes through all of them whatever fails, and returns
+// every failure.
 func (s *Suspension) Resume() error {
 	var errs []error
 	for i := range s.Timings {
 		tm := &s.Timings[i]
 		if tm.checkpoint {
 			t0 := time.Now()
-			if err := s.d.Restore(tm.PID, s.pairs); err != nil {
+			if err := s.d.Restore(tm.PID, s.pairs); err != nil && gone(tm.PID) {
+				tm.checkpoint, tm.lockDone = false, false
+				continue
+			} else if err != nil {
 				errs = append(errs, fmt.Errorf("GPU process %d: restore of its device state: %w", tm.PID, err))
 				continue // a process still off the GPU cannot be unlocked
 			}
@@ -77,7 +103,10 @@ func (s *Suspension) Resume() error {
 		}
 		if tm.lockDone {
 			t0 := time.Now()
-			if err := s.d.Unlock(tm.PID); err != nil {
+			if err := s.d.Unlock(tm.PID); err != nil && gone(tm.PID) {
+				tm.lockDone = false
+				continue
+			} else if err != nil {
 				errs = append(errs, fmt.Errorf("GPU process %d: unlock: %w", tm.PID, err))
 				continue
 			}
@@ -85,6 +114,12 @@ func (s *Suspension) Resume() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// gone reports whether process pid has exited (and been reaped).
+func gone(pid int) bool {
+	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
+	return errors.Is(err, os.ErrNotExist)
 }
 
 // Restored is a Suspension of processes the engine restored: the driver

@@ -1,6 +1,8 @@
 package gpu
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 )
@@ -69,6 +71,22 @@ func TestSuspendLocksAllFirst(t *testing.T) {
 	}
 }
 
+// TestSuspendSkipsNonCUDA leaves out a process the driver does not know
+// (it inherited a CUDA parent's descriptors), and does not fail for it.
+func TestSuspendSkipsNonCUDA(t *testing.T) {
+	d := newFakeDriver(1)
+	s, err := Suspend(d, []int{1, 9}, DefaultLockTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Timings) != 1 || s.Timings[0].PID != 1 || len(s.Skipped) != 1 || s.Skipped[0].PID != 9 {
+		t.Errorf("suspended %+v, skipped %+v; want 1 suspended and 9 skipped", s.Timings, s.Skipped)
+	}
+	if err := s.Resume(); err != nil || d.state[1] != Running {
+		t.Errorf("Resume: %v, process 1 %v", err, d.state[1])
+	}
+}
+
 // TestRestoredResume puts restored processes (checkpointed, under new
 // pids) back on the GPU.
 func TestRestoredResume(t *testing.T) {
@@ -83,5 +101,30 @@ func TestRestoredResume(t *testing.T) {
 	}
 	if d.state[7] != Running || d.state[8] != Running {
 		t.Errorf("states %v after Resume, want both running", d.state)
+	}
+}
+
+// TestResumePassesOverExited checks that a process that exited after
+// Suspend (a short-lived child), which the driver then fails for, does not
+// fail Resume; a live one the driver fails for still does.
+func TestResumePassesOverExited(t *testing.T) {
+	const exited = 1 << 30 // no such process
+	d := newFakeDriver(exited)
+	d.fail[fmt.Sprintf("restore %d", exited)] = true
+	s, err := Suspend(d, []int{exited}, DefaultLockTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Resume(); err != nil {
+		t.Errorf("Resume failed for a process that has exited: %v", err)
+	}
+	self := os.Getpid()
+	d = newFakeDriver(self)
+	d.fail[fmt.Sprintf("restore %d", self)] = true
+	if s, err = Suspend(d, []int{self}, DefaultLockTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Resume(); err == nil {
+		t.Error("Resume passed over a live process the driver failed to restore")
 	}
 }

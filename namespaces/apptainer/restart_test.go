@@ -47,7 +47,7 @@ func TestRestartArgv(t *testing.T) {
 			argv: "apptainer exec -- img.sif app", imagePath: "-odd.sif",
 			want: "apptainer exec -- ./-odd.sif /proc/self/fd/7"},
 		{name: "grouped shell option", argv: "apptainer shell -es /bin/zsh img.sif", err: "grouped"},
-		{name: "now refused", argv: "apptainer exec img.sif app", env: []string{"APPTAINER_NV=1"}, err: "GPU"},
+		{name: "now refused", argv: "apptainer exec img.sif app", env: []string{"APPTAINER_ROCM=1"}, err: "AMD GPU"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -128,6 +128,11 @@ func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 	}
 	if paused != nil {
 		m.GPU = paused.record
+		commit := opts.Commit
+		opts.Commit = func() error {
+			paused.keepDumped(m)
+			return commit()
+		}
 	}
 	pr := newProgressReporter(fmt.Sprintf("checkpoint generation %d", w.Gen), s.log, os.Stderr)
 	opts.Progress = pr.update

@@ -61,9 +61,46 @@ func (s *supervisor) pauseGPU(scope *engine.AppScope) (*gpuPause, error) {
 		h.Close()
 		return nil, fmt.Errorf("%w (the job goes on on the GPU)", err)
 	}
+	for _, sk := range susp.Skipped {
+		s.log.Infof("GPU: host pid %d has an NVIDIA device open but the driver does not know it as a CUDA process (%s): left to the dump", sk.PID, sk.Why)
+	}
+	var kept []gpu.Process
+	var keptIDs []int
+	for i, p := range procs {
+		for _, tm := range susp.Timings {
+			if tm.PID == p.PID {
+				kept, keptIDs = append(kept, p), append(keptIDs, inJob[i])
+			}
+		}
+	}
+	if len(kept) == 0 {
+		h.Close()
+		return nil, nil
+	}
 	version, _ := h.Version()
-	s.log.Infof("GPU: %d processes off the GPU in %v (driver %s)", len(procs), time.Since(t0).Round(time.Millisecond), n.Driver)
-	return &gpuPause{helper: h, susp: susp, record: gpu.Record(n, version, procs, inJob, susp.Timings)}, nil
+	s.log.Infof("GPU: %d processes off the GPU in %v (driver %s)", len(kept), time.Since(t0).Round(time.Millisecond), n.Driver)
+	return &gpuPause{helper: h, susp: susp, record: gpu.Record(n, version, kept, keptIDs, susp.Timings)}, nil
+}
+
+// keepDumped drops from the record the GPU processes that exited before the
+// dump (a short-lived child holding a CUDA parent's descriptors): the
+// image has only the processes the dump found. It runs before the
+// manifest is written.
+func (g *gpuPause) keepDumped(m *image.Manifest) {
+	in := map[int]bool{}
+	for _, p := range m.Processes {
+		in[p.PID] = true
+	}
+	var kept []image.GPUProcess
+	for _, p := range g.record.Processes {
+		if in[p.PID] {
+			kept = append(kept, p)
+		}
+	}
+	g.record.Processes = kept
+	if len(kept) == 0 {
+		m.GPU = nil
+	}
 }
 
 // resume puts the paused processes back on the GPU and ends the helper.
