@@ -12,7 +12,8 @@
 # periodic checkpoints (the job must go on on the GPU after each), SIGKILL
 # of the supervisor, restart, `checkpoint --kill`, restart, SIGTERM; then
 # every step must be in the job's output exactly once, and never a
-# MISMATCH. GPU_TEST_DRY=1 runs the same sequence on a CPU-only job
+# MISMATCH. GPU_TEST_SIF=IMAGE adds the driver-API job in
+# `apptainer exec --nv IMAGE` (an image with python3). GPU_TEST_DRY=1 runs the same sequence on a CPU-only job
 # (gpu/cpu_job.py), to check the script where there is no GPU.
 # GPU_TEST_BIG_MIB=16384 adds a torch job holding that much
 # device memory, for the timings. Output: one line per phase, the
@@ -94,7 +95,7 @@ run_case() {
 	[ "$u" = root ] || chown "$u" "$d"
 	echo "== $name as $u"
 	local t0 sup n
-	(cd "$d" && as "$u" "$tool" launch --ckpt-dir "$ck" --interval 6 -- python3 "$script" "$out" "$@") >"$d/launch.log" 2>&1 &
+	(cd "$d" && as "$u" "$tool" launch --ckpt-dir "$ck" --interval 6 -- "${runner[@]}" "$script" "$out" "$@") >"$d/launch.log" 2>&1 &
 	sup=$!
 	wait_steps "$out" 5 || return 1
 	wait_gen "$ck" 1 || return 1
@@ -144,6 +145,7 @@ for job in "${jobs[@]}"; do
 	cases+=("$job:root")
 	if id "$user" >/dev/null 2>&1; then cases+=("$job:$user"); fi
 done
+runner=(python3)
 for c in "${cases[@]}"; do
 	job=${c%%:*} u=${c#*:}
 	if ! run_case "$job-$u" "$u" "$work/bin/${job}_job.py"; then
@@ -151,6 +153,22 @@ for c in "${cases[@]}"; do
 		failed=1
 	fi
 done
+# GPU_TEST_SIF, an image with python3 (and torch for the torch job), adds
+# the driver-API job in `apptainer exec --nv`.
+if [ -n "${GPU_TEST_SIF:-}" ] && command -v apptainer >/dev/null; then
+	runner=(apptainer exec --nv "$GPU_TEST_SIF" python3)
+	[ -z "${GPU_TEST_DRY:-}" ] || runner=(apptainer exec "$GPU_TEST_SIF" python3)
+	job=${jobs[0]}
+	for u in "$user" root; do
+		id "$u" >/dev/null 2>&1 || continue
+		[ "$u" = root ] && runner=("${runner[0]}" "${runner[1]}" --userns "${runner[@]:2}")
+		if ! run_case "$job-nv-$u" "$u" "$work/bin/${job}_job.py"; then
+			echo "   FAILED ($work/$job-nv-$u)"
+			failed=1
+		fi
+	done
+fi
+runner=(python3)
 if [ -n "${GPU_TEST_BIG_MIB:-}" ]; then
 	run_case "torch-big" root "$work/bin/torch_job.py" "$GPU_TEST_BIG_MIB" || { echo "   FAILED"; failed=1; }
 fi
