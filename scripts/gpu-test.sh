@@ -83,6 +83,19 @@ wait_exit() {
 # ms prints the time in milliseconds.
 ms() { echo $(($(date +%s%N) / 1000000)); }
 
+# restart_job LOG restarts the job of run_case (its variables d, u, ck,
+# out, n in scope) in the background, logging to $d/LOG.log, and waits for
+# 5 new steps; sup is the new supervisor.
+restart_job() {
+	local t0
+	t0=$(ms)
+	(cd "$d" && as "$u" "$tool" restart --ckpt-dir "$ck" --interval 0) >"$d/$1.log" 2>&1 &
+	sup=$!
+	wait_steps "$out" $((n + 1)) || { tail -20 "$d/$1.log"; return 1; }
+	echo "   $1: first new step $(($(ms) - t0)) ms after the restart began"
+	wait_steps "$out" $((n + 5))
+}
+
 # run_case NAME USER SCRIPT [ARGS...] runs python3 SCRIPT OUT ARGS... as a
 # job through the whole sequence.
 run_case() {
@@ -94,7 +107,7 @@ run_case() {
 	# and root alone.
 	[ "$u" = root ] || chown "$u" "$d"
 	echo "== $name as $u"
-	local t0 sup n
+	local sup n
 	(cd "$d" && as "$u" "$tool" launch --ckpt-dir "$ck" --interval 6 -- "${runner[@]}" "$script" "$out" "$@") >"$d/launch.log" 2>&1 &
 	sup=$!
 	wait_steps "$out" 5 || return 1
@@ -107,23 +120,13 @@ run_case() {
 	sleep 2
 	n=$(steps "$out")
 	echo "   supervisor killed at step $n"
-	t0=$(ms)
-	(cd "$d" && as "$u" "$tool" restart --ckpt-dir "$ck" --interval 0) >"$d/restart1.log" 2>&1 &
-	sup=$!
-	wait_steps "$out" $((n + 1)) || { tail -20 "$d/restart1.log"; return 1; }
-	echo "   restarted: first new step $(($(ms) - t0)) ms after restart began"
-	wait_steps "$out" $((n + 5)) || return 1
+	restart_job restart1 || return 1
 	as "$u" "$tool" checkpoint --ckpt-dir "$ck" --kill >"$d/checkpoint.log" 2>&1 || { cat "$d/checkpoint.log"; return 1; }
 	wait_exit "$sup"
 	n=$(steps "$out")
 	echo "   checkpoint --kill at step $n: supervisor exit status $status"
 	[ "$status" -eq 143 ] || return 1
-	t0=$(ms)
-	(cd "$d" && as "$u" "$tool" restart --ckpt-dir "$ck" --interval 0) >"$d/restart2.log" 2>&1 &
-	sup=$!
-	wait_steps "$out" $((n + 1)) || { tail -20 "$d/restart2.log"; return 1; }
-	echo "   restarted again: first new step $(($(ms) - t0)) ms after restart began"
-	wait_steps "$out" $((n + 5)) || return 1
+	restart_job restart2 || return 1
 	pkill -TERM -f "$tool restart --ckpt-dir $ck" || true
 	wait_exit "$sup"
 	echo "   SIGTERM: supervisor exit status $status"

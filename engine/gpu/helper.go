@@ -105,6 +105,15 @@ func HelperPath() (string, error) {
 	return p, nil
 }
 
+// StartInstalledHelper starts the helper HelperPath finds.
+func StartInstalledHelper() (*Helper, error) {
+	path, err := HelperPath()
+	if err != nil {
+		return nil, err
+	}
+	return StartHelper(path)
+}
+
 // StartHelper starts the helper program at path and waits for it to open
 // the driver. Close ends it.
 func StartHelper(path string) (*Helper, error) {

@@ -38,11 +38,7 @@ func (s *supervisor) pauseGPU(scope *engine.AppScope) (*gpuPause, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the job has GPU processes, but %w", err)
 	}
-	path, err := gpu.HelperPath()
-	if err != nil {
-		return nil, err
-	}
-	h, err := gpu.StartHelper(path)
+	h, err := gpu.StartInstalledHelper()
 	if err != nil {
 		return nil, err
 	}
@@ -146,11 +142,7 @@ func prepareGPU(rec *image.GPU) (*gpuRestart, error) {
 	if err != nil {
 		return nil, err
 	}
-	path, err := gpu.HelperPath()
-	if err != nil {
-		return nil, err
-	}
-	h, err := gpu.StartHelper(path)
+	h, err := gpu.StartInstalledHelper()
 	if err != nil {
 		return nil, err
 	}
