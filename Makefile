@@ -108,6 +108,7 @@ gpu-test: build
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout $(BENCH_TIMEOUT) ./integration/...
+	@if [ -e /proc/driver/nvidia/version ]; then GPU_TEST_BENCH=1 scripts/gpu-test.sh bin; fi
 
 demo: deps build
 	scripts/demo.sh

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
@@ -102,19 +101,5 @@ func guessPageBytes(pid int) int64 {
 	if err != nil {
 		return 0
 	}
-	return statusKB(st, "RssAnon") + statusKB(st, "VmSwap")
-}
-
-// statusKB parses a /proc/pid/status field given in kB ("RssAnon:  1234 kB")
-// into bytes; 0 when absent or malformed.
-func statusKB(st proc.Status, key string) int64 {
-	v, ok := strings.CutSuffix(st[key], " kB")
-	if !ok {
-		return 0
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-	if err != nil {
-		return 0
-	}
-	return n << 10
+	return st.Bytes("RssAnon") + st.Bytes("VmSwap")
 }

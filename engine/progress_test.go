@@ -155,12 +155,3 @@ func TestProgressSettle(t *testing.T) {
 	none.Add(1) // a nil progress counts nothing
 	none.settle(1, 1)
 }
-
-func TestStatusKB(t *testing.T) {
-	st := proc.Status{"RssAnon": "1234 kB", "VmSwap": "0 kB", "Bad": "x kB", "NoUnit": "12"}
-	for key, want := range map[string]int64{"RssAnon": 1234 << 10, "VmSwap": 0, "Bad": 0, "NoUnit": 0, "Missing": 0} {
-		if got := statusKB(st, key); got != want {
-			t.Errorf("statusKB(%s) = %d, want %d", key, got, want)
-		}
-	}
-}

@@ -12,7 +12,10 @@
 # periodic checkpoints (the job must go on on the GPU after each), SIGKILL
 # of the supervisor, restart, `checkpoint --kill`, restart, SIGTERM; then
 # every step must be in the job's output exactly once, and never a
-# MISMATCH. GPU_TEST_SIF=IMAGE adds the driver-API job in
+# MISMATCH. GPU_TEST_BENCH=1 instead prints a table of the driver's and
+# our times for torch jobs holding GPU_TEST_BENCH_MIB (default "1024 16384")
+# of device memory (`make bench` runs it where there is a GPU).
+# GPU_TEST_SIF=IMAGE adds the driver-API job in
 # `apptainer exec --nv IMAGE` (an image with python3). GPU_TEST_DRY=1 runs the same sequence on a CPU-only job
 # (gpu/cpu_job.py), to check the script where there is no GPU.
 # GPU_TEST_BIG_MIB=16384 adds a torch job holding that much
@@ -140,6 +143,48 @@ run_case() {
 	as "$u" "$tool" inspect --ckpt-dir "$ck" | awk '/^gpu/{p=1; print "   " $0; next} p && /^  /{print "   " $0; next} {p=0}'
 	grep -h "GPU:" "$d"/*.log | sed 's/^/   /' | head -8 || true
 }
+
+# bench_case MIB runs the torch job holding MIB of device memory, as root:
+# checkpoint --kill and restart, and prints one row of the GPU table.
+bench_case() {
+	local mib=$1 d=$work/bench-$1 out=$work/bench-$1/out ck=$work/bench-$1/ckpt sup n t0 js
+	mkdir -p "$d"
+	local job=torch
+	[ -z "${GPU_TEST_DRY:-}" ] || job=cpu
+	(cd "$d" && "$tool" launch --ckpt-dir "$ck" --interval 0 -- python3 "$work/bin/${job}_job.py" "$out" "$mib") >"$d/launch.log" 2>&1 &
+	sup=$!
+	wait_steps "$out" 3 || return 1
+	js=$("$tool" checkpoint --ckpt-dir "$ck" --kill --json) || return 1
+	wait "$sup" || true
+	n=$(steps "$out")
+	t0=$(ms)
+	(cd "$d" && "$tool" restart --ckpt-dir "$ck" --interval 0) >"$d/restart.log" 2>&1 &
+	sup=$!
+	wait_steps "$out" $((n + 1)) || return 1
+	local first=$(($(ms) - t0))
+	"$tool" checkpoint --ckpt-dir "$ck" --kill >/dev/null 2>&1 || true
+	wait "$sup" || true
+	"$tool" inspect --ckpt-dir "$ck" --json 1 >"$d/inspect.json" || return 1
+	python3 - "$mib" "$js" "$d/inspect.json" "$d/restart.log" "$first" <<'PY'
+import json, re, sys
+mib, ck, insp, log, first = sys.argv[1], json.loads(sys.argv[2]), json.load(open(sys.argv[3])), open(sys.argv[4]).read(), int(sys.argv[5])
+gp = (insp["manifest"].get("gpu") or {}).get("processes") or [{}]
+lock = sum(p.get("lock_ns", 0) for p in gp) / 1e9
+cp = sum(p.get("checkpoint_ns", 0) for p in gp) / 1e9
+back = re.search(r"back on the GPU in ([0-9.]+m?s)", log)
+print(f"| {mib} MiB | {lock + cp:.2f} s | {ck['duration_ns'] / 1e9:.2f} s | {ck['stopped_ns'] / 1e9:.2f} s | "
+      f"{ck['bytes'] / 2**30:.1f} GiB | {back.group(1) if back else '?'} | {first / 1000:.2f} s |")
+PY
+}
+
+if [ -n "${GPU_TEST_BENCH:-}" ]; then
+	echo "| torch job | driver lock + checkpoint | our checkpoint --kill | job stopped | page data | driver restore + unlock | restart to first step |"
+	echo "|---|---:|---:|---:|---:|---:|---:|"
+	for mib in ${GPU_TEST_BENCH_MIB:-1024 16384}; do
+		bench_case "$mib" || { echo "| $mib MiB | failed: see $work/bench-$mib |"; failed=1; }
+	done
+	exit $failed
+fi
 
 jobs=(driver torch)
 [ -z "${GPU_TEST_DRY:-}" ] || jobs=(cpu)

@@ -399,7 +399,7 @@ func printGPU(p *printer, g *image.GPU) {
 		if len(devs) == 0 {
 			devs = append(devs, "no device open")
 		}
-		p.line("  pid %-6d %s; lock %v, checkpoint %v", gp.PID, strings.Join(devs, ", "),
-			time.Duration(gp.LockNs).Round(time.Millisecond), time.Duration(gp.CheckpointNs).Round(time.Millisecond))
+		p.line("  pid %-6d %s; device state about %s; lock %v, checkpoint %v", gp.PID, strings.Join(devs, ", "),
+			supervisor.HumanBytes(gp.HostBytes), time.Duration(gp.LockNs).Round(time.Millisecond), time.Duration(gp.CheckpointNs).Round(time.Millisecond))
 	}
 }

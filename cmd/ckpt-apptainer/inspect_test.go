@@ -229,7 +229,7 @@ func detailedJob(t *testing.T, dir string) {
 		}},
 		IPC:        &image.SysVIPC{Shm: []image.SysVShm{{SysVPerm: image.SysVPerm{Key: 0x1234, ID: 5, Mode: 0o600}, Size: 1 << 20, Destroyed: true, Data: image.SysVShmName(5)}}},
 		LocalFiles: []image.LocalFile{{File: image.FileID{Path: "/data/out.log", Size: 3 << 20}, Data: image.LocalFileName(1), Where: "local disk"}},
-		GPU: &image.GPU{Driver: "580.159.04", CUDA: 13000, Processes: []image.GPUProcess{{PID: 3, LockNs: 330e6, CheckpointNs: 1200e6,
+		GPU: &image.GPU{Driver: "580.159.04", CUDA: 13000, Processes: []image.GPUProcess{{PID: 3, LockNs: 330e6, CheckpointNs: 1200e6, HostBytes: 64 << 20,
 			Devices: []image.GPUDevice{{Minor: 0, Model: "NVIDIA H200", UUID: "GPU-2f1c"}}}}},
 		Hooks: []image.HookRun{{Event: "precheckpoint", Path: "/hooks/flush.sh", Args: []string{"--sync"}, Source: "/etc/ckpt/hooks.json",
 			Generation: 1, Start: time.Now(), Duration: 1200 * time.Millisecond}},
@@ -327,7 +327,7 @@ func TestInspectDetails(t *testing.T) {
 			"/data/part-09 offset 0", "... 2 more",
 		}, not: []string{"/data/part-10"}},
 		{name: "gpu", gen: "1", want: []string{
-			"gpu driver 580.159.04, CUDA 13.0, 1 processes", "pid 3 NVIDIA H200 GPU-2f1c (/dev/nvidia0); lock 330ms, checkpoint 1.2s",
+			"gpu driver 580.159.04, CUDA 13.0, 1 processes", "pid 3 NVIDIA H200 GPU-2f1c (/dev/nvidia0); device state about 64.0 MiB; lock 330ms, checkpoint 1.2s",
 		}},
 		{name: "no gpu", gen: "2", want: []string{"gpu none"}},
 		{name: "namespaces, mounts, ipc", gen: "1", want: []string{

@@ -23,7 +23,7 @@ func Record(n *Node, cudaVersion int, procs []Process, pids []int, timings []Tim
 		}
 		for _, tm := range timings {
 			if tm.PID == p.PID {
-				gp.LockNs, gp.CheckpointNs = tm.Lock.Nanoseconds(), tm.Checkpoint.Nanoseconds()
+				gp.LockNs, gp.CheckpointNs, gp.HostBytes = tm.Lock.Nanoseconds(), tm.Checkpoint.Nanoseconds(), tm.Moved
 			}
 		}
 		rec.Processes = append(rec.Processes, gp)

@@ -6,6 +6,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 )
 
 // DefaultLockTimeout is how long Suspend lets a process's running GPU work
@@ -14,9 +16,14 @@ const DefaultLockTimeout = 60 * time.Second
 
 // Timing is how long the driver took with one process.
 type Timing struct {
-	PID                  int
-	Lock, Checkpoint     time.Duration
-	Restore, Unlock      time.Duration
+	PID              int
+	Lock, Checkpoint time.Duration
+	Restore, Unlock  time.Duration
+	// Moved is how much the process's resident memory grew across the
+	// driver's checkpoint: about the device memory it held, which is now
+	// in its host memory.
+	Moved                int64
+	rssBefore            int64
 	lockDone, checkpoint bool
 }
 
@@ -60,7 +67,7 @@ func Suspend(d Driver, pids []int, timeout time.Duration) (*Suspension, error) {
 		if err := d.Lock(pid, timeout); err != nil {
 			return nil, s.undo(fmt.Errorf("GPU process %d: lock (waited up to %v for its GPU work): %w", pid, timeout, err))
 		}
-		s.Timings = append(s.Timings, Timing{PID: pid, Lock: time.Since(t0), lockDone: true})
+		s.Timings = append(s.Timings, Timing{PID: pid, Lock: time.Since(t0), lockDone: true, rssBefore: rss(pid)})
 	}
 	for i := range s.Timings {
 		tm := &s.Timings[i]
@@ -69,6 +76,7 @@ func Suspend(d Driver, pids []int, timeout time.Duration) (*Suspension, error) {
 			return nil, s.undo(fmt.Errorf("GPU process %d: checkpoint of its device state: %w", tm.PID, err))
 		}
 		tm.Checkpoint, tm.checkpoint = time.Since(t0), true
+		tm.Moved = max(0, rss(tm.PID)-tm.rssBefore)
 	}
 	return s, nil
 }
@@ -114,6 +122,15 @@ func (s *Suspension) Resume() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// rss is the resident memory of pid; 0 when it cannot be read.
+func rss(pid int) int64 {
+	st, err := proc.ReadStatus(strconv.Itoa(pid))
+	if err != nil {
+		return 0
+	}
+	return st.Bytes("VmRSS")
 }
 
 // gone reports whether process pid has exited (and been reaped).

@@ -23,6 +23,9 @@ type GPUProcess struct {
 	// process and to move its device state into host memory.
 	LockNs       int64 `json:"lock_ns"`
 	CheckpointNs int64 `json:"checkpoint_ns"`
+	// HostBytes is how much the process's resident memory grew across the
+	// driver's checkpoint: about the device memory it held.
+	HostBytes int64 `json:"host_bytes"`
 }
 
 // GPUDevice is one GPU as the node's driver describes it.

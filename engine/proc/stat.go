@@ -141,6 +141,20 @@ func (s Status) Ints(key string) ([]int, error) {
 	return out, nil
 }
 
+// Bytes parses a size field such as VmRSS ("1234 kB"); 0 when it is
+// missing or not a size.
+func (s Status) Bytes(key string) int64 {
+	v, ok := strings.CutSuffix(s[key], " kB")
+	if !ok {
+		return 0
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n << 10
+}
+
 // NSPid is the innermost pid of a task (last NSpid entry).
 func (s Status) NSPid() (int, error) {
 	ids, err := s.Ints("NSpid")
