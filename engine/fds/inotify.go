@@ -116,7 +116,7 @@ func inotifyPath(hostPID int, w *image.InotifyWatch) (string, error) {
 	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", hostPID)); err == nil {
 		roots = append(roots, cwd)
 	}
-	if fds, err := proc.ReadFDs(hostPID); err == nil {
+	if fds, err := proc.ReadFDLinks(hostPID); err == nil {
 		for _, fd := range fds {
 			t := fd.Target
 			if strings.HasPrefix(t, "/") && !strings.HasSuffix(t, " (deleted)") {

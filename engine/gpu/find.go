@@ -46,7 +46,7 @@ func inspect(pid int) (Process, bool, error) {
 			p.Minors = append(p.Minors, n)
 		}
 	}
-	fds, err := proc.ReadFDs(pid)
+	fds, err := proc.ReadFDLinks(pid)
 	if err != nil {
 		return p, false, err
 	}

@@ -22,8 +22,27 @@ type FD struct {
 	Info []string
 }
 
-// ReadFDs lists the open file descriptors of pid.
+// ReadFDs lists the open file descriptors of pid, with their fdinfo.
 func ReadFDs(pid int) ([]FD, error) {
+	links, err := ReadFDLinks(pid)
+	if err != nil {
+		return nil, err
+	}
+	out := links[:0]
+	for _, fd := range links {
+		if err := readFdinfo(pid, &fd); errors.Is(err, fs.ErrNotExist) {
+			continue // closed since the listing (only a running process does that)
+		} else if err != nil {
+			return nil, err
+		}
+		out = append(out, fd)
+	}
+	return out, nil
+}
+
+// ReadFDLinks lists the open file descriptors of pid with their targets
+// only (Num and Target), for callers that need no fdinfo.
+func ReadFDLinks(pid int) ([]FD, error) {
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -42,13 +61,7 @@ func ReadFDs(pid int) ([]FD, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pid %d fd %d: %w", pid, n, err)
 		}
-		fd := FD{Num: n, Target: target}
-		if err := readFdinfo(pid, &fd); errors.Is(err, fs.ErrNotExist) {
-			continue
-		} else if err != nil {
-			return nil, err
-		}
-		out = append(out, fd)
+		out = append(out, FD{Num: n, Target: target})
 	}
 	return out, nil
 }

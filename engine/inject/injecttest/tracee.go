@@ -139,7 +139,7 @@ func WithAndWithout(t *testing.T, f kernel.Feature, test func(t *testing.T)) {
 // FDCount is the number of descriptors pid has open.
 func FDCount(t testing.TB, pid int) int {
 	t.Helper()
-	fds, err := proc.ReadFDs(pid)
+	fds, err := proc.ReadFDLinks(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
