@@ -387,11 +387,10 @@ func (r *restorer) shmemFD(v *image.VMA) (uint64, error) {
 	if _, err := r.Main.Call("ftruncate", unix.SYS_FTRUNCATE, fd, jr.shmemSize[v.Shmem]); err != nil {
 		return 0, err
 	}
-	if fd, err = fds.MoveHigh(&r.Process, r.proc, fd); err != nil {
+	h, err := jr.files.KeepHigh(&r.Process, r.proc, fd)
+	if err != nil {
 		return 0, err
 	}
-	h := fds.Holder{P: &r.Process, PID: r.proc.PID, FD: fd}
 	jr.files.SetShmem(v.Shmem, h)
-	jr.files.Keep(h)
 	return jr.files.Fetch(&r.Process, h)
 }

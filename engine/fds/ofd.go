@@ -91,10 +91,6 @@ func (jr *Restorer) Fetch(into *inject.Process, h Holder) (uint64, error) {
 	return fd, nil
 }
 
-// Keep holds h until Release: a descriptor the restore made only to hand
-// to another process.
-func (jr *Restorer) Keep(h Holder) { jr.kept = append(jr.kept, h) }
-
 // Release closes the descriptors held only while files were passed
 // between processes.
 func (jr *Restorer) Release() error {

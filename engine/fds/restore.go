@@ -119,7 +119,7 @@ func (c *restoreCtx) restore(f *image.FD) error {
 }
 
 // Top is the first descriptor number above every one img uses. Restore
-// parks the standard streams on the three numbers from there, MoveHigh
+// parks the standard streams on the three numbers from there, KeepHigh
 // the restore's own descriptors above those.
 func Top(img *image.Process) int {
 	top := 3
@@ -129,9 +129,9 @@ func Top(img *image.Process) int {
 	return top
 }
 
-// MoveHigh moves a descriptor the restore keeps for itself above every
+// moveHigh moves a descriptor the restore keeps for itself above every
 // number img uses, so that no recorded descriptor lands on it.
-func MoveHigh(p *inject.Process, img *image.Process, fd uint64) (uint64, error) {
+func moveHigh(p *inject.Process, img *image.Process, fd uint64) (uint64, error) {
 	nfd, err := p.Main.Call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, fd, unix.F_DUPFD_CLOEXEC, uint64(Top(img)+3))
 	if err != nil {
 		return 0, err
@@ -141,8 +141,6 @@ func MoveHigh(p *inject.Process, img *image.Process, fd uint64) (uint64, error) 
 	}
 	return nfd, nil
 }
-
-func (c *restoreCtx) moveHigh(fd uint64) (uint64, error) { return MoveHigh(c.p, c.img, fd) }
 
 // moveFD puts fd on number num with the recorded close-on-exec flag,
 // closing the original when it was a temporary.
@@ -181,14 +179,17 @@ func (c *restoreCtx) finishEnd(fd uint64, f *image.FD) error {
 	return c.moveFD(fd, f.Num, f.Flags&unix.O_CLOEXEC != 0, true)
 }
 
-// keepHigh moves fd above the image's numbers and keeps it until Release,
-// for another process (or a later descriptor of this one) to take.
-func (c *restoreCtx) keepHigh(fd uint64) (Holder, error) {
-	fd, err := c.moveHigh(fd)
+func (c *restoreCtx) keepHigh(fd uint64) (Holder, error) { return c.KeepHigh(c.p, c.img, fd) }
+
+// KeepHigh moves descriptor fd of process p (recorded as img) above the
+// image's numbers and keeps it until Release, for another process (or a
+// later descriptor of this one) to take.
+func (jr *Restorer) KeepHigh(p *inject.Process, img *image.Process, fd uint64) (Holder, error) {
+	fd, err := moveHigh(p, img, fd)
 	if err != nil {
 		return Holder{}, err
 	}
-	h := Holder{P: c.p, PID: c.img.PID, FD: fd}
-	c.kept = append(c.kept, h)
+	h := Holder{P: p, PID: img.PID, FD: fd}
+	jr.kept = append(jr.kept, h)
 	return h, nil
 }
