@@ -83,6 +83,17 @@ func ops(calls []string) string {
 	return strings.Join(out, ",")
 }
 
+// opCounts counts calls by operation.
+func opCounts(calls []string) map[string]int {
+	n := map[string]int{}
+	for _, op := range strings.Split(ops(calls), ",") {
+		if op != "" {
+			n[op]++
+		}
+	}
+	return n
+}
+
 // TestGPUJobWithStandInDriver runs a job holding a (stand-in) NVIDIA device
 // through checkpoints and restarts and checks the driver calls the
 // supervisor makes around them: a checkpoint the driver fails puts the
@@ -236,11 +247,7 @@ func TestGPUContainerWithStandInDriver(t *testing.T) {
 
 	j.checkpoint()
 	calls := g.calls(t, &seen)
-	counts := map[string]int{}
-	for _, c := range calls {
-		op, _, _ := strings.Cut(c, " ")
-		counts[op]++
-	}
+	counts := opCounts(calls)
 	if counts["lock"] == 0 || counts["lock"] != counts["checkpoint"] || counts["lock"] != counts["restore"] || counts["lock"] != counts["unlock"] {
 		t.Fatalf("driver calls of the checkpoint %v: want each process locked, checkpointed, restored and unlocked", calls)
 	}
@@ -250,11 +257,7 @@ func TestGPUContainerWithStandInDriver(t *testing.T) {
 	s = j.restart()
 	j.waitLines(s, log, j.lines(log)+20)
 	after := g.calls(t, &seen)
-	counts = map[string]int{}
-	for _, c := range after {
-		op, _, _ := strings.Cut(c, " ")
-		counts[op]++
-	}
+	counts = opCounts(after)
 	if counts["restore"] == 0 || counts["restore"] != counts["unlock"] || len(after) != 2*counts["restore"] {
 		t.Errorf("driver calls of the restart %v: want each GPU process restored and unlocked", after)
 	}

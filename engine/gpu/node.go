@@ -14,9 +14,9 @@ import (
 )
 
 // procRoot is where the NVIDIA driver describes itself and its GPUs;
-// $CKPT_APPTAINER_NVIDIA_PROC points elsewhere (the integration tests'
-// stand-in for a GPU node).
-var procRoot = "/proc/driver/nvidia"
+// $CKPT_APPTAINER_NVIDIA_PROC points elsewhere (the tests' stand-in for a
+// GPU node).
+const procRoot = "/proc/driver/nvidia"
 
 func procDir() string {
 	if d := os.Getenv("CKPT_APPTAINER_NVIDIA_PROC"); d != "" {

@@ -16,9 +16,7 @@ import (
 func fakeNode(t *testing.T, version string, gpus map[string]string) {
 	t.Helper()
 	root := t.TempDir()
-	old := procRoot
-	procRoot = root
-	t.Cleanup(func() { procRoot = old })
+	t.Setenv("CKPT_APPTAINER_NVIDIA_PROC", root)
 	if err := os.WriteFile(filepath.Join(root, "version"), []byte(version), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +62,7 @@ func TestReadNode(t *testing.T) {
 	if !ok || d.Model != "NVIDIA H200" || d.UUID != "GPU-aaaa" || d.BusID != "0000:1b:00.0" {
 		t.Errorf("device 0: %+v, %v", d, ok)
 	}
-	procRoot = filepath.Join(t.TempDir(), "none")
+	t.Setenv("CKPT_APPTAINER_NVIDIA_PROC", filepath.Join(t.TempDir(), "none"))
 	if _, err := ReadNode(); !errors.Is(err, ErrNoDriver) {
 		t.Errorf("no driver: %v, want ErrNoDriver", err)
 	}
