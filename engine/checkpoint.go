@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -46,19 +47,30 @@ type CheckpointOptions struct {
 	// released before the disk has caught up; negative picks the default
 	// (memory.DefaultBuffer), 0 streams to disk while the job waits.
 	BufferBytes int64
-	// Progress, when set, follows the page data on its way to disk: done
-	// is the bytes written to the page files so far, total the bytes
+	// Progress, when set, follows the job's memory through the dump:
+	// done is the bytes of memory read and dealt with (written to the page
+	// files, found unchanged or all zero) so far, total the bytes
 	// expected. total is an estimate (from the kernel's counters of
 	// anonymous memory) until every process's memory has been read, then
-	// exact; done never exceeds it, and on success the last call has
-	// done == total. Calls come about once per 32 MiB written, from the
+	// exact (Stats.MemoryBytes); done never exceeds it, and on success the
+	// last call has done == total. Calls come about once per 32 MiB, from the
 	// engine's writer goroutines but one at a time; Progress must return
 	// quickly (it holds up the writer that calls it).
 	Progress ProgressFunc
 	// LocalLimit bounds the node-local file data saved (see
 	// localfiles.go); 0 picks DefaultLocalLimit.
 	LocalLimit int64
-	Log        logrus.FieldLogger
+	// Incremental keeps the checksum of every page (image.PageSumsName),
+	// so that a later generation can be written incrementally on this
+	// one. Parent, when set, is the generation this one is compared with:
+	// pages that did not change since are not written again, their runs
+	// read the data of the generation that holds it, if that is MinRefGen
+	// or newer (older data, which retention is about to let go, is
+	// written again).
+	Incremental bool
+	Parent      *image.Generation
+	MinRefGen   int
+	Log         logrus.FieldLogger
 }
 
 // Checkpoint stops the job, dumps it, and lets it run on (or kills it, once
@@ -122,6 +134,8 @@ func checkpoint(t *ptrace.Tracer, opts CheckpointOptions) (*image.Stats, error) 
 			}
 			if d.pages != nil {
 				stats.PageBytes += d.pages.Bytes()
+				stats.RefBytes += d.pages.RefBytes()
+				stats.MemoryBytes += d.pages.Read()
 			}
 		}
 		// The manifest keeps the figures as they are at commit time
@@ -132,6 +146,9 @@ func checkpoint(t *ptrace.Tracer, opts CheckpointOptions) (*image.Stats, error) 
 				procs = append(procs, d.proc)
 			}
 			opts.Manifest.Requires = requirements(opts.Manifest, procs)
+			if err := recordRefs(opts.Manifest, opts.Parent, procs); err != nil && first == nil {
+				first = err
+			}
 			opts.Manifest.Stats = *stats
 			opts.Manifest.Stats.Duration = time.Since(start)
 			if opts.Manifest.Stats.StoppedFor == 0 {
@@ -275,6 +292,10 @@ type processDump struct {
 	proc  *image.Process
 	pages *memory.Dumper // nil for a zombie
 	file  *image.DataFile
+	// sums receives the page checksums (Incremental); parent is the
+	// parent's checksum file being read. Either may be nil.
+	sums   *image.DataFile
+	parent *os.File
 }
 
 // finish waits for the page data, closes the page file and writes the core
@@ -282,10 +303,17 @@ type processDump struct {
 func (d *processDump) finish(opts CheckpointOptions) error {
 	p := d.proc
 	ref := image.ProcessRef{PID: p.PID, PPID: p.PPID, Comm: p.Comm, Core: image.CoreName(p.PID)}
+	if d.parent != nil {
+		defer d.parent.Close()
+	}
 	if d.pages != nil {
 		werr := d.pages.Close()
 		cerr := d.file.Close()
-		for _, e := range []error{werr, cerr} {
+		var serr error
+		if d.sums != nil {
+			serr = d.sums.Close()
+		}
+		for _, e := range []error{werr, cerr, serr} {
 			if e != nil {
 				return fmt.Errorf("pid %d: memory: %w", d.proc.PID, e)
 			}
@@ -347,22 +375,44 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 	if err := jd.saveLocalFiles(hostPID, p); err != nil {
 		return nil, err
 	}
-	file, err := jd.opts.Writer.CreateDirect(image.PagesName(p.PID))
-	if err != nil {
+	d := &processDump{proc: p}
+	opts := memory.DumperOptions{
+		Buffer:   max(0, jd.opts.BufferBytes-jd.buffered),
+		Shared:   jd.shmem,
+		Progress: jd.progress,
+	}
+	abandon := func(err error) (*processDump, error) {
+		for _, f := range []*image.DataFile{d.file, d.sums} {
+			if f != nil {
+				f.Close()
+			}
+		}
+		if d.parent != nil {
+			d.parent.Close()
+		}
 		return nil, err
 	}
-	pages, err := memory.NewDumper(hostPID, file, max(0, jd.opts.BufferBytes-jd.buffered), jd.shmem, jd.progress)
-	if err != nil {
-		file.Close()
-		return nil, err
+	if d.file, err = jd.opts.Writer.CreateDirect(image.PagesName(p.PID)); err != nil {
+		return abandon(err)
 	}
-	d := &processDump{proc: p, pages: pages, file: file}
-	if err := pages.Dump(p.VMAs); err != nil {
+	if jd.opts.Incremental {
+		if d.sums, err = jd.opts.Writer.Create(image.PageSumsName(p.PID)); err != nil {
+			return abandon(err)
+		}
+		opts.Sums = d.sums
+	}
+	if opts.Parent, d.parent, err = parentPages(jd.opts.Parent, p.PID, jd.opts.MinRefGen); err != nil {
+		return abandon(err)
+	}
+	if d.pages, err = memory.NewDumper(hostPID, d.file, opts); err != nil {
+		return abandon(err)
+	}
+	if err := d.pages.Dump(p.VMAs); err != nil {
 		d.finish(jd.opts)
 		return nil, fmt.Errorf("pid %d: memory: %w", p.PID, err)
 	}
-	jd.buffered += pages.Bytes()
-	jd.progress.settle(hostPID, pages.Bytes())
+	jd.buffered += d.pages.Read()
+	jd.progress.settle(hostPID, d.pages.Read())
 	return d, nil
 }
 

@@ -128,7 +128,7 @@ func TestCheckpointProgress(t *testing.T) {
 	if stats.PageBytes < size {
 		t.Fatalf("%d bytes of pages, want at least %d", stats.PageBytes, size)
 	}
-	calls.check(t, stats.PageBytes)
+	calls.check(t, stats.MemoryBytes)
 }
 
 func TestProgressSettle(t *testing.T) {

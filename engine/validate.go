@@ -170,7 +170,7 @@ func (v *validator) process(gen *image.Generation, p *image.Process) error {
 	if err := checkVMAs(p, v.minAddr); err != nil {
 		return v.fail(pid, "%v", err)
 	}
-	if err := checkPageRuns(p); err != nil {
+	if err := checkPageRuns(gen, p); err != nil {
 		return v.fail(pid, "%v", err)
 	}
 	if err := checkMM(&p.MM); err != nil {
@@ -285,22 +285,32 @@ func checkPath(p string) error {
 }
 
 // checkPageRuns checks that the stored pages lie in the user address space
-// and in the page file, one run after the other.
-func checkPageRuns(p *image.Process) error {
+// and in the page files: the generation's own one run after the other, and
+// those of earlier generations that its manifest lists for this process.
+func checkPageRuns(gen *image.Generation, p *image.Process) error {
 	var off uint64
 	for i, r := range p.PageRuns {
 		end := r.Addr + r.Pages*pageSize
 		switch {
-		case r.Generation != 0:
-			return fmt.Errorf("page_runs[%d]: pages of generation %d: not supported by this version", i, r.Generation)
 		case r.Pages == 0 || r.Pages > abi.TaskSize/pageSize:
 			return fmt.Errorf("page_runs[%d]: %d pages", i, r.Pages)
 		case r.Addr%pageSize != 0 || end <= r.Addr || end > abi.TaskSize:
 			return fmt.Errorf("page_runs[%d]: %d pages at %#x reach beyond the user address space", i, r.Pages, r.Addr)
-		case r.Offset != off:
-			return fmt.Errorf("page_runs[%d]: at offset %#x of the page file, want %#x", i, r.Offset, off)
 		}
-		off += r.Pages * pageSize
+		if r.Generation == 0 || r.Generation == gen.Gen {
+			if r.Offset != off {
+				return fmt.Errorf("page_runs[%d]: at offset %#x of the page file, want %#x", i, r.Offset, off)
+			}
+			off += r.Pages * pageSize
+			continue
+		}
+		ref, ok := gen.Ref(r.Generation, image.PagesName(p.PID))
+		switch {
+		case !ok:
+			return fmt.Errorf("page_runs[%d]: pages of generation %d, whose %s the manifest does not list", i, r.Generation, image.PagesName(p.PID))
+		case r.Offset%pageSize != 0 || r.Offset+r.Pages*pageSize < r.Offset || r.Offset+r.Pages*pageSize > uint64(ref.Size):
+			return fmt.Errorf("page_runs[%d]: %d pages at offset %#x are not in generation %d's page file of %d bytes", i, r.Pages, r.Offset, r.Generation, ref.Size)
+		}
 	}
 	return nil
 }

@@ -17,7 +17,8 @@ func jobFlags() []cli.Flag {
 	return []cli.Flag{
 		ckptDirFlag,
 		&cli.IntFlag{Name: "interval", Aliases: []string{"i"}, Usage: "checkpoint every `SECONDS` (0: only on request)"},
-		&cli.IntFlag{Name: "keep", Value: 2, Usage: "keep the newest `N` generations (0: keep all)"},
+		&cli.IntFlag{Name: "keep", Value: 2, Usage: "keep the newest `N` generations (0: keep all); generations whose data a kept incremental one reads stay until none does"},
+		&cli.BoolFlag{Name: "incremental", EnvVars: []string{"CKPT_APPTAINER_INCREMENTAL"}, Usage: "write only the pages that changed since the previous generation (compared by checksum); the others are read from the generation that holds them"},
 		&cli.StringFlag{Name: "cgroup-parent", Usage: "writable (delegated) cgroup `DIR` to create the job cgroup in (v2 directory or v1 freezer directory)"},
 		&cli.BoolFlag{Name: "no-cgroup", Usage: "do not use a cgroup; stop the job with ptrace alone"},
 		&cli.BoolFlag{Name: "no-timens", Usage: "do not give the job a time namespace (its CLOCK_MONOTONIC then jumps across a restart)"},
@@ -118,6 +119,7 @@ func jobOptions(c *cli.Context) supervisor.Options {
 		Instance:       c.String("instance"),
 		Interval:       c.Int("interval"),
 		Keep:           c.Int("keep"),
+		Incremental:    c.Bool("incremental"),
 		CgroupParent:   c.String("cgroup-parent"),
 		NoCgroup:       c.Bool("no-cgroup"),
 		NoTimens:       c.Bool("no-timens"),

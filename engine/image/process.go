@@ -143,8 +143,9 @@ type VMA struct {
 
 // PageRun is a run of consecutive dumped pages. Offset is the page-aligned
 // position of the first page in the process's page file. Generation is zero
-// for pages stored in this generation; a later format may point at an earlier
-// generation's file for pages that did not change.
+// for pages stored in this generation; an incremental generation points at
+// an earlier generation's page file of the same pid (listed in the
+// manifest's Refs) for pages that did not change.
 type PageRun struct {
 	Addr       uint64 `json:"addr"`
 	Pages      uint64 `json:"pages"`

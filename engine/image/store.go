@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -329,7 +330,9 @@ func unusable(err error) string {
 }
 
 // Prune removes the oldest committed generations so that keep remain
-// (keep <= 0 keeps all). The generation latest points at is never removed.
+// (keep <= 0 keeps all). The generation latest points at is never removed,
+// nor one whose data a remaining generation reads (an incremental one's
+// parents): those stay until no remaining generation needs them.
 // Each victim is first renamed to a .trash- name, so a crash mid-removal
 // never leaves a half-deleted directory that looks like a generation.
 func (s *Store) Prune(keep int) error {
@@ -347,9 +350,10 @@ func (s *Store) Prune(keep int) error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("prune: %w", err)
 	}
+	kept := s.keptWithParents(gens, keep, latest)
 	var trash []string
-	for _, gen := range gens[:len(gens)-keep] {
-		if gen == latest {
+	for _, gen := range gens {
+		if kept[gen] {
 			continue
 		}
 		from := filepath.Join(s.Dir, GenName(gen))
@@ -375,6 +379,28 @@ func (s *Store) Prune(keep int) error {
 		logrus.Debugf("pruned %s", t)
 	}
 	return nil
+}
+
+// keptWithParents returns the generations a Prune keeps: the newest keep,
+// latest, and every generation whose data one of those reads. Only the
+// data is kept for: such a generation may itself read from one that is
+// gone, and then it is listed as unusable.
+func (s *Store) keptWithParents(gens []int, keep, latest int) map[int]bool {
+	kept := map[int]bool{}
+	users := slices.Clone(gens[len(gens)-keep:])
+	if latest > 0 {
+		users = append(users, latest)
+	}
+	for _, gen := range users {
+		kept[gen] = true
+	}
+	for parent, by := range s.needed(users) {
+		if !kept[parent] {
+			logrus.Debugf("keeping generation %d beyond the %d kept: generation %v reads data from it", parent, keep, by)
+		}
+		kept[parent] = true
+	}
+	return kept
 }
 
 // CleanStale removes what a crashed writer or pruner left behind: temporary

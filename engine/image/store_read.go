@@ -68,6 +68,9 @@ func (g *Generation) readManifest() (*Manifest, error) {
 	if err := checkFileRefs(m); err != nil {
 		return nil, fmt.Errorf("generation %d: %s: %w", g.Gen, ManifestName, err)
 	}
+	if err := checkRefs(m); err != nil {
+		return nil, fmt.Errorf("generation %d: %s: %w", g.Gen, ManifestName, err)
+	}
 	return m, nil
 }
 
@@ -84,10 +87,12 @@ func (g *Generation) ReadJSON(name string, v any) error {
 	return nil
 }
 
-// Verify checks every file the manifest lists: that it exists as a regular
-// file with the recorded size and xxHash64. Files are checked in parallel,
+// Verify checks every file the manifest lists, and every file of an
+// earlier generation it refers to (Refs): that it exists as a regular file
+// with the recorded size and xxHash64. Files are checked in parallel,
 // largest first; the error reported is the one for the first failing file
-// in manifest order. Files present but not listed are ignored.
+// in manifest order, its own files before the referenced ones. Files
+// present but not listed are ignored.
 func (g *Generation) Verify() error {
 	return g.check(true)
 }
@@ -97,11 +102,30 @@ func (g *Generation) checkSizes() error {
 	return g.check(false)
 }
 
+// fileCheck is one file check runs: in generation in, or failed before
+// any reading with err.
+type fileCheck struct {
+	in   *Generation
+	want FileSum
+	wrap func(error) error
+	err  error
+}
+
 func (g *Generation) check(sums bool) error {
 	if err := checkListed(g.Manifest); err != nil {
 		return fmt.Errorf("generation %d: %s: %w", g.Gen, ManifestName, err)
 	}
-	files := g.Manifest.Files
+	var files []fileCheck
+	for _, f := range g.Manifest.Files {
+		files = append(files, fileCheck{in: g, want: f, wrap: func(err error) error {
+			return fmt.Errorf("generation %d: %s: %w", g.Gen, f.Name, err)
+		}})
+	}
+	for _, t := range g.refTargets() {
+		files = append(files, fileCheck{in: t.gen, want: t.ref.FileSum, err: t.err, wrap: func(err error) error {
+			return refError(g, t.ref, err)
+		}})
+	}
 	if len(files) == 0 {
 		return nil
 	}
@@ -109,7 +133,7 @@ func (g *Generation) check(sums bool) error {
 	for i := range order {
 		order[i] = i
 	}
-	sort.SliceStable(order, func(a, b int) bool { return files[order[a]].Size > files[order[b]].Size })
+	sort.SliceStable(order, func(a, b int) bool { return files[order[a]].want.Size > files[order[b]].want.Size })
 
 	errs := make([]error, len(files))
 	next := make(chan int)
@@ -118,8 +142,13 @@ func (g *Generation) check(sums bool) error {
 	for range workers {
 		wg.Go(func() {
 			for i := range next {
-				if err := g.checkFile(files[i], sums); err != nil {
-					errs[i] = fmt.Errorf("generation %d: %s: %w", g.Gen, files[i].Name, err)
+				fc := files[i]
+				err := fc.err
+				if err == nil {
+					err = fc.in.checkFile(fc.want, sums)
+				}
+				if err != nil {
+					errs[i] = fc.wrap(err)
 				}
 			}
 		})

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -240,7 +241,7 @@ func TestDamagedGeneration(t *testing.T) {
 		}, "generation 2: manifest.json is not valid JSON"},
 		{"newer format", func(t *testing.T, dir string) {
 			editManifest(t, dir, func(m map[string]any) { m["format_version"] = FormatVersion + 1 })
-		}, "generation 2: image format version 3 is newer than this ckpt-apptainer supports (2)"},
+		}, fmt.Sprintf("generation 2: image format version %d is newer than this ckpt-apptainer supports (%d)", FormatVersion+1, FormatVersion)},
 		{"manifest changed", func(t *testing.T, dir string) {
 			editManifest(t, dir, func(m map[string]any) { m["processes"].([]any)[0].(map[string]any)["comm"] = "other" })
 		}, "manifest_sha256 does not match"},

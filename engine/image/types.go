@@ -12,8 +12,10 @@ import (
 // FormatVersion is the version of the on-disk layout described in this file.
 // Bump it whenever a field changes meaning; readers refuse newer versions.
 // Version 2 added the manifest's own checksum; version 1 manifests, which
-// have none, are still read.
-const FormatVersion = 2
+// have none, are still read. Version 3 added incremental generations: page
+// runs that refer to an earlier generation's page data (Manifest.Refs) and
+// the per-page checksums (PageSumsName) a later generation compares with.
+const FormatVersion = 3
 
 // PageSize is the unit of every page run and of the alignment inside page files.
 const PageSize = 4096
@@ -28,6 +30,12 @@ func CoreName(pid int) string { return "core-" + strconv.Itoa(pid) + ".json" }
 
 // PagesName is the per-process page data file of the process with sandbox pid pid.
 func PagesName(pid int) string { return "pages-" + strconv.Itoa(pid) + ".img" }
+
+// PageSumsName is the file of per-page checksums of the process with
+// sandbox pid pid: one little-endian xxHash64 per page of its page runs,
+// in run order, written by incremental checkpoints so that the next one
+// can tell which pages changed.
+func PageSumsName(pid int) string { return "pagesums-" + strconv.Itoa(pid) + ".img" }
 
 // Manifest is the root of one checkpoint generation. Everything a restart needs
 // to decide whether it can proceed is here; process state lives in the core
@@ -70,6 +78,16 @@ type Manifest struct {
 	// Files lists every data file of the generation except the manifest
 	// itself, with the checksum a restart verifies before starting anything.
 	Files []FileSum `json:"files"`
+
+	// Parent is the generation an incremental generation was compared
+	// with; 0 for a full one.
+	Parent int `json:"parent,omitempty"`
+	// Refs are the data files of earlier generations that page runs of
+	// this one read (the pages that had not changed), with the size and
+	// checksum their own manifests give them. A restart verifies them as
+	// its own; a generation whose referenced data is gone or damaged is
+	// unusable.
+	Refs []FileRef `json:"refs,omitempty"`
 
 	Stats Stats `json:"stats"`
 
@@ -182,8 +200,15 @@ type FileSum struct {
 
 // Stats are the figures a user sees after a checkpoint.
 type Stats struct {
-	Bytes        int64         `json:"bytes"`
-	PageBytes    int64         `json:"page_bytes"`
+	Bytes     int64 `json:"bytes"`
+	PageBytes int64 `json:"page_bytes"`
+	// RefBytes is the page data an incremental generation did not write
+	// because it had not changed: its runs read it from earlier
+	// generations.
+	RefBytes int64 `json:"ref_bytes,omitempty"`
+	// MemoryBytes is the memory the checkpoint read from the job: the
+	// pages written, those referred to and those found all zero.
+	MemoryBytes  int64         `json:"memory_bytes,omitempty"`
 	Duration     time.Duration `json:"duration_ns"`
 	StoppedFor   time.Duration `json:"stopped_ns"`
 	FrozenFor    time.Duration `json:"frozen_ns"`

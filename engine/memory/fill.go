@@ -1,8 +1,10 @@
 package memory
 
 import (
+	"cmp"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -14,8 +16,56 @@ import (
 // in flight: one being read from disk, one being copied into the process.
 const fillChunk = 32 << 20
 
-// fillPages copies the page data into the rebuilt address space. The page
-// file is read sequentially in large chunks (not faulted in through a
+// extent is a stretch of page data: len bytes at offset off of a page
+// file, which go to addr.
+type extent struct {
+	off, addr, len uint64
+}
+
+// pageSources groups p's page runs by the generation whose page file holds
+// their data (0: gen's own), each group's extents in file order. The own
+// runs must fill the page file from its start, in order; runs of earlier
+// generations must name one that gen's manifest lists.
+func pageSources(gen *image.Generation, p *image.Process) (map[int][]extent, uint64, error) {
+	src := map[int][]extent{}
+	var own uint64
+	for i, run := range p.PageRuns {
+		from := run.Generation
+		if from == gen.Gen {
+			from = 0
+		}
+		n := run.Pages * pageSize
+		if from == 0 {
+			if run.Offset != own {
+				return nil, 0, fmt.Errorf("page run %d at %#x: file offset %d, expected %d: page runs must be stored in order", i, run.Addr, run.Offset, own)
+			}
+			own += n
+		} else {
+			if from < 0 || from > gen.Gen {
+				return nil, 0, fmt.Errorf("page run %d at %#x refers to generation %d, which is not earlier than %d", i, run.Addr, from, gen.Gen)
+			}
+			if run.Offset%pageSize != 0 {
+				return nil, 0, fmt.Errorf("page run %d at %#x: file offset %d is not page-aligned", i, run.Addr, run.Offset)
+			}
+		}
+		ext := src[from]
+		if k := len(ext) - 1; k >= 0 && ext[k].off+ext[k].len == run.Offset && ext[k].addr+ext[k].len == run.Addr {
+			ext[k].len += n
+		} else {
+			ext = append(ext, extent{off: run.Offset, addr: run.Addr, len: n})
+		}
+		src[from] = ext
+	}
+	for from, ext := range src {
+		slices.SortFunc(ext, func(a, b extent) int { return cmp.Compare(a.off, b.off) })
+		src[from] = ext
+	}
+	return src, own, nil
+}
+
+// fillPages copies the page data into the rebuilt address space. Each page
+// file (this generation's, and for an incremental one the earlier ones it
+// reads) is read in file order in large chunks (not faulted in through a
 // mapping, which runs at a fraction of the disk's speed when the page cache
 // has let go of the file) while the previous chunk is written into the
 // process with process_vm_writev. path names the page file in gen.
@@ -24,23 +74,54 @@ func (r *Restorer) fillPages(gen *image.Generation, path string) (int64, error) 
 	if len(p.PageRuns) == 0 {
 		return 0, nil
 	}
-	var want uint64
-	for i, run := range p.PageRuns {
-		if run.Generation != 0 {
-			return 0, fmt.Errorf("page run at %#x refers to generation %d: incremental images are not supported yet", run.Addr, run.Generation)
-		}
-		if run.Offset != want {
-			return 0, fmt.Errorf("page run %d at %#x: file offset %d, expected %d: page runs must be stored in order", i, run.Addr, run.Offset, want)
-		}
-		want += run.Pages * pageSize
-	}
-	f, err := gen.Open(path)
-	if err != nil {
-		return 0, fmt.Errorf("page data: %w", err)
-	}
-	rd, err := openChunkReader(f, want)
+	src, own, err := pageSources(gen, p)
 	if err != nil {
 		return 0, err
+	}
+	froms := make([]int, 0, len(src))
+	for from := range src {
+		froms = append(froms, from)
+	}
+	slices.Sort(froms)
+	var total int64
+	var writeTime time.Duration
+	defer func() { r.Log.Debugf("pid %d: process_vm_writev took %v", p.PID, writeTime) }()
+	for _, from := range froms {
+		f, err := gen.OpenFrom(from, path)
+		if err != nil {
+			return 0, fmt.Errorf("page data: %w", err)
+		}
+		end := own
+		if from != 0 {
+			ref, _ := gen.Ref(from, path)
+			end = uint64(ref.Size)
+		}
+		n, wt, err := r.fillFrom(f, src[from], end)
+		writeTime += wt
+		if err != nil {
+			what := path
+			if from != 0 {
+				what = fmt.Sprintf("%s of generation %d", path, from)
+			}
+			return 0, fmt.Errorf("page data %s: %w", what, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// fillFrom copies the extents of page file f, whose data must lie below
+// end, into the process. It closes f.
+func (r *Restorer) fillFrom(f *os.File, ext []extent, end uint64) (int64, time.Duration, error) {
+	for _, e := range ext {
+		if e.off+e.len > end {
+			f.Close()
+			return 0, 0, fmt.Errorf("data for %#x ends at %d, past the file's %d bytes", e.addr, e.off+e.len, end)
+		}
+	}
+	rd, err := openChunkReader(f, ext, end)
+	if err != nil {
+		return 0, 0, err
 	}
 	defer rd.close()
 
@@ -48,7 +129,6 @@ func (r *Restorer) fillPages(gen *image.Generation, path string) (int64, error) 
 	var remote []unix.RemoteIovec
 	var total int64
 	var writeTime time.Duration
-	defer func() { r.Log.Debugf("pid %d: process_vm_writev took %v", p.PID, writeTime) }()
 	flush := func() error {
 		if len(remote) == 0 {
 			return nil
@@ -70,38 +150,34 @@ func (r *Restorer) fillPages(gen *image.Generation, path string) (int64, error) 
 		local, remote = local[:0], remote[:0]
 		return nil
 	}
-	run, done := 0, uint64(0) // the run being copied, and how much of it is
-	for run < len(p.PageRuns) {
-		c, err := rd.next()
+	for {
+		c, ok, err := rd.next()
 		if err != nil {
-			return 0, fmt.Errorf("page data %s: %w", path, err)
+			return 0, writeTime, err
 		}
-		for pos := uint64(0); pos < uint64(len(c.data)) && run < len(p.PageRuns); {
-			pr := p.PageRuns[run]
-			n := min(pr.Pages*pageSize-done, uint64(len(c.data))-pos)
-			local = append(local, unix.Iovec{Base: &c.data[pos], Len: n})
-			remote = append(remote, unix.RemoteIovec{Base: uintptr(pr.Addr + done), Len: int(n)})
-			pos += n
-			done += n
-			if done == pr.Pages*pageSize {
-				run, done = run+1, 0
-			}
+		if !ok {
+			return total, writeTime, nil
+		}
+		pos := uint64(0)
+		for _, e := range c.ext {
+			local = append(local, unix.Iovec{Base: &c.data[pos], Len: e.len})
+			remote = append(remote, unix.RemoteIovec{Base: uintptr(e.addr), Len: int(e.len)})
+			pos += e.len
 			if len(remote) == maxIov {
 				if err := flush(); err != nil {
-					return 0, err
+					return 0, writeTime, err
 				}
 			}
 		}
 		// The chunk's buffer is reused once handed back: write it out first.
 		if err := flush(); err != nil {
-			return 0, err
+			return 0, writeTime, err
 		}
 		if r.Progress != nil {
 			r.Progress.Add(int64(len(c.data)))
 		}
 		rd.release(c)
 	}
-	return total, nil
 }
 
 // RunBytes is the size of p's page data.
@@ -113,16 +189,18 @@ func RunBytes(p *image.Process) int64 {
 	return int64(n)
 }
 
-// chunk is one read of a page file.
+// chunk is one read of a page file: data holds the pieces of ext, in order.
 type chunk struct {
 	buf  []byte
 	data []byte
+	ext  []extent
 }
 
-// chunkReader reads a page file ahead of the copy into the process.
+// chunkReader reads a page file's extents, in file order, ahead of the
+// copy into the process.
 type chunkReader struct {
 	f     *os.File
-	size  uint64
+	ext   []extent
 	full  chan chunk
 	free  chan []byte
 	errc  chan error
@@ -131,7 +209,7 @@ type chunkReader struct {
 	ended bool
 }
 
-func openChunkReader(f *os.File, size uint64) (*chunkReader, error) {
+func openChunkReader(f *os.File, ext []extent, size uint64) (*chunkReader, error) {
 	path := f.Name()
 	// Large sequential reads: served from the page cache when the checksum
 	// pass left the file there, at disk speed with full readahead when not.
@@ -145,7 +223,7 @@ func openChunkReader(f *os.File, size uint64) (*chunkReader, error) {
 		f.Close()
 		return nil, fmt.Errorf("page data %s has %d bytes, the page runs need %d", path, st.Size(), size)
 	}
-	rd := &chunkReader{f: f, size: size, full: make(chan chunk, 2), free: make(chan []byte, 2),
+	rd := &chunkReader{f: f, ext: ext, full: make(chan chunk, 2), free: make(chan []byte, 2),
 		errc: make(chan error, 1), stop: make(chan struct{})}
 	for i := 0; i < 2; i++ {
 		// Buffers outside the Go heap, unmapped as soon as the restore
@@ -162,37 +240,73 @@ func openChunkReader(f *os.File, size uint64) (*chunkReader, error) {
 	return rd, nil
 }
 
+// read fills buffers with the extents in order, one read per stretch of
+// the file that is contiguous within a buffer.
 func (rd *chunkReader) read() {
 	defer close(rd.full)
-	for off := uint64(0); off < rd.size; {
+	i, done := 0, uint64(0) // the extent being read, and how much of it is
+	for i < len(rd.ext) {
 		var b []byte
 		select {
 		case b = <-rd.free:
 		case <-rd.stop:
 			return
 		}
-		n := min(uint64(len(b)), rd.size-off)
-		if _, err := rd.f.ReadAt(b[:n], int64(off)); err != nil {
-			rd.errc <- err
+		c := chunk{buf: b}
+		fill := uint64(0)
+		readFrom, readLen := uint64(0), uint64(0) // the pending read
+		readAt := func() bool {
+			if readLen == 0 {
+				return true
+			}
+			if _, err := rd.f.ReadAt(b[fill-readLen:fill], int64(readFrom)); err != nil {
+				rd.errc <- err
+				return false
+			}
+			readLen = 0
+			return true
+		}
+		for i < len(rd.ext) && fill < uint64(len(b)) {
+			e := rd.ext[i]
+			n := min(e.len-done, uint64(len(b))-fill)
+			off := e.off + done
+			if readLen > 0 && readFrom+readLen != off {
+				if !readAt() {
+					return
+				}
+			}
+			if readLen == 0 {
+				readFrom = off
+			}
+			readLen += n
+			fill += n
+			c.ext = append(c.ext, extent{off: off, addr: e.addr + done, len: n})
+			done += n
+			if done == e.len {
+				i, done = i+1, 0
+			}
+		}
+		if !readAt() {
 			return
 		}
-		rd.full <- chunk{buf: b, data: b[:n]}
-		off += n
+		c.data = b[:fill]
+		rd.full <- c
 	}
 }
 
-// next returns the next chunk in file order.
-func (rd *chunkReader) next() (chunk, error) {
+// next returns the next chunk in file order; ok is false after the last.
+func (rd *chunkReader) next() (chunk, bool, error) {
 	c, ok := <-rd.full
 	if !ok {
+		rd.ended = true
 		select {
 		case err := <-rd.errc:
-			return chunk{}, err
+			return chunk{}, false, err
 		default:
-			return chunk{}, fmt.Errorf("page data ended early")
+			return chunk{}, false, nil
 		}
 	}
-	return c, nil
+	return c, true, nil
 }
 
 // release hands a chunk's buffer back for the next read.

@@ -2,11 +2,15 @@ package memory
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
@@ -24,17 +28,28 @@ const (
 var zeroPage [pageSize]byte
 
 // Dumper copies the pages a process's image needs into a page file.
-// Reading (process_vm_readv) and writing (hashing and disk) overlap: the
-// job's memory is read into one batch while the previous one is written.
+// Reading (process_vm_readv) and writing (zero and change detection,
+// hashing and disk) overlap: the job's memory is read into one batch while
+// the writer goroutine works through the previous one. Runs, the page
+// file's offsets and the figures are the writer's.
 type Dumper struct {
-	pid   int
-	out   Sink
-	runs  []image.PageRun
-	off   uint64 // next offset in the page file
-	bytes int64
+	pid  int
+	out  Sink
+	runs []image.PageRun
+	off  uint64 // next offset in the page file
+	// bytes is the page data written, refBytes the data left in the
+	// parent generations' files; read the memory read from the job.
+	bytes, refBytes, read int64
 	// lastVMA is the VMA of the last run; runs never span two VMAs, so a
 	// restore can make each VMA writable on its own.
 	lastVMA int
+
+	// parent finds a page's data and checksum in the parent generation;
+	// nil for a full dump. sums receives one checksum per page of the
+	// runs (nil: none are kept).
+	parent *parentCursor
+	sums   io.Writer
+	sumBuf []byte
 
 	mem *os.File // /proc/pid/mem, for mappings the process cannot read itself
 	// shared says which pages of shared memory objects other processes
@@ -71,9 +86,10 @@ type pendingRange struct {
 	viaMem bool // already read through /proc/pid/mem
 }
 
+// batch is one read of process memory: buf holds the ranges, in order.
 type batch struct {
-	buf  []byte
-	segs []segment
+	buf    []byte
+	ranges []pendingRange
 }
 
 // segment is a stretch of a batch that goes to the page file.
@@ -81,28 +97,49 @@ type segment struct {
 	from, to int
 }
 
-// NewDumper starts a dumper that may hold up to buffer bytes of page data
-// in memory. While that budget lasts the job's memory is copied at
-// process_vm_readv speed and the job can be released before the disk has
-// caught up; past it, reading waits for the writer. shared, when not nil,
-// says which pages of shared memory objects other processes of the job
-// stored already; progress, when not nil, counts the bytes written.
-func NewDumper(pid int, out Sink, buffer int64, shared *Shared, progress Counter) (*Dumper, error) {
+// DumperOptions are what a Dumper needs besides the process and the page
+// file.
+type DumperOptions struct {
+	// Buffer is how much page data the dumper may hold in memory. While
+	// that budget lasts the job's memory is copied at process_vm_readv
+	// speed and the job can be released before the disk has caught up;
+	// past it, reading waits for the writer.
+	Buffer int64
+	// Shared, when not nil, says which pages of shared memory objects
+	// other processes of the job stored already.
+	Shared *Shared
+	// Progress, when not nil, counts the bytes of memory processed.
+	Progress Counter
+	// Parent, when not nil, makes the dump incremental: pages whose
+	// checksum matches the parent's are not written, their runs refer to
+	// the parent's data.
+	Parent *Parent
+	// Sums, when not nil, receives the checksum of every page of the
+	// runs (image.PageSumsName), for the next incremental dump.
+	Sums io.Writer
+}
+
+// NewDumper starts a dumper of process pid's pages into out.
+func NewDumper(pid int, out Sink, opts DumperOptions) (*Dumper, error) {
 	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
 	if err != nil {
 		return nil, fmt.Errorf("open memory of %d: %w", pid, err)
 	}
-	n := int(max(2, buffer/pageBatch))
+	n := int(max(2, opts.Buffer/pageBatch))
 	d := &Dumper{
 		pid:      pid,
 		out:      out,
 		mem:      mem,
-		shared:   shared,
-		progress: progress,
+		shared:   opts.Shared,
+		progress: opts.Progress,
+		sums:     opts.Sums,
 		maxBufs:  n,
 		free:     make(chan []byte, n),
 		full:     make(chan batch, n),
 		done:     make(chan error, 1),
+	}
+	if opts.Parent != nil {
+		d.parent = newParentCursor(opts.Parent)
 	}
 	go d.writer()
 	return d, nil
@@ -129,26 +166,84 @@ func (d *Dumper) getBuf() ([]byte, error) {
 	return <-d.free, nil
 }
 
-// writer writes batches in order and hands their buffers back.
+// writer turns batches into page runs, in order, writes the pages that
+// go to the page file and hands the buffers back.
 func (d *Dumper) writer() {
 	var err error
 	for b := range d.full {
 		if err == nil {
-			var n int
-			for _, s := range b.segs {
-				if _, err = d.out.WriteThrough(b.buf[s.from:s.to]); err != nil {
-					err = fmt.Errorf("write page data: %w", err)
-					break
-				}
-				n += s.to - s.from
-			}
-			if d.progress != nil {
-				d.progress.Add(int64(n))
-			}
+			err = d.store(b)
 		}
 		d.free <- b.buf
 	}
 	d.done <- err
+}
+
+// store records the runs of one batch and writes its new pages: all-zero
+// anonymous pages are left out, and in an incremental dump so is every
+// page whose checksum matches the parent's page at its address (its run
+// refers to the parent's data instead).
+func (d *Dumper) store(b batch) error {
+	var segs []segment
+	pos, n := 0, 0
+	d.sumBuf = d.sumBuf[:0]
+	for _, r := range b.ranges {
+		for p := pos; p < pos+r.len; p += pageSize {
+			page := b.buf[p : p+pageSize]
+			if skipZero(r.kind) && bytes.Equal(page, zeroPage[:]) {
+				continue
+			}
+			a := r.addr + uint64(p-pos)
+			var sum uint64
+			if d.sums != nil || d.parent != nil {
+				sum = xxhash.Sum64(page)
+				d.sumBuf = binary.LittleEndian.AppendUint64(d.sumBuf, sum)
+			}
+			if gen, off, ok := d.parent.same(a, sum); ok {
+				d.addRun(a, r.vma, gen, off)
+				d.refBytes += pageSize
+				continue
+			}
+			d.addRun(a, r.vma, 0, d.off)
+			if len(segs) > 0 && segs[len(segs)-1].to == p {
+				segs[len(segs)-1].to += pageSize
+			} else {
+				segs = append(segs, segment{from: p, to: p + pageSize})
+			}
+			d.off += pageSize
+			d.bytes += pageSize
+		}
+		pos += r.len
+		n += r.len
+	}
+	for _, s := range segs {
+		if _, err := d.out.WriteThrough(b.buf[s.from:s.to]); err != nil {
+			return fmt.Errorf("write page data: %w", err)
+		}
+	}
+	if d.sums != nil && len(d.sumBuf) > 0 {
+		if _, err := d.sums.Write(d.sumBuf); err != nil {
+			return fmt.Errorf("write page checksums: %w", err)
+		}
+	}
+	if d.progress != nil {
+		d.progress.Add(int64(n))
+	}
+	return nil
+}
+
+// addRun adds the page at addr, whose data is at offset off of
+// generation gen's page file (0: this one's), to the runs.
+func (d *Dumper) addRun(addr uint64, vma, gen int, off uint64) {
+	if last := len(d.runs) - 1; last >= 0 && d.lastVMA == vma {
+		r := &d.runs[last]
+		if r.Generation == gen && r.Addr+r.Pages*pageSize == addr && r.Offset+r.Pages*pageSize == off {
+			r.Pages++
+			return
+		}
+	}
+	d.runs = append(d.runs, image.PageRun{Addr: addr, Pages: 1, Offset: off, Generation: gen})
+	d.lastVMA = vma
 }
 
 // recordGuardPages notes the guard regions (MADV_GUARD_INSTALL) among the
@@ -267,8 +362,8 @@ func (d *Dumper) Dump(vmas []image.VMA) error {
 	return nil
 }
 
-// flush reads the collected ranges into buf, drops all-zero anonymous
-// pages, records page runs, and hands the batch to the writer.
+// flush reads the collected ranges into buf and hands the batch to the
+// writer.
 func (d *Dumper) flush(buf []byte) ([]byte, error) {
 	if len(d.pending) == 0 {
 		return buf, nil
@@ -301,32 +396,12 @@ func (d *Dumper) flush(buf []byte) ([]byte, error) {
 			return buf, fmt.Errorf("process_vm_readv of %d: read %d of %d bytes, stopped at %#x", d.pid, got, want, at)
 		}
 	}
-	var segs []segment
-	pos = 0
 	for _, r := range d.pending {
-		for p := pos; p < pos+r.len; p += pageSize {
-			if skipZero(r.kind) && bytes.Equal(buf[p:p+pageSize], zeroPage[:]) {
-				continue
-			}
-			a := r.addr + uint64(p-pos)
-			last := len(d.runs) - 1
-			if last >= 0 && len(segs) > 0 && segs[len(segs)-1].to == p && d.lastVMA == r.vma &&
-				d.runs[last].Addr+d.runs[last].Pages*pageSize == a {
-				d.runs[last].Pages++
-				segs[len(segs)-1].to += pageSize
-			} else {
-				d.runs = append(d.runs, image.PageRun{Addr: a, Pages: 1, Offset: d.off})
-				segs = append(segs, segment{from: p, to: p + pageSize})
-				d.lastVMA = r.vma
-			}
-			d.off += pageSize
-			d.bytes += pageSize
-		}
-		pos += r.len
+		d.read += int64(r.len)
 	}
+	d.full <- batch{buf: buf, ranges: slices.Clone(d.pending)}
 	d.pending = d.pending[:0]
 	d.filled = 0
-	d.full <- batch{buf: buf, segs: segs}
 	return d.getBuf()
 }
 
@@ -366,8 +441,15 @@ func DefaultBuffer() int64 {
 	return 2 * pageBatch
 }
 
-// Runs are the page runs written, in page file order.
+// Runs are the page runs, in address order; valid after Close.
 func (d *Dumper) Runs() []image.PageRun { return d.runs }
 
-// Bytes is the page data read so far.
+// Bytes is the page data written to the page file; valid after Close.
 func (d *Dumper) Bytes() int64 { return d.bytes }
+
+// RefBytes is the page data an incremental dump left in the parent
+// generations' files; valid after Close.
+func (d *Dumper) RefBytes() int64 { return d.refBytes }
+
+// Read is the memory read from the process so far.
+func (d *Dumper) Read() int64 { return d.read }

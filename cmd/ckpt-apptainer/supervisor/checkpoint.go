@@ -69,6 +69,7 @@ func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 		Log:         s.log,
 		BufferBytes: s.buffer,
 		LocalLimit:  s.localLimit,
+		Incremental: s.opts.Incremental,
 		Stopped: func() {
 			if !s.timeNamespace {
 				return // said at launch: its clocks jump at restart
@@ -134,6 +135,9 @@ func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 			return commit()
 		}
 	}
+	if s.opts.Incremental {
+		opts.Parent, opts.MinRefGen = s.incrementalParent(w.Gen, kill)
+	}
 	pr := newProgressReporter(fmt.Sprintf("checkpoint generation %d", w.Gen), s.log, os.Stderr)
 	opts.Progress = pr.update
 	stats, err := engine.Checkpoint(opts)
@@ -166,6 +170,34 @@ func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 		s.log.Warnf("remove old generations: %v", err)
 	}
 	return &CheckpointResult{Generation: w.Gen, Bytes: stats.PageBytes, Duration: stats.Duration, Stopped: stats.StoppedFor}, nil
+}
+
+// chainWindow is how many generations back a periodic incremental
+// checkpoint may leave unchanged data: pages whose data is older are
+// written again, so a generation never needs more than this many
+// directories (or --keep, if more) and the space of data no one reads any
+// more is given back.
+const chainWindow = 8
+
+// incrementalParent picks the generation an incremental checkpoint gen is
+// compared with (the latest one) and the oldest generation its runs may
+// read from. A final checkpoint (kill) writes as little as it can, within
+// the grace time a preemption leaves: it may read from any generation, and
+// the periodic one after the restart writes the old data again.
+func (s *supervisor) incrementalParent(gen int, kill bool) (*image.Generation, int) {
+	latest, err := s.store.Latest()
+	if err != nil {
+		return nil, 0
+	}
+	parent, err := s.store.Open(latest)
+	if err != nil {
+		s.log.Warnf("generation %d is written in full: its parent generation %d cannot be read: %v", gen, latest, err)
+		return nil, 0
+	}
+	if kill || s.keep <= 0 {
+		return parent, 0
+	}
+	return parent, gen - max(s.keep, chainWindow) + 1
 }
 
 // postCheckpointHooks runs the postcheckpoint hooks after an attempt at

@@ -17,6 +17,9 @@ type Options struct {
 	Interval int
 	// Keep is how many generations are kept; 0 keeps all.
 	Keep int
+	// Incremental writes only the pages that changed since the previous
+	// generation.
+	Incremental bool
 	// CgroupParent is the writable cgroup the job cgroup is made in;
 	// empty looks for one. NoCgroup stops the job with ptrace alone.
 	CgroupParent string

@@ -1,0 +1,91 @@
+package engine
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/memory"
+)
+
+// parentPages opens what the parent generation recorded of the pages of
+// the process with sandbox pid pid, for an incremental dump: its page runs
+// (each pointing at the generation that holds the data) and its checksum
+// file, which the caller closes once the dump is done. A process the
+// parent did not have, or had without checksums, is dumped in full: that
+// is no error.
+func parentPages(parent *image.Generation, pid, minGen int) (*memory.Parent, *os.File, error) {
+	if parent == nil {
+		return nil, nil, nil
+	}
+	i := slices.IndexFunc(parent.Manifest.Processes, func(r image.ProcessRef) bool { return r.PID == pid })
+	if i < 0 || parent.Manifest.Processes[i].Pages == "" || !parent.Lists(image.PageSumsName(pid)) {
+		return nil, nil, nil
+	}
+	var img image.Process
+	if err := parent.ReadJSON(parent.Manifest.Processes[i].Core, &img); err != nil {
+		return nil, nil, fmt.Errorf("pid %d: parent %w", pid, err)
+	}
+	var pages uint64
+	for j := range img.PageRuns {
+		if img.PageRuns[j].Generation == 0 {
+			img.PageRuns[j].Generation = parent.Gen
+		}
+		pages += img.PageRuns[j].Pages
+	}
+	f, err := parent.Open(image.PageSumsName(pid))
+	if err != nil {
+		return nil, nil, fmt.Errorf("pid %d: parent page checksums: %w", pid, err)
+	}
+	if fi, err := f.Stat(); err != nil || uint64(fi.Size()) != pages*8 {
+		// Not what its runs need: compare with nothing rather than with
+		// checksums of other pages.
+		f.Close()
+		return nil, nil, nil
+	}
+	return &memory.Parent{Runs: img.PageRuns, Sums: f, MinGen: minGen}, f, nil
+}
+
+// recordRefs lists in m the page files of earlier generations that the
+// processes' runs read, with the size and checksum the parent's manifest
+// vouches for: its own files, and those it refers to in turn.
+func recordRefs(m *image.Manifest, parent *image.Generation, procs []*image.Process) error {
+	if parent == nil {
+		return nil
+	}
+	m.Parent = parent.Gen
+	known := map[image.FileRef]image.FileSum{}
+	for _, f := range parent.Manifest.Files {
+		known[image.FileRef{Generation: parent.Gen, FileSum: image.FileSum{Name: f.Name}}] = f
+	}
+	for _, r := range parent.Manifest.Refs {
+		known[image.FileRef{Generation: r.Generation, FileSum: image.FileSum{Name: r.Name}}] = r.FileSum
+	}
+	seen := map[image.FileRef]bool{}
+	for _, p := range procs {
+		for _, run := range p.PageRuns {
+			if run.Generation == 0 {
+				continue
+			}
+			key := image.FileRef{Generation: run.Generation, FileSum: image.FileSum{Name: image.PagesName(p.PID)}}
+			if seen[key] {
+				continue
+			}
+			sum, ok := known[key]
+			if !ok {
+				return fmt.Errorf("pid %d: page run at %#x refers to %s of generation %d, which parent generation %d does not vouch for", p.PID, run.Addr, key.Name, key.Generation, parent.Gen)
+			}
+			seen[key] = true
+			m.Refs = append(m.Refs, image.FileRef{Generation: run.Generation, FileSum: sum})
+		}
+	}
+	slices.SortFunc(m.Refs, func(a, b image.FileRef) int {
+		if a.Generation != b.Generation {
+			return a.Generation - b.Generation
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return nil
+}

@@ -1,0 +1,94 @@
+package memory
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+)
+
+// An incremental dump compares every page it would store with the page at
+// the same address in the parent generation, by checksum: a page whose
+// xxHash64 matches is not written again, its run points at the data the
+// parent's runs point at (the generation that wrote it, never a chain).
+// The checksums of the parent's pages come from its page-sums file, read
+// alongside the dump in address order, so the comparison holds no table of
+// the whole address space in memory.
+//
+// Comparing content works on every kernel and for every kind of mapping,
+// shared ones included (a write through another process's mapping changes
+// the content, whatever the page tables say), at the price of reading all
+// of the job's memory at every checkpoint. It is a 64-bit checksum: two
+// different pages taken for the same one is a 2^-64 chance per page.
+
+// Parent is the parent generation's record of one process's pages.
+type Parent struct {
+	// Runs are the parent's page runs of the process, in address order,
+	// with every run's Generation set to the generation that holds its
+	// data (the parent's own number for the runs it wrote).
+	Runs []image.PageRun
+	// Sums are the parent's page checksums: one little-endian uint64 per
+	// page of Runs, in order.
+	Sums io.Reader
+	// MinGen is the oldest generation a new run may refer to: data of
+	// older ones is written again, so that retention can let them go.
+	MinGen int
+}
+
+// parentCursor walks the parent's runs and checksums in address order.
+type parentCursor struct {
+	p    *Parent
+	sums *bufio.Reader
+	run  int    // the run the cursor is in
+	page uint64 // pages of that run whose checksums were consumed
+	err  error  // a short or unreadable checksum file: no more matches
+}
+
+func newParentCursor(p *Parent) *parentCursor {
+	return &parentCursor{p: p, sums: bufio.NewReaderSize(p.Sums, 1<<16)}
+}
+
+// same reports where the parent holds the page at addr when its checksum
+// is sum. Calls come in ascending address order; a page at an address
+// below the last one asked about is never matched.
+func (c *parentCursor) same(addr, sum uint64) (gen int, off uint64, ok bool) {
+	if c == nil || c.err != nil {
+		return 0, 0, false
+	}
+	runs := c.p.Runs
+	for c.run < len(runs) && runs[c.run].Addr+runs[c.run].Pages*pageSize <= addr {
+		c.skip(runs[c.run].Pages - c.page)
+		c.run, c.page = c.run+1, 0
+	}
+	if c.run == len(runs) || runs[c.run].Addr > addr {
+		return 0, 0, false
+	}
+	r := runs[c.run]
+	idx := (addr - r.Addr) / pageSize
+	if idx < c.page {
+		return 0, 0, false
+	}
+	c.skip(idx - c.page)
+	var b [8]byte
+	if _, err := io.ReadFull(c.sums, b[:]); err != nil {
+		c.err = fmt.Errorf("parent page checksums: %w", err)
+		return 0, 0, false
+	}
+	c.page = idx + 1
+	if c.err != nil || binary.LittleEndian.Uint64(b[:]) != sum || r.Generation < c.p.MinGen {
+		return 0, 0, false
+	}
+	return r.Generation, r.Offset + idx*pageSize, true
+}
+
+// skip passes over the checksums of n pages.
+func (c *parentCursor) skip(n uint64) {
+	if n == 0 || c.err != nil {
+		return
+	}
+	if _, err := c.sums.Discard(int(n * 8)); err != nil {
+		c.err = fmt.Errorf("parent page checksums: %w", err)
+	}
+}
