@@ -154,6 +154,9 @@ type flavor struct {
 	// disable is $CKPT_APPTAINER_DISABLE for the flavor's commands: the
 	// "-rhel8" flavors run on what mainline 4.18 has.
 	disable string
+	// incremental sets $CKPT_APPTAINER_INCREMENTAL: every checkpoint
+	// after the first is written on the one before.
+	incremental bool
 }
 
 // allFlavors lists root and user, each with v2, v1 and no cgroup, in a fixed
@@ -161,15 +164,17 @@ type flavor struct {
 // the hierarchy is absent.
 func (e *testEnv) allFlavors() []flavor {
 	return []flavor{
-		{"root-v2", false, "v2", e.v2Root, ""},
-		{"root-v1", false, "v1", e.v1Root, ""},
-		{"root-none", false, "none", "", ""},
-		{"user-v2", true, "v2", e.v2User, ""},
-		{"user-v1", true, "v1", e.v1User, ""},
-		{"user-none", true, "none", "", ""},
+		{"root-v2", false, "v2", e.v2Root, "", false},
+		{"root-v1", false, "v1", e.v1Root, "", false},
+		{"root-none", false, "none", "", "", false},
+		{"user-v2", true, "v2", e.v2User, "", false},
+		{"user-v1", true, "v1", e.v1User, "", false},
+		{"user-none", true, "none", "", "", false},
 		// A v2 job cgroup without cgroup.freeze: stopped with ptrace.
-		{"user-v2-rhel8", true, "v2", e.v2User, "rhel8"},
-		{"root-v1-rhel8", false, "v1", e.v1Root, "rhel8"},
+		{"user-v2-rhel8", true, "v2", e.v2User, "rhel8", false},
+		{"root-v1-rhel8", false, "v1", e.v1Root, "rhel8", false},
+		// Incremental generations, unprivileged.
+		{"user-v2-incr", true, "v2", e.v2User, "", true},
 	}
 }
 
@@ -232,6 +237,9 @@ func newJob(t *testing.T, e *testEnv, fl flavor) *job {
 	j := &job{t: t, env: e, fl: fl, dir: dir, ckptDir: filepath.Join(dir, "ckpt")}
 	if fl.disable != "" {
 		j.extraEnv = append(j.extraEnv, "CKPT_APPTAINER_DISABLE="+fl.disable)
+	}
+	if fl.incremental {
+		j.extraEnv = append(j.extraEnv, "CKPT_APPTAINER_INCREMENTAL=1")
 	}
 	t.Cleanup(func() {
 		// The supervisors' cleanups (run before this one) killed them; their

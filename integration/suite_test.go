@@ -117,8 +117,10 @@ const (
 )
 
 // suiteFlavors are the flavors the suite runs in: root and the
-// unprivileged user, both with a cgroup v2 freezer.
-var suiteFlavors = []string{"root-v2", "user-v2"}
+// unprivileged user, both with a cgroup v2 freezer, and the user with
+// incremental checkpoints (the checkpoint --kill is written on the first
+// checkpoint, and the last restart reads both).
+var suiteFlavors = []string{"root-v2", "user-v2", "user-v2-incr"}
 
 // otherStopFlavors are the other ways of stopping a job (the cgroup v1
 // freezer, ptrace alone), and stopFlavorEntries the entries also run in

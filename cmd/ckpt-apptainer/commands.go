@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -53,6 +55,26 @@ type listEntry struct {
 	Error      string    `json:"error,omitempty"`
 	// RestoreFailed is why a restart could not restore the generation.
 	RestoreFailed string `json:"restore_failed,omitempty"`
+	// Parent is the generation an incremental one was written on; Needs
+	// the generations whose data it reads.
+	Parent int   `json:"parent,omitempty"`
+	Needs  []int `json:"needs,omitempty"`
+}
+
+// generationKind says whether a generation is full, or which generations
+// an incremental one reads.
+func generationKind(parent int, needs []int) string {
+	if parent == 0 {
+		return "full"
+	}
+	if len(needs) == 0 {
+		return fmt.Sprintf("incremental on %d, all pages changed", parent)
+	}
+	gens := make([]string, len(needs))
+	for i, n := range needs {
+		gens[i] = strconv.Itoa(n)
+	}
+	return fmt.Sprintf("incremental on %d, reads %s", parent, strings.Join(gens, ","))
 }
 
 func listCommand() *cli.Command {
@@ -76,7 +98,8 @@ func listCommand() *cli.Command {
 			out := []listEntry{}
 			for _, i := range infos {
 				out = append(out, listEntry{Generation: i.Generation, Time: i.Time, SizeBytes: i.SizeBytes,
-					Processes: i.Processes, Valid: i.Valid, Latest: i.Latest, Error: i.Error, RestoreFailed: i.RestoreFailed})
+					Processes: i.Processes, Valid: i.Valid, Latest: i.Latest, Error: i.Error, RestoreFailed: i.RestoreFailed,
+					Parent: i.Parent, Needs: i.Needs})
 			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(os.Stdout)
@@ -84,7 +107,7 @@ func listCommand() *cli.Command {
 				return enc.Encode(out)
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "GENERATION\tTIME\tSIZE\tPROCESSES\tSTATUS")
+			fmt.Fprintln(tw, "GENERATION\tTIME\tSIZE\tPROCESSES\tKIND\tSTATUS")
 			for _, e := range out {
 				status := "ok"
 				if !e.Valid {
@@ -96,7 +119,7 @@ func listCommand() *cli.Command {
 				if e.RestoreFailed != "" {
 					status += "; a restart could not restore it, so restarts try older generations first"
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\n", e.Generation, e.Time.Local().Format(time.DateTime), supervisor.HumanBytes(e.SizeBytes), e.Processes, status)
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", e.Generation, e.Time.Local().Format(time.DateTime), supervisor.HumanBytes(e.SizeBytes), e.Processes, generationKind(e.Parent, e.Needs), status)
 			}
 			return tw.Flush()
 		},

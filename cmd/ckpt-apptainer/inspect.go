@@ -85,10 +85,17 @@ func printInspect(w io.Writer, r *inspectReport) error {
 	p.line("generation %d  %s", r.Generation, r.Dir)
 	p.line("  created    %s", m.Created.Local().Format(time.DateTime+" MST"))
 	p.line("  written by ckpt-apptainer %s (image format %d) on %s, kernel %s, %s", m.ToolVersion, m.FormatVersion, m.Host, m.Kernel, m.Arch)
+	if m.Parent != 0 {
+		p.line("  kind       %s", generationKind(m.Parent, m.Needs()))
+	}
 	if !r.Valid {
 		p.line("  checksums  BAD: %s", r.Error)
 	} else {
-		p.line("  checksums  ok (%d files)", len(m.Files))
+		refs := ""
+		if len(m.Refs) > 0 {
+			refs = fmt.Sprintf(", and %d of earlier generations", len(m.Refs))
+		}
+		p.line("  checksums  ok (%d files%s)", len(m.Files), refs)
 	}
 	for _, u := range r.Unreadable {
 		p.line("  unreadable %s: %s", u.File, u.Error)
@@ -102,7 +109,11 @@ func printInspect(w io.Writer, r *inspectReport) error {
 	}
 	s := m.Stats
 	p.line("stats")
-	p.line("  size       %s (%s of pages)", supervisor.HumanBytes(s.Bytes), supervisor.HumanBytes(s.PageBytes))
+	if m.Parent != 0 {
+		p.line("  size       %s (%s of pages written, %s unchanged in earlier generations)", supervisor.HumanBytes(s.Bytes), supervisor.HumanBytes(s.PageBytes), supervisor.HumanBytes(s.RefBytes))
+	} else {
+		p.line("  size       %s (%s of pages)", supervisor.HumanBytes(s.Bytes), supervisor.HumanBytes(s.PageBytes))
+	}
 	p.line("  tasks      %d processes, %d threads", s.Processes, s.Threads)
 	p.line("  timing     checkpoint %v, job stopped %v, frozen %v (%s)", s.Duration.Round(time.Millisecond),
 		s.StoppedFor.Round(time.Millisecond), s.FrozenFor.Round(time.Millisecond), orNone(s.FreezeMethod))

@@ -42,3 +42,21 @@ func TestCgroupLimits(t *testing.T) {
 		})
 	}
 }
+
+func TestGenerationKind(t *testing.T) {
+	tests := []struct {
+		parent int
+		needs  []int
+		want   string
+	}{
+		{0, nil, "full"},
+		{3, nil, "incremental on 3, all pages changed"},
+		{3, []int{1}, "incremental on 3, reads 1"},
+		{4, []int{1, 2, 4}, "incremental on 4, reads 1,2,4"},
+	}
+	for _, tt := range tests {
+		if got := generationKind(tt.parent, tt.needs); got != tt.want {
+			t.Errorf("generationKind(%d, %v) = %q, want %q", tt.parent, tt.needs, got, tt.want)
+		}
+	}
+}

@@ -70,6 +70,10 @@ type Info struct {
 	// RestoreFailed is why a restart could not restore the generation,
 	// or "".
 	RestoreFailed string
+	// Parent is the generation an incremental one was written on (0 for
+	// a full one); Needs the generations whose data it reads.
+	Parent int
+	Needs  []int
 }
 
 // GenName is the directory name of committed generation gen.
@@ -449,6 +453,7 @@ func (s *Store) List(verify bool) ([]Info, error) {
 			m := g.Manifest
 			info.Time = m.Created
 			info.Processes = len(m.Processes)
+			info.Parent, info.Needs = m.Parent, m.Needs()
 			for _, f := range m.Files {
 				info.SizeBytes += f.Size
 			}
