@@ -70,7 +70,15 @@ type CheckpointOptions struct {
 	Incremental bool
 	Parent      *image.Generation
 	MinRefGen   int
-	Log         logrus.FieldLogger
+	// TrustSoftDirty says the soft-dirty bits of the job's pages were
+	// cleared when Parent was dumped, and not since: pages of private
+	// mappings whose bit is clear are not read (memory.Parent.SoftDirty).
+	// ClearSoftDirty clears them after each process's pages are read, so
+	// that the next generation may trust them (Stats.SoftDirtyCleared says
+	// whether that worked for every process).
+	TrustSoftDirty bool
+	ClearSoftDirty bool
+	Log            logrus.FieldLogger
 }
 
 // Checkpoint stops the job, dumps it, and lets it run on (or kills it, once
@@ -119,9 +127,10 @@ func checkpoint(t *ptrace.Tracer, opts CheckpointOptions) (*image.Stats, error) 
 		return nil, err
 	}
 	stats := &image.Stats{
-		Processes:    len(dumps),
-		FreezeMethod: job.method,
-		FrozenFor:    job.frozen,
+		Processes:        len(dumps),
+		FreezeMethod:     job.method,
+		FrozenFor:        job.frozen,
+		SoftDirtyCleared: opts.ClearSoftDirty && !jd.softDirtyKept,
 	}
 	for _, d := range dumps {
 		stats.Threads += len(d.proc.Threads)
@@ -136,6 +145,7 @@ func checkpoint(t *ptrace.Tracer, opts CheckpointOptions) (*image.Stats, error) 
 				stats.PageBytes += d.pages.Bytes()
 				stats.RefBytes += d.pages.RefBytes()
 				stats.MemoryBytes += d.pages.Read()
+				stats.UnreadBytes += d.pages.CleanBytes()
 			}
 		}
 		// The manifest keeps the figures as they are at commit time
@@ -203,6 +213,9 @@ type jobDump struct {
 	progress *progress
 	// local saves the node-local files the job has.
 	local *localSaver
+	// softDirtyKept is set when the soft-dirty bits of a process could
+	// not be cleared.
+	softDirtyKept bool
 }
 
 func newJobDump(opts CheckpointOptions) *jobDump {
@@ -404,6 +417,9 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 	if opts.Parent, d.parent, err = parentPages(jd.opts.Parent, p.PID, jd.opts.MinRefGen); err != nil {
 		return abandon(err)
 	}
+	if opts.Parent != nil {
+		opts.Parent.SoftDirty = jd.opts.TrustSoftDirty
+	}
 	if d.pages, err = memory.NewDumper(hostPID, d.file, opts); err != nil {
 		return abandon(err)
 	}
@@ -411,8 +427,16 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 		d.finish(jd.opts)
 		return nil, fmt.Errorf("pid %d: memory: %w", p.PID, err)
 	}
-	jd.buffered += d.pages.Read()
+	jd.buffered += d.pages.Buffered()
 	jd.progress.settle(hostPID, d.pages.Read())
+	if jd.opts.ClearSoftDirty {
+		// The pages were read (or queued) as they are now: what the job
+		// writes from here on is the next generation's.
+		if err := clearSoftDirty(hostPID); err != nil {
+			jd.opts.Log.Debugf("pid %d: %v: the next checkpoint compares every page", p.PID, err)
+			jd.softDirtyKept = true
+		}
+	}
 	return d, nil
 }
 

@@ -89,3 +89,18 @@ func recordRefs(m *image.Manifest, parent *image.Generation, procs []*image.Proc
 	})
 	return nil
 }
+
+// clearSoftDirty clears the soft-dirty bits of every page of the process
+// (clear_refs "4"): the pages it writes from now on show the bit again.
+func clearSoftDirty(hostPID int) error {
+	path := fmt.Sprintf("/proc/%d/clear_refs", hostPID)
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("clear soft-dirty bits: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("4"); err != nil {
+		return fmt.Errorf("clear soft-dirty bits: write %s: %w", path, err)
+	}
+	return nil
+}

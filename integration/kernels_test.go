@@ -32,7 +32,17 @@ import (
 var kernelNames = []string{"5.10", "6.1", "6.12"}
 
 // kernelScenarios are the runs of init.sh, each a job that checks itself.
-var kernelScenarios = []string{"root-v2-tree3", "user-v2-threads", "root-none-threads", "user-none-tree3", "user-v2-timers"}
+var kernelScenarios = []string{"root-v2-tree3", "user-v2-threads", "root-none-threads", "user-none-tree3", "user-v2-timers",
+	"user-v2-incr", "root-v2-incr-mem"}
+
+// memScenarios run testdata/mem.c (16 MiB, 300 steps) instead of a suite
+// program.
+var memScenarios = map[string]bool{"root-v2-incr-mem": true}
+
+// softDirtyScenarios take incremental checkpoints: Debian's kernels track
+// soft-dirty bits, so their periodic checkpoints after the first two on a
+// supervisor must find unchanged pages by them.
+var softDirtyScenarios = map[string]bool{"user-v2-incr": true, "root-v2-incr-mem": true}
 
 // kernelBootTimeout bounds one guest from boot to power-off.
 const kernelBootTimeout = 12 * time.Minute
@@ -108,6 +118,7 @@ func buildGuest(t *testing.T) string {
 		exec.Command("gcc", "-O2", "-static", "-pthread", "-o", filepath.Join(bin, "thread_masks"), "testdata/suite/thread_masks.c"),
 		exec.Command("gcc", "-O2", "-static", "-pthread", "-o", filepath.Join(bin, "posix_timer"), "testdata/suite/posix_timer.c", "-lrt"),
 		exec.Command("gcc", "-O2", "-static", "-o", filepath.Join(bin, "runas"), "testdata/kernels/runas.c"),
+		exec.Command("gcc", "-O2", "-static", "-o", filepath.Join(bin, "mem"), "testdata/mem.c"),
 	}
 	for _, c := range builds {
 		if out, err := c.CombinedOutput(); err != nil {
@@ -242,7 +253,13 @@ func checkGuest(t *testing.T, res *guestResult) {
 			t.Errorf("%s: %s\n%s", name, got, scenarioFiles(files))
 			continue
 		}
-		if _, err := checkSuiteLog(files["job.log"]); err != nil {
+		var err error
+		if memScenarios[name] {
+			err = checkSequence(files["job.log"], 1, 300, parseMemLine)
+		} else {
+			_, err = checkSuiteLog(files["job.log"])
+		}
+		if err != nil {
 			t.Errorf("%s: job log: %v\n%s", name, err, scenarioFiles(files))
 		}
 		// Each restart resumed a checkpoint: the logs say so.
@@ -250,6 +267,9 @@ func checkGuest(t *testing.T, res *guestResult) {
 			if !bytes.Contains(files[f], []byte("restored generation")) {
 				t.Errorf("%s: %s does not report a restore:\n%s", name, f, files[f])
 			}
+		}
+		if softDirtyScenarios[name] && !bytes.Contains(files["launch.out"], []byte("by soft-dirty bits")) {
+			t.Errorf("%s: no incremental checkpoint found unchanged pages by their soft-dirty bits:\n%s", name, files["launch.out"])
 		}
 	}
 	for _, who := range []string{"root", "user"} {

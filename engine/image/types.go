@@ -206,6 +206,13 @@ type Stats struct {
 	// because it had not changed: its runs read it from earlier
 	// generations.
 	RefBytes int64 `json:"ref_bytes,omitempty"`
+	// UnreadBytes is the part of RefBytes the checkpoint did not even
+	// read: the kernel's soft-dirty bits said it had not been written.
+	UnreadBytes int64 `json:"unread_bytes,omitempty"`
+	// SoftDirtyCleared says the dump cleared the soft-dirty bits of every
+	// process of the job: the next incremental checkpoint on this one may
+	// trust them. Not stored.
+	SoftDirtyCleared bool `json:"-"`
 	// MemoryBytes is the memory the checkpoint read from the job: the
 	// pages written, those referred to and those found all zero.
 	MemoryBytes  int64         `json:"memory_bytes,omitempty"`

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject/injecttest"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
 
@@ -156,6 +157,55 @@ func TestIncrementalDump(t *testing.T) {
 	for p := range pages {
 		if !bytes.Equal(got[p*pageSize:(p+1)*pageSize], mem[p*pageSize:(p+1)*pageSize]) {
 			t.Errorf("page %d differs after restoring the incremental generation", p)
+		}
+	}
+}
+
+func TestCleanSince(t *testing.T) {
+	const (
+		present   = proc.PagePresent
+		exclusive = proc.PageExclusive
+		dirty     = proc.PageSoftDirty
+	)
+	tests := []struct {
+		name string
+		kind image.VMAKind
+		e    uint64
+		want bool
+	}{
+		{"private, mapped alone, not written", image.VMAAnon, present | exclusive, true},
+		{"written since", image.VMAAnon, present | exclusive | dirty, false},
+		{"shared with a forked process", image.VMAAnon, present, false},
+		{"the shared zero page", image.VMAAnon, present, false},
+		{"in swap", image.VMAAnon, proc.PageSwapped, false},
+		{"private copy of a file page", image.VMAFilePrivate, present | exclusive, true},
+		{"shared anonymous", image.VMAAnonShared, present | exclusive, false},
+		{"shared file", image.VMAFileShared, present | exclusive, false},
+		{"deleted file", image.VMAFileGone, present | exclusive, false},
+	}
+	for _, tt := range tests {
+		if got := cleanSince(tt.kind, tt.e); got != tt.want {
+			t.Errorf("%s: cleanSince = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestRunCursor(t *testing.T) {
+	p := &Parent{MinGen: 3, Runs: []image.PageRun{
+		{Addr: 0x10000, Pages: 2, Generation: 3},
+		{Addr: 0x20000, Pages: 1, Generation: 2}, // too old to refer to
+		{Addr: 0x30000, Pages: 4, Generation: 5},
+	}}
+	c := &runCursor{p: p}
+	for _, tt := range []struct {
+		addr uint64
+		want bool
+	}{
+		{0x0f000, false}, {0x10000, true}, {0x11000, true}, {0x12000, false},
+		{0x20000, false}, {0x30000, true}, {0x33000, true}, {0x34000, false}, {0x90000, false},
+	} {
+		if got := c.has(tt.addr); got != tt.want {
+			t.Errorf("has(%#x) = %v, want %v", tt.addr, got, tt.want)
 		}
 	}
 }

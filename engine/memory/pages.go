@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
@@ -40,6 +42,8 @@ type Dumper struct {
 	// bytes is the page data written, refBytes the data left in the
 	// parent generations' files; read the memory read from the job.
 	bytes, refBytes, read int64
+	// buffered is the memory read into batches, clean pages left out.
+	buffered int64
 	// lastVMA is the VMA of the last run; runs never span two VMAs, so a
 	// restore can make each VMA writable on its own.
 	lastVMA int
@@ -50,6 +54,14 @@ type Dumper struct {
 	parent *parentCursor
 	sums   io.Writer
 	sumBuf []byte
+	// clean finds, on the reading side, the pages the soft-dirty bits say
+	// are the parent's (nil: every page is read); cleanBytes counts them.
+	clean      *runCursor
+	cleanBytes int64
+	cleanBuf   []bool
+	// zeroBuf and pageSums are the writer's per-page scratch (scan).
+	zeroBuf  []bool
+	pageSums []uint64
 
 	mem *os.File // /proc/pid/mem, for mappings the process cannot read itself
 	// shared says which pages of shared memory objects other processes
@@ -84,6 +96,9 @@ type pendingRange struct {
 	kind   image.VMAKind
 	vma    int
 	viaMem bool // already read through /proc/pid/mem
+	// clean pages are not read: by their soft-dirty bits they are the
+	// parent's, and take no room in the batch.
+	clean bool
 }
 
 // batch is one read of process memory: buf holds the ranges, in order.
@@ -140,6 +155,9 @@ func NewDumper(pid int, out Sink, opts DumperOptions) (*Dumper, error) {
 	}
 	if opts.Parent != nil {
 		d.parent = newParentCursor(opts.Parent)
+		if opts.Parent.SoftDirty {
+			d.clean = &runCursor{p: opts.Parent}
+		}
 	}
 	go d.writer()
 	return d, nil
@@ -187,16 +205,29 @@ func (d *Dumper) store(b batch) error {
 	var segs []segment
 	pos, n := 0, 0
 	d.sumBuf = d.sumBuf[:0]
+	filled := 0
 	for _, r := range b.ranges {
+		if !r.clean {
+			filled += r.len
+		}
+	}
+	zero, sums := d.scan(b.buf[:filled], d.sums != nil || d.parent != nil)
+	for _, r := range b.ranges {
+		n += r.len
+		if r.clean {
+			if err := d.storeClean(r); err != nil {
+				return err
+			}
+			continue
+		}
 		for p := pos; p < pos+r.len; p += pageSize {
-			page := b.buf[p : p+pageSize]
-			if skipZero(r.kind) && bytes.Equal(page, zeroPage[:]) {
+			if skipZero(r.kind) && zero[p/pageSize] {
 				continue
 			}
 			a := r.addr + uint64(p-pos)
 			var sum uint64
-			if d.sums != nil || d.parent != nil {
-				sum = xxhash.Sum64(page)
+			if sums != nil {
+				sum = sums[p/pageSize]
 				d.sumBuf = binary.LittleEndian.AppendUint64(d.sumBuf, sum)
 			}
 			if gen, off, ok := d.parent.same(a, sum); ok {
@@ -214,10 +245,16 @@ func (d *Dumper) store(b batch) error {
 			d.bytes += pageSize
 		}
 		pos += r.len
-		n += r.len
 	}
+	// One write per batch: the pages to store are moved to the front of
+	// the batch (each only ever moves down), so an incremental dump's
+	// scattered changed pages do not become one small O_DIRECT write each.
+	w := 0
 	for _, s := range segs {
-		if _, err := d.out.WriteThrough(b.buf[s.from:s.to]); err != nil {
+		w += copy(b.buf[w:], b.buf[s.from:s.to])
+	}
+	if w > 0 {
+		if _, err := d.out.WriteThrough(b.buf[:w]); err != nil {
 			return fmt.Errorf("write page data: %w", err)
 		}
 	}
@@ -228,6 +265,52 @@ func (d *Dumper) store(b batch) error {
 	}
 	if d.progress != nil {
 		d.progress.Add(int64(n))
+	}
+	return nil
+}
+
+// scan finds the all-zero pages of buf and, with sum, every page's
+// checksum, on all cores: it is most of an incremental dump's work.
+func (d *Dumper) scan(buf []byte, sum bool) (zero []bool, sums []uint64) {
+	pages := len(buf) / pageSize
+	if cap(d.zeroBuf) < pages {
+		d.zeroBuf, d.pageSums = make([]bool, pages), make([]uint64, pages)
+	}
+	zero = d.zeroBuf[:pages]
+	if sum {
+		sums = d.pageSums[:pages]
+	}
+	workers := min(runtime.GOMAXPROCS(0), max(1, pages/256))
+	per := (pages + workers - 1) / workers
+	var wg sync.WaitGroup
+	for from := 0; from < pages; from += per {
+		to := min(pages, from+per)
+		wg.Go(func() {
+			for i := from; i < to; i++ {
+				page := buf[i*pageSize : (i+1)*pageSize]
+				zero[i] = bytes.Equal(page, zeroPage[:])
+				if sums != nil && !zero[i] {
+					sums[i] = xxhash.Sum64(page)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return zero, sums
+}
+
+// storeClean records the pages of a range the soft-dirty bits found
+// unchanged: their runs and checksums are the parent's.
+func (d *Dumper) storeClean(r pendingRange) error {
+	for a := r.addr; a < r.addr+uint64(r.len); a += pageSize {
+		sum, gen, off, ok := d.parent.at(a)
+		if !ok {
+			return fmt.Errorf("page %#x is unchanged since the parent generation, which does not hold it", a)
+		}
+		d.sumBuf = binary.LittleEndian.AppendUint64(d.sumBuf, sum)
+		d.addRun(a, r.vma, gen, off)
+		d.refBytes += pageSize
+		d.cleanBytes += pageSize
 	}
 	return nil
 }
@@ -286,6 +369,17 @@ func (d *Dumper) wanted(v *image.VMA, start uint64, entries []uint64) []bool {
 	return want
 }
 
+// cleanPages marks the wanted pages from start on that need not be read:
+// by their soft-dirty bits they are the parent's (see cleanSince).
+func (d *Dumper) cleanPages(v *image.VMA, start uint64, entries []uint64, want []bool) []bool {
+	clean := d.cleanBuf[:0]
+	for j, e := range entries {
+		clean = append(clean, d.clean != nil && want[j] && cleanSince(v.Kind, e) && d.clean.has(start+uint64(j)*pageSize))
+	}
+	d.cleanBuf = clean
+	return clean
+}
+
 // Dump reads the pages of every VMA that the image needs, and records
 // their guard pages in vmas.
 func (d *Dumper) Dump(vmas []image.VMA) error {
@@ -316,16 +410,27 @@ func (d *Dumper) Dump(vmas []image.VMA) error {
 			}
 			recordGuardPages(v, start, entries)
 			want := d.wanted(v, start, entries)
+			clean := d.cleanPages(v, start, entries, want)
 			for j := 0; j < len(entries); {
 				if !want[j] {
 					j++
 					continue
 				}
 				k := j
-				for k < len(entries) && want[k] {
+				for k < len(entries) && want[k] && clean[k] == clean[j] {
 					k++
 				}
 				addr := start + uint64(j)*pageSize
+				if clean[j] {
+					if len(d.pending) == maxIov {
+						if buf, err = d.flush(buf); err != nil {
+							return err
+						}
+					}
+					d.pending = append(d.pending, pendingRange{addr: addr, len: (k - j) * pageSize, kind: v.Kind, vma: i, clean: true})
+					j = k
+					continue
+				}
 				for n := k - j; n > 0; {
 					room := (len(buf) - d.filled) / pageSize
 					if room == 0 || len(d.pending) == maxIov {
@@ -372,6 +477,9 @@ func (d *Dumper) flush(buf []byte) ([]byte, error) {
 	var remote []unix.RemoteIovec
 	pos, want := 0, 0
 	for _, r := range d.pending {
+		if r.clean {
+			continue
+		}
 		if !r.viaMem {
 			local = append(local, unix.Iovec{Base: &buf[pos], Len: uint64(r.len)})
 			remote = append(remote, unix.RemoteIovec{Base: uintptr(r.addr), Len: r.len})
@@ -398,6 +506,9 @@ func (d *Dumper) flush(buf []byte) ([]byte, error) {
 	}
 	for _, r := range d.pending {
 		d.read += int64(r.len)
+		if !r.clean {
+			d.buffered += int64(r.len)
+		}
 	}
 	d.full <- batch{buf: buf, ranges: slices.Clone(d.pending)}
 	d.pending = d.pending[:0]
@@ -450,6 +561,13 @@ func (d *Dumper) Bytes() int64 { return d.bytes }
 // RefBytes is the page data an incremental dump left in the parent
 // generations' files; valid after Close.
 func (d *Dumper) RefBytes() int64 { return d.refBytes }
+
+// CleanBytes is the page data an incremental dump did not even read, as
+// the soft-dirty bits said it was unchanged; valid after Close.
+func (d *Dumper) CleanBytes() int64 { return d.cleanBytes }
+
+// Buffered is the memory read into the dumper's batches so far.
+func (d *Dumper) Buffered() int64 { return d.buffered }
 
 // Read is the memory read from the process so far.
 func (d *Dumper) Read() int64 { return d.read }

@@ -12,7 +12,8 @@ const (
 	PageSwapped     = 1 << 62
 	PageFileShared  = 1 << 61 // page is a file page or shared anonymous
 	PageGuardRegion = 1 << 58 // installed with MADV_GUARD_INSTALL
-	PageExclusive   = 1 << 56
+	PageExclusive   = 1 << 56 // mapped by this process alone
+	PageSoftDirty   = 1 << 55 // written since the last clear_refs "4"
 )
 
 // Pagemap reads pagemap entries of one process.

@@ -9,10 +9,15 @@
  * LOG is opened with O_APPEND and written with one write(2) per line, so a
  * restored job goes on at the end of the file whatever its size was.
  *
+ * SIGUSR2 makes the next tick change one word on every 20th page (5% of the
+ * pages, spread over the whole buffer) before it is logged: the benchmark of
+ * incremental checkpoints waits for that tick.
+ *
  * usage: benchmem MIB LOG
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +27,14 @@
 
 #define PAGE_WORDS (4096 / 8)
 #define PAGES_PER_TICK 16
+
+static volatile sig_atomic_t dirty_asked;
+
+static void ask_dirty(int sig)
+{
+	(void)sig;
+	dirty_asked = 1;
+}
 
 static uint64_t xorshift(uint64_t *s)
 {
@@ -89,6 +102,7 @@ int main(int argc, char **argv)
 	}
 	for (size_t i = 0; i < nwords; i++)
 		buf[i] = xorshift(&rng);
+	signal(SIGUSR2, ask_dirty);
 
 	for (long n = 1;; n++) {
 		struct timespec pause = {0, 100 * 1000 * 1000};
@@ -99,6 +113,13 @@ int main(int argc, char **argv)
 			size_t page = xorshift(&rng) % npages;
 
 			buf[page * PAGE_WORDS + xorshift(&rng) % PAGE_WORDS] += xorshift(&rng);
+		}
+		if (dirty_asked) {
+			size_t first = xorshift(&rng) % 20;
+
+			dirty_asked = 0;
+			for (size_t page = first; page < npages; page += 20)
+				buf[page * PAGE_WORDS + xorshift(&rng) % PAGE_WORDS] += 1 + xorshift(&rng) % 1000;
 		}
 		len = snprintf(line, sizeof(line), "tick %ld %lld\n", n, (long long)monotonic_ns());
 		if (append(fd, line, (size_t)len) != 0) {

@@ -12,6 +12,7 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fds"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/hooks"
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
 )
@@ -22,7 +23,13 @@ type CheckpointResult struct {
 	Bytes      int64         `json:"bytes"`
 	Duration   time.Duration `json:"duration_ns"`
 	Stopped    time.Duration `json:"stopped_ns"`
-	Error      string        `json:"error,omitempty"`
+	// Parent is the generation an incremental one was written on;
+	// UnchangedBytes the page data it left there, UnreadBytes the part of
+	// that the soft-dirty bits spared reading.
+	Parent         int    `json:"parent,omitempty"`
+	UnchangedBytes int64  `json:"unchanged_bytes,omitempty"`
+	UnreadBytes    int64  `json:"unread_bytes,omitempty"`
+	Error          string `json:"error,omitempty"`
 }
 
 // checkpointLogged takes a checkpoint and logs the outcome for the user.
@@ -32,9 +39,22 @@ func (s *supervisor) checkpointLogged(kill bool) (*CheckpointResult, error) {
 		s.log.Errorf("checkpoint failed: %v (the job keeps running; earlier generations are intact)", err)
 		return nil, err
 	}
-	s.log.Infof("checkpoint generation %d: %s in %v%s (job stopped %v)", res.Generation, HumanBytes(res.Bytes),
-		res.Duration.Round(time.Millisecond), rateSuffix(res.Bytes, res.Duration), res.Stopped.Round(time.Millisecond))
+	s.log.Infof("checkpoint generation %d: %s in %v%s (job stopped %v)%s", res.Generation, HumanBytes(res.Bytes),
+		res.Duration.Round(time.Millisecond), rateSuffix(res.Bytes, res.Duration), res.Stopped.Round(time.Millisecond), incrementalSuffix(res))
 	return res, nil
+}
+
+// incrementalSuffix says, for an incremental generation, how much of the
+// job's memory it found unchanged and how.
+func incrementalSuffix(res *CheckpointResult) string {
+	if res.Parent == 0 {
+		return ""
+	}
+	how := "by checksum"
+	if res.UnreadBytes > 0 {
+		how = fmt.Sprintf("%s of it by soft-dirty bits without reading it", HumanBytes(res.UnreadBytes))
+	}
+	return fmt.Sprintf("; incremental on generation %d: %s unchanged, found %s", res.Parent, HumanBytes(res.UnchangedBytes), how)
 }
 
 // checkpoint takes one generation. With kill the job is ended once the
@@ -137,7 +157,13 @@ func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 	}
 	if s.opts.Incremental {
 		opts.Parent, opts.MinRefGen = s.incrementalParent(w.Gen, kill)
+		// A GPU driver writes device state into host memory behind the
+		// page tables' back: such jobs are compared by content.
+		softDirty := kernel.Current().Has(kernel.SoftDirty) && m.GPU == nil
+		opts.TrustSoftDirty = softDirty && opts.Parent != nil && opts.Parent.Gen == s.softDirtyGen
+		opts.ClearSoftDirty = softDirty && !kill
 	}
+	s.softDirtyGen = 0 // until this generation is committed with the bits cleared
 	pr := newProgressReporter(fmt.Sprintf("checkpoint generation %d", w.Gen), s.log, os.Stderr)
 	opts.Progress = pr.update
 	stats, err := engine.Checkpoint(opts)
@@ -163,13 +189,17 @@ func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 		return nil, err
 	}
 	s.postCheckpointHooks(w.Gen, tg, kill, nil)
+	if stats.SoftDirtyCleared {
+		s.softDirtyGen = w.Gen
+	}
 	if kill {
 		s.stopped = true
 	}
 	if err := s.store.Prune(s.keep); err != nil {
 		s.log.Warnf("remove old generations: %v", err)
 	}
-	return &CheckpointResult{Generation: w.Gen, Bytes: stats.PageBytes, Duration: stats.Duration, Stopped: stats.StoppedFor}, nil
+	return &CheckpointResult{Generation: w.Gen, Bytes: stats.PageBytes, Duration: stats.Duration, Stopped: stats.StoppedFor,
+		Parent: m.Parent, UnchangedBytes: stats.RefBytes, UnreadBytes: stats.UnreadBytes}, nil
 }
 
 // chainWindow is how many generations back a periodic incremental

@@ -84,6 +84,10 @@ type supervisor struct {
 	mu         sync.Mutex
 	stopped    bool
 	lastFailed bool
+	// softDirtyGen is the generation whose checkpoint cleared the
+	// soft-dirty bits of every job process, and was committed: the next
+	// incremental checkpoint on it may trust them. 0: none may.
+	softDirtyGen int
 }
 
 // openSupervisor resolves and locks the checkpoint directory.

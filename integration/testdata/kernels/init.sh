@@ -88,6 +88,12 @@ no_prog() {
 
 # scenario NAME WHO CGROUP PROG [ARG]: launch with periodic checkpoints,
 # SIGKILL of the supervisor, restart, checkpoint --kill, restart to the end.
+# $flags are added to launch and restart; the first supervisor runs until
+# generation $gens (1 when unset) is on disk; the job's second argument
+# is $size (200 when unset).
+flags=
+gens=
+size=
 scenario() {
 	name=$1 who=$2 cg=$3 prog=$4 arg=${5:-}
 	d=/tmp/$name
@@ -105,21 +111,21 @@ scenario() {
 		return 1
 	}
 	sup=
-	start "$who" "$d/launch.out" /bin/ckpt-apptainer launch --interval 2 --ckpt-dir "$d/ck" $cgflag -- /bin/"$prog" "$log" 200 $arg
-	wait_for 90 test -d "$d/ck/gen-000001" || { fail "no first checkpoint"; return; }
+	start "$who" "$d/launch.out" /bin/ckpt-apptainer launch --interval 2 --ckpt-dir "$d/ck" $cgflag $flags -- /bin/"$prog" "$log" ${size:-200} $arg
+	wait_for 90 test -d "$d/ck/gen-00000${gens:-1}" || { fail "no checkpoint generation ${gens:-1}"; return; }
 	n=$(lines "$log")
 	wait_for 30 more_lines "$log" $((n + 8)) || { fail "the job made no progress after the first checkpoint"; return; }
 	kill -9 "$sup"
 	wait "$sup"
 	wait_for 10 no_prog "$prog" || { fail "the job outlived its SIGKILLed supervisor"; return; }
 	n=$(lines "$log")
-	start "$who" "$d/restart1.out" /bin/ckpt-apptainer restart --ckpt-dir "$d/ck"
+	start "$who" "$d/restart1.out" /bin/ckpt-apptainer restart --ckpt-dir "$d/ck" $flags
 	wait_for 60 more_lines "$log" $((n + 8)) || { fail "no progress after the first restart"; return; }
 	as "$who" /bin/ckpt-apptainer checkpoint --ckpt-dir "$d/ck" --kill >"$d/ckpt.out" 2>&1 || { fail "checkpoint --kill failed"; return; }
 	wait "$sup"
 	st=$?
 	[ $st = 143 ] || { fail "the supervisor of the first restart exited $st after checkpoint --kill, want 143"; return; }
-	start "$who" "$d/restart2.out" /bin/ckpt-apptainer restart --ckpt-dir "$d/ck"
+	start "$who" "$d/restart2.out" /bin/ckpt-apptainer restart --ckpt-dir "$d/ck" $flags
 	wait_for 120 gone "$sup" || { fail "the job did not finish after the second restart"; return; }
 	wait "$sup"
 	st=$?
@@ -139,6 +145,16 @@ scenario user-none-tree3 user none tree3
 # here takes a few hundred ms, which the job's clock counts and its timer,
 # re-armed with the time it had left, does not.
 scenario user-v2-timers user v2 posix_timer "signal 20"
+# Incremental checkpoints, which on these kernels find the unchanged pages
+# by their soft-dirty bits.
+flags=--incremental gens=3
+scenario user-v2-incr user v2 tree3
+# A job that checks the checksum of all its memory at every step, changing
+# a few pages per step: a page the soft-dirty bits wrongly called unchanged
+# fails it.
+size=16
+scenario root-v2-incr-mem root v2 mem 300
+flags= gens= size=
 
 for who in root user; do
 	as "$who" /bin/ckpt-apptainer check --json >/tmp/check-$who.json 2>/tmp/check-$who.err
