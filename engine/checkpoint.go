@@ -78,7 +78,11 @@ type CheckpointOptions struct {
 	// whether that worked for every process).
 	TrustSoftDirty bool
 	ClearSoftDirty bool
-	Log            logrus.FieldLogger
+	// PreCopy copies the job's memory to disk while it runs, before it is
+	// stopped (see precopy.go); a checkpoint that ends the job (Kill)
+	// takes none.
+	PreCopy bool
+	Log     logrus.FieldLogger
 }
 
 // Checkpoint stops the job, dumps it, and lets it run on (or kills it, once
@@ -105,6 +109,17 @@ func Checkpoint(opts CheckpointOptions) (*image.Stats, error) {
 // checkpoint is Checkpoint on the tracer's thread.
 func checkpoint(t *ptrace.Tracer, opts CheckpointOptions) (*image.Stats, error) {
 	start := time.Now()
+	var pre map[int]*precopied
+	if opts.PreCopy && !opts.Kill {
+		var err error
+		if pre, err = precopyJob(opts, opts.ClearSoftDirty); err != nil {
+			return nil, err
+		}
+		// The pre-copy cleared the soft-dirty bits: from here on they
+		// say what changed since it, not since the parent.
+		opts.TrustSoftDirty = false
+	}
+	defer dropAll(opts.Writer, pre)
 	job, err := stopJob(t, opts.InitPID, opts.App, opts.Freezer, opts.Log)
 	if err != nil {
 		return nil, err
@@ -116,6 +131,7 @@ func checkpoint(t *ptrace.Tracer, opts CheckpointOptions) (*image.Stats, error) 
 	}
 
 	jd := newJobDump(opts)
+	jd.pre = pre
 	if jd.progress != nil {
 		for _, sp := range job.live() {
 			jd.progress.guessProcess(sp.pid, guessPageBytes(sp.pid))
@@ -136,16 +152,23 @@ func checkpoint(t *ptrace.Tracer, opts CheckpointOptions) (*image.Stats, error) 
 		stats.Threads += len(d.proc.Threads)
 	}
 	finishAll := func() error {
+		// Pre-copies of processes that exited before the stop.
+		dropAll(opts.Writer, jd.pre)
 		var first error
 		for _, d := range dumps {
 			if err := d.finish(opts); err != nil && first == nil {
 				first = err
 			}
 			if d.pages != nil {
-				stats.PageBytes += d.pages.Bytes()
-				stats.RefBytes += d.pages.RefBytes()
+				stats.PageBytes += d.pages.Bytes() + int64(d.preBytes)
+				stats.PreCopyBytes += int64(d.preBytes)
 				stats.MemoryBytes += d.pages.Read()
 				stats.UnreadBytes += d.pages.CleanBytes()
+				for _, run := range d.proc.PageRuns {
+					if run.Generation != 0 {
+						stats.RefBytes += int64(run.Pages * image.PageSize)
+					}
+				}
 			}
 		}
 		// The manifest keeps the figures as they are at commit time
@@ -216,6 +239,8 @@ type jobDump struct {
 	// softDirtyKept is set when the soft-dirty bits of a process could
 	// not be cleared.
 	softDirtyKept bool
+	// pre are the pre-copies not yet used, by sandbox pid.
+	pre map[int]*precopied
 }
 
 func newJobDump(opts CheckpointOptions) *jobDump {
@@ -309,6 +334,10 @@ type processDump struct {
 	// parent's checksum file being read. Either may be nil.
 	sums   *image.DataFile
 	parent *os.File
+	// pre is the pre-copy the dump went on from, nil without one;
+	// preBytes what it wrote.
+	pre      *precopied
+	preBytes uint64
 }
 
 // finish waits for the page data, closes the page file and writes the core
@@ -318,6 +347,9 @@ func (d *processDump) finish(opts CheckpointOptions) error {
 	ref := image.ProcessRef{PID: p.PID, PPID: p.PPID, Comm: p.Comm, Core: image.CoreName(p.PID)}
 	if d.parent != nil {
 		defer d.parent.Close()
+	}
+	if d.pre != nil {
+		defer d.pre.release()
 	}
 	if d.pages != nil {
 		werr := d.pages.Close()
@@ -332,6 +364,12 @@ func (d *processDump) finish(opts CheckpointOptions) error {
 			}
 		}
 		p.PageRuns = d.pages.Runs()
+		for i := range p.PageRuns {
+			// Pre-copied pages are this generation's own.
+			if p.PageRuns[i].Generation == opts.Writer.Gen {
+				p.PageRuns[i].Generation = 0
+			}
+		}
 		ref.Pages = image.PagesName(p.PID)
 	}
 	if err := opts.Writer.WriteJSON(image.CoreName(p.PID), p); err != nil {
@@ -403,22 +441,32 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 		if d.parent != nil {
 			d.parent.Close()
 		}
+		if d.pre != nil {
+			d.pre.release()
+		}
 		return nil, err
 	}
-	if d.file, err = jd.opts.Writer.CreateDirect(image.PagesName(p.PID)); err != nil {
-		return abandon(err)
+	if d.pre = jd.samePrecopy(p.PID, hostPID); d.pre != nil {
+		d.file, opts.Offset, d.preBytes = d.pre.file, d.pre.off, d.pre.off
+		if opts.Parent, err = d.pre.parent(jd.opts.MinRefGen); err != nil {
+			return abandon(err)
+		}
+	} else {
+		if d.file, err = jd.opts.Writer.CreateDirect(image.PagesName(p.PID)); err != nil {
+			return abandon(err)
+		}
+		if opts.Parent, d.parent, err = parentPages(jd.opts.Parent, p.PID, jd.opts.MinRefGen); err != nil {
+			return abandon(err)
+		}
+		if opts.Parent != nil {
+			opts.Parent.SoftDirty = jd.opts.TrustSoftDirty
+		}
 	}
 	if jd.opts.Incremental {
 		if d.sums, err = jd.opts.Writer.Create(image.PageSumsName(p.PID)); err != nil {
 			return abandon(err)
 		}
 		opts.Sums = d.sums
-	}
-	if opts.Parent, d.parent, err = parentPages(jd.opts.Parent, p.PID, jd.opts.MinRefGen); err != nil {
-		return abandon(err)
-	}
-	if opts.Parent != nil {
-		opts.Parent.SoftDirty = jd.opts.TrustSoftDirty
 	}
 	if d.pages, err = memory.NewDumper(hostPID, d.file, opts); err != nil {
 		return abandon(err)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -285,10 +286,13 @@ func checkPath(p string) error {
 }
 
 // checkPageRuns checks that the stored pages lie in the user address space
-// and in the page files: the generation's own one run after the other, and
-// those of earlier generations that its manifest lists for this process.
+// and in the page files: the generation's own, and those of earlier
+// generations that its manifest lists for this process.
 func checkPageRuns(gen *image.Generation, p *image.Process) error {
-	var off uint64
+	own := int64(-1) // the size of the generation's own page file
+	if ref := slices.IndexFunc(gen.Manifest.Files, func(f image.FileSum) bool { return f.Name == image.PagesName(p.PID) }); ref >= 0 {
+		own = gen.Manifest.Files[ref].Size
+	}
 	for i, r := range p.PageRuns {
 		end := r.Addr + r.Pages*pageSize
 		switch {
@@ -297,19 +301,16 @@ func checkPageRuns(gen *image.Generation, p *image.Process) error {
 		case r.Addr%pageSize != 0 || end <= r.Addr || end > abi.TaskSize:
 			return fmt.Errorf("page_runs[%d]: %d pages at %#x reach beyond the user address space", i, r.Pages, r.Addr)
 		}
-		if r.Generation == 0 || r.Generation == gen.Gen {
-			if r.Offset != off {
-				return fmt.Errorf("page_runs[%d]: at offset %#x of the page file, want %#x", i, r.Offset, off)
+		size, what := own, "its own page file"
+		if r.Generation != 0 && r.Generation != gen.Gen {
+			ref, ok := gen.Ref(r.Generation, image.PagesName(p.PID))
+			if !ok {
+				return fmt.Errorf("page_runs[%d]: pages of generation %d, whose %s the manifest does not list", i, r.Generation, image.PagesName(p.PID))
 			}
-			off += r.Pages * pageSize
-			continue
+			size, what = ref.Size, fmt.Sprintf("generation %d's page file", r.Generation)
 		}
-		ref, ok := gen.Ref(r.Generation, image.PagesName(p.PID))
-		switch {
-		case !ok:
-			return fmt.Errorf("page_runs[%d]: pages of generation %d, whose %s the manifest does not list", i, r.Generation, image.PagesName(p.PID))
-		case r.Offset%pageSize != 0 || r.Offset+r.Pages*pageSize < r.Offset || r.Offset+r.Pages*pageSize > uint64(ref.Size):
-			return fmt.Errorf("page_runs[%d]: %d pages at offset %#x are not in generation %d's page file of %d bytes", i, r.Pages, r.Offset, r.Generation, ref.Size)
+		if r.Offset%pageSize != 0 || r.Offset+r.Pages*pageSize < r.Offset || int64(r.Offset+r.Pages*pageSize) > size {
+			return fmt.Errorf("page_runs[%d]: %d pages at offset %#x are not in %s of %d bytes", i, r.Pages, r.Offset, what, max(size, 0))
 		}
 	}
 	return nil

@@ -98,7 +98,7 @@ func TestValidateImage(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := validProcess()
 			tt.change(p)
-			gen := &image.Generation{Gen: 4, Manifest: &image.Manifest{Processes: []image.ProcessRef{{PID: p.PID}}}}
+			gen := &image.Generation{Gen: 4, Manifest: &image.Manifest{Processes: []image.ProcessRef{{PID: p.PID}}, Files: pageFiles(2)}}
 			err := validateImage(gen, []*image.Process{p})
 			if tt.want == "" {
 				if err != nil {
@@ -114,10 +114,19 @@ func TestValidateImage(t *testing.T) {
 	}
 }
 
+// pageFiles lists the page files of validProcess's runs for pids.
+func pageFiles(pids ...int) []image.FileSum {
+	var out []image.FileSum
+	for _, pid := range pids {
+		out = append(out, image.FileSum{Name: image.PagesName(pid), Size: 3 * pageSize})
+	}
+	return out
+}
+
 func TestValidateJob(t *testing.T) {
 	a, b := validProcess(), validProcess()
 	b.PID, b.Threads = 3, []image.Thread{{TID: 3}}
-	gen := &image.Generation{Gen: 1, Manifest: &image.Manifest{Processes: []image.ProcessRef{{PID: 2}, {PID: 3}}}}
+	gen := &image.Generation{Gen: 1, Manifest: &image.Manifest{Processes: []image.ProcessRef{{PID: 2}, {PID: 3}}, Files: pageFiles(2, 3, 4)}}
 	err := validateImage(gen, []*image.Process{a, b})
 	if err == nil || !strings.Contains(err.Error(), "also a thread of pid 2") {
 		t.Fatalf("a pid that is another process's tid: err = %v", err)
@@ -138,7 +147,7 @@ func TestValidateSharedState(t *testing.T) {
 	b.Files = append(b.Files, image.FD{Num: 4, Kind: image.FDMemfd, OFD: 9})
 	gen := &image.Generation{Gen: 1, Manifest: &image.Manifest{
 		Processes: []image.ProcessRef{{PID: 2}, {PID: 5}},
-		Files:     []image.FileSum{{Name: "memfd-1.img"}},
+		Files:     append(pageFiles(2, 5), image.FileSum{Name: "memfd-1.img"}),
 	}}
 	if err := validateImage(gen, []*image.Process{a, b}); err != nil {
 		t.Fatalf("a memfd shared across fork refused: %v", err)

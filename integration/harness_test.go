@@ -154,8 +154,10 @@ type flavor struct {
 	// disable is $CKPT_APPTAINER_DISABLE for the flavor's commands: the
 	// "-rhel8" flavors run on what mainline 4.18 has.
 	disable string
-	// incremental sets $CKPT_APPTAINER_INCREMENTAL: every checkpoint
-	// after the first is written on the one before.
+	// incremental sets $CKPT_APPTAINER_INCREMENTAL and
+	// $CKPT_APPTAINER_PRECOPY: every checkpoint after the first is written
+	// on the one before, and periodic ones copy the job's memory while it
+	// runs before stopping it.
 	incremental bool
 }
 
@@ -173,7 +175,7 @@ func (e *testEnv) allFlavors() []flavor {
 		// A v2 job cgroup without cgroup.freeze: stopped with ptrace.
 		{"user-v2-rhel8", true, "v2", e.v2User, "rhel8", false},
 		{"root-v1-rhel8", false, "v1", e.v1Root, "rhel8", false},
-		// Incremental generations, unprivileged.
+		// Incremental generations and pre-copies, unprivileged.
 		{"user-v2-incr", true, "v2", e.v2User, "", true},
 	}
 }
@@ -239,7 +241,7 @@ func newJob(t *testing.T, e *testEnv, fl flavor) *job {
 		j.extraEnv = append(j.extraEnv, "CKPT_APPTAINER_DISABLE="+fl.disable)
 	}
 	if fl.incremental {
-		j.extraEnv = append(j.extraEnv, "CKPT_APPTAINER_INCREMENTAL=1")
+		j.extraEnv = append(j.extraEnv, "CKPT_APPTAINER_INCREMENTAL=1", "CKPT_APPTAINER_PRECOPY=1")
 	}
 	t.Cleanup(func() {
 		// The supervisors' cleanups (run before this one) killed them; their

@@ -148,3 +148,84 @@ func TestIncrementalChain(t *testing.T) {
 		})
 	}
 }
+
+// Pre-copy test sizes: a job that rewrites 4096 pages (16 MiB) per step
+// without pausing, so that its memory changes all through the copy.
+const (
+	precopyMiB   = 256
+	precopySteps = 100000
+)
+
+// TestPreCopy checkpoints a job that writes its memory as fast as it can
+// with --precopy (and --incremental): the periodic checkpoints copy most of
+// its memory while it runs, and what it changed meanwhile is copied with
+// the job stopped, so that each generation restores a job whose memory
+// checksum still matches. A final checkpoint --kill takes no pre-copy.
+func TestPreCopy(t *testing.T) {
+	e := setup(t)
+	for _, name := range []string{"user-v2", "root-v2"} {
+		t.Run(name, func(t *testing.T) {
+			fl := e.pickFlavor(t, name)
+			machine.acquire(t, 2)
+			j := newJob(t, e, fl)
+			const log = "job.log"
+			opts := []string{"--precopy", "--incremental"}
+			s := j.launch(opts, e.progs.mem, j.path(log), strconv.Itoa(precopyMiB), strconv.Itoa(precopySteps), "4096", "0")
+			var gens []int
+			for range 2 {
+				j.waitLines(s, log, j.lines(log)+3)
+				r := j.checkpoint()
+				m := j.genStats(r.Generation)
+				// The first generation copies all of the job's memory ahead,
+				// the incremental second what changed since the first.
+				if want := int64(precopyMiB << 20 * 9 / 10); len(gens) == 0 && m.PreCopyBytes < want || m.PreCopyBytes == 0 {
+					t.Errorf("generation %d: %d bytes copied while the job ran, want most of its %d MiB (some for an incremental one)", r.Generation, m.PreCopyBytes, precopyMiB)
+				}
+				t.Logf("generation %d: %d bytes, %d of them before the stop; checkpoint %v, job stopped %v",
+					r.Generation, r.Bytes, m.PreCopyBytes, time.Duration(r.DurationNs), time.Duration(r.StoppedNs))
+				gens = append(gens, r.Generation)
+			}
+			j.waitLines(s, log, j.lines(log)+3)
+			final := j.checkpoint("--kill")
+			if m := j.genStats(final.Generation); m.PreCopyBytes != 0 {
+				t.Errorf("checkpoint --kill copied %d bytes before stopping the job, want none", m.PreCopyBytes)
+			}
+			s.waitExit(killTimeout)
+			j.checkList()
+			// Each pre-copied generation restores a job whose memory is
+			// whole: mem checks its checksum at every step.
+			for _, gen := range gens {
+				s = j.restart(append(opts, strconv.Itoa(gen))...)
+				j.waitLines(s, log, j.lines(log)+3)
+				s.kill()
+			}
+			s = j.restart(opts...)
+			at := j.lines(log)
+			j.waitLines(s, log, at+5)
+			s.kill()
+			if err := checkSequence(j.readFile(log), 1, j.lines(log), parseMemLine); err != nil {
+				t.Fatalf("job log: %v", err)
+			}
+		})
+	}
+}
+
+// genStats reads the stats of generation gen's manifest.
+func (j *job) genStats(gen int) struct {
+	PreCopyBytes int64 `json:"precopy_bytes"`
+} {
+	j.t.Helper()
+	var m struct {
+		Stats struct {
+			PreCopyBytes int64 `json:"precopy_bytes"`
+		} `json:"stats"`
+	}
+	b, err := os.ReadFile(filepath.Join(j.genDir(gen), "manifest.json"))
+	if err == nil {
+		err = json.Unmarshal(b, &m)
+	}
+	if err != nil {
+		j.t.Fatalf("manifest of generation %d: %v", gen, err)
+	}
+	return m.Stats
+}

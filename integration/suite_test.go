@@ -118,8 +118,9 @@ const (
 
 // suiteFlavors are the flavors the suite runs in: root and the
 // unprivileged user, both with a cgroup v2 freezer, and the user with
-// incremental checkpoints (the checkpoint --kill is written on the first
-// checkpoint, and the last restart reads both).
+// incremental checkpoints and pre-copies (the first checkpoint copies the
+// job's memory while it runs, the checkpoint --kill is written on it, and
+// the last restart reads both).
 var suiteFlavors = []string{"root-v2", "user-v2", "user-v2-incr"}
 
 // otherStopFlavors are the other ways of stopping a job (the cgroup v1

@@ -157,6 +157,21 @@ func (w *Writer) create(name string, direct bool) (*DataFile, error) {
 	return d, nil
 }
 
+// Drop removes data file d from the generation: it is closed, deleted and
+// not listed in the manifest.
+func (w *Writer) Drop(d *DataFile) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.files[d.name] != d {
+		return
+	}
+	delete(w.files, d.name)
+	d.discard()
+	if err := os.Remove(filepath.Join(w.Dir, d.name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		logrus.Debugf("generation %d: drop %s: %v", w.Gen, d.name, err)
+	}
+}
+
 // WriteJSON adds a data file holding v as indented JSON.
 func (w *Writer) WriteJSON(name string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")

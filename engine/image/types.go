@@ -206,6 +206,9 @@ type Stats struct {
 	// because it had not changed: its runs read it from earlier
 	// generations.
 	RefBytes int64 `json:"ref_bytes,omitempty"`
+	// PreCopyBytes is the part of PageBytes written while the job ran,
+	// before it was stopped.
+	PreCopyBytes int64 `json:"precopy_bytes,omitempty"`
 	// UnreadBytes is the part of RefBytes the checkpoint did not even
 	// read: the kernel's soft-dirty bits said it had not been written.
 	UnreadBytes int64 `json:"unread_bytes,omitempty"`

@@ -23,9 +23,11 @@ type extent struct {
 }
 
 // pageSources groups p's page runs by the generation whose page file holds
-// their data (0: gen's own), each group's extents in file order. The own
-// runs must fill the page file from its start, in order; runs of earlier
-// generations must name one that gen's manifest lists.
+// their data (0: gen's own), each group's extents in file order, and
+// returns how far into its own page file the runs read. A pre-copied
+// generation's own runs are not in file order: pages the pre-copy wrote
+// first, those that changed before the job was stopped after them. Runs of
+// earlier generations must name one that gen's manifest lists.
 func pageSources(gen *image.Generation, p *image.Process) (map[int][]extent, uint64, error) {
 	src := map[int][]extent{}
 	var own uint64
@@ -35,18 +37,14 @@ func pageSources(gen *image.Generation, p *image.Process) (map[int][]extent, uin
 			from = 0
 		}
 		n := run.Pages * pageSize
+		if from < 0 || from > gen.Gen {
+			return nil, 0, fmt.Errorf("page run %d at %#x refers to generation %d, which is not earlier than %d", i, run.Addr, from, gen.Gen)
+		}
+		if run.Offset%pageSize != 0 {
+			return nil, 0, fmt.Errorf("page run %d at %#x: file offset %d is not page-aligned", i, run.Addr, run.Offset)
+		}
 		if from == 0 {
-			if run.Offset != own {
-				return nil, 0, fmt.Errorf("page run %d at %#x: file offset %d, expected %d: page runs must be stored in order", i, run.Addr, run.Offset, own)
-			}
-			own += n
-		} else {
-			if from < 0 || from > gen.Gen {
-				return nil, 0, fmt.Errorf("page run %d at %#x refers to generation %d, which is not earlier than %d", i, run.Addr, from, gen.Gen)
-			}
-			if run.Offset%pageSize != 0 {
-				return nil, 0, fmt.Errorf("page run %d at %#x: file offset %d is not page-aligned", i, run.Addr, run.Offset)
-			}
+			own = max(own, run.Offset+n)
 		}
 		ext := src[from]
 		if k := len(ext) - 1; k >= 0 && ext[k].off+ext[k].len == run.Offset && ext[k].addr+ext[k].len == run.Addr {

@@ -108,8 +108,8 @@ func TestIncrementalDump(t *testing.T) {
 	if want := int64(len(changed)) * pageSize; d2.Bytes() != want {
 		t.Errorf("incremental dump wrote %d bytes, want %d (the changed pages)", d2.Bytes(), want)
 	}
-	if want := int64(pages-1-len(changed)) * pageSize; d2.RefBytes() != want {
-		t.Errorf("incremental dump left %d bytes in its parent, want %d", d2.RefBytes(), want)
+	if want := int64(pages-1-len(changed)) * pageSize; d2.refBytes != want {
+		t.Errorf("incremental dump left %d bytes in its parent, want %d", d2.refBytes, want)
 	}
 	if len(sums2) != (pages-1)*8 {
 		t.Errorf("incremental dump kept %d checksums, want one per page of its runs (%d)", len(sums2)/8, pages-1)
@@ -124,8 +124,8 @@ func TestIncrementalDump(t *testing.T) {
 
 	// A parent too old to refer to: everything is written again.
 	_, _, d3 := dumpGen(t, c.PID, vmas, dir, 3, &Parent{Runs: parentRuns, Sums: bytes.NewReader(sums1), MinGen: 2})
-	if d3.RefBytes() != 0 || d3.Bytes() != (pages-1)*pageSize {
-		t.Errorf("dump with MinGen past the parent: wrote %d, referred to %d bytes; want everything written", d3.Bytes(), d3.RefBytes())
+	if d3.refBytes != 0 || d3.Bytes() != (pages-1)*pageSize {
+		t.Errorf("dump with MinGen past the parent: wrote %d, referred to %d bytes; want everything written", d3.Bytes(), d3.refBytes)
 	}
 
 	// Restore generation 2 into a fresh mapping of another process.

@@ -59,6 +59,8 @@ type Dumper struct {
 	clean      *runCursor
 	cleanBytes int64
 	cleanBuf   []bool
+	// running is DumperOptions.Running.
+	running bool
 	// zeroBuf and pageSums are the writer's per-page scratch (scan).
 	zeroBuf  []bool
 	pageSums []uint64
@@ -99,6 +101,9 @@ type pendingRange struct {
 	// clean pages are not read: by their soft-dirty bits they are the
 	// parent's, and take no room in the batch.
 	clean bool
+	// skip is set on a range of a running process that could not be
+	// read (unmapped meanwhile): it is left out.
+	skip bool
 }
 
 // batch is one read of process memory: buf holds the ranges, in order.
@@ -132,6 +137,13 @@ type DumperOptions struct {
 	// Sums, when not nil, receives the checksum of every page of the
 	// runs (image.PageSumsName), for the next incremental dump.
 	Sums io.Writer
+	// Running says the process runs while it is dumped (a pre-copy):
+	// ranges it unmaps meanwhile are left out instead of failing the
+	// dump, and what it changes meanwhile is the next dump's to find.
+	Running bool
+	// Offset is where the page file already ends: the new pages go
+	// after what a pre-copy wrote.
+	Offset uint64
 }
 
 // NewDumper starts a dumper of process pid's pages into out.
@@ -148,6 +160,8 @@ func NewDumper(pid int, out Sink, opts DumperOptions) (*Dumper, error) {
 		shared:   opts.Shared,
 		progress: opts.Progress,
 		sums:     opts.Sums,
+		running:  opts.Running,
+		off:      opts.Offset,
 		maxBufs:  n,
 		free:     make(chan []byte, n),
 		full:     make(chan batch, n),
@@ -220,7 +234,7 @@ func (d *Dumper) store(b batch) error {
 			}
 			continue
 		}
-		for p := pos; p < pos+r.len; p += pageSize {
+		for p := pos; p < pos+r.len && !r.skip; p += pageSize {
 			if skipZero(r.kind) && zero[p/pageSize] {
 				continue
 			}
@@ -446,7 +460,10 @@ func (d *Dumper) Dump(vmas []image.VMA) error {
 						// /proc/pid/mem reads what the owner could
 						// make readable.
 						if _, err := d.mem.ReadAt(buf[d.filled:d.filled+pr.len], int64(addr)); err != nil {
-							return fmt.Errorf("read %#x (+%d pages) of %d via /proc/pid/mem: %w", addr, take, d.pid, err)
+							if !d.running {
+								return fmt.Errorf("read %#x (+%d pages) of %d via /proc/pid/mem: %w", addr, take, d.pid, err)
+							}
+							pr.skip = true
 						}
 						pr.viaMem = true
 					}
@@ -489,10 +506,12 @@ func (d *Dumper) flush(buf []byte) ([]byte, error) {
 	}
 	if len(remote) > 0 {
 		got, err := unix.ProcessVMReadv(d.pid, local, remote, 0)
-		if err != nil {
+		switch {
+		case (err != nil || got != want) && d.running:
+			d.readEach(buf)
+		case err != nil:
 			return buf, fmt.Errorf("process_vm_readv of %d at %#x: %w", d.pid, remote[0].Base, err)
-		}
-		if got != want {
+		case got != want:
 			at := uintptr(0)
 			for i, n := 0, 0; i < len(remote); i++ {
 				if n+remote[i].Len > got {
@@ -557,10 +576,6 @@ func (d *Dumper) Runs() []image.PageRun { return d.runs }
 
 // Bytes is the page data written to the page file; valid after Close.
 func (d *Dumper) Bytes() int64 { return d.bytes }
-
-// RefBytes is the page data an incremental dump left in the parent
-// generations' files; valid after Close.
-func (d *Dumper) RefBytes() int64 { return d.refBytes }
 
 // CleanBytes is the page data an incremental dump did not even read, as
 // the soft-dirty bits said it was unchanged; valid after Close.

@@ -9,7 +9,11 @@
  *
  * SIGUSR2 flips one byte of the buffer, to prove the check can fail.
  *
- * usage: mem LOG MIB STEPS
+ * PAGES (default 4) is how many pages a step changes and PAUSE_MS (default 20)
+ * how long it sleeps after: many pages and no pause make a job that writes
+ * its memory as fast as it can, under a pre-copy.
+ *
+ * usage: mem LOG MIB STEPS [PAGES [PAUSE_MS]]
  */
 #include <errno.h>
 #include <signal.h>
@@ -20,7 +24,6 @@
 #include <time.h>
 
 #define PAGE_WORDS (4096 / 8)
-#define PAGES_PER_STEP 4
 #define WORDS_PER_PAGE_STEP 8
 
 static volatile uint64_t *buf;
@@ -62,15 +65,19 @@ static uint64_t checksum(void)
 int main(int argc, char **argv)
 {
 	uint64_t rng = 0x2545f4914f6cdd1dULL, expected = 0;
-	long mib, steps;
+	long mib, steps, pages_per_step = 4, pause_ms = 20;
 	FILE *log;
 
-	if (argc != 4) {
-		fprintf(stderr, "usage: %s LOG MIB STEPS\n", argv[0]);
+	if (argc < 4 || argc > 6) {
+		fprintf(stderr, "usage: %s LOG MIB STEPS [PAGES [PAUSE_MS]]\n", argv[0]);
 		return 2;
 	}
 	mib = strtol(argv[2], NULL, 10);
 	steps = strtol(argv[3], NULL, 10);
+	if (argc > 4)
+		pages_per_step = strtol(argv[4], NULL, 10);
+	if (argc > 5)
+		pause_ms = strtol(argv[5], NULL, 10);
 	if (mib <= 0) {
 		fprintf(stderr, "mem: MIB must be positive\n");
 		return 2;
@@ -95,7 +102,7 @@ int main(int argc, char **argv)
 	}
 
 	for (long k = 1; k <= steps; k++) {
-		struct timespec pause = {0, 20 * 1000 * 1000};
+		struct timespec pause = {pause_ms / 1000, (pause_ms % 1000) * 1000 * 1000};
 		uint64_t got = checksum();
 
 		if (got != expected) {
@@ -103,7 +110,7 @@ int main(int argc, char **argv)
 				k, (unsigned long long)got, (unsigned long long)expected);
 			return 1;
 		}
-		for (int p = 0; p < PAGES_PER_STEP; p++) {
+		for (long p = 0; p < pages_per_step; p++) {
 			size_t page = xorshift(&rng) % (nwords / PAGE_WORDS);
 
 			for (int j = 0; j < WORDS_PER_PAGE_STEP; j++) {
@@ -115,7 +122,7 @@ int main(int argc, char **argv)
 			}
 		}
 		fprintf(log, "step %ld checksum %016llx\n", k, (unsigned long long)expected);
-		while (nanosleep(&pause, &pause) != 0 && errno == EINTR)
+		while (pause_ms > 0 && nanosleep(&pause, &pause) != 0 && errno == EINTR)
 			;
 	}
 	if (fclose(log) != 0) {

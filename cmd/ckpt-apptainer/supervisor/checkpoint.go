@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -26,10 +27,12 @@ type CheckpointResult struct {
 	// Parent is the generation an incremental one was written on;
 	// UnchangedBytes the page data it left there, UnreadBytes the part of
 	// that the soft-dirty bits spared reading.
-	Parent         int    `json:"parent,omitempty"`
-	UnchangedBytes int64  `json:"unchanged_bytes,omitempty"`
-	UnreadBytes    int64  `json:"unread_bytes,omitempty"`
-	Error          string `json:"error,omitempty"`
+	Parent         int   `json:"parent,omitempty"`
+	UnchangedBytes int64 `json:"unchanged_bytes,omitempty"`
+	UnreadBytes    int64 `json:"unread_bytes,omitempty"`
+	// PreCopyBytes is the page data written while the job ran.
+	PreCopyBytes int64  `json:"precopy_bytes,omitempty"`
+	Error        string `json:"error,omitempty"`
 }
 
 // checkpointLogged takes a checkpoint and logs the outcome for the user.
@@ -40,21 +43,25 @@ func (s *supervisor) checkpointLogged(kill bool) (*CheckpointResult, error) {
 		return nil, err
 	}
 	s.log.Infof("checkpoint generation %d: %s in %v%s (job stopped %v)%s", res.Generation, HumanBytes(res.Bytes),
-		res.Duration.Round(time.Millisecond), rateSuffix(res.Bytes, res.Duration), res.Stopped.Round(time.Millisecond), incrementalSuffix(res))
+		res.Duration.Round(time.Millisecond), rateSuffix(res.Bytes, res.Duration), res.Stopped.Round(time.Millisecond), checkpointDetails(res))
 	return res, nil
 }
 
-// incrementalSuffix says, for an incremental generation, how much of the
-// job's memory it found unchanged and how.
-func incrementalSuffix(res *CheckpointResult) string {
-	if res.Parent == 0 {
-		return ""
+// checkpointDetails says how much of the job's memory a checkpoint wrote
+// while the job ran, found unchanged since its parent generation, and did
+// not even read because the soft-dirty bits said it was unchanged.
+func checkpointDetails(res *CheckpointResult) string {
+	var b strings.Builder
+	if res.PreCopyBytes > 0 {
+		fmt.Fprintf(&b, "; %s of it copied while the job ran", HumanBytes(res.PreCopyBytes))
 	}
-	how := "by checksum"
+	if res.Parent != 0 {
+		fmt.Fprintf(&b, "; incremental on generation %d: %s unchanged", res.Parent, HumanBytes(res.UnchangedBytes))
+	}
 	if res.UnreadBytes > 0 {
-		how = fmt.Sprintf("%s of it by soft-dirty bits without reading it", HumanBytes(res.UnreadBytes))
+		fmt.Fprintf(&b, "; %s found unchanged by soft-dirty bits without reading it", HumanBytes(res.UnreadBytes))
 	}
-	return fmt.Sprintf("; incremental on generation %d: %s unchanged, found %s", res.Parent, HumanBytes(res.UnchangedBytes), how)
+	return b.String()
 }
 
 // checkpoint takes one generation. With kill the job is ended once the
@@ -90,6 +97,7 @@ func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 		BufferBytes: s.buffer,
 		LocalLimit:  s.localLimit,
 		Incremental: s.opts.Incremental,
+		PreCopy:     s.opts.PreCopy,
 		Stopped: func() {
 			if !s.timeNamespace {
 				return // said at launch: its clocks jump at restart
@@ -155,14 +163,14 @@ func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 			return commit()
 		}
 	}
+	// A GPU driver writes device state into host memory behind the page
+	// tables' back: such jobs are compared by content.
+	softDirty := kernel.Current().Has(kernel.SoftDirty) && m.GPU == nil
 	if s.opts.Incremental {
 		opts.Parent, opts.MinRefGen = s.incrementalParent(w.Gen, kill)
-		// A GPU driver writes device state into host memory behind the
-		// page tables' back: such jobs are compared by content.
-		softDirty := kernel.Current().Has(kernel.SoftDirty) && m.GPU == nil
 		opts.TrustSoftDirty = softDirty && opts.Parent != nil && opts.Parent.Gen == s.softDirtyGen
-		opts.ClearSoftDirty = softDirty && !kill
 	}
+	opts.ClearSoftDirty = softDirty && !kill && (s.opts.Incremental || s.opts.PreCopy)
 	s.softDirtyGen = 0 // until this generation is committed with the bits cleared
 	pr := newProgressReporter(fmt.Sprintf("checkpoint generation %d", w.Gen), s.log, os.Stderr)
 	opts.Progress = pr.update
@@ -199,7 +207,7 @@ func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 		s.log.Warnf("remove old generations: %v", err)
 	}
 	return &CheckpointResult{Generation: w.Gen, Bytes: stats.PageBytes, Duration: stats.Duration, Stopped: stats.StoppedFor,
-		Parent: m.Parent, UnchangedBytes: stats.RefBytes, UnreadBytes: stats.UnreadBytes}, nil
+		Parent: m.Parent, UnchangedBytes: stats.RefBytes, UnreadBytes: stats.UnreadBytes, PreCopyBytes: stats.PreCopyBytes}, nil
 }
 
 // chainWindow is how many generations back a periodic incremental

@@ -20,6 +20,9 @@ type Options struct {
 	// Incremental writes only the pages that changed since the previous
 	// generation.
 	Incremental bool
+	// PreCopy copies the job's memory while it runs before a periodic
+	// checkpoint stops it, to copy only what changed meanwhile.
+	PreCopy bool
 	// CgroupParent is the writable cgroup the job cgroup is made in;
 	// empty looks for one. NoCgroup stops the job with ptrace alone.
 	CgroupParent string
