@@ -161,20 +161,12 @@ func benchIncrApptainer(e *benchEnv, mib int) (*benchIncrResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := benchDropCaches(); err != nil {
-		return nil, err
-	}
-	start := time.Now()
-	rs, err := benchStart(filepath.Join(d, "restart.out"), true, e.bin, "restart", "--ckpt-dir", ckptDir)
+	restart, _, rs, err := benchRestart(e, d, ckptDir, log, size, mib)
 	if err != nil {
 		return nil, err
 	}
-	defer rs.kill()
-	seen, _, err := benchWaitGrowth(log, size, benchRestoreTimeout, func() bool { return !rs.exited() })
-	if err != nil {
-		return nil, fmt.Errorf("restart: %w\n%s", err, benchReadOut(d, "restart.out"))
-	}
-	r.restart = seen.Sub(start)
+	rs.kill()
+	r.restart = restart
 	return r, nil
 }
 

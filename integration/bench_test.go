@@ -295,21 +295,12 @@ func benchCkptApptainer(e *benchEnv, mib int) (*benchResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := benchDropCaches(); err != nil {
-		return nil, err
-	}
-	benchWarmMemory(mib)
-	start := time.Now()
-	rs, err := benchStart(filepath.Join(d, "restart.out"), true, e.bin, "restart", "--ckpt-dir", ckptDir)
+	restart, line, rs, err := benchRestart(e, d, ckptDir, log, size, mib)
 	if err != nil {
 		return nil, err
 	}
 	defer rs.kill()
-	seen, line, err := benchWaitGrowth(log, size, benchRestoreTimeout, func() bool { return !rs.exited() })
-	if err != nil {
-		return nil, fmt.Errorf("restart: %w\n%s", err, benchReadOut(d, "restart.out"))
-	}
-	r.restart = seen.Sub(start)
+	r.restart = restart
 	if r.restorePeak, err = benchVmHWM(rs.pid()); err != nil {
 		return nil, fmt.Errorf("restart supervisor: %w", err)
 	}
@@ -424,6 +415,27 @@ func benchCRIU(e *benchEnv, mib int) (*benchResult, error) {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	return r, nil
+}
+
+// benchRestart restarts the job of ckptDir, whose log had size bytes,
+// with a cold page cache, and returns the time to its next tick and that
+// tick's line. The caller kills the restart supervisor.
+func benchRestart(e *benchEnv, d, ckptDir, log string, size int64, mib int) (time.Duration, string, *benchProc, error) {
+	if err := benchDropCaches(); err != nil {
+		return 0, "", nil, err
+	}
+	benchWarmMemory(mib)
+	start := time.Now()
+	rs, err := benchStart(filepath.Join(d, "restart.out"), true, e.bin, "restart", "--ckpt-dir", ckptDir)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	seen, line, err := benchWaitGrowth(log, size, benchRestoreTimeout, func() bool { return !rs.exited() })
+	if err != nil {
+		rs.kill()
+		return 0, "", nil, fmt.Errorf("restart: %w\n%s", err, benchReadOut(d, "restart.out"))
+	}
+	return seen.Sub(start), line, rs, nil
 }
 
 // benchCheckNext checks that the first line after a restart is the tick

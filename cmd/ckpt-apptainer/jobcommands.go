@@ -28,7 +28,7 @@ func jobFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "requeue", Usage: "once a signal stopped the job, ask Slurm to requeue it (scontrol requeue $SLURM_JOB_ID), unless Slurm requeues it itself or the job was cancelled"},
 		&cli.StringFlag{Name: "local-limit", Value: "1GiB", Usage: "save up to `SIZE` of node-local files the job has open or mapped (tmpfs such as /dev/shm, files it writes on a local disk) in each checkpoint, so it can resume on another node; a checkpoint that needs more is refused, naming the file"},
 		&cli.DurationFlag{Name: "gpu-lock-timeout", Value: gpu.DefaultLockTimeout, Usage: "at a checkpoint, wait up to `DURATION` for the GPU work of the job's CUDA processes to finish before their device state is moved into host memory"},
-		&cli.Int64Flag{Name: "dump-buffer", Value: -1, Usage: "hold up to `MIB` of page data in memory during a checkpoint, so the job runs on before the disk has caught up (-1: 256 MiB or a quarter of the available memory if less, 0: stream to disk while the job waits)"},
+		&cli.Int64Flag{Name: "dump-buffer", Value: -1, Usage: "hold up to `MIB` of page data in memory during a checkpoint, so the job runs on before the disk has caught up (-1: 64 MiB or a quarter of the available memory if less; more lets a job of that size run on before its memory is on disk)"},
 	}
 }
 

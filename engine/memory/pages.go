@@ -552,12 +552,13 @@ func (d *Dumper) Close() error {
 	}
 }
 
-// DefaultBuffer is how much page data a dump may hold in memory:
-// enough to keep reading while the disk catches up (page files are written
-// with O_DIRECT at disk speed), at most a quarter of the memory available,
-// so a checkpoint never pushes a full node into reclaim.
+// DefaultBuffer is how much page data a dump may hold in memory: two
+// batches, one being read while the other is written, which keeps the
+// supervisor's peak memory under 100 MiB (a pre-copy, not a bigger buffer,
+// is what keeps a big job's stop short), and at most a quarter of the
+// memory available, so a checkpoint never pushes a full node into reclaim.
 func DefaultBuffer() int64 {
-	const want = 256 << 20
+	const want = 2 * pageBatch
 	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
 		return 2 * pageBatch
