@@ -46,6 +46,10 @@ type RestoreOptions struct {
 	// Strict refuses a restore when a file the job had open is not the
 	// one it was (other contents) instead of warning and going on.
 	Strict bool
+	// PagesUnverified says the checksums of the generation's own page
+	// files were not verified (Generation.VerifyRestorable): the restore
+	// verifies them as it reads them, before any process of the job runs.
+	PagesUnverified bool
 	// Progress, when set, follows the page data into the processes: done
 	// is the bytes restored so far, total those of every page file (known
 	// from the image before the first byte is read). The last call of a

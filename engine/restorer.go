@@ -118,7 +118,8 @@ func (r *restorer) unmapStubFile() error {
 // lives with it.
 func (r *restorer) restoreMemory() error {
 	p := r.proc
-	mem := &memory.Restorer{P: &r.Process, Img: p, Layout: r.layout, Log: r.log, Progress: r.progress, Shmem: r.shmemFD}
+	mem := &memory.Restorer{P: &r.Process, Img: p, Layout: r.layout, Log: r.log, Progress: r.progress, Shmem: r.shmemFD,
+		Unverified: r.job != nil && r.job.opts.PagesUnverified}
 	n, err := mem.Restore(r.job.opts.Gen, r.pagesName)
 	if err != nil {
 		return err

@@ -144,8 +144,6 @@ type hostileCase struct {
 
 var hostileCases = []hostileCase{
 	// Damage that the checksums catch.
-	{"page file byte flipped", func(t *testing.T, g *genEdit, _ string) { flipByte(t, largestPageFile(t, g.dir)) },
-		[]string{"checksum mismatch"}},
 	{"page file truncated", func(t *testing.T, g *genEdit, _ string) {
 		p := largestPageFile(t, g.dir)
 		fi, _ := os.Stat(p)
@@ -271,6 +269,10 @@ var hostileStartedCases = []hostileCase{
 			jsonObj(c["threads"], 0)["regs"].(map[string]any)["Cs"] = 0x1234
 		})
 	}, []string{"registers", "input/output error"}},
+	// Page data is verified as the restore reads it, before any of the
+	// job runs (its size before the restore starts: see truncated).
+	{"page file byte flipped", func(t *testing.T, g *genEdit, _ string) { flipByte(t, largestPageFile(t, g.dir)) },
+		[]string{"checksum mismatch"}},
 }
 
 // TestHostileImages restarts a job whose newest generation was damaged or

@@ -76,6 +76,14 @@ func (s *Store) GoodBefore(gen int) (g *Generation, skipped []error, err error) 
 	return s.newestGoodOf(older)
 }
 
+// verify is the check NewestGood and GoodBefore make of a generation.
+func (s *Store) verify(g *Generation) error {
+	if s.DeferPages {
+		return g.VerifyRestorable()
+	}
+	return g.Verify()
+}
+
 // newestGoodOf returns the newest generation of gens (ascending) that opens
 // and verifies, taking those marked as failed only when no other one is
 // left; skipped lists why the newer ones were passed over.
@@ -85,7 +93,7 @@ func (s *Store) newestGoodOf(gens []int) (*Generation, []error, error) {
 	for i := len(gens) - 1; i >= 0; i-- {
 		g, err := s.Open(gens[i])
 		if err == nil {
-			err = g.Verify()
+			err = s.verify(g)
 		}
 		if err != nil {
 			skipped = append(skipped, err)

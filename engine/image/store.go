@@ -53,6 +53,10 @@ type Store struct {
 	Path string
 	// pinned is the descriptor Pin holds, or -1.
 	pinned int
+	// DeferPages makes NewestGood and GoodBefore leave the checksums of
+	// the generations' own page files to the restore, which verifies them
+	// as it reads them (Generation.VerifyRestorable).
+	DeferPages bool
 }
 
 // Info summarises one committed generation for `ckpt-apptainer list`.

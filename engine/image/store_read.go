@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -102,6 +103,45 @@ func (g *Generation) checkSizes() error {
 	return g.check(false)
 }
 
+// VerifyRestorable is Verify without the checksums of the generation's own
+// page files, whose sizes it still checks: a restore verifies those as it
+// reads them (memory.Restorer.Unverified) and lets nothing of the job run
+// unless they match, so a restart reads its page data once. Files of
+// earlier generations, of which a restore reads only parts, are verified
+// here.
+func (g *Generation) VerifyRestorable() error {
+	return g.checkFiles(func(f FileSum, ref bool) bool { return ref || !IsPageFile(f.Name) })
+}
+
+// IsPageFile says whether name is a process's page file.
+func IsPageFile(name string) bool {
+	return strings.HasPrefix(name, "pages-") && strings.HasSuffix(name, ".img")
+}
+
+// Sum returns the size and checksum the manifest gives the generation's
+// own data file name.
+func (g *Generation) Sum(name string) (FileSum, bool) {
+	for _, f := range g.Manifest.Files {
+		if f.Name == name {
+			return f, true
+		}
+	}
+	return FileSum{}, false
+}
+
+// VerifyFile checks the size and checksum of the generation's own data
+// file name.
+func (g *Generation) VerifyFile(name string) error {
+	sum, ok := g.Sum(name)
+	if !ok {
+		return fmt.Errorf("generation %d: %s is not in the manifest's file list", g.Gen, name)
+	}
+	if err := g.checkFile(sum, true); err != nil {
+		return fmt.Errorf("generation %d: %s: %w", g.Gen, name, err)
+	}
+	return nil
+}
+
 // fileCheck is one file check runs: in generation in, or failed before
 // any reading with err.
 type fileCheck struct {
@@ -109,9 +149,17 @@ type fileCheck struct {
 	want FileSum
 	wrap func(error) error
 	err  error
+	// ref is set for a file of an earlier generation.
+	ref bool
 }
 
 func (g *Generation) check(sums bool) error {
+	return g.checkFiles(func(FileSum, bool) bool { return sums })
+}
+
+// checkFiles checks every file of the generation and every file of an
+// earlier one it refers to (ref), their checksums where sum says so.
+func (g *Generation) checkFiles(sum func(f FileSum, ref bool) bool) error {
 	if err := checkListed(g.Manifest); err != nil {
 		return fmt.Errorf("generation %d: %s: %w", g.Gen, ManifestName, err)
 	}
@@ -122,7 +170,7 @@ func (g *Generation) check(sums bool) error {
 		}})
 	}
 	for _, t := range g.refTargets() {
-		files = append(files, fileCheck{in: t.gen, want: t.ref.FileSum, err: t.err, wrap: func(err error) error {
+		files = append(files, fileCheck{in: t.gen, want: t.ref.FileSum, err: t.err, ref: true, wrap: func(err error) error {
 			return refError(g, t.ref, err)
 		}})
 	}
@@ -145,7 +193,7 @@ func (g *Generation) check(sums bool) error {
 				fc := files[i]
 				err := fc.err
 				if err == nil {
-					err = fc.in.checkFile(fc.want, sums)
+					err = fc.in.checkFile(fc.want, sum(fc.want, fc.ref))
 				}
 				if err != nil {
 					errs[i] = fc.wrap(err)

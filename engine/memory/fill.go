@@ -2,11 +2,13 @@ package memory
 
 import (
 	"cmp"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"slices"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
@@ -85,6 +87,22 @@ func (r *Restorer) fillPages(gen *image.Generation, path string) (int64, error) 
 	var writeTime time.Duration
 	defer func() { r.Log.Debugf("pid %d: process_vm_writev took %v", p.PID, writeTime) }()
 	for _, from := range froms {
+		var verify *image.FileSum
+		if from == 0 && r.Unverified {
+			sum, ok := gen.Sum(path)
+			if !ok {
+				return 0, fmt.Errorf("page data: generation %d: %s is not in the manifest's file list", gen.Gen, path)
+			}
+			verify = &sum
+			if !covers(src[0], uint64(sum.Size)) {
+				// Read in parts (a pre-copied generation): verified
+				// in full first.
+				if err := gen.VerifyFile(path); err != nil {
+					return 0, err
+				}
+				verify = nil
+			}
+		}
 		f, err := gen.OpenFrom(from, path)
 		if err != nil {
 			return 0, fmt.Errorf("page data: %w", err)
@@ -94,7 +112,7 @@ func (r *Restorer) fillPages(gen *image.Generation, path string) (int64, error) 
 			ref, _ := gen.Ref(from, path)
 			end = uint64(ref.Size)
 		}
-		n, wt, err := r.fillFrom(f, src[from], end)
+		n, wt, err := r.fillFrom(f, src[from], end, verify)
 		writeTime += wt
 		if err != nil {
 			what := path
@@ -108,9 +126,24 @@ func (r *Restorer) fillPages(gen *image.Generation, path string) (int64, error) 
 	return total, nil
 }
 
+// covers says whether the extents, in file order, read a file of size
+// bytes from its start to its end without a gap: then the file's checksum
+// can be taken as it is read.
+func covers(ext []extent, size uint64) bool {
+	var at uint64
+	for _, e := range ext {
+		if e.off != at {
+			return false
+		}
+		at += e.len
+	}
+	return at == size
+}
+
 // fillFrom copies the extents of page file f, whose data must lie below
-// end, into the process. It closes f.
-func (r *Restorer) fillFrom(f *os.File, ext []extent, end uint64) (int64, time.Duration, error) {
+// end, into the process. With verify, the file's checksum is taken as it
+// is read and must match before fillFrom returns. It closes f.
+func (r *Restorer) fillFrom(f *os.File, ext []extent, end uint64, verify *image.FileSum) (int64, time.Duration, error) {
 	for _, e := range ext {
 		if e.off+e.len > end {
 			f.Close()
@@ -122,6 +155,10 @@ func (r *Restorer) fillFrom(f *os.File, ext []extent, end uint64) (int64, time.D
 		return 0, 0, err
 	}
 	defer rd.close()
+	var h *xxhash.Digest
+	if verify != nil {
+		h = xxhash.New()
+	}
 
 	var local []unix.Iovec
 	var remote []unix.RemoteIovec
@@ -154,7 +191,13 @@ func (r *Restorer) fillFrom(f *os.File, ext []extent, end uint64) (int64, time.D
 			return 0, writeTime, err
 		}
 		if !ok {
+			if h != nil && (total != verify.Size || hex.EncodeToString(h.Sum(nil)) != verify.XXH64) {
+				return 0, writeTime, fmt.Errorf("checksum mismatch: the file is corrupt or was modified (nothing of the job has run)")
+			}
 			return total, writeTime, nil
+		}
+		if h != nil {
+			h.Write(c.data)
 		}
 		pos := uint64(0)
 		for _, e := range c.ext {

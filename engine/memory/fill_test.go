@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/sirupsen/logrus"
@@ -62,5 +63,58 @@ func TestFillPages(t *testing.T) {
 	}
 	if !bytes.Equal(got, data[1000*pageSize:1001*pageSize]) {
 		t.Fatal("the second page run holds other data than its part of the page file")
+	}
+}
+
+// TestFillVerifies: with Unverified, the page file's checksum is taken as
+// it is read (or first, when it is read in parts), and a file that does not
+// match fails the fill.
+func TestFillVerifies(t *testing.T) {
+	tr := ptrace.NewTracer()
+	defer tr.Close()
+	c := injecttest.Start(t, tr)
+	const pages = 64
+	addr, err := c.Thread.Call("mmap pages", unix.SYS_MMAP, 0, pages*pageSize, unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("page data 0123456"), pages*pageSize/16)[:pages*pageSize]
+	tests := []struct {
+		name    string
+		runs    []image.PageRun
+		corrupt bool
+		want    string
+	}{
+		{"read whole, intact", []image.PageRun{{Addr: addr, Pages: pages}}, false, ""},
+		{"read whole, corrupt", []image.PageRun{{Addr: addr, Pages: pages}}, true, "checksum mismatch"},
+		// Out of file order and leaving pages out, as after a pre-copy.
+		{"read in parts, intact", []image.PageRun{{Addr: addr, Pages: 8, Offset: 32 * pageSize}, {Addr: addr + 8*pageSize, Pages: 8}}, false, ""},
+		{"read in parts, corrupt", []image.PageRun{{Addr: addr, Pages: 8, Offset: 32 * pageSize}, {Addr: addr + 8*pageSize, Pages: 8}}, true, "checksum mismatch"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, image.PagesName(1))
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			gen := &image.Generation{Gen: 1, Dir: dir, Manifest: &image.Manifest{Generation: 1, Files: []image.FileSum{sumOf(t, path)}}}
+			if tt.corrupt {
+				b := bytes.Clone(data)
+				b[40*pageSize] ^= 1 // in a page no run reads, for the parts
+				if err := os.WriteFile(path, b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := &Restorer{P: c.Proc, Img: &image.Process{PID: 1, PageRuns: tt.runs}, Log: logrus.StandardLogger(), Unverified: true}
+			_, err := r.fillPages(gen, image.PagesName(1))
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("fill: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("fill: %v, want an error containing %q", err, tt.want)
+			}
+		})
 	}
 }

@@ -34,6 +34,10 @@ type Restorer struct {
 	// Progress counts the page data filled in; nil when no one follows
 	// it.
 	Progress Counter
+	// Unverified says the generation's own page file has not been
+	// checked against its checksum yet: the fill verifies it as it reads
+	// it (or first, when it reads it in parts), and fails on a mismatch.
+	Unverified bool
 	// Shmem returns a descriptor in P of the shared memory object (a
 	// memfd standing for it) that v maps; the caller closes it once
 	// mapped.

@@ -56,12 +56,19 @@ func restartJob(s *supervisor, gen *image.Generation, img string, fallback bool)
 			s.log.Warnf("%v", e)
 		}
 		if oerr != nil {
-			return fmt.Errorf("%w; no older generation to fall back to (%v)", err, oerr)
+			return &noneRestorable{err: fmt.Errorf("%w; no older generation to fall back to (%v)", err, oerr)}
 		}
 		s.log.Warnf("%v; trying generation %d", err, older.Gen)
 		gen = older
 	}
 }
+
+// noneRestorable is a restart with fallback that found no generation that
+// restores, each for what it holds.
+type noneRestorable struct{ err error }
+
+func (e *noneRestorable) Error() string { return e.err.Error() }
+func (e *noneRestorable) Unwrap() error { return e.err }
 
 // generationFailed says a restore failed for what the generation holds,
 // not for what the node or the container lacks: an older generation may
@@ -174,7 +181,7 @@ func (s *supervisor) restoreGeneration(gen *image.Generation, img string) (_ *re
 	pr := newProgressReporter(fmt.Sprintf("restore generation %d", gen.Gen), s.log, os.Stderr)
 	a.res, err = engine.Restore(engine.RestoreOptions{
 		Gen: gen, Spawner: s.sb, InitPID: s.sb.InitPID(), NoRollback: s.opts.NoRollback, Strict: s.opts.Strict, Log: s.log,
-		Container: a.container, Progress: pr.update,
+		Container: a.container, Progress: pr.update, PagesUnverified: s.store.DeferPages,
 	})
 	pr.end()
 	if err == nil && gr != nil {
@@ -232,7 +239,7 @@ func pickGeneration(st *image.Store, arg string) (*image.Generation, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := g.Verify(); err != nil {
+		if err := g.VerifyRestorable(); err != nil {
 			return nil, err
 		}
 		return g, nil

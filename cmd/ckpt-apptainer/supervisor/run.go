@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -26,7 +27,16 @@ func Run(o Options, argv []string) error {
 		if img == "" {
 			img = o.Image
 		}
-		return restartJob(s, gen, img, true)
+		err = restartJob(s, gen, img, true)
+		var none *noneRestorable
+		if errors.As(err, &none) {
+			// Damage the checksums before the restore did not show (the
+			// page data is verified as it is read).
+			s.log.Warnf("%v; launching %q from the beginning (the damaged generations stay; `ckpt-apptainer list --ckpt-dir %s` shows them)",
+				err, CommandLine(argv), s.dir)
+			return launchJob(s, argv)
+		}
+		return err
 	})
 }
 

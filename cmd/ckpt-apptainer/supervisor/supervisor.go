@@ -103,6 +103,8 @@ func openSupervisor(o Options) (*supervisor, error) {
 	if err := st.Pin(); err != nil {
 		return nil, err
 	}
+	// A restart verifies the page files as it reads them.
+	st.DeferPages = true
 	unlock, err := st.Lock()
 	if err != nil {
 		return nil, err
