@@ -3,20 +3,20 @@ package memory
 import (
 	"cmp"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
-
-// fillChunk is how much of a page file one read brings in. Two chunks are
-// in flight: one being read from disk, one being copied into the process.
-const fillChunk = 32 << 20
 
 // extent is a stretch of page data: len bytes at offset off of a page
 // file, which go to addr.
@@ -173,13 +173,10 @@ func (r *Restorer) fillFrom(f *os.File, ext []extent, end uint64, verify *image.
 			n += int64(l.Len)
 		}
 		tw := time.Now()
-		got, err := unix.ProcessVMWritev(r.P.PID, local, remote, 0)
+		err := writeParallel(r.P.PID, local, remote, n)
 		writeTime += time.Since(tw)
 		if err != nil {
-			return fmt.Errorf("write pages at %#x: %w", remote[0].Base, err)
-		}
-		if int64(got) != n {
-			return fmt.Errorf("write pages at %#x: wrote %d of %d bytes", remote[0].Base, got, n)
+			return err
 		}
 		total += n
 		local, remote = local[:0], remote[:0]
@@ -221,6 +218,60 @@ func (r *Restorer) fillFrom(f *os.File, ext []extent, end uint64, verify *image.
 	}
 }
 
+// writeParallel writes n bytes of local into the process's remote ranges
+// with process_vm_writev from one goroutine per core, each taking an equal
+// share of the bytes: most of a fill's time is the kernel faulting the
+// process's pages in, which goes on in parallel.
+func writeParallel(pid int, local []unix.Iovec, remote []unix.RemoteIovec, n int64) error {
+	workers := int64(min(runtime.GOMAXPROCS(0), 8))
+	if n < 4<<20 || workers < 2 {
+		workers = 1
+	}
+	share := (n/workers + pageSize - 1) &^ (pageSize - 1)
+	type part struct {
+		local  []unix.Iovec
+		remote []unix.RemoteIovec
+		n      int64
+	}
+	var parts []part
+	cur := part{}
+	for i := range local {
+		l, rm := local[i], remote[i]
+		for l.Len > 0 {
+			take := min(int64(l.Len), share-cur.n)
+			cur.local = append(cur.local, unix.Iovec{Base: l.Base, Len: uint64(take)})
+			cur.remote = append(cur.remote, unix.RemoteIovec{Base: rm.Base, Len: int(take)})
+			cur.n += take
+			l.Base = (*byte)(unsafe.Add(unsafe.Pointer(l.Base), take))
+			l.Len -= uint64(take)
+			rm.Base += uintptr(take)
+			rm.Len -= int(take)
+			if cur.n == share {
+				parts = append(parts, cur)
+				cur = part{}
+			}
+		}
+	}
+	if cur.n > 0 {
+		parts = append(parts, cur)
+	}
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for i, p := range parts {
+		wg.Go(func() {
+			got, err := unix.ProcessVMWritev(pid, p.local, p.remote, 0)
+			switch {
+			case err != nil:
+				errs[i] = fmt.Errorf("write pages at %#x: %w", p.remote[0].Base, err)
+			case int64(got) != p.n:
+				errs[i] = fmt.Errorf("write pages at %#x: wrote %d of %d bytes", p.remote[0].Base, got, p.n)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 // RunBytes is the size of p's page data.
 func RunBytes(p *image.Process) int64 {
 	var n uint64
@@ -228,141 +279,4 @@ func RunBytes(p *image.Process) int64 {
 		n += run.Pages * pageSize
 	}
 	return int64(n)
-}
-
-// chunk is one read of a page file: data holds the pieces of ext, in order.
-type chunk struct {
-	buf  []byte
-	data []byte
-	ext  []extent
-}
-
-// chunkReader reads a page file's extents, in file order, ahead of the
-// copy into the process.
-type chunkReader struct {
-	f     *os.File
-	ext   []extent
-	full  chan chunk
-	free  chan []byte
-	errc  chan error
-	stop  chan struct{}
-	bufs  [][]byte
-	ended bool
-}
-
-func openChunkReader(f *os.File, ext []extent, size uint64) (*chunkReader, error) {
-	path := f.Name()
-	// Large sequential reads: served from the page cache when the checksum
-	// pass left the file there, at disk speed with full readahead when not.
-	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("page data: %w", err)
-	}
-	if uint64(st.Size()) < size {
-		f.Close()
-		return nil, fmt.Errorf("page data %s has %d bytes, the page runs need %d", path, st.Size(), size)
-	}
-	rd := &chunkReader{f: f, ext: ext, full: make(chan chunk, 2), free: make(chan []byte, 2),
-		errc: make(chan error, 1), stop: make(chan struct{})}
-	for i := 0; i < 2; i++ {
-		// Buffers outside the Go heap, unmapped as soon as the restore
-		// is done.
-		b, err := unix.Mmap(-1, 0, fillChunk, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-		if err != nil {
-			rd.close()
-			return nil, fmt.Errorf("map a read buffer: %w", err)
-		}
-		rd.bufs = append(rd.bufs, b)
-		rd.free <- b
-	}
-	go rd.read()
-	return rd, nil
-}
-
-// read fills buffers with the extents in order, one read per stretch of
-// the file that is contiguous within a buffer.
-func (rd *chunkReader) read() {
-	defer close(rd.full)
-	i, done := 0, uint64(0) // the extent being read, and how much of it is
-	for i < len(rd.ext) {
-		var b []byte
-		select {
-		case b = <-rd.free:
-		case <-rd.stop:
-			return
-		}
-		c := chunk{buf: b}
-		fill := uint64(0)
-		readFrom, readLen := uint64(0), uint64(0) // the pending read
-		readAt := func() bool {
-			if readLen == 0 {
-				return true
-			}
-			if _, err := rd.f.ReadAt(b[fill-readLen:fill], int64(readFrom)); err != nil {
-				rd.errc <- err
-				return false
-			}
-			readLen = 0
-			return true
-		}
-		for i < len(rd.ext) && fill < uint64(len(b)) {
-			e := rd.ext[i]
-			n := min(e.len-done, uint64(len(b))-fill)
-			off := e.off + done
-			if readLen > 0 && readFrom+readLen != off {
-				if !readAt() {
-					return
-				}
-			}
-			if readLen == 0 {
-				readFrom = off
-			}
-			readLen += n
-			fill += n
-			c.ext = append(c.ext, extent{off: off, addr: e.addr + done, len: n})
-			done += n
-			if done == e.len {
-				i, done = i+1, 0
-			}
-		}
-		if !readAt() {
-			return
-		}
-		c.data = b[:fill]
-		rd.full <- c
-	}
-}
-
-// next returns the next chunk in file order; ok is false after the last.
-func (rd *chunkReader) next() (chunk, bool, error) {
-	c, ok := <-rd.full
-	if !ok {
-		rd.ended = true
-		select {
-		case err := <-rd.errc:
-			return chunk{}, false, err
-		default:
-			return chunk{}, false, nil
-		}
-	}
-	return c, true, nil
-}
-
-// release hands a chunk's buffer back for the next read.
-func (rd *chunkReader) release(c chunk) { rd.free <- c.buf }
-
-// close stops the reader and frees its buffers.
-func (rd *chunkReader) close() {
-	if !rd.ended {
-		rd.ended = true
-		close(rd.stop)
-		for range rd.full {
-		}
-	}
-	rd.f.Close()
-	for _, b := range rd.bufs {
-		unix.Munmap(b)
-	}
 }
