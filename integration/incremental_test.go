@@ -163,7 +163,9 @@ const (
 // with --precopy (and --incremental): the periodic checkpoints copy most of
 // its memory while it runs, and what it changed meanwhile is copied with
 // the job stopped, so that each generation restores a job whose memory
-// checksum still matches. A final checkpoint --kill takes no pre-copy.
+// checksum still matches. A supervisor SIGKILLed during a pre-copy leaves
+// the generation before as the latest. A final checkpoint --kill takes no
+// pre-copy.
 func TestPreCopy(t *testing.T) {
 	e := setup(t)
 	for _, name := range []string{"user-v2", "root-v2"} {
@@ -188,6 +190,21 @@ func TestPreCopy(t *testing.T) {
 					r.Generation, r.Bytes, m.PreCopyBytes, time.Duration(r.DurationNs), time.Duration(r.StoppedNs))
 				gens = append(gens, r.Generation)
 			}
+			// SIGKILL in the middle of a pre-copy: the generation being
+			// written does not count, and the one before restores.
+			s.signal(syscall.SIGUSR1)
+			deadline := time.Now().Add(ckptTimeout)
+			for !hasTempGeneration(j.ckptDir) {
+				if s.exited() || time.Now().After(deadline) || j.latest() > gens[1] {
+					t.Fatalf("no .tmp-gen-* directory seen after SIGUSR1 (%s, latest %d):\n%s", s.status(), j.latest(), s.output())
+				}
+				time.Sleep(time.Millisecond)
+			}
+			s.kill()
+			if got := j.latest(); got != gens[1] {
+				t.Fatalf("latest is %d after a killed pre-copy, want %d", got, gens[1])
+			}
+			s = j.restart(opts...)
 			j.waitLines(s, log, j.lines(log)+3)
 			final := j.checkpoint("--kill")
 			if m := j.genStats(final.Generation); m.PreCopyBytes != 0 {
