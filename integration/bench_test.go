@@ -31,7 +31,7 @@ const (
 // quick run: CKPT_BENCH_SIZES=64,256).
 const benchSizesEnv = "CKPT_BENCH_SIZES"
 
-var benchDefaultSizes = []int{1024, 4096}
+var benchDefaultSizes = []int{1024, 4096, 16384}
 
 // benchResult is one tool checkpointing and restarting one job size.
 type benchResult struct {

@@ -103,14 +103,14 @@ func (g *Generation) checkSizes() error {
 	return g.check(false)
 }
 
-// VerifyRestorable is Verify without the checksums of the generation's own
-// page files, whose sizes it still checks: a restore verifies those as it
-// reads them (memory.Restorer.Unverified) and lets nothing of the job run
-// unless they match, so a restart reads its page data once. Files of
-// earlier generations, of which a restore reads only parts, are verified
-// here.
+// VerifyRestorable is Verify without the checksums of the page files (the
+// generation's own and those of earlier generations it reads), whose sizes
+// it still checks, and whose recorded sums it still compares with the
+// earlier generations' manifests: a restore verifies them as it reads them
+// (memory.Restorer.Unverified) and lets nothing of the job run unless they
+// match, so a restart reads its page data once.
 func (g *Generation) VerifyRestorable() error {
-	return g.checkFiles(func(f FileSum, ref bool) bool { return ref || !IsPageFile(f.Name) })
+	return g.checkFiles(func(f FileSum, _ bool) bool { return !IsPageFile(f.Name) })
 }
 
 // IsPageFile says whether name is a process's page file.
@@ -127,6 +127,23 @@ func (g *Generation) Sum(name string) (FileSum, bool) {
 		}
 	}
 	return FileSum{}, false
+}
+
+// VerifyFrom checks data file name of generation from: VerifyFile for
+// this generation's own (from 0), else the file of an earlier generation
+// that Refs lists, against the size and checksum recorded there.
+func (g *Generation) VerifyFrom(from int, name string) error {
+	if from == 0 || from == g.Gen {
+		return g.VerifyFile(name)
+	}
+	ref, ok := g.Ref(from, name)
+	if !ok {
+		return fmt.Errorf("generation %d: %s of generation %d is not in the manifest's refs", g.Gen, name, from)
+	}
+	if err := g.sibling(from).checkFile(ref.FileSum, true); err != nil {
+		return refError(g, ref, err)
+	}
+	return nil
 }
 
 // VerifyFile checks the size and checksum of the generation's own data

@@ -46,7 +46,7 @@ func planChunks(ext []extent) []chunkPlan {
 			} else {
 				cur.reads = append(cur.reads, extent{off: off, addr: cur.size, len: n})
 			}
-			cur.ext = append(cur.ext, extent{off: off, addr: e.addr + done, len: n})
+			cur.ext = append(cur.ext, extent{off: off, addr: e.addr + done, len: n, skip: e.skip})
 			cur.size += n
 			done += n
 			if cur.size == fillChunk {

@@ -19,9 +19,11 @@ import (
 )
 
 // extent is a stretch of page data: len bytes at offset off of a page
-// file, which go to addr.
+// file, which go to addr, or with skip nowhere (read only to take the
+// file's checksum).
 type extent struct {
 	off, addr, len uint64
+	skip           bool
 }
 
 // pageSources groups p's page runs by the generation whose page file holds
@@ -87,20 +89,11 @@ func (r *Restorer) fillPages(gen *image.Generation, path string) (int64, error) 
 	var writeTime time.Duration
 	defer func() { r.Log.Debugf("pid %d: process_vm_writev took %v", p.PID, writeTime) }()
 	for _, from := range froms {
+		ext := src[from]
 		var verify *image.FileSum
-		if from == 0 && r.Unverified {
-			sum, ok := gen.Sum(path)
-			if !ok {
-				return 0, fmt.Errorf("page data: generation %d: %s is not in the manifest's file list", gen.Gen, path)
-			}
-			verify = &sum
-			if !covers(src[0], uint64(sum.Size)) {
-				// Read in parts (a pre-copied generation): verified
-				// in full first.
-				if err := gen.VerifyFile(path); err != nil {
-					return 0, err
-				}
-				verify = nil
+		if r.Unverified {
+			if ext, verify, err = verifiedRead(gen, from, path, ext); err != nil {
+				return 0, err
 			}
 		}
 		f, err := gen.OpenFrom(from, path)
@@ -112,7 +105,7 @@ func (r *Restorer) fillPages(gen *image.Generation, path string) (int64, error) 
 			ref, _ := gen.Ref(from, path)
 			end = uint64(ref.Size)
 		}
-		n, wt, err := r.fillFrom(f, src[from], end, verify)
+		n, wt, err := r.fillFrom(f, ext, end, verify)
 		writeTime += wt
 		if err != nil {
 			what := path
@@ -124,6 +117,61 @@ func (r *Restorer) fillPages(gen *image.Generation, path string) (int64, error) 
 		total += n
 	}
 	return total, nil
+}
+
+// verifiedRead decides how page file path of generation from (0: gen's
+// own), not verified yet, is verified: as it is read, when the fill reads
+// all of it in file order, or reads most of it and is made to read the rest
+// too (skip extents, whose data goes nowhere); else in full before the
+// fill. It returns the extents to read and the checksum they must have.
+func verifiedRead(gen *image.Generation, from int, path string, ext []extent) ([]extent, *image.FileSum, error) {
+	var sum image.FileSum
+	if from == 0 {
+		s, ok := gen.Sum(path)
+		if !ok {
+			return nil, nil, fmt.Errorf("page data: generation %d: %s is not in the manifest's file list", gen.Gen, path)
+		}
+		sum = s
+	} else {
+		ref, ok := gen.Ref(from, path)
+		if !ok {
+			return nil, nil, fmt.Errorf("page data: generation %d: %s of generation %d is not in the manifest's refs", gen.Gen, path, from)
+		}
+		sum = ref.FileSum
+	}
+	size := uint64(sum.Size)
+	if covers(ext, size) {
+		return ext, &sum, nil
+	}
+	var need uint64
+	for _, e := range ext {
+		need += e.len
+	}
+	if need >= size/2 {
+		return withGaps(ext, size), &sum, nil
+	}
+	if err := gen.VerifyFrom(from, path); err != nil {
+		return nil, nil, err
+	}
+	return ext, nil, nil
+}
+
+// withGaps returns the extents, in file order, with skip extents for the
+// stretches of the file of size bytes that they leave out.
+func withGaps(ext []extent, size uint64) []extent {
+	out := make([]extent, 0, 2*len(ext)+1)
+	var at uint64
+	for _, e := range ext {
+		if e.off > at {
+			out = append(out, extent{off: at, len: e.off - at, skip: true})
+		}
+		out = append(out, e)
+		at = max(at, e.off+e.len)
+	}
+	if at < size {
+		out = append(out, extent{off: at, len: size - at, skip: true})
+	}
+	return out
 }
 
 // covers says whether the extents, in file order, read a file of size
@@ -156,6 +204,7 @@ func (r *Restorer) fillFrom(f *os.File, ext []extent, end uint64, verify *image.
 	}
 	defer rd.close()
 	var h *xxhash.Digest
+	var hashed int64
 	if verify != nil {
 		h = xxhash.New()
 	}
@@ -188,16 +237,21 @@ func (r *Restorer) fillFrom(f *os.File, ext []extent, end uint64, verify *image.
 			return 0, writeTime, err
 		}
 		if !ok {
-			if h != nil && (total != verify.Size || hex.EncodeToString(h.Sum(nil)) != verify.XXH64) {
+			if h != nil && (hashed != verify.Size || hex.EncodeToString(h.Sum(nil)) != verify.XXH64) {
 				return 0, writeTime, fmt.Errorf("checksum mismatch: the file is corrupt or was modified (nothing of the job has run)")
 			}
 			return total, writeTime, nil
 		}
 		if h != nil {
 			h.Write(c.data)
+			hashed += int64(len(c.data))
 		}
 		pos := uint64(0)
 		for _, e := range c.ext {
+			if e.skip {
+				pos += e.len
+				continue
+			}
 			local = append(local, unix.Iovec{Base: &c.data[pos], Len: e.len})
 			remote = append(remote, unix.RemoteIovec{Base: uintptr(e.addr), Len: int(e.len)})
 			pos += e.len

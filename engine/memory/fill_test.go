@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -91,6 +92,9 @@ func TestFillVerifies(t *testing.T) {
 		// Out of file order and leaving pages out, as after a pre-copy.
 		{"read in parts, intact", []image.PageRun{{Addr: addr, Pages: 8, Offset: 32 * pageSize}, {Addr: addr + 8*pageSize, Pages: 8}}, false, ""},
 		{"read in parts, corrupt", []image.PageRun{{Addr: addr, Pages: 8, Offset: 32 * pageSize}, {Addr: addr + 8*pageSize, Pages: 8}}, true, "checksum mismatch"},
+		// Most of the file, with a gap where the damage is: read through.
+		{"read through gaps, corrupt", []image.PageRun{{Addr: addr, Pages: 40}, {Addr: addr + 41*pageSize, Pages: 23, Offset: 41 * pageSize}}, true, "checksum mismatch"},
+		{"read through gaps, intact", []image.PageRun{{Addr: addr, Pages: 40}, {Addr: addr + 41*pageSize, Pages: 23, Offset: 41 * pageSize}}, false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,5 +120,17 @@ func TestFillVerifies(t *testing.T) {
 				t.Fatalf("fill: %v, want an error containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestWithGaps(t *testing.T) {
+	got := withGaps([]extent{{off: 4096, addr: 1, len: 4096}, {off: 16384, addr: 2, len: 4096}}, 32768)
+	want := []extent{
+		{off: 0, len: 4096, skip: true}, {off: 4096, addr: 1, len: 4096},
+		{off: 8192, len: 8192, skip: true}, {off: 16384, addr: 2, len: 4096},
+		{off: 20480, len: 12288, skip: true},
+	}
+	if !slices.Equal(got, want) || !covers(got, 32768) {
+		t.Fatalf("withGaps = %+v, want %+v", got, want)
 	}
 }
