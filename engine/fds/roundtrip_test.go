@@ -39,7 +39,10 @@ func roundTripAcross(t *testing.T, between func(), files ...*os.File) *trip {
 	t.Helper()
 	tr := ptrace.NewTracer()
 	t.Cleanup(tr.Close)
-	tp := &trip{a: injecttest.Start(t, tr, files...), b: injecttest.Start(t, tr), w: newWriter(t)}
+	// b gets nothing on the numbers a got files on (a nil file closes its
+	// number in the child): not even a descriptor the test process
+	// inherited without close-on-exec.
+	tp := &trip{a: injecttest.Start(t, tr, files...), b: injecttest.Start(t, tr, make([]*os.File, len(files))...), w: newWriter(t)}
 	img := &image.Process{PID: tp.a.PID, Cwd: "/"}
 	d := NewDumper(DumpOptions{Writer: tp.w})
 	defer d.Close()
