@@ -16,6 +16,21 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
 )
 
+// mapPages maps pages of private anonymous memory in the traced child, at
+// addr exactly (0: where the kernel likes), and returns where.
+func mapPages(t *testing.T, c *injecttest.Tracee, addr uint64, pages int) uint64 {
+	t.Helper()
+	flags := uint64(unix.MAP_PRIVATE | unix.MAP_ANONYMOUS)
+	if addr != 0 {
+		flags |= unix.MAP_FIXED_NOREPLACE
+	}
+	got, err := c.Thread.Call("mmap pages", unix.SYS_MMAP, addr, uint64(pages)*pageSize, unix.PROT_READ|unix.PROT_WRITE, flags, ^uint64(0), 0)
+	if err != nil || (addr != 0 && got != addr) {
+		t.Fatalf("map %d pages at %#x in pid %d: %#x, %v", pages, addr, c.PID, got, err)
+	}
+	return got
+}
+
 // counter is a Counter that sums what it is given.
 type counter struct{ n, calls int64 }
 
@@ -29,11 +44,7 @@ func TestFillPages(t *testing.T) {
 	c := injecttest.Start(t, tr)
 	const size = 70 << 20
 	// The second run leaves a gap of 1000 pages after the first.
-	addr, err := c.Thread.Call("mmap pages", unix.SYS_MMAP, 0, size+1000*pageSize, unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := mapPages(t, c, 0, size/pageSize+1000)
 	data := bytes.Repeat([]byte("0123456789abcdef"), size/16)
 	path := filepath.Join(t.TempDir(), "pages")
 	if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -75,11 +86,7 @@ func TestFillVerifies(t *testing.T) {
 	defer tr.Close()
 	c := injecttest.Start(t, tr)
 	const pages = 64
-	addr, err := c.Thread.Call("mmap pages", unix.SYS_MMAP, 0, pages*pageSize, unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := mapPages(t, c, 0, pages)
 	data := bytes.Repeat([]byte("page data 0123456"), pages*pageSize/16)[:pages*pageSize]
 	tests := []struct {
 		name    string

@@ -66,11 +66,7 @@ func TestIncrementalDump(t *testing.T) {
 	defer tr.Close()
 	c := injecttest.Start(t, tr)
 	const pages = 512
-	addr, err := c.Thread.Call("mmap pages", unix.SYS_MMAP, 0, pages*pageSize, unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := mapPages(t, c, 0, pages)
 	mem := make([]byte, pages*pageSize)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range mem {
@@ -130,11 +126,7 @@ func TestIncrementalDump(t *testing.T) {
 
 	// Restore generation 2 into a fresh mapping of another process.
 	c2 := injecttest.Start(t, tr)
-	addr2, err := c2.Thread.Call("mmap pages", unix.SYS_MMAP, addr, pages*pageSize, unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0)
-	if err != nil || addr2 != addr {
-		t.Fatalf("map at %#x in the second process: %#x, %v", addr, addr2, err)
-	}
+	mapPages(t, c2, addr, pages)
 	g1, g2 := filepath.Join(dir, image.GenName(1)), filepath.Join(dir, image.GenName(2))
 	gen := &image.Generation{Gen: 2, Dir: g2, Manifest: &image.Manifest{
 		Generation: 2,
