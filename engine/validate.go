@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -290,8 +289,8 @@ func checkPath(p string) error {
 // generations that its manifest lists for this process.
 func checkPageRuns(gen *image.Generation, p *image.Process) error {
 	own := int64(-1) // the size of the generation's own page file
-	if ref := slices.IndexFunc(gen.Manifest.Files, func(f image.FileSum) bool { return f.Name == image.PagesName(p.PID) }); ref >= 0 {
-		own = gen.Manifest.Files[ref].Size
+	if sum, ok := gen.Sum(image.PagesName(p.PID)); ok {
+		own = sum.Size
 	}
 	for i, r := range p.PageRuns {
 		end := r.Addr + r.Pages*pageSize

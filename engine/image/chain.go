@@ -124,13 +124,7 @@ func (g *Generation) refTargets() []refTarget {
 			t.err = openErr[r.Generation]
 		default:
 			t.gen = rg
-			var have *FileSum
-			for i := range rg.Manifest.Files {
-				if rg.Manifest.Files[i].Name == r.Name {
-					have = &rg.Manifest.Files[i]
-				}
-			}
-			if have == nil || *have != r.FileSum {
+			if have, ok := rg.Sum(r.Name); !ok || have != r.FileSum {
 				t.err = fmt.Errorf("generation %d no longer holds the %s this one was written against", r.Generation, r.Name)
 			}
 		}

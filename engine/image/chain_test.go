@@ -33,13 +33,11 @@ func refTo(t *testing.T, s *Store, gen int) FileRef {
 	t.Helper()
 	g, err := s.Open(gen)
 	must(t, err)
-	for _, f := range g.Manifest.Files {
-		if f.Name == PagesName(1) {
-			return FileRef{Generation: gen, FileSum: f}
-		}
+	f, ok := g.Sum(PagesName(1))
+	if !ok {
+		t.Fatalf("generation %d has no %s", gen, PagesName(1))
 	}
-	t.Fatalf("generation %d has no %s", gen, PagesName(1))
-	return FileRef{}
+	return FileRef{Generation: gen, FileSum: f}
 }
 
 // chain commits a full generation 1, generation 2 reading from 1, and

@@ -130,12 +130,8 @@ func eachRef(m *Manifest, fn func(what, name string) error) error {
 
 // Lists reports whether the manifest lists data file name.
 func (g *Generation) Lists(name string) bool {
-	for _, f := range g.Manifest.Files {
-		if f.Name == name {
-			return true
-		}
-	}
-	return false
+	_, ok := g.Sum(name)
+	return ok
 }
 
 // Open opens data file name of the generation for reading. Only a file the
