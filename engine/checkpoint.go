@@ -82,7 +82,10 @@ type CheckpointOptions struct {
 	// stopped (see precopy.go); a checkpoint that ends the job (Kill)
 	// takes none.
 	PreCopy bool
-	Log     logrus.FieldLogger
+	// Compress is how page files are encoded: image.CodecZstd, or "" to
+	// store the page data as it is.
+	Compress string
+	Log      logrus.FieldLogger
 }
 
 // Checkpoint stops the job, dumps it, and lets it run on (or kills it, once
@@ -162,6 +165,7 @@ func checkpoint(t *ptrace.Tracer, opts CheckpointOptions) (*image.Stats, error) 
 			if d.pages != nil {
 				stats.PageBytes += d.pages.Bytes() + int64(d.preBytes)
 				stats.PreCopyBytes += int64(d.preBytes)
+				stats.CompressedBytes += d.file.stored()
 				stats.MemoryBytes += d.pages.Read()
 				stats.UnreadBytes += d.pages.CleanBytes()
 				for _, run := range d.proc.PageRuns {
@@ -329,7 +333,7 @@ func checkSharedMM(job *stoppedJob) error {
 type processDump struct {
 	proc  *image.Process
 	pages *memory.Dumper // nil for a zombie
-	file  *image.DataFile
+	file  *pageFile
 	// sums receives the page checksums (Incremental); parent is the
 	// parent's checksum file being read. Either may be nil.
 	sums   *image.DataFile
@@ -433,10 +437,11 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 		Progress: jd.progress,
 	}
 	abandon := func(err error) (*processDump, error) {
-		for _, f := range []*image.DataFile{d.file, d.sums} {
-			if f != nil {
-				f.Close()
-			}
+		if d.file != nil {
+			d.file.Close()
+		}
+		if d.sums != nil {
+			d.sums.Close()
 		}
 		if d.parent != nil {
 			d.parent.Close()
@@ -452,7 +457,7 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 			return abandon(err)
 		}
 	} else {
-		if d.file, err = jd.opts.Writer.CreateDirect(image.PagesName(p.PID)); err != nil {
+		if d.file, err = createPageFile(jd.opts, p.PID); err != nil {
 			return abandon(err)
 		}
 		if opts.Parent, d.parent, err = parentPages(jd.opts.Parent, p.PID, jd.opts.MinRefGen); err != nil {
@@ -468,7 +473,7 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 		}
 		opts.Sums = d.sums
 	}
-	if d.pages, err = memory.NewDumper(hostPID, d.file, opts); err != nil {
+	if d.pages, err = memory.NewDumper(hostPID, d.file.sink(), opts); err != nil {
 		return abandon(err)
 	}
 	if err := d.pages.Dump(p.VMAs); err != nil {

@@ -26,7 +26,7 @@ type precopied struct {
 	hostPID int
 	// file is the process's page file, still open for the rest; off is
 	// how much the pre-copy wrote of it.
-	file *image.DataFile
+	file *pageFile
 	off  uint64
 	// runs are the pre-copied pages, their Generation set (this
 	// generation's number for the pages written here); sums their
@@ -103,15 +103,15 @@ func precopyProcess(opts CheckpointOptions, hostPID, pid int, softDirty bool) (*
 	if parentSums != nil {
 		defer parentSums.Close()
 	}
-	if pc.file, err = opts.Writer.CreateDirect(image.PagesName(pid)); err != nil {
+	if pc.file, err = createPageFile(opts, pid); err != nil {
 		return nil, 0, err
 	}
 	if pc.sums, err = os.CreateTemp(opts.Writer.Dir, "precopy-sums-"); err != nil {
-		opts.Writer.Drop(pc.file)
+		pc.file.drop(opts.Writer)
 		return nil, 0, fmt.Errorf("pre-copy of pid %d: %w", pid, err)
 	}
 	sums := bufio.NewWriterSize(pc.sums, 1<<16)
-	d, err := memory.NewDumper(hostPID, pc.file, memory.DumperOptions{Buffer: 0, Parent: parent, Sums: sums, Running: true})
+	d, err := memory.NewDumper(hostPID, pc.file.sink(), memory.DumperOptions{Buffer: 0, Parent: parent, Sums: sums, Running: true})
 	if err != nil {
 		pc.drop(opts.Writer)
 		return nil, 0, nil
@@ -146,7 +146,7 @@ func precopyProcess(opts CheckpointOptions, hostPID, pid int, softDirty bool) (*
 func (pc *precopied) drop(w *image.Writer) {
 	pc.release()
 	if pc.file != nil {
-		w.Drop(pc.file)
+		pc.file.drop(w)
 		pc.file = nil
 	}
 }

@@ -288,9 +288,12 @@ func checkPath(p string) error {
 // and in the page files: the generation's own, and those of earlier
 // generations that its manifest lists for this process.
 func checkPageRuns(gen *image.Generation, p *image.Process) error {
-	own := int64(-1) // the size of the generation's own page file
+	own := int64(-1) // the data size of the generation's own page file
 	if sum, ok := gen.Sum(image.PagesName(p.PID)); ok {
-		own = sum.Size
+		if err := checkPageEncoding(sum); err != nil {
+			return err
+		}
+		own = sum.DataLen()
 	}
 	for i, r := range p.PageRuns {
 		end := r.Addr + r.Pages*pageSize
@@ -306,11 +309,32 @@ func checkPageRuns(gen *image.Generation, p *image.Process) error {
 			if !ok {
 				return fmt.Errorf("page_runs[%d]: pages of generation %d, whose %s the manifest does not list", i, r.Generation, image.PagesName(p.PID))
 			}
-			size, what = ref.Size, fmt.Sprintf("generation %d's page file", r.Generation)
+			if err := checkPageEncoding(ref.FileSum); err != nil {
+				return fmt.Errorf("generation %d's %w", r.Generation, err)
+			}
+			size, what = ref.DataLen(), fmt.Sprintf("generation %d's page file", r.Generation)
 		}
 		if r.Offset%pageSize != 0 || r.Offset+r.Pages*pageSize < r.Offset || int64(r.Offset+r.Pages*pageSize) > size {
 			return fmt.Errorf("page_runs[%d]: %d pages at offset %#x are not in %s of %d bytes", i, r.Pages, r.Offset, what, max(size, 0))
 		}
+	}
+	return nil
+}
+
+// checkPageEncoding checks that a page file is stored as it is or in an
+// encoding this version reads.
+func checkPageEncoding(f image.FileSum) error {
+	switch f.Codec {
+	case "":
+		if f.DataSize != 0 {
+			return fmt.Errorf("%s: data_size %d without a codec", f.Name, f.DataSize)
+		}
+	case image.CodecZstd:
+		if f.DataSize < 0 || f.DataSize%pageSize != 0 {
+			return fmt.Errorf("%s: data_size %d", f.Name, f.DataSize)
+		}
+	default:
+		return fmt.Errorf("%s is encoded with %q, which this ckpt-apptainer cannot read: restart it with a newer ckpt-apptainer", f.Name, f.Codec)
 	}
 	return nil
 }

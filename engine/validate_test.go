@@ -153,3 +153,32 @@ func TestValidateSharedState(t *testing.T) {
 		t.Fatalf("a memfd shared across fork refused: %v", err)
 	}
 }
+
+func TestValidatePageEncoding(t *testing.T) {
+	pages := image.PagesName(2)
+	for _, tt := range []struct {
+		name string
+		file image.FileSum
+		want string
+	}{
+		{"compressed smaller than its data", image.FileSum{Name: pages, Size: 100, Codec: image.CodecZstd, DataSize: 3 * pageSize}, ""},
+		{"runs beyond the data", image.FileSum{Name: pages, Size: 9 * pageSize, Codec: image.CodecZstd, DataSize: pageSize}, "are not in its own page file"},
+		{"unknown codec", image.FileSum{Name: pages, Size: 100, Codec: "lz4", DataSize: 3 * pageSize}, `encoded with "lz4"`},
+		{"data size without codec", image.FileSum{Name: pages, Size: 3 * pageSize, DataSize: 3 * pageSize}, "without a codec"},
+		{"data size not in pages", image.FileSum{Name: pages, Size: 100, Codec: image.CodecZstd, DataSize: 3*pageSize + 1}, "data_size"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			gen := &image.Generation{Gen: 4, Manifest: &image.Manifest{Processes: []image.ProcessRef{{PID: 2}}, Files: []image.FileSum{tt.file}}}
+			err := validateImage(gen, []*image.Process{validProcess()})
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

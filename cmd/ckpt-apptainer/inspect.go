@@ -109,10 +109,14 @@ func printInspect(w io.Writer, r *inspectReport) error {
 	}
 	s := m.Stats
 	p.line("stats")
+	compressed := ""
+	if s.CompressedBytes > 0 {
+		compressed = fmt.Sprintf(", compressed to %s", supervisor.HumanBytes(s.CompressedBytes))
+	}
 	if m.Parent != 0 {
-		p.line("  size       %s (%s of pages written, %s unchanged in earlier generations)", supervisor.HumanBytes(s.Bytes), supervisor.HumanBytes(s.PageBytes), supervisor.HumanBytes(s.RefBytes))
+		p.line("  size       %s (%s of pages written%s, %s unchanged in earlier generations)", supervisor.HumanBytes(s.Bytes), supervisor.HumanBytes(s.PageBytes), compressed, supervisor.HumanBytes(s.RefBytes))
 	} else {
-		p.line("  size       %s (%s of pages)", supervisor.HumanBytes(s.Bytes), supervisor.HumanBytes(s.PageBytes))
+		p.line("  size       %s (%s of pages%s)", supervisor.HumanBytes(s.Bytes), supervisor.HumanBytes(s.PageBytes), compressed)
 	}
 	p.line("  tasks      %d processes, %d threads", s.Processes, s.Threads)
 	p.line("  timing     checkpoint %v, job stopped %v, frozen %v (%s)", s.Duration.Round(time.Millisecond),

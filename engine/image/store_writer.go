@@ -337,10 +337,22 @@ type DataFile struct {
 	err    error // sticky: the first error ends the file
 	closed bool
 	sum    *FileSum // set by a successful Close
+	// codec and dataSize are SetEncoding's, for the manifest.
+	codec    string
+	dataSize int64
+}
+
+// SetEncoding records that the file's content is dataSize bytes of data
+// encoded with codec (image.CodecZstd), for the manifest's file list.
+func (d *DataFile) SetEncoding(codec string, dataSize int64) {
+	d.codec, d.dataSize = codec, dataSize
 }
 
 // Name is the file's name inside the generation.
 func (d *DataFile) Name() string { return d.name }
+
+// Written is how many bytes the file has taken so far.
+func (d *DataFile) Written() int64 { return d.n }
 
 // Write hashes p and queues it for writing. It never keeps p.
 func (d *DataFile) Write(p []byte) (int, error) {
@@ -524,7 +536,7 @@ func (d *DataFile) Close() error {
 		d.err = err
 		return err
 	}
-	d.sum = &FileSum{Name: d.name, Size: d.n, XXH64: hex.EncodeToString(d.h.Sum(nil))}
+	d.sum = &FileSum{Name: d.name, Size: d.n, XXH64: hex.EncodeToString(d.h.Sum(nil)), Codec: d.codec, DataSize: d.dataSize}
 	return nil
 }
 

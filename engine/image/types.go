@@ -15,7 +15,8 @@ import (
 // have none, are still read. Version 3 added incremental generations: page
 // runs that refer to an earlier generation's page data (Manifest.Refs) and
 // the per-page checksums (PageSumsName) a later generation compares with.
-const FormatVersion = 3
+// Version 4 added compressed page files (FileSum.Codec).
+const FormatVersion = 4
 
 // PageSize is the unit of every page run and of the alignment inside page files.
 const PageSize = 4096
@@ -196,6 +197,23 @@ type FileSum struct {
 	Name  string `json:"name"`
 	Size  int64  `json:"size"`
 	XXH64 string `json:"xxh64"`
+	// Codec is how a page file's data is encoded (CodecZstd), empty for
+	// data stored as it is; DataSize is then the size of the data before
+	// encoding, in which its page runs' offsets count.
+	Codec    string `json:"codec,omitempty"`
+	DataSize int64  `json:"data_size,omitempty"`
+}
+
+// CodecZstd is a page file compressed in blocks by package pagecodec.
+const CodecZstd = "zstd"
+
+// DataLen is the size of the data the file holds, before any encoding: how
+// far page runs may reach into it.
+func (f FileSum) DataLen() int64 {
+	if f.Codec != "" {
+		return f.DataSize
+	}
+	return f.Size
 }
 
 // Stats are the figures a user sees after a checkpoint.
@@ -206,6 +224,9 @@ type Stats struct {
 	// because it had not changed: its runs read it from earlier
 	// generations.
 	RefBytes int64 `json:"ref_bytes,omitempty"`
+	// CompressedBytes is what PageBytes came to in compressed page files
+	// (none: not compressed).
+	CompressedBytes int64 `json:"compressed_bytes,omitempty"`
 	// PreCopyBytes is the part of PageBytes written while the job ran,
 	// before it was stopped.
 	PreCopyBytes int64 `json:"precopy_bytes,omitempty"`

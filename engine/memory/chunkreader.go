@@ -82,7 +82,9 @@ type chunkResult struct {
 	err error
 }
 
-func openChunkReader(f *os.File, ext []extent, size uint64) (*chunkReader, error) {
+// openChunkReader reads the chunks plans describe from f, which must have
+// size bytes at least.
+func openChunkReader(f *os.File, plans []chunkPlan, size uint64) (*chunkReader, error) {
 	path := f.Name()
 	// Large reads well ahead: served from the page cache when it has the
 	// file, at disk speed with full readahead when not.
@@ -96,7 +98,7 @@ func openChunkReader(f *os.File, ext []extent, size uint64) (*chunkReader, error
 		f.Close()
 		return nil, fmt.Errorf("page data %s has %d bytes, the page runs need %d", path, st.Size(), size)
 	}
-	rd := &chunkReader{f: f, plans: planChunks(ext), free: make(chan []byte, fillReaders),
+	rd := &chunkReader{f: f, plans: plans, free: make(chan []byte, fillReaders),
 		stop: make(chan struct{}), workers: make(chan struct{})}
 	rd.done = make([]chan chunkResult, len(rd.plans))
 	for i := range rd.done {

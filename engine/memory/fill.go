@@ -90,22 +90,17 @@ func (r *Restorer) fillPages(gen *image.Generation, path string) (int64, error) 
 	defer func() { r.Log.Debugf("pid %d: process_vm_writev took %v", p.PID, writeTime) }()
 	for _, from := range froms {
 		ext := src[from]
-		var verify *image.FileSum
-		if r.Unverified {
-			if ext, verify, err = verifiedRead(gen, from, path, ext); err != nil {
-				return 0, err
-			}
-		}
-		f, err := gen.OpenFrom(from, path)
+		sum, err := pageFileSum(gen, from, path)
 		if err != nil {
-			return 0, fmt.Errorf("page data: %w", err)
+			return 0, err
 		}
-		end := own
-		if from != 0 {
-			ref, _ := gen.Ref(from, path)
-			end = uint64(ref.Size)
+		var n int64
+		var wt time.Duration
+		if sum.Codec != "" {
+			n, wt, err = r.fillEncoded(gen, from, path, sum, ext, r.Unverified)
+		} else {
+			n, wt, err = r.fillPlain(gen, from, path, sum, own, ext)
 		}
-		n, wt, err := r.fillFrom(f, ext, end, verify)
 		writeTime += wt
 		if err != nil {
 			what := path
@@ -119,26 +114,51 @@ func (r *Restorer) fillPages(gen *image.Generation, path string) (int64, error) 
 	return total, nil
 }
 
+// pageFileSum is what gen's manifest says of page file path of generation
+// from (0: gen's own).
+func pageFileSum(gen *image.Generation, from int, path string) (image.FileSum, error) {
+	if from == 0 {
+		s, ok := gen.Sum(path)
+		if !ok {
+			return s, fmt.Errorf("page data: generation %d: %s is not in the manifest's file list", gen.Gen, path)
+		}
+		return s, nil
+	}
+	ref, ok := gen.Ref(from, path)
+	if !ok {
+		return image.FileSum{}, fmt.Errorf("page data: generation %d: %s of generation %d is not in the manifest's refs", gen.Gen, path, from)
+	}
+	return ref.FileSum, nil
+}
+
+// fillPlain copies the extents of page file path of generation from (0:
+// gen's own), stored as it is, into the process; own is how far gen's own
+// page file is read.
+func (r *Restorer) fillPlain(gen *image.Generation, from int, path string, sum image.FileSum, own uint64, ext []extent) (int64, time.Duration, error) {
+	var verify *image.FileSum
+	if r.Unverified {
+		var err error
+		if ext, verify, err = verifiedRead(gen, from, path, sum, ext); err != nil {
+			return 0, 0, err
+		}
+	}
+	f, err := gen.OpenFrom(from, path)
+	if err != nil {
+		return 0, 0, err
+	}
+	end := own
+	if from != 0 {
+		end = uint64(sum.Size)
+	}
+	return r.fillFrom(f, ext, end, verify)
+}
+
 // verifiedRead decides how page file path of generation from (0: gen's
 // own), not verified yet, is verified: as it is read, when the fill reads
 // all of it in file order, or reads most of it and is made to read the rest
 // too (skip extents, whose data goes nowhere); else in full before the
 // fill. It returns the extents to read and the checksum they must have.
-func verifiedRead(gen *image.Generation, from int, path string, ext []extent) ([]extent, *image.FileSum, error) {
-	var sum image.FileSum
-	if from == 0 {
-		s, ok := gen.Sum(path)
-		if !ok {
-			return nil, nil, fmt.Errorf("page data: generation %d: %s is not in the manifest's file list", gen.Gen, path)
-		}
-		sum = s
-	} else {
-		ref, ok := gen.Ref(from, path)
-		if !ok {
-			return nil, nil, fmt.Errorf("page data: generation %d: %s of generation %d is not in the manifest's refs", gen.Gen, path, from)
-		}
-		sum = ref.FileSum
-	}
+func verifiedRead(gen *image.Generation, from int, path string, sum image.FileSum, ext []extent) ([]extent, *image.FileSum, error) {
 	size := uint64(sum.Size)
 	if covers(ext, size) {
 		return ext, &sum, nil
@@ -198,78 +218,122 @@ func (r *Restorer) fillFrom(f *os.File, ext []extent, end uint64, verify *image.
 			return 0, 0, fmt.Errorf("data for %#x ends at %d, past the file's %d bytes", e.addr, e.off+e.len, end)
 		}
 	}
-	rd, err := openChunkReader(f, ext, end)
+	rd, err := openChunkReader(f, planChunks(ext), end)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer rd.close()
-	var h *xxhash.Digest
-	var hashed int64
-	if verify != nil {
-		h = xxhash.New()
-	}
-
-	var local []unix.Iovec
-	var remote []unix.RemoteIovec
-	var total int64
-	var writeTime time.Duration
-	flush := func() error {
-		if len(remote) == 0 {
-			return nil
-		}
-		var n int64
-		for _, l := range local {
-			n += int64(l.Len)
-		}
-		tw := time.Now()
-		err := writeParallel(r.P.PID, local, remote, n)
-		writeTime += time.Since(tw)
-		if err != nil {
-			return err
-		}
-		total += n
-		local, remote = local[:0], remote[:0]
-		return nil
-	}
-	for {
-		c, ok, err := rd.next()
-		if err != nil {
-			return 0, writeTime, err
-		}
-		if !ok {
-			if h != nil && (hashed != verify.Size || hex.EncodeToString(h.Sum(nil)) != verify.XXH64) {
-				return 0, writeTime, fmt.Errorf("checksum mismatch: the file is corrupt or was modified (nothing of the job has run)")
-			}
-			return total, writeTime, nil
-		}
-		if h != nil {
-			h.Write(c.data)
-			hashed += int64(len(c.data))
-		}
+	w := &pageWriter{pid: r.P.PID}
+	return fillChunks(rd, verify, w, func(c chunk) error {
 		pos := uint64(0)
 		for _, e := range c.ext {
-			if e.skip {
-				pos += e.len
-				continue
-			}
-			local = append(local, unix.Iovec{Base: &c.data[pos], Len: e.len})
-			remote = append(remote, unix.RemoteIovec{Base: uintptr(e.addr), Len: int(e.len)})
-			pos += e.len
-			if len(remote) == maxIov {
-				if err := flush(); err != nil {
-					return 0, writeTime, err
+			if !e.skip {
+				if err := w.add(c.data[pos:pos+e.len], e.addr); err != nil {
+					return err
 				}
 			}
+			pos += e.len
 		}
 		// The chunk's buffer is reused once handed back: write it out first.
-		if err := flush(); err != nil {
-			return 0, writeTime, err
+		if err := w.flush(); err != nil {
+			return err
 		}
 		if r.Progress != nil {
 			r.Progress.Add(int64(len(c.data)))
 		}
+		return nil
+	})
+}
+
+// fillChunks hands every chunk of rd, in file order, to fill, which writes
+// its pages with w, taking the file's checksum on the way when verify is
+// set. It returns what w wrote and how long that took.
+func fillChunks(rd *chunkReader, verify *image.FileSum, w *pageWriter, fill func(chunk) error) (int64, time.Duration, error) {
+	sum := newStreamSum(verify)
+	for {
+		c, ok, err := rd.next()
+		if err != nil {
+			return 0, w.took, err
+		}
+		if !ok {
+			return w.total, w.took, sum.check()
+		}
+		sum.add(c.data)
+		if err := fill(c); err != nil {
+			return 0, w.took, err
+		}
 		rd.release(c)
 	}
+}
+
+// streamSum takes a file's checksum as it is read, when it is to be
+// verified (want not nil).
+type streamSum struct {
+	want *image.FileSum
+	h    *xxhash.Digest
+	n    int64
+}
+
+func newStreamSum(want *image.FileSum) *streamSum {
+	s := &streamSum{want: want}
+	if want != nil {
+		s.h = xxhash.New()
+	}
+	return s
+}
+
+func (s *streamSum) add(b []byte) {
+	if s.h != nil {
+		s.h.Write(b)
+		s.n += int64(len(b))
+	}
+}
+
+// check says whether the whole file was read and its checksum matched.
+func (s *streamSum) check() error {
+	if s.h != nil && (s.n != s.want.Size || hex.EncodeToString(s.h.Sum(nil)) != s.want.XXH64) {
+		return fmt.Errorf("checksum mismatch: the file is corrupt or was modified (nothing of the job has run)")
+	}
+	return nil
+}
+
+// pageWriter gathers copies into the process, up to IOV_MAX, and does them
+// with writeParallel.
+type pageWriter struct {
+	pid    int
+	local  []unix.Iovec
+	remote []unix.RemoteIovec
+	n      int64 // bytes gathered
+	total  int64 // bytes written
+	took   time.Duration
+}
+
+// add queues b for the process's memory at addr; b must stay as it is until
+// the next flush.
+func (w *pageWriter) add(b []byte, addr uint64) error {
+	w.local = append(w.local, unix.Iovec{Base: &b[0], Len: uint64(len(b))})
+	w.remote = append(w.remote, unix.RemoteIovec{Base: uintptr(addr), Len: len(b)})
+	w.n += int64(len(b))
+	if len(w.remote) == maxIov {
+		return w.flush()
+	}
+	return nil
+}
+
+// flush writes what was gathered.
+func (w *pageWriter) flush() error {
+	if len(w.remote) == 0 {
+		return nil
+	}
+	t := time.Now()
+	err := writeParallel(w.pid, w.local, w.remote, w.n)
+	w.took += time.Since(t)
+	if err != nil {
+		return err
+	}
+	w.total += w.n
+	w.local, w.remote, w.n = w.local[:0], w.remote[:0], 0
+	return nil
 }
 
 // writeParallel writes n bytes of local into the process's remote ranges

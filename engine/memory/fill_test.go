@@ -59,7 +59,8 @@ func TestFillPages(t *testing.T) {
 	if RunBytes(p) != size {
 		t.Fatalf("RunBytes = %d, want %d", RunBytes(p), size)
 	}
-	n, err := r.fillPages(&image.Generation{Dir: filepath.Dir(path)}, filepath.Base(path))
+	gen := &image.Generation{Dir: filepath.Dir(path), Manifest: &image.Manifest{Files: []image.FileSum{{Name: filepath.Base(path), Size: size}}}}
+	n, err := r.fillPages(gen, filepath.Base(path))
 	if err != nil {
 		t.Fatal(err)
 	}

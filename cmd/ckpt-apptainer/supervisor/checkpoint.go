@@ -31,8 +31,11 @@ type CheckpointResult struct {
 	UnchangedBytes int64 `json:"unchanged_bytes,omitempty"`
 	UnreadBytes    int64 `json:"unread_bytes,omitempty"`
 	// PreCopyBytes is the page data written while the job ran.
-	PreCopyBytes int64  `json:"precopy_bytes,omitempty"`
-	Error        string `json:"error,omitempty"`
+	PreCopyBytes int64 `json:"precopy_bytes,omitempty"`
+	// CompressedBytes is what the page data came to compressed (0: not
+	// compressed).
+	CompressedBytes int64  `json:"compressed_bytes,omitempty"`
+	Error           string `json:"error,omitempty"`
 }
 
 // checkpointLogged takes a checkpoint and logs the outcome for the user.
@@ -54,6 +57,9 @@ func checkpointDetails(res *CheckpointResult) string {
 	var b strings.Builder
 	if res.PreCopyBytes > 0 {
 		fmt.Fprintf(&b, "; %s of it copied while the job ran", HumanBytes(res.PreCopyBytes))
+	}
+	if res.CompressedBytes > 0 {
+		fmt.Fprintf(&b, "; compressed to %s", HumanBytes(res.CompressedBytes))
 	}
 	if res.Parent != 0 {
 		fmt.Fprintf(&b, "; incremental on generation %d: %s unchanged", res.Parent, HumanBytes(res.UnchangedBytes))
@@ -98,6 +104,7 @@ func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 		LocalLimit:  s.localLimit,
 		Incremental: s.opts.Incremental,
 		PreCopy:     s.opts.PreCopy,
+		Compress:    s.codec,
 		Stopped: func() {
 			if !s.timeNamespace {
 				return // said at launch: its clocks jump at restart
@@ -207,7 +214,8 @@ func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 		s.log.Warnf("remove old generations: %v", err)
 	}
 	return &CheckpointResult{Generation: w.Gen, Bytes: stats.PageBytes, Duration: stats.Duration, Stopped: stats.StoppedFor,
-		Parent: m.Parent, UnchangedBytes: stats.RefBytes, UnreadBytes: stats.UnreadBytes, PreCopyBytes: stats.PreCopyBytes}, nil
+		Parent: m.Parent, UnchangedBytes: stats.RefBytes, UnreadBytes: stats.UnreadBytes, PreCopyBytes: stats.PreCopyBytes,
+		CompressedBytes: stats.CompressedBytes}, nil
 }
 
 // chainWindow is how many generations back a periodic incremental

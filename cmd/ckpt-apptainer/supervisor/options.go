@@ -3,6 +3,8 @@ package supervisor
 import (
 	"fmt"
 	"time"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
 
 // Options are a supervised job's settings, as launch, restart and run take
@@ -23,6 +25,8 @@ type Options struct {
 	// PreCopy copies the job's memory while it runs before a periodic
 	// checkpoint stops it, to copy only what changed meanwhile.
 	PreCopy bool
+	// Compress is how page data is compressed: "zstd", or "none" (or "").
+	Compress string
 	// CgroupParent is the writable cgroup the job cgroup is made in;
 	// empty looks for one. NoCgroup stops the job with ptrace alone.
 	CgroupParent string
@@ -57,6 +61,17 @@ type Options struct {
 
 	// Version is the tool's version, recorded in each generation.
 	Version string
+}
+
+// pageCodec turns --compress into the page file codec the engine takes.
+func pageCodec(compress string) (string, error) {
+	switch compress {
+	case "", "none":
+		return "", nil
+	case image.CodecZstd:
+		return image.CodecZstd, nil
+	}
+	return "", fmt.Errorf("--compress %q: want zstd or none", compress)
 }
 
 // ExitStatus is the status the supervisor exits with when the job ended

@@ -50,8 +50,11 @@ type supervisor struct {
 	cpuSeen *image.CPU
 	// localLimit is --local-limit in bytes.
 	localLimit int64
-	job        image.Job
-	jobPID     int // host pid of the job's main process
+	// codec is how page files are compressed (--compress): image.CodecZstd
+	// or "".
+	codec  string
+	job    image.Job
+	jobPID int // host pid of the job's main process
 	// container is set for a job that runs Apptainer; appCg is the
 	// sub-cgroup its application is frozen in.
 	container *containerJob
@@ -128,6 +131,10 @@ func openSupervisor(o Options) (*supervisor, error) {
 	if s.localLimit, err = units.RAMInBytes(o.LocalLimit); err != nil || s.localLimit <= 0 {
 		unlock()
 		return nil, fmt.Errorf("--local-limit %q: want a size such as 512MiB or 4GiB", o.LocalLimit)
+	}
+	if s.codec, err = pageCodec(o.Compress); err != nil {
+		unlock()
+		return nil, err
 	}
 	if o.Interval < 0 {
 		unlock()
