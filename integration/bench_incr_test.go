@@ -106,7 +106,7 @@ func benchJobPID(log string) int {
 			continue
 		}
 		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) == 3 && filepath.Base(args[0]) == "benchmem" && args[2] == log {
+		if len(args) >= 3 && filepath.Base(args[0]) == "benchmem" && args[2] == log {
 			return pid
 		}
 	}

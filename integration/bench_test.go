@@ -230,6 +230,40 @@ func benchMeasureDir(e *benchEnv, tool string, mib int) (string, func(), error) 
 	}, nil
 }
 
+// benchLaunch starts a supervisor (argv) whose job writes log, and waits
+// for the job's second tick: its memory is filled.
+func benchLaunch(d, log string, argv ...string) (*benchProc, error) {
+	sup, err := benchStart(filepath.Join(d, "launch.out"), true, argv...)
+	if err != nil {
+		return nil, err
+	}
+	if err := benchWaitTick(log, 2, benchFillTimeout, func() bool { return !sup.exited() }); err != nil {
+		sup.kill()
+		return nil, fmt.Errorf("launch: %w\n%s", err, benchReadOut(d, "launch.out"))
+	}
+	return sup, nil
+}
+
+// benchFinalCheckpoint runs checkpoint --kill on the job of supervisor sup,
+// watching the supervisor's peak memory.
+func benchFinalCheckpoint(e *benchEnv, d string, sup *benchProc, ckptDir string) (benchRun, benchCkptResult, int64, error) {
+	var c benchCkptResult
+	w := benchWatchHWM(sup.pid())
+	run, err := benchCommand(benchCkptTimeout, e.bin, "checkpoint", "--ckpt-dir", ckptDir, "--json", "--kill")
+	last, _ := benchVmHWM(sup.pid())
+	peak := max(w.done(), last)
+	if err != nil {
+		return run, c, peak, err
+	}
+	if run.code != 0 {
+		return run, c, peak, fmt.Errorf("checkpoint exited %d:\n%s\n%s", run.code, run.out, benchReadOut(d, "launch.out"))
+	}
+	if err := json.Unmarshal([]byte(run.out), &c); err != nil {
+		return run, c, peak, fmt.Errorf("checkpoint --json printed %q: %w", run.out, err)
+	}
+	return run, c, peak, nil
+}
+
 // benchCkptResult is what `checkpoint --json` prints.
 type benchCkptResult struct {
 	Generation int   `json:"generation"`
@@ -247,30 +281,15 @@ func benchCkptApptainer(e *benchEnv, mib int) (*benchResult, error) {
 	r := &benchResult{tool: "ckpt-apptainer", mib: mib}
 	log, ckptDir := filepath.Join(d, "job.log"), filepath.Join(d, "ckpt")
 
-	sup, err := benchStart(filepath.Join(d, "launch.out"), true,
-		e.bin, "launch", "--ckpt-dir", ckptDir, "--", e.benchmem, strconv.Itoa(mib), log)
+	sup, err := benchLaunch(d, log, e.bin, "launch", "--ckpt-dir", ckptDir, "--", e.benchmem, strconv.Itoa(mib), log)
 	if err != nil {
 		return nil, err
 	}
 	defer sup.kill()
-	alive := func() bool { return !sup.exited() }
-	if err := benchWaitTick(log, 2, benchFillTimeout, alive); err != nil {
-		return nil, fmt.Errorf("launch: %w\n%s", err, benchReadOut(d, "launch.out"))
-	}
-
-	w := benchWatchHWM(sup.pid())
-	run, err := benchCommand(benchCkptTimeout, e.bin, "checkpoint", "--ckpt-dir", ckptDir, "--json", "--kill")
-	last, _ := benchVmHWM(sup.pid())
-	r.ckptPeak = max(w.done(), last)
+	run, c, peak, err := benchFinalCheckpoint(e, d, sup, ckptDir)
+	r.ckptPeak = peak
 	if err != nil {
 		return nil, err
-	}
-	if run.code != 0 {
-		return nil, fmt.Errorf("checkpoint exited %d:\n%s\n%s", run.code, run.out, benchReadOut(d, "launch.out"))
-	}
-	var c benchCkptResult
-	if err := json.Unmarshal([]byte(run.out), &c); err != nil {
-		return nil, fmt.Errorf("checkpoint --json printed %q: %w", run.out, err)
 	}
 	r.ckpt, r.stopped = run.wall, time.Duration(c.StoppedNs)
 	if code, ok := sup.wait(benchExitTimeout); !ok {

@@ -159,6 +159,9 @@ type flavor struct {
 	// on the one before, and periodic ones copy the job's memory while it
 	// runs before stopping it.
 	incremental bool
+	// compress sets $CKPT_APPTAINER_COMPRESS=zstd: page files are
+	// compressed.
+	compress bool
 }
 
 // allFlavors lists root and user, each with v2, v1 and no cgroup, in a fixed
@@ -166,17 +169,20 @@ type flavor struct {
 // the hierarchy is absent.
 func (e *testEnv) allFlavors() []flavor {
 	return []flavor{
-		{"root-v2", false, "v2", e.v2Root, "", false},
-		{"root-v1", false, "v1", e.v1Root, "", false},
-		{"root-none", false, "none", "", "", false},
-		{"user-v2", true, "v2", e.v2User, "", false},
-		{"user-v1", true, "v1", e.v1User, "", false},
-		{"user-none", true, "none", "", "", false},
+		{"root-v2", false, "v2", e.v2Root, "", false, false},
+		{"root-v1", false, "v1", e.v1Root, "", false, false},
+		{"root-none", false, "none", "", "", false, false},
+		{"user-v2", true, "v2", e.v2User, "", false, false},
+		{"user-v1", true, "v1", e.v1User, "", false, false},
+		{"user-none", true, "none", "", "", false, false},
 		// A v2 job cgroup without cgroup.freeze: stopped with ptrace.
-		{"user-v2-rhel8", true, "v2", e.v2User, "rhel8", false},
-		{"root-v1-rhel8", false, "v1", e.v1Root, "rhel8", false},
+		{"user-v2-rhel8", true, "v2", e.v2User, "rhel8", false, false},
+		{"root-v1-rhel8", false, "v1", e.v1Root, "rhel8", false, false},
 		// Incremental generations and pre-copies, unprivileged.
-		{"user-v2-incr", true, "v2", e.v2User, "", true},
+		{"user-v2-incr", true, "v2", e.v2User, "", true, false},
+		// Compressed page files.
+		{"root-v2-zstd", false, "v2", e.v2Root, "", false, true},
+		{"user-v2-zstd", true, "v2", e.v2User, "", false, true},
 	}
 }
 
@@ -242,6 +248,9 @@ func newJob(t *testing.T, e *testEnv, fl flavor) *job {
 	}
 	if fl.incremental {
 		j.extraEnv = append(j.extraEnv, "CKPT_APPTAINER_INCREMENTAL=1", "CKPT_APPTAINER_PRECOPY=1")
+	}
+	if fl.compress {
+		j.extraEnv = append(j.extraEnv, "CKPT_APPTAINER_COMPRESS=zstd")
 	}
 	t.Cleanup(func() {
 		// The supervisors' cleanups (run before this one) killed them; their

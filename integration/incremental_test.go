@@ -61,10 +61,11 @@ func (m chainManifest) reads(from int, file string) bool {
 // chain (the job must go on checking its memory); then damages the page
 // data of generation 2: list must call it and every generation reading it
 // unusable, and a restart must fall back to generation 1, from which the
-// job runs to its end with every step logged once.
+// job runs to its end with every step logged once. Root's chain is
+// compressed.
 func TestIncrementalChain(t *testing.T) {
 	e := setup(t)
-	for _, name := range []string{"user-v2", "root-v2"} {
+	for _, name := range []string{"user-v2", "root-v2-zstd"} {
 		t.Run(name, func(t *testing.T) {
 			fl := e.pickFlavor(t, name)
 			machine.acquire(t, 1)
@@ -165,10 +166,10 @@ const (
 // the job stopped, so that each generation restores a job whose memory
 // checksum still matches. A supervisor SIGKILLed during a pre-copy leaves
 // the generation before as the latest. A final checkpoint --kill takes no
-// pre-copy.
+// pre-copy. The user's page files are compressed.
 func TestPreCopy(t *testing.T) {
 	e := setup(t)
-	for _, name := range []string{"user-v2", "root-v2"} {
+	for _, name := range []string{"user-v2-zstd", "root-v2"} {
 		t.Run(name, func(t *testing.T) {
 			fl := e.pickFlavor(t, name)
 			machine.acquire(t, 2)

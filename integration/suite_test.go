@@ -120,8 +120,8 @@ const (
 // unprivileged user, both with a cgroup v2 freezer, and the user with
 // incremental checkpoints and pre-copies (the first checkpoint copies the
 // job's memory while it runs, the checkpoint --kill is written on it, and
-// the last restart reads both).
-var suiteFlavors = []string{"root-v2", "user-v2", "user-v2-incr"}
+// the last restart reads both), and root with compressed page files.
+var suiteFlavors = []string{"root-v2", "user-v2", "user-v2-incr", "root-v2-zstd"}
 
 // otherStopFlavors are the other ways of stopping a job (the cgroup v1
 // freezer, ptrace alone), and stopFlavorEntries the entries also run in

@@ -13,7 +13,15 @@
  * pages, spread over the whole buffer) before it is logged: the benchmark of
  * incremental checkpoints waits for that tick.
  *
- * usage: benchmem MIB LOG
+ * FILL says what the memory holds (default random):
+ *   random  xorshift output: neither compresses nor deduplicates
+ *   sparse  a few random words at the start of each page, zeros after them
+ *           (partly used buffers, sparse arrays)
+ *   text    log-like lines with counters (text buffers, string tables)
+ *   floats  a smooth field of doubles with noise in the low bits
+ *           (simulation arrays)
+ *
+ * usage: benchmem MIB LOG [FILL]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -71,6 +79,39 @@ static int append(int fd, const char *s, size_t n)
 	return 0;
 }
 
+static int fill(volatile uint64_t *buf, size_t nwords, const char *kind, uint64_t *rng)
+{
+	if (strcmp(kind, "random") == 0) {
+		for (size_t i = 0; i < nwords; i++)
+			buf[i] = xorshift(rng);
+	} else if (strcmp(kind, "sparse") == 0) {
+		for (size_t i = 0; i < nwords; i += PAGE_WORDS)
+			for (size_t w = 0; w < 8; w++)
+				buf[i + w] = xorshift(rng);
+	} else if (strcmp(kind, "text") == 0) {
+		char *c = (char *)buf, line[80];
+		size_t n = nwords * 8, at = 0;
+
+		for (unsigned long step = 0; at < n; step++) {
+			int len = snprintf(line, sizeof(line), "step %08lu particle %5lu energy %+.4e converged\n",
+					   step, step % 4096, (double)(step % 977) * -1.5e-3);
+			for (int k = 0; k < len && at < n; k++)
+				c[at++] = line[k];
+		}
+	} else if (strcmp(kind, "floats") == 0) {
+		double *d = (double *)buf;
+
+		for (size_t i = 0; i < nwords; i++) {
+			double x = (double)(i % 65536) / 65536.0;
+
+			d[i] = 300.0 + 20.0 * x * (1.0 - x) + (double)(xorshift(rng) & 0xffff) * 1e-9;
+		}
+	} else {
+		return -1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t rng = 0x9e3779b97f4a7c15ULL;
@@ -79,8 +120,8 @@ int main(int argc, char **argv)
 	long mib;
 	int fd;
 
-	if (argc != 3) {
-		fprintf(stderr, "usage: %s MIB LOG\n", argv[0]);
+	if (argc != 3 && argc != 4) {
+		fprintf(stderr, "usage: %s MIB LOG [random|sparse|text|floats]\n", argv[0]);
 		return 2;
 	}
 	mib = strtol(argv[1], NULL, 10);
@@ -100,8 +141,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "benchmem: open %s: %s\n", argv[2], strerror(errno));
 		return 2;
 	}
-	for (size_t i = 0; i < nwords; i++)
-		buf[i] = xorshift(&rng);
+	if (fill(buf, nwords, argc == 4 ? argv[3] : "random", &rng) != 0) {
+		fprintf(stderr, "benchmem: unknown FILL %s\n", argv[3]);
+		return 2;
+	}
 	signal(SIGUSR2, ask_dirty);
 
 	for (long n = 1;; n++) {
