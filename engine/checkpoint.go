@@ -14,6 +14,7 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/memory"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/writetrack"
 )
 
 // CheckpointOptions says what to dump and where.
@@ -70,14 +71,16 @@ type CheckpointOptions struct {
 	Incremental bool
 	Parent      *image.Generation
 	MinRefGen   int
-	// TrustSoftDirty says the soft-dirty bits of the job's pages were
-	// cleared when Parent was dumped, and not since: pages of private
-	// mappings whose bit is clear are not read (memory.Parent.SoftDirty).
-	// ClearSoftDirty clears them after each process's pages are read, so
-	// that the next generation may trust them (Stats.SoftDirtyCleared says
-	// whether that worked for every process).
-	TrustSoftDirty bool
-	ClearSoftDirty bool
+	// Tracker tells the pages the job wrote since it was last armed (soft-
+	// dirty bits or userfaultfd write-protection); nil without. TrustWrites
+	// says it was armed when Parent was dumped, and not since: pages of
+	// private mappings it shows unchanged are not read
+	// (memory.Parent.Written). ArmWrites arms it after each process's pages
+	// are read, so that the next generation may trust it (Stats.WritesArmed
+	// says whether that worked for every process).
+	Tracker     *writetrack.Tracker
+	TrustWrites bool
+	ArmWrites   bool
 	// PreCopy copies the job's memory to disk while it runs, before it is
 	// stopped (see precopy.go); a checkpoint that ends the job (Kill)
 	// takes none.
@@ -115,12 +118,12 @@ func checkpoint(t *ptrace.Tracer, opts CheckpointOptions) (*image.Stats, error) 
 	var pre map[int]*precopied
 	if opts.PreCopy && !opts.Kill {
 		var err error
-		if pre, err = precopyJob(opts, opts.ClearSoftDirty); err != nil {
+		if pre, err = precopyJob(opts, opts.ArmWrites); err != nil {
 			return nil, err
 		}
-		// The pre-copy cleared the soft-dirty bits: from here on they
-		// say what changed since it, not since the parent.
-		opts.TrustSoftDirty = false
+		// The pre-copy armed write tracking again: from here on it says
+		// what changed since the pre-copy, not since the parent.
+		opts.TrustWrites = false
 	}
 	defer dropAll(opts.Writer, pre)
 	job, err := stopJob(t, opts.InitPID, opts.App, opts.Freezer, opts.Log)
@@ -133,6 +136,14 @@ func checkpoint(t *ptrace.Tracer, opts CheckpointOptions) (*image.Stats, error) 
 		opts.Stopped()
 	}
 
+	if opts.Tracker != nil {
+		// The userfaultfds of processes that have gone are let go.
+		alive := map[int]bool{}
+		for _, sp := range job.live() {
+			alive[sp.pid] = true
+		}
+		opts.Tracker.Keep(alive)
+	}
 	jd := newJobDump(opts)
 	jd.pre = pre
 	if jd.progress != nil {
@@ -146,10 +157,10 @@ func checkpoint(t *ptrace.Tracer, opts CheckpointOptions) (*image.Stats, error) 
 		return nil, err
 	}
 	stats := &image.Stats{
-		Processes:        len(dumps),
-		FreezeMethod:     job.method,
-		FrozenFor:        job.frozen,
-		SoftDirtyCleared: opts.ClearSoftDirty && !jd.softDirtyKept,
+		Processes:    len(dumps),
+		FreezeMethod: job.method,
+		FrozenFor:    job.frozen,
+		WritesArmed:  opts.ArmWrites && !jd.armFailed,
 	}
 	for _, d := range dumps {
 		stats.Threads += len(d.proc.Threads)
@@ -240,9 +251,9 @@ type jobDump struct {
 	progress *progress
 	// local saves the node-local files the job has.
 	local *localSaver
-	// softDirtyKept is set when the soft-dirty bits of a process could
-	// not be cleared.
-	softDirtyKept bool
+	// armFailed is set when write tracking could not be armed on a
+	// process.
+	armFailed bool
 	// pre are the pre-copies not yet used, by sandbox pid.
 	pre map[int]*precopied
 }
@@ -413,7 +424,19 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 
 	// The descriptors are read while the process can run injected calls:
 	// without pidfd_getfd, that is how a socket's queue is reached.
-	files := func(rem *inject.Process) error { return jd.files.Dump(rem, p) }
+	files := func(rem *inject.Process) error {
+		if err := jd.files.Dump(rem, p); err != nil {
+			return err
+		}
+		if jd.opts.ArmWrites && jd.opts.Tracker.NeedsFD(hostPID) {
+			// After the descriptors were read: the userfaultfd made
+			// in the process is no part of the job.
+			if err := adoptUffd(rem, jd.opts.Tracker, hostPID); err != nil {
+				jd.opts.Log.Debugf("pid %d: %v: its pages are compared by content", p.PID, err)
+			}
+		}
+		return nil
+	}
 	if err := dumpWithScratch(t, sp, gadget, p, files); err != nil {
 		return nil, err
 	}
@@ -453,7 +476,7 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 	}
 	if d.pre = jd.samePrecopy(p.PID, hostPID); d.pre != nil {
 		d.file, opts.Offset, d.preBytes = d.pre.file, d.pre.off, d.pre.off
-		if opts.Parent, err = d.pre.parent(jd.opts.MinRefGen); err != nil {
+		if opts.Parent, err = d.pre.parent(jd.opts.MinRefGen, jd.opts.Tracker); err != nil {
 			return abandon(err)
 		}
 	} else {
@@ -463,8 +486,8 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 		if opts.Parent, d.parent, err = parentPages(jd.opts.Parent, p.PID, jd.opts.MinRefGen); err != nil {
 			return abandon(err)
 		}
-		if opts.Parent != nil {
-			opts.Parent.SoftDirty = jd.opts.TrustSoftDirty
+		if opts.Parent != nil && jd.opts.TrustWrites {
+			opts.Parent.Written = jd.opts.Tracker.Method()
 		}
 	}
 	if jd.opts.Incremental {
@@ -482,12 +505,12 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 	}
 	jd.buffered += d.pages.Buffered()
 	jd.progress.settle(hostPID, d.pages.Read())
-	if jd.opts.ClearSoftDirty {
+	if jd.opts.ArmWrites {
 		// The pages were read (or queued) as they are now: what the job
 		// writes from here on is the next generation's.
-		if err := clearSoftDirty(hostPID); err != nil {
+		if err := jd.opts.Tracker.Arm(hostPID, trackedRanges(p.VMAs)); err != nil {
 			jd.opts.Log.Debugf("pid %d: %v: the next checkpoint compares every page", p.PID, err)
-			jd.softDirtyKept = true
+			jd.armFailed = true
 		}
 	}
 	return d, nil

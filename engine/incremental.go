@@ -6,8 +6,12 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/memory"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/writetrack"
 )
 
 // parentPages opens what the parent generation recorded of the pages of
@@ -90,17 +94,33 @@ func recordRefs(m *image.Manifest, parent *image.Generation, procs []*image.Proc
 	return nil
 }
 
-// clearSoftDirty clears the soft-dirty bits of every page of the process
-// (clear_refs "4"): the pages it writes from now on show the bit again.
-func clearSoftDirty(hostPID int) error {
-	path := fmt.Sprintf("/proc/%d/clear_refs", hostPID)
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+// trackedRanges are the mappings whose pages write tracking may vouch for:
+// private ones (memory.cleanSince).
+func trackedRanges(vmas []image.VMA) []writetrack.Range {
+	var out []writetrack.Range
+	for _, v := range vmas {
+		if v.Kind == image.VMAAnon || v.Kind == image.VMAFilePrivate {
+			out = append(out, writetrack.Range{Start: v.Start, End: v.End})
+		}
+	}
+	return out
+}
+
+// adoptUffd makes a userfaultfd in the stopped process (user faults only,
+// which needs no privilege), copies it to the tracker and closes it in the
+// process.
+func adoptUffd(rem *inject.Process, t *writetrack.Tracker, hostPID int) error {
+	fd, err := rem.Main.Call("userfaultfd", unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK|writetrack.UserModeOnly)
 	if err != nil {
-		return fmt.Errorf("clear soft-dirty bits: %w", err)
+		return fmt.Errorf("make a userfaultfd in the process: %w", err)
 	}
-	defer f.Close()
-	if _, err := f.WriteString("4"); err != nil {
-		return fmt.Errorf("clear soft-dirty bits: write %s: %w", path, err)
+	local, err := rem.PullFD(fd)
+	if _, cerr := rem.Main.Call("close", unix.SYS_CLOSE, fd); err == nil && cerr != nil {
+		unix.Close(local)
+		err = cerr
 	}
-	return nil
+	if err != nil {
+		return fmt.Errorf("take the process's userfaultfd: %w", err)
+	}
+	return t.Adopt(hostPID, local)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/memory"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/writetrack"
 )
 
 // A pre-copy takes the job's memory to disk while the job runs, before it
@@ -33,9 +34,9 @@ type precopied struct {
 	// checksums, in a scratch file removed once the dump is done.
 	runs []image.PageRun
 	sums *os.File
-	// softDirty says the process's soft-dirty bits were cleared before
-	// its memory was read: a page whose bit is clear is the pre-copy's.
-	softDirty bool
+	// armed says write tracking was armed on the process before its
+	// memory was read: a page it shows unchanged is the pre-copy's.
+	armed bool
 }
 
 // release removes the scratch file of checksums.
@@ -48,18 +49,22 @@ func (pc *precopied) release() {
 }
 
 // parent is the pre-copy as the parent of the dump of the stopped process.
-func (pc *precopied) parent(minGen int) (*memory.Parent, error) {
+func (pc *precopied) parent(minGen int, t *writetrack.Tracker) (*memory.Parent, error) {
+	written := writetrack.None
+	if pc.armed {
+		written = t.Method()
+	}
 	if _, err := pc.sums.Seek(0, 0); err != nil {
 		return nil, fmt.Errorf("pre-copied page checksums: %w", err)
 	}
-	return &memory.Parent{Runs: pc.runs, Sums: pc.sums, MinGen: minGen, SoftDirty: pc.softDirty}, nil
+	return &memory.Parent{Runs: pc.runs, Sums: pc.sums, MinGen: minGen, Written: written}, nil
 }
 
 // precopyJob copies the memory of every process of the running job into
 // the generation's page files, by sandbox pid. A process that cannot be
 // pre-copied (it exits meanwhile) is left to the dump of the stopped job;
 // only a failure to write the generation is an error.
-func precopyJob(opts CheckpointOptions, softDirty bool) (map[int]*precopied, error) {
+func precopyJob(opts CheckpointOptions, arm bool) (map[int]*precopied, error) {
 	start := time.Now()
 	out := map[int]*precopied{}
 	pids, err := JobPIDs(opts.InitPID, opts.App)
@@ -72,7 +77,7 @@ func precopyJob(opts CheckpointOptions, softDirty bool) (map[int]*precopied, err
 		if err != nil || p.State == image.ProcZombie {
 			continue
 		}
-		pc, n, err := precopyProcess(opts, hostPID, p.PID, softDirty)
+		pc, n, err := precopyProcess(opts, hostPID, p.PID, arm)
 		if err != nil {
 			dropAll(opts.Writer, out)
 			return nil, err
@@ -87,14 +92,21 @@ func precopyJob(opts CheckpointOptions, softDirty bool) (map[int]*precopied, err
 }
 
 // precopyProcess copies one process's memory; nil when it went away.
-func precopyProcess(opts CheckpointOptions, hostPID, pid int, softDirty bool) (*precopied, int64, error) {
+func precopyProcess(opts CheckpointOptions, hostPID, pid int, arm bool) (*precopied, int64, error) {
 	pc := &precopied{hostPID: hostPID}
-	// Cleared before anything is read: whatever the process writes from
-	// here on, the dump of the stopped process reads again.
-	pc.softDirty = softDirty && clearSoftDirty(hostPID) == nil
 	vmas, err := memory.ReadVMAs(hostPID)
 	if err != nil {
 		return nil, 0, nil
+	}
+	// Armed before anything is read: whatever the process writes from
+	// here on, the dump of the stopped process reads again. A mapping
+	// made after the list was read is not armed, and reads as written.
+	if arm {
+		if err := opts.Tracker.Arm(hostPID, trackedRanges(vmas)); err != nil {
+			opts.Log.Debugf("pre-copy of pid %d: %v", pid, err)
+		} else {
+			pc.armed = true
+		}
 	}
 	parent, parentSums, err := parentPages(opts.Parent, pid, opts.MinRefGen)
 	if err != nil {

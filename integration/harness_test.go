@@ -332,6 +332,10 @@ type ckptResult struct {
 	Bytes      int64 `json:"bytes"`
 	DurationNs int64 `json:"duration_ns"`
 	StoppedNs  int64 `json:"stopped_ns"`
+	// UnreadBytes is the memory write tracking found unchanged without
+	// reading it, UnreadBy how.
+	UnreadBytes int64  `json:"unread_bytes"`
+	UnreadBy    string `json:"unread_by"`
 }
 
 // checkpoint asks the running supervisor for a checkpoint and waits until

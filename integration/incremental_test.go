@@ -10,6 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/writetrack"
 )
 
 // Incremental chain test sizes: a job whose memory is mostly data that
@@ -91,7 +94,14 @@ func TestIncrementalChain(t *testing.T) {
 					t.Errorf("generation %d: parent %d, %d bytes read from earlier generations; want parent %d and most of the job's memory",
 						r.Generation, m.Parent, m.Stats.RefBytes, res[i].Generation)
 				}
-				t.Logf("generation %d: wrote %d bytes, %d left in earlier generations (full: %d)", r.Generation, r.Bytes, m.Stats.RefBytes, full)
+				t.Logf("generation %d: wrote %d bytes, %d left in earlier generations (full: %d), %d not read (%s)", r.Generation, r.Bytes, m.Stats.RefBytes, full, r.UnreadBytes, r.UnreadBy)
+				// Where the kernel tracks writes, the generations after
+				// the first are written without reading most of the job.
+				if method := writetrack.Choose(kernel.Current()); method != writetrack.None &&
+					(r.UnreadBytes < incrMiB<<20/2 || r.UnreadBy != method.String()) {
+					t.Errorf("generation %d: %d bytes found unchanged by %q without reading them; want most of the job's %d MiB, by %s",
+						r.Generation, r.UnreadBytes, r.UnreadBy, incrMiB, method)
+				}
 			}
 			gen2Pages := filepath.Base(largestPageFile(t, j.genDir(res[1].Generation)))
 			if !j.chainManifest(res[2].Generation).reads(res[1].Generation, gen2Pages) {

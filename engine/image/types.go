@@ -233,10 +233,10 @@ type Stats struct {
 	// UnreadBytes is the part of RefBytes the checkpoint did not even
 	// read: the kernel's soft-dirty bits said it had not been written.
 	UnreadBytes int64 `json:"unread_bytes,omitempty"`
-	// SoftDirtyCleared says the dump cleared the soft-dirty bits of every
-	// process of the job: the next incremental checkpoint on this one may
-	// trust them. Not stored.
-	SoftDirtyCleared bool `json:"-"`
+	// WritesArmed says the dump armed write tracking on every process of
+	// the job: the next incremental checkpoint on this one may trust it.
+	// Not stored.
+	WritesArmed bool `json:"-"`
 	// MemoryBytes is the memory the checkpoint read from the job: the
 	// pages written, those referred to and those found all zero.
 	MemoryBytes  int64         `json:"memory_bytes,omitempty"`

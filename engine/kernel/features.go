@@ -94,13 +94,13 @@ var infos = []Info{
 	{Name: MemfdExec, What: "memfd_create(MFD_EXEC)", Since: "6.3", RHEL8: true,
 		Without: "generated programs run from memfds made without the flag, which are executable on such kernels"},
 	{Name: SoftDirty, What: "soft-dirty page tracking (CONFIG_MEM_SOFT_DIRTY)", Since: "3.11",
-		Without: "an incremental checkpoint reads and compares all of the job's memory to find the pages that changed, instead of only those written since the last checkpoint"},
+		Without: "incremental checkpoints and pre-copies find the pages written since the last checkpoint by userfaultfd write-protection where the kernel has it, else read and compare all of the job's memory"},
 	{Name: PagemapScan, What: "the PAGEMAP_SCAN ioctl", Since: "6.7", RHEL8: true,
 		Without: "not used by this version"},
 	{Name: Userfaultfd, What: "userfaultfd for an unprivileged user", Since: "4.3",
 		Without: "not used by this version"},
 	{Name: UserfaultfdWPAsync, What: "userfaultfd asynchronous write-protect (UFFD_FEATURE_WP_ASYNC)", Since: "6.7", RHEL8: true,
-		Without: "not used by this version"},
+		Without: "without soft-dirty bits either, an incremental checkpoint reads and compares all of the job's memory to find the pages that changed"},
 }
 
 // Infos returns the description of every feature, in check's order.

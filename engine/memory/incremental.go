@@ -7,7 +7,7 @@ import (
 	"io"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
-	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/writetrack"
 )
 
 // An incremental dump compares every page it would store with the page at
@@ -46,18 +46,19 @@ type Parent struct {
 	// MinGen is the oldest generation a new run may refer to: data of
 	// older ones is written again, so that retention can let them go.
 	MinGen int
-	// SoftDirty says the soft-dirty bits were cleared when the parent was
-	// dumped, and only then: a page whose bit is clear is the parent's.
-	SoftDirty bool
+	// Written is how the pages written since the parent was dumped are
+	// told (writetrack.None: they are not): write tracking was armed then,
+	// and only then, so a page it shows unchanged is the parent's.
+	Written writetrack.Method
 }
 
 // cleanSince reports whether the page with pagemap entry e in a mapping of
-// kind k is, by its soft-dirty bit, the one the parent dumped.
-func cleanSince(k image.VMAKind, e uint64) bool {
+// kind k is, by write tracking m, the one the parent dumped.
+func cleanSince(m writetrack.Method, k image.VMAKind, e uint64) bool {
 	if k != image.VMAAnon && k != image.VMAFilePrivate {
 		return false
 	}
-	return e&proc.PagePresent != 0 && e&proc.PageExclusive != 0 && e&proc.PageSoftDirty == 0
+	return m.Unchanged(e)
 }
 
 // runCursor walks the parent's runs in address order for the reading side,

@@ -16,6 +16,7 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject/injecttest"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/writetrack"
 )
 
 // fileSink is a page file for a Dumper.
@@ -176,7 +177,7 @@ func TestCleanSince(t *testing.T) {
 		{"deleted file", image.VMAFileGone, present | exclusive, false},
 	}
 	for _, tt := range tests {
-		if got := cleanSince(tt.kind, tt.e); got != tt.want {
+		if got := cleanSince(writetrack.SoftDirty, tt.kind, tt.e); got != tt.want {
 			t.Errorf("%s: cleanSince = %v, want %v", tt.name, got, tt.want)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/writetrack"
 )
 
 const (
@@ -169,7 +170,7 @@ func NewDumper(pid int, out Sink, opts DumperOptions) (*Dumper, error) {
 	}
 	if opts.Parent != nil {
 		d.parent = newParentCursor(opts.Parent)
-		if opts.Parent.SoftDirty {
+		if opts.Parent.Written != writetrack.None {
 			d.clean = &runCursor{p: opts.Parent}
 		}
 	}
@@ -384,11 +385,11 @@ func (d *Dumper) wanted(v *image.VMA, start uint64, entries []uint64) []bool {
 }
 
 // cleanPages marks the wanted pages from start on that need not be read:
-// by their soft-dirty bits they are the parent's (see cleanSince).
+// by write tracking they are the parent's (see cleanSince).
 func (d *Dumper) cleanPages(v *image.VMA, start uint64, entries []uint64, want []bool) []bool {
 	clean := d.cleanBuf[:0]
 	for j, e := range entries {
-		clean = append(clean, d.clean != nil && want[j] && cleanSince(v.Kind, e) && d.clean.has(start+uint64(j)*pageSize))
+		clean = append(clean, d.clean != nil && want[j] && cleanSince(d.clean.p.Written, v.Kind, e) && d.clean.has(start+uint64(j)*pageSize))
 	}
 	d.cleanBuf = clean
 	return clean

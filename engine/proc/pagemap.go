@@ -12,6 +12,7 @@ const (
 	PageSwapped     = 1 << 62
 	PageFileShared  = 1 << 61 // page is a file page or shared anonymous
 	PageGuardRegion = 1 << 58 // installed with MADV_GUARD_INSTALL
+	PageUffdWP      = 1 << 57 // write-protected by a userfaultfd, not written since
 	PageExclusive   = 1 << 56 // mapped by this process alone
 	PageSoftDirty   = 1 << 55 // written since the last clear_refs "4"
 )

@@ -13,7 +13,7 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fds"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
-	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/writetrack"
 	"github.com/ckpt-apptainer/ckpt-apptainer/hooks"
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
 )
@@ -26,10 +26,11 @@ type CheckpointResult struct {
 	Stopped    time.Duration `json:"stopped_ns"`
 	// Parent is the generation an incremental one was written on;
 	// UnchangedBytes the page data it left there, UnreadBytes the part of
-	// that the soft-dirty bits spared reading.
-	Parent         int   `json:"parent,omitempty"`
-	UnchangedBytes int64 `json:"unchanged_bytes,omitempty"`
-	UnreadBytes    int64 `json:"unread_bytes,omitempty"`
+	// that write tracking spared reading, UnreadBy how it was tracked.
+	Parent         int    `json:"parent,omitempty"`
+	UnchangedBytes int64  `json:"unchanged_bytes,omitempty"`
+	UnreadBytes    int64  `json:"unread_bytes,omitempty"`
+	UnreadBy       string `json:"unread_by,omitempty"`
 	// PreCopyBytes is the page data written while the job ran.
 	PreCopyBytes int64 `json:"precopy_bytes,omitempty"`
 	// CompressedBytes is what the page data came to compressed (0: not
@@ -52,7 +53,7 @@ func (s *supervisor) checkpointLogged(kill bool) (*CheckpointResult, error) {
 
 // checkpointDetails says how much of the job's memory a checkpoint wrote
 // while the job ran, found unchanged since its parent generation, and did
-// not even read because the soft-dirty bits said it was unchanged.
+// not even read because write tracking said it was unchanged.
 func checkpointDetails(res *CheckpointResult) string {
 	var b strings.Builder
 	if res.PreCopyBytes > 0 {
@@ -65,7 +66,7 @@ func checkpointDetails(res *CheckpointResult) string {
 		fmt.Fprintf(&b, "; incremental on generation %d: %s unchanged", res.Parent, HumanBytes(res.UnchangedBytes))
 	}
 	if res.UnreadBytes > 0 {
-		fmt.Fprintf(&b, "; %s found unchanged by soft-dirty bits without reading it", HumanBytes(res.UnreadBytes))
+		fmt.Fprintf(&b, "; %s found unchanged by %s without reading it", HumanBytes(res.UnreadBytes), res.UnreadBy)
 	}
 	return b.String()
 }
@@ -172,13 +173,16 @@ func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 	}
 	// A GPU driver writes device state into host memory behind the page
 	// tables' back: such jobs are compared by content.
-	softDirty := kernel.Current().Has(kernel.SoftDirty) && m.GPU == nil
+	tracked := s.tracker.Method() != writetrack.None && m.GPU == nil
+	if tracked {
+		opts.Tracker = s.tracker
+	}
 	if s.opts.Incremental {
 		opts.Parent, opts.MinRefGen = s.incrementalParent(w.Gen, kill)
-		opts.TrustSoftDirty = softDirty && opts.Parent != nil && opts.Parent.Gen == s.softDirtyGen
+		opts.TrustWrites = tracked && opts.Parent != nil && opts.Parent.Gen == s.armedGen
 	}
-	opts.ClearSoftDirty = softDirty && !kill && (s.opts.Incremental || s.opts.PreCopy)
-	s.softDirtyGen = 0 // until this generation is committed with the bits cleared
+	opts.ArmWrites = tracked && !kill
+	s.armedGen = 0 // until this generation is committed with tracking armed
 	pr := newProgressReporter(fmt.Sprintf("checkpoint generation %d", w.Gen), s.log, os.Stderr)
 	opts.Progress = pr.update
 	stats, err := engine.Checkpoint(opts)
@@ -204,8 +208,8 @@ func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 		return nil, err
 	}
 	s.postCheckpointHooks(w.Gen, tg, kill, nil)
-	if stats.SoftDirtyCleared {
-		s.softDirtyGen = w.Gen
+	if stats.WritesArmed {
+		s.armedGen = w.Gen
 	}
 	if kill {
 		s.stopped = true
@@ -214,7 +218,7 @@ func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 		s.log.Warnf("remove old generations: %v", err)
 	}
 	return &CheckpointResult{Generation: w.Gen, Bytes: stats.PageBytes, Duration: stats.Duration, Stopped: stats.StoppedFor,
-		Parent: m.Parent, UnchangedBytes: stats.RefBytes, UnreadBytes: stats.UnreadBytes, PreCopyBytes: stats.PreCopyBytes,
+		Parent: m.Parent, UnchangedBytes: stats.RefBytes, UnreadBytes: stats.UnreadBytes, UnreadBy: s.tracker.Method().String(), PreCopyBytes: stats.PreCopyBytes,
 		CompressedBytes: stats.CompressedBytes}, nil
 }
 

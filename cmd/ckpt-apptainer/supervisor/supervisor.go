@@ -20,6 +20,7 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/cgroup"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/writetrack"
 	"github.com/ckpt-apptainer/ckpt-apptainer/hooks"
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
 )
@@ -87,10 +88,13 @@ type supervisor struct {
 	mu         sync.Mutex
 	stopped    bool
 	lastFailed bool
-	// softDirtyGen is the generation whose checkpoint cleared the
-	// soft-dirty bits of every job process, and was committed: the next
-	// incremental checkpoint on it may trust them. 0: none may.
-	softDirtyGen int
+	// tracker tells the pages the job wrote since a checkpoint, for
+	// incremental checkpoints and pre-copies (nil: not asked for). armedGen
+	// is the generation whose checkpoint armed it on every job process,
+	// and was committed: the next incremental checkpoint on it may trust
+	// it. 0: none may.
+	tracker  *writetrack.Tracker
+	armedGen int
 }
 
 // openSupervisor resolves and locks the checkpoint directory.
@@ -131,6 +135,9 @@ func openSupervisor(o Options) (*supervisor, error) {
 	if s.localLimit, err = units.RAMInBytes(o.LocalLimit); err != nil || s.localLimit <= 0 {
 		unlock()
 		return nil, fmt.Errorf("--local-limit %q: want a size such as 512MiB or 4GiB", o.LocalLimit)
+	}
+	if o.Incremental || o.PreCopy {
+		s.tracker = writetrack.NewTracker(writetrack.Choose(kernel.Current()))
 	}
 	if s.codec, err = pageCodec(o.Compress); err != nil {
 		unlock()
@@ -241,9 +248,13 @@ func (s *supervisor) startSandbox(opts namespaces.Options) error {
 	return nil
 }
 
-// close releases the cgroup, the control socket and the directory lock.
+// close releases the cgroup, the control socket, write tracking and the
+// directory lock.
 func (s *supervisor) close() {
 	s.dropCgroup()
+	if s.tracker != nil {
+		s.tracker.Close()
+	}
 	os.Remove(controlPath(s.dir))
 	if path, err := runtimeControlPath(s.dir, false); err == nil {
 		os.Remove(path)
