@@ -58,8 +58,8 @@ func BenchmarkIncremental(b *testing.B) {
 		for _, tool := range []struct {
 			name    string
 			measure func(*benchEnv, int) (*benchIncrResult, error)
-		}{{"ckpt-apptainer", benchIncrApptainer}, {"criu", benchIncrCRIU}} {
-			b.Run(fmt.Sprintf("%dMiB/%s", mib, tool.name), func(b *testing.B) {
+		}{{"ckpt-apptainer", benchIncrApptainer(false)}, {"ckpt-apptainer --precopy", benchIncrApptainer(true)}, {"criu", benchIncrCRIU}} {
+			b.Run(fmt.Sprintf("%dMiB/%s", mib, strings.ReplaceAll(tool.name, " --", "-")), func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
 					r, err := tool.measure(e, mib)
 					if err != nil {
@@ -113,16 +113,27 @@ func benchJobPID(log string) int {
 	return 0
 }
 
-func benchIncrApptainer(e *benchEnv, mib int) (*benchIncrResult, error) {
+// benchIncrApptainer measures ckpt-apptainer --incremental, with or
+// without --precopy.
+func benchIncrApptainer(precopy bool) func(*benchEnv, int) (*benchIncrResult, error) {
+	return func(e *benchEnv, mib int) (*benchIncrResult, error) { return benchIncrApptainerRun(e, mib, precopy) }
+}
+
+func benchIncrApptainerRun(e *benchEnv, mib int, precopy bool) (*benchIncrResult, error) {
 	d, cleanup, err := benchMeasureDir(e, "incr", mib)
 	if err != nil {
 		return nil, err
 	}
 	defer cleanup()
 	r := &benchIncrResult{tool: "ckpt-apptainer", mib: mib}
+	flags := []string{"--incremental"}
+	if precopy {
+		r.tool += " --precopy"
+		flags = append(flags, "--precopy")
+	}
 	log, ckptDir := filepath.Join(d, "job.log"), filepath.Join(d, "ckpt")
-	sup, err := benchStart(filepath.Join(d, "launch.out"), true,
-		e.bin, "launch", "--incremental", "--ckpt-dir", ckptDir, "--", e.benchmem, strconv.Itoa(mib), log)
+	argv := append(append([]string{e.bin, "launch"}, flags...), "--ckpt-dir", ckptDir, "--", e.benchmem, strconv.Itoa(mib), log)
+	sup, err := benchStart(filepath.Join(d, "launch.out"), true, argv...)
 	if err != nil {
 		return nil, err
 	}
@@ -230,17 +241,18 @@ func benchIncrCRIU(e *benchEnv, mib int) (*benchIncrResult, error) {
 func benchPrintIncrTable(results []*benchIncrResult, skipped []string) {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\nPeriodic checkpoints of benchmem: a full one, then one after 5%% of the pages changed, one run each\n")
-	fmt.Fprintf(&sb, "%-15s %7s %8s %9s %9s %8s %9s %9s %8s %8s %10s\n", "tool", "job MiB",
-		"full s", "stopped s", "full MiB", "incr s", "stopped s", "incr MiB", "x bytes", "x time", "restart s")
+	fmt.Fprintf(&sb, "%-26s %7s %8s %9s %9s %8s %9s %9s %8s %8s %9s %10s\n", "tool", "job MiB",
+		"full s", "stopped s", "full MiB", "incr s", "stopped s", "incr MiB", "x bytes", "x time", "x stopped", "restart s")
 	for _, r := range results {
 		restart := "-"
 		if r.restart > 0 {
 			restart = fmt.Sprintf("%.2f", r.restart.Seconds())
 		}
-		fmt.Fprintf(&sb, "%-15s %7d %8.2f %9.2f %9.0f %8.2f %9.2f %9.1f %8.3f %8.2f %10s\n", r.tool, r.mib,
+		fmt.Fprintf(&sb, "%-26s %7d %8.2f %9.2f %9.0f %8.2f %9.2f %9.1f %8.3f %8.2f %9.2f %10s\n", r.tool, r.mib,
 			r.full.wall.Seconds(), r.full.stopped.Seconds(), benchMiB(r.full.written),
 			r.incr.wall.Seconds(), r.incr.stopped.Seconds(), benchMiB(r.incr.written),
-			float64(r.incr.written)/float64(max(1, r.full.written)), r.incr.wall.Seconds()/max(1e-9, r.full.wall.Seconds()), restart)
+			float64(r.incr.written)/float64(max(1, r.full.written)), r.incr.wall.Seconds()/max(1e-9, r.full.wall.Seconds()),
+			r.incr.stopped.Seconds()/max(1e-9, r.incr.wall.Seconds()), restart)
 	}
 	for _, r := range results {
 		for _, n := range r.notes {
@@ -252,7 +264,8 @@ func benchPrintIncrTable(results []*benchIncrResult, skipped []string) {
 	}
 	sb.WriteString(`full s / incr s: wall time of "checkpoint --json" (the job runs on; data fsynced) / "criu dump --leave-running" plus
   a sync(2). MiB: page data written (ckpt-apptainer's page_bytes) / du of CRIU's images directory.
-x bytes, x time: the second checkpoint's figure over the first's.
+x bytes, x time: the second checkpoint's figure over the first's; x stopped: the second's stop over its wall time
+  (with --precopy the job runs while its memory is copied, and is stopped for what it wrote meanwhile).
 restart s: ckpt-apptainer restarting the second (incremental) generation, which reads the first one's page data too,
   with a cold page cache, to the job's next tick.
 `)
