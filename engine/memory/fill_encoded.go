@@ -115,17 +115,15 @@ func (r *Restorer) fillEncoded(gen *image.Generation, from int, path string, sum
 	}
 	needs := neededBlocks(ext)
 	frames := make([]extent, len(needs))
-	var need uint64
 	for i, b := range needs {
 		off, n, _ := x.Frame(b.block)
 		frames[i] = extent{off: off, addr: uint64(i), len: n}
-		need += n
 	}
 	var want *image.FileSum
 	if verify {
-		if need >= uint64(sum.Size)/2 {
-			frames, want = withGaps(frames, uint64(sum.Size)), &sum
-		} else if err := gen.VerifyFrom(from, path); err != nil {
+		// The frames are what the fill reads of the file: the same choice
+		// as for a page file stored as it is.
+		if frames, want, err = verifiedRead(gen, from, path, sum, frames); err != nil {
 			f.Close()
 			return 0, 0, err
 		}
