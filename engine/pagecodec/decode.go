@@ -55,8 +55,8 @@ func ReadIndex(r io.ReaderAt, size int64, dataSize uint64) (*Index, error) {
 		e := binary.LittleEndian.Uint32(entries[4*i:])
 		n := uint64(e &^ storedRaw)
 		x.raw[i] = e&storedRaw != 0
-		if x.raw[i] && n != x.blockLen(int(i)) {
-			return nil, fmt.Errorf("compressed page file: block %d is stored as %d bytes, it holds %d", i, n, x.blockLen(int(i)))
+		if x.raw[i] && n != x.BlockLen(int(i)) {
+			return nil, fmt.Errorf("compressed page file: block %d is stored as %d bytes, it holds %d", i, n, x.BlockLen(int(i)))
 		}
 		x.off[i+1] = x.off[i] + n
 	}
@@ -75,13 +75,10 @@ func (x *Index) Frame(i int) (off, n uint64, raw bool) {
 	return x.off[i], x.off[i+1] - x.off[i], x.raw[i]
 }
 
-// blockLen is how much page data block i holds: BlockSize, less in the last.
-func (x *Index) blockLen(i int) uint64 {
+// BlockLen is how much page data block i holds: BlockSize, less in the last.
+func (x *Index) BlockLen(i int) uint64 {
 	return min(BlockSize, x.DataSize-uint64(i)*BlockSize)
 }
-
-// BlockLen is how much page data block i holds.
-func (x *Index) BlockLen(i int) uint64 { return x.blockLen(i) }
 
 // Decoder decompresses frames, from several goroutines at once.
 type Decoder struct {
