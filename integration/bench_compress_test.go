@@ -115,30 +115,12 @@ func benchCompressOne(e *benchEnv, mib int, kind, codec string, job []string) (*
 	sup.wait(benchExitTimeout)
 	sup.kill()
 	benchKillUnder(d, benchGoneGrace)
-	r.sync = benchTimeSync()
-	gen, err := filepath.EvalSymlinks(filepath.Join(ckptDir, "latest"))
-	if err != nil {
-		return nil, err
-	}
-	if r.onDisk, err = benchDiskUsage(gen); err != nil {
-		return nil, err
-	}
-	lastTick, size, err := benchTick(log)
-	if err != nil {
-		return nil, err
-	}
-	restart, line, rs, err := benchRestart(e, d, ckptDir, log, size, mib)
+	after, rs, err := benchRestartLatest(e, d, ckptDir, log, mib)
 	if err != nil {
 		return nil, err
 	}
 	defer rs.kill()
-	r.restart = restart
-	if r.restorePeak, err = benchVmHWM(rs.pid()); err != nil {
-		return nil, fmt.Errorf("restart supervisor: %w", err)
-	}
-	if err := benchCheckNext(line, lastTick); err != nil {
-		return nil, fmt.Errorf("restart: %w", err)
-	}
+	r.sync, r.onDisk, r.restart, r.restorePeak = after.sync, after.image, after.restart, after.restorePeak
 	return r, nil
 }
 

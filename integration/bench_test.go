@@ -301,31 +301,12 @@ func benchCkptApptainer(e *benchEnv, mib int) (*benchResult, error) {
 	if pids := benchKillUnder(d, benchGoneGrace); len(pids) > 0 {
 		r.notes = append(r.notes, fmt.Sprintf("processes %v outlived the launch supervisor; killed them", pids))
 	}
-	r.sync = benchTimeSync()
-	gen, err := filepath.EvalSymlinks(filepath.Join(ckptDir, "latest"))
+	after, rs, err := benchRestartLatest(e, d, ckptDir, log, mib)
 	if err != nil {
 		return nil, fmt.Errorf("generation %d: %w", c.Generation, err)
 	}
-	if r.image, err = benchDiskUsage(gen); err != nil {
-		return nil, err
-	}
-
-	lastTick, size, err := benchTick(log)
-	if err != nil {
-		return nil, err
-	}
-	restart, line, rs, err := benchRestart(e, d, ckptDir, log, size, mib)
-	if err != nil {
-		return nil, err
-	}
 	defer rs.kill()
-	r.restart = restart
-	if r.restorePeak, err = benchVmHWM(rs.pid()); err != nil {
-		return nil, fmt.Errorf("restart supervisor: %w", err)
-	}
-	if err := benchCheckNext(line, lastTick); err != nil {
-		return nil, fmt.Errorf("restart: %w", err)
-	}
+	r.sync, r.image, r.restart, r.restorePeak = after.sync, after.image, after.restart, after.restorePeak
 	rs.kill()
 	if pids := benchKillUnder(d, benchGoneGrace); len(pids) > 0 {
 		r.notes = append(r.notes, fmt.Sprintf("processes %v outlived the restart supervisor's SIGKILL; killed them", pids))
@@ -455,6 +436,47 @@ func benchRestart(e *benchEnv, d, ckptDir, log string, size int64, mib int) (tim
 		return 0, "", nil, fmt.Errorf("restart: %w\n%s", err, benchReadOut(d, "restart.out"))
 	}
 	return seen.Sub(start), line, rs, nil
+}
+
+// benchAfterCheckpoint is what follows a final checkpoint: the sync(2) it
+// left to do, the disk use of its generation, the cold restart to the
+// job's next tick and the restart supervisor's peak memory.
+type benchAfterCheckpoint struct {
+	sync, restart      time.Duration
+	image, restorePeak int64
+}
+
+// benchRestartLatest measures what follows the final checkpoint of the job
+// writing log, whose supervisor is gone: the restart must go on at the
+// tick after the last one. The caller kills the restart supervisor.
+func benchRestartLatest(e *benchEnv, d, ckptDir, log string, mib int) (benchAfterCheckpoint, *benchProc, error) {
+	var a benchAfterCheckpoint
+	a.sync = benchTimeSync()
+	gen, err := filepath.EvalSymlinks(filepath.Join(ckptDir, "latest"))
+	if err != nil {
+		return a, nil, err
+	}
+	if a.image, err = benchDiskUsage(gen); err != nil {
+		return a, nil, err
+	}
+	lastTick, size, err := benchTick(log)
+	if err != nil {
+		return a, nil, err
+	}
+	restart, line, rs, err := benchRestart(e, d, ckptDir, log, size, mib)
+	if err != nil {
+		return a, nil, err
+	}
+	a.restart = restart
+	if a.restorePeak, err = benchVmHWM(rs.pid()); err != nil {
+		rs.kill()
+		return a, nil, fmt.Errorf("restart supervisor: %w", err)
+	}
+	if err := benchCheckNext(line, lastTick); err != nil {
+		rs.kill()
+		return a, nil, fmt.Errorf("restart: %w", err)
+	}
+	return a, rs, nil
 }
 
 // benchCheckNext checks that the first line after a restart is the tick
