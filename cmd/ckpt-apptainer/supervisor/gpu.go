@@ -42,14 +42,26 @@ func (s *supervisor) pauseGPU(scope *engine.AppScope) (*gpuPause, error) {
 	if err != nil {
 		return nil, err
 	}
-	host := make([]int, len(procs))
-	inJob := make([]int, len(procs))
-	for i, p := range procs {
-		host[i] = p.PID
-		if inJob[i], err = jobPID(p.PID); err != nil {
+	// A process found a moment ago may have exited since (a short-lived
+	// child holding a CUDA parent's descriptors): it is left out, as Find
+	// leaves out one gone before it looked.
+	var host, inJob []int
+	var found []gpu.Process
+	for _, p := range procs {
+		id, err := jobPID(p.PID)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
 			h.Close()
 			return nil, err
 		}
+		host, inJob, found = append(host, p.PID), append(inJob, id), append(found, p)
+	}
+	procs = found
+	if len(procs) == 0 {
+		h.Close()
+		return nil, nil
 	}
 	t0 := time.Now()
 	susp, err := gpu.Suspend(h, host, s.opts.gpuLockTimeout())
