@@ -359,7 +359,7 @@ type processDump struct {
 // file and the manifest entry.
 func (d *processDump) finish(opts CheckpointOptions) error {
 	p := d.proc
-	ref := image.ProcessRef{PID: p.PID, PPID: p.PPID, Comm: p.Comm, Core: image.CoreName(p.PID)}
+	ref := image.ProcessRef{PID: p.PID, PPID: p.PPID, Comm: p.Comm}
 	if d.parent != nil {
 		defer d.parent.Close()
 	}
@@ -387,7 +387,7 @@ func (d *processDump) finish(opts CheckpointOptions) error {
 		}
 		ref.Pages = image.PagesName(p.PID)
 	}
-	if err := opts.Writer.WriteJSON(image.CoreName(p.PID), p); err != nil {
+	if err := opts.Writer.WriteProcess(p, &ref); err != nil {
 		return err
 	}
 	opts.Manifest.Processes = append(opts.Manifest.Processes, ref)
@@ -508,7 +508,11 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 	if jd.opts.ArmWrites {
 		// The pages were read (or queued) as they are now: what the job
 		// writes from here on is the next generation's.
-		if err := jd.opts.Tracker.Arm(hostPID, trackedRanges(p.VMAs)); err != nil {
+		protect := trackedRanges(p.VMAs)
+		if jd.opts.Tracker.Method() == writetrack.UffdWP {
+			protect = rereadRanges(p.VMAs, d.pages.ReadRanges())
+		}
+		if err := jd.opts.Tracker.Arm(hostPID, trackedRanges(p.VMAs), protect); err != nil {
 			jd.opts.Log.Debugf("pid %d: %v: the next checkpoint compares every page", p.PID, err)
 			jd.armFailed = true
 		}

@@ -28,8 +28,8 @@ func parentPages(parent *image.Generation, pid, minGen int) (*memory.Parent, *os
 	if i < 0 || parent.Manifest.Processes[i].Pages == "" || !parent.Lists(image.PageSumsName(pid)) {
 		return nil, nil, nil
 	}
-	var img image.Process
-	if err := parent.ReadJSON(parent.Manifest.Processes[i].Core, &img); err != nil {
+	img, err := parent.ReadProcess(parent.Manifest.Processes[i])
+	if err != nil {
 		return nil, nil, fmt.Errorf("pid %d: parent %w", pid, err)
 	}
 	var pages uint64
@@ -99,8 +99,24 @@ func recordRefs(m *image.Manifest, parent *image.Generation, procs []*image.Proc
 func trackedRanges(vmas []image.VMA) []writetrack.Range {
 	var out []writetrack.Range
 	for _, v := range vmas {
-		if v.Kind == image.VMAAnon || v.Kind == image.VMAFilePrivate {
+		if tracked(v.Kind) {
 			out = append(out, writetrack.Range{Start: v.Start, End: v.End})
+		}
+	}
+	return out
+}
+
+// tracked says whether write tracking watches mappings of kind k.
+func tracked(k image.VMAKind) bool { return k == image.VMAAnon || k == image.VMAFilePrivate }
+
+// rereadRanges are the ranges of tracked mappings whose pages a dump of
+// vmas read: those written since the tracking was armed, or never
+// watched. The pages it found unchanged are still write-protected.
+func rereadRanges(vmas []image.VMA, read []memory.ReadRange) []writetrack.Range {
+	var out []writetrack.Range
+	for _, r := range read {
+		if tracked(vmas[r.VMA].Kind) {
+			out = append(out, writetrack.Range{Start: r.Start, End: r.End})
 		}
 	}
 	return out

@@ -172,16 +172,16 @@ func (e *RestoreError) Error() string {
 
 func (e *RestoreError) Unwrap() error { return e.Err }
 
-// loadProcess reads one process's core file.
+// loadProcess reads one process's core file and page runs.
 func loadProcess(gen *image.Generation, ref image.ProcessRef) (*image.Process, error) {
-	var p image.Process
-	if err := gen.ReadJSON(ref.Core, &p); err != nil {
+	p, err := gen.ReadProcess(ref)
+	if err != nil {
 		return nil, fmt.Errorf("restore pid %d: %w", ref.PID, err)
 	}
 	if p.State != image.ProcZombie && ref.Pages == "" {
 		return nil, fmt.Errorf("restore pid %d: the manifest names no page file", ref.PID)
 	}
-	return &p, nil
+	return p, nil
 }
 
 // jobRestore is the restore of a whole job: its processes, and what they

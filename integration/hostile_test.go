@@ -74,6 +74,24 @@ func (g *genEdit) editCore(name string, change func(core map[string]any)) {
 	g.writeData(name, b)
 }
 
+// editRuns lets change edit the main process's page-run file (the
+// 16-byte header, then 32 bytes per run) and writes it back resealed.
+func (g *genEdit) editRuns(change func(b []byte) []byte) {
+	g.t.Helper()
+	name := g.m.Processes[0].Runs
+	if name == "" {
+		g.t.Fatal("the main process has no page-run file")
+	}
+	b, err := os.ReadFile(g.path(name))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	if len(b) < 16+32 {
+		g.t.Fatalf("%s holds no run (%d bytes)", name, len(b))
+	}
+	g.writeData(name, change(b))
+}
+
 // writeData replaces a data file and its entry in the file list.
 func (g *genEdit) writeData(name string, b []byte) {
 	g.t.Helper()
@@ -255,8 +273,16 @@ var hostileCases = []hostileCase{
 		g.editCore(g.mainCore(), func(c map[string]any) { jsonObj(c["sigactions"], 0)["sig"] = 99 })
 	}, []string{"signal 99"}},
 	{"page run past its file", func(t *testing.T, g *genEdit, _ string) {
-		g.editCore(g.mainCore(), func(c map[string]any) { jsonObj(c["page_runs"], 0)["offset"] = 1 << 40 })
+		g.editRuns(func(b []byte) []byte { binary.LittleEndian.PutUint64(b[16+16:], 1<<40); return b })
 	}, []string{"offset", "page file"}},
+	{"page-run file cut short", func(t *testing.T, g *genEdit, _ string) {
+		g.editRuns(func(b []byte) []byte { return b[:len(b)-8] })
+	}, []string{"runs, but is", "bytes long"}},
+	{"page runs in the core file as well", func(t *testing.T, g *genEdit, _ string) {
+		g.editCore(g.mainCore(), func(c map[string]any) {
+			c["page_runs"] = []any{map[string]any{"addr": 4096, "pages": 1, "offset": 0}}
+		})
+	}, []string{"holds page runs though they are in"}},
 	{"core not JSON", func(t *testing.T, g *genEdit, _ string) { g.writeData(g.mainCore(), []byte("{\"pid\": ")) },
 		[]string{"unexpected end of JSON", "unexpected EOF"}},
 }

@@ -52,9 +52,14 @@ func summarize(st *image.Store, g *image.Generation, verr error) *inspectReport 
 			FDsByKind: map[image.FDKind]int{},
 		}
 		var p image.Process
-		if err := g.ReadJSON(ref.Core, &p); err != nil {
+		bad, err := ref.Core, g.ReadJSON(ref.Core, &p)
+		if err == nil && ref.Runs != "" {
+			bad = ref.Runs
+			p.PageRuns, err = g.ReadPageRuns(ref.Runs)
+		}
+		if err != nil {
 			ip.Error = err.Error()
-			r.Unreadable = append(r.Unreadable, unreadableFile{File: ref.Core, Error: err.Error()})
+			r.Unreadable = append(r.Unreadable, unreadableFile{File: bad, Error: err.Error()})
 			r.Processes = append(r.Processes, ip)
 			continue
 		}

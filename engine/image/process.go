@@ -26,8 +26,10 @@ type Process struct {
 	MM          MM     `json:"mm"`
 	VDSO        VDSO   `json:"vdso"`
 
-	VMAs     []VMA     `json:"vmas"`
-	PageRuns []PageRun `json:"page_runs"`
+	VMAs []VMA `json:"vmas"`
+	// PageRuns are kept in the page-run file ProcessRef.Runs names, not
+	// in the core file, from format 5 on (see PageRunsName).
+	PageRuns []PageRun `json:"page_runs,omitempty"`
 
 	Threads    []Thread    `json:"threads"`
 	Files      []FD        `json:"files"`

@@ -109,6 +109,11 @@ func eachRef(m *Manifest, fn func(what, name string) error) error {
 				return err
 			}
 		}
+		if p.Runs != "" {
+			if err := fn(fmt.Sprintf("processes[%d].runs", i), p.Runs); err != nil {
+				return err
+			}
+		}
 	}
 	if m.IPC != nil {
 		for i, s := range m.IPC.Shm {

@@ -15,8 +15,10 @@ import (
 // have none, are still read. Version 3 added incremental generations: page
 // runs that refer to an earlier generation's page data (Manifest.Refs) and
 // the per-page checksums (PageSumsName) a later generation compares with.
-// Version 4 added compressed page files (FileSum.Codec).
-const FormatVersion = 4
+// Version 4 added compressed page files (FileSum.Codec). Version 5 moved
+// the page runs out of the core files into page-run files
+// (ProcessRef.Runs); a core file of an older version holds them itself.
+const FormatVersion = 5
 
 // PageSize is the unit of every page run and of the alignment inside page files.
 const PageSize = 4096
@@ -139,6 +141,9 @@ type ProcessRef struct {
 	Comm  string `json:"comm"`
 	Core  string `json:"core"`
 	Pages string `json:"pages"`
+	// Runs is the page-run file (PageRunsName); empty in images of
+	// format 4 and before, whose core files hold the runs.
+	Runs string `json:"runs,omitempty"`
 }
 
 // Cgroup records the job cgroup the checkpoint was taken in.

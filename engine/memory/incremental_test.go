@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/cespare/xxhash/v2"
@@ -83,6 +84,11 @@ func TestIncrementalDump(t *testing.T) {
 	runs1, sums1, d1 := dumpGen(t, c.PID, vmas, dir, 1, nil)
 	if d1.Bytes() != (pages-1)*pageSize || len(sums1) != (pages-1)*8 {
 		t.Fatalf("full dump: %d bytes, %d checksum bytes, want %d and %d", d1.Bytes(), len(sums1), (pages-1)*pageSize, (pages-1)*8)
+	}
+	// Every page was read, the zero page too: write tracking watches
+	// them all again.
+	if got, want := d1.ReadRanges(), []ReadRange{{Start: addr, End: addr + pages*pageSize}}; !slices.Equal(got, want) {
+		t.Errorf("full dump read %+v, want %+v", got, want)
 	}
 
 	changed := map[int]bool{3: true, 100: true, 101: true, 102: true, 400: true}

@@ -60,6 +60,7 @@ type Dumper struct {
 	clean      *runCursor
 	cleanBytes int64
 	cleanBuf   []bool
+	readRanges []ReadRange
 	// running is DumperOptions.Running.
 	running bool
 	// zeroBuf and pageSums are the writer's per-page scratch (scan).
@@ -446,6 +447,7 @@ func (d *Dumper) Dump(vmas []image.VMA) error {
 					j = k
 					continue
 				}
+				d.noteRead(i, addr, k-j)
 				for n := k - j; n > 0; {
 					room := (len(buf) - d.filled) / pageSize
 					if room == 0 || len(d.pending) == maxIov {

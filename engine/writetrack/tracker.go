@@ -62,11 +62,14 @@ func (t *Tracker) Adopt(hostPID, fd int) error {
 }
 
 // Arm makes process hostPID's pages show as unchanged until it writes
-// them: soft-dirty bits are cleared; with userfaultfd the ranges are
-// registered (those already registered stay so) and write-protected. An
-// error means some pages will read as written, not that a write could be
-// missed.
-func (t *Tracker) Arm(hostPID int, ranges []Range) error {
+// them: soft-dirty bits are cleared; with userfaultfd the mappings are
+// registered (those already registered stay so) and the pages of protect
+// write-protected. Pages outside protect keep the protection they have: a
+// page still protected was not written since it was protected, so after a
+// dump that read only the written pages, protecting those again is enough.
+// An error means some pages will read as written, not that a write could
+// be missed.
+func (t *Tracker) Arm(hostPID int, mappings, protect []Range) error {
 	switch t.Method() {
 	case SoftDirty:
 		return clearSoftDirty(hostPID)
@@ -77,31 +80,41 @@ func (t *Tracker) Arm(hostPID int, ranges []Range) error {
 		if !ok {
 			return fmt.Errorf("pid %d has no userfaultfd", hostPID)
 		}
-		return t.protect(hostPID, fd, ranges)
+		return t.protect(hostPID, fd, mappings, protect)
 	}
 	return errors.New("no write tracking")
 }
 
-// protect registers and write-protects the ranges. The process's address
-// space may have gone (it exec'd or exited): the userfaultfd then belongs
-// to no one, and is let go.
-func (t *Tracker) protect(hostPID, fd int, ranges []Range) error {
+// protect registers the mappings and write-protects the ranges of
+// protect. The process's address space may have gone (it exec'd or
+// exited): the userfaultfd then belongs to no one, and is let go.
+func (t *Tracker) protect(hostPID, fd int, mappings, protect []Range) error {
 	var failed []error
-	for _, r := range ranges {
-		err := register(fd, r)
-		if err == nil {
-			err = writeProtect(fd, r)
-		}
+	gone := func(err error) bool {
 		if errors.Is(err, errESRCH) {
 			t.Forget(hostPID)
-			return fmt.Errorf("pid %d: the address space its userfaultfd was made for is gone", hostPID)
+			return true
 		}
-		if err != nil {
+		return false
+	}
+	for _, r := range mappings {
+		if err := register(fd, r); gone(err) {
+			return fmt.Errorf("pid %d: the address space its userfaultfd was made for is gone", hostPID)
+		} else if err != nil {
+			failed = append(failed, fmt.Errorf("%#x-%#x: %w", r.Start, r.End, err))
+		}
+	}
+	for _, r := range protect {
+		if err := writeProtect(fd, r); gone(err) {
+			return fmt.Errorf("pid %d: the address space its userfaultfd was made for is gone", hostPID)
+		} else if err != nil && len(failed) < 8 {
+			// Pages of a mapping that failed to register fail here
+			// too: the first few say enough.
 			failed = append(failed, fmt.Errorf("%#x-%#x: %w", r.Start, r.End, err))
 		}
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("pid %d: write-protect %d of %d mappings failed, their pages read as written: %w", hostPID, len(failed), len(ranges), errors.Join(failed...))
+		return fmt.Errorf("pid %d: write-protection failed, some pages read as written: %w", hostPID, errors.Join(failed...))
 	}
 	return nil
 }

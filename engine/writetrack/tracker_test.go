@@ -83,19 +83,31 @@ func TestUffdWP(t *testing.T) {
 			}
 		}
 	}
-	if err := tr.Arm(self, r); err != nil {
+	if err := tr.Arm(self, r, r); err != nil {
 		t.Fatal(err)
 	}
 	for i := range written {
 		mem[i*os.Getpagesize()+5] = 7
 	}
 	check(written)
-	if err := tr.Arm(self, r); err != nil {
+	// Protecting some written pages again leaves the others written and
+	// the unwritten ones protected from before.
+	page := func(i int) Range {
+		a := start + uint64(i*os.Getpagesize())
+		return Range{a, a + uint64(os.Getpagesize())}
+	}
+	if err := tr.Arm(self, r, []Range{page(3), page(10)}); err != nil {
+		t.Fatal(err)
+	}
+	check(map[int]bool{63: true})
+	mem[5*os.Getpagesize()] = 9
+	check(map[int]bool{5: true, 63: true})
+	if err := tr.Arm(self, r, r); err != nil {
 		t.Fatal(err)
 	}
 	check(nil)
 	// A range that is not mapped fails to arm, and says so.
-	if err := tr.Arm(self, []Range{{0x10000, 0x20000}}); err == nil {
+	if err := tr.Arm(self, []Range{{0x10000, 0x20000}}, []Range{{0x10000, 0x20000}}); err == nil {
 		t.Error("an unmapped range armed without error")
 	}
 }
