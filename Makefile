@@ -12,6 +12,10 @@
 #                      feature set (CKPT_APPTAINER_DISABLE=rhel8)
 #   make bench         benchmarks (one iteration each)
 #   make lint          gofmt, go vet, staticcheck
+#   make install       the binaries, man page, shell completions and a
+#                      modulefile under PREFIX (default /usr/local; DESTDIR too)
+#   make release       a static build in dist/ckpt-apptainer-VERSION-linux-amd64.tar.gz
+#                      with its SHA256SUMS
 #
 # `make test` and `make demo` install apptainer & co. when run as root; as any
 # other user they check that the dependencies are present and say what to run
@@ -39,7 +43,7 @@ export CKPT_REQUIRE_APPTAINER
 endif
 
 # Commands the tests and the demo need; deps checks them when not root.
-DEP_CMDS := gcc busybox apptainer criu squashfuse squashfuse_ll fuse-overlayfs fusermount3 newuidmap unshare \
+DEP_CMDS := gcc busybox man apptainer criu squashfuse squashfuse_ll fuse-overlayfs fusermount3 newuidmap unshare \
 	qemu-system-x86_64
 
 # The kernels the kernel matrix and the two-node test boot (fetch-kernels.sh names):
@@ -49,16 +53,53 @@ TEST_KERNELS ?= 5.10
 ALL_KERNELS := 5.10 6.1 6.12
 TEST_ENV := /run/ckpt-apptainer-test.env
 
-.PHONY: all build deps test fuzz test-kernels test-rhel8 test-nodes gpu-test bench demo lint clean
+.PHONY: all build deps test fuzz test-kernels test-rhel8 test-nodes gpu-test bench demo lint clean install release
 
 all: build
+
+# What `ckpt-apptainer version` says: a release tag (vX.Y.Z) when HEAD has
+# one, else BASE_VERSION-dev; the commit ("-dirty" with uncommitted
+# changes); the build time (SOURCE_DATE_EPOCH when set, for reproducible
+# builds).
+BASE_VERSION := 0.1.0
+VERSION ?= $(shell git describe --tags --exact-match --match 'v[0-9]*' 2>/dev/null | sed 's/^v//' || true)
+ifeq ($(VERSION),)
+VERSION := $(BASE_VERSION)-dev
+endif
+COMMIT := $(shell git rev-parse HEAD 2>/dev/null || true)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+BUILD_DATE := $(shell date -u $(if $(SOURCE_DATE_EPOCH),-d @$(SOURCE_DATE_EPOCH)) +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
 
 # The GPU helper loads libcuda.so.1 at run time (no cgo); the supervisor
 # starts it from beside its own executable when a job uses a GPU.
 build:
 	mkdir -p bin
-	$(GO) build -o $(BIN) ./cmd/ckpt-apptainer
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/ckpt-apptainer
 	CGO_ENABLED=0 $(GO) build -o $(dir $(BIN))ckpt-apptainer-cuda ./cmd/ckpt-apptainer/cudahelper
+
+# The installed tree: PREFIX/bin (the supervisor finds its GPU helper beside
+# itself), the man page and completions written by the binary from its own
+# command line, and a modulefile that finds the tree from where it lies.
+PREFIX ?= /usr/local
+DESTDIR ?=
+install: build
+	scripts/install-tree.sh bin "$(DESTDIR)$(PREFIX)" $(VERSION)
+
+# A static build (no libc dependence: it runs on RHEL 8 as on Debian 12),
+# packed as the installed tree, with checksums.
+DIST := dist
+release:
+	rm -rf $(DIST)/stage && mkdir -p $(DIST)/stage/bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/stage/bin/ckpt-apptainer ./cmd/ckpt-apptainer
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(DIST)/stage/bin/ckpt-apptainer-cuda ./cmd/ckpt-apptainer/cudahelper
+	scripts/install-tree.sh $(DIST)/stage/bin $(DIST)/stage/ckpt-apptainer-$(VERSION) $(VERSION)
+	cp README.md $(DIST)/stage/ckpt-apptainer-$(VERSION)/
+	tar -C $(DIST)/stage --owner=0 --group=0 --numeric-owner --sort=name \
+		$(if $(SOURCE_DATE_EPOCH),--mtime=@$(SOURCE_DATE_EPOCH)) \
+		-czf $(DIST)/ckpt-apptainer-$(VERSION)-linux-amd64.tar.gz ckpt-apptainer-$(VERSION)
+	rm -rf $(DIST)/stage
+	cd $(DIST) && sha256sum ckpt-apptainer-$(VERSION)-linux-amd64.tar.gz > SHA256SUMS
+	@echo "$(DIST)/ckpt-apptainer-$(VERSION)-linux-amd64.tar.gz"
 
 deps:
 	@if [ "$$(id -u)" -eq 0 ]; then \
@@ -120,4 +161,4 @@ lint:
 	$(STATICCHECK) ./...
 
 clean:
-	rm -rf bin
+	rm -rf bin $(DIST)

@@ -18,9 +18,12 @@ REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # qemu-system-x86 boots other kernels for the kernel matrix and the two
 # nodes (integration/kernels_test.go, nodes_test.go); binutils and xz-utils
 # take the 9p modules out of their kernel packages (fetch-kernels.sh).
+# man-db and environment-modules read the installed man page and modulefile
+# (integration/install_test.go).
 BASE_PKGS=(build-essential gcc make busybox-static python3 debootstrap util-linux
 	procps psmisc uidmap fuse3 time ca-certificates git
-	slurmctld slurmd slurm-client munge qemu-system-x86 binutils xz-utils)
+	slurmctld slurmd slurm-client munge qemu-system-x86 binutils xz-utils
+	man-db environment-modules)
 # Packages only unstable (or testing) carries in the needed versions.
 NEW_PKGS=(apptainer squashfuse fuse-overlayfs criu)
 

@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/cmd/ckpt-apptainer/supervisor"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
 
 func checkpointCommand() *cli.Command {
@@ -22,7 +23,7 @@ func checkpointCommand() *cli.Command {
 			ckptDirFlag,
 			&cli.BoolFlag{Name: "kill", Usage: "stop the job once the checkpoint is safely on disk"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
-			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Minute, Usage: "how long to wait for the checkpoint"},
+			durationFlag("timeout", nil, nil, 30*time.Minute, "how long to wait for the checkpoint (`TIME`: seconds or a duration)"),
 			instanceFlag,
 		},
 		Action: func(c *cli.Context) error {
@@ -30,7 +31,7 @@ func checkpointCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			res, err := supervisor.RequestCheckpoint(dir, c.Bool("kill"), c.Duration("timeout"))
+			res, err := supervisor.RequestCheckpoint(dir, c.Bool("kill"), durationOf(c, "timeout"))
 			if err != nil {
 				return err
 			}
@@ -59,6 +60,9 @@ type listEntry struct {
 	// the generations whose data it reads.
 	Parent int   `json:"parent,omitempty"`
 	Needs  []int `json:"needs,omitempty"`
+	// Finished, on the newest generation, says the job ran to its end
+	// after it.
+	Finished *image.Finished `json:"finished,omitempty"`
 }
 
 // generationKind says whether a generation is full, or which generations
@@ -101,10 +105,29 @@ func listCommand() *cli.Command {
 					Processes: i.Processes, Valid: i.Valid, Latest: i.Latest, Error: i.Error, RestoreFailed: i.RestoreFailed,
 					Parent: i.Parent, Needs: i.Needs})
 			}
+			fin, err := st.Finished()
+			if err != nil {
+				return err
+			}
+			if fin != nil && len(out) > 0 {
+				out[len(out)-1].Finished = fin
+			}
+			// No generation is an error a script can test: the job has
+			// nothing to resume from, or the directory is the wrong one.
+			var none error
+			if len(out) == 0 {
+				none = fmt.Errorf("no checkpoint in %s", st.Dir)
+			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(out)
+				if err := enc.Encode(out); err != nil {
+					return err
+				}
+				return none
+			}
+			if none != nil {
+				return none
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "GENERATION\tTIME\tSIZE\tPROCESSES\tKIND\tSTATUS")
@@ -121,7 +144,14 @@ func listCommand() *cli.Command {
 				}
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", e.Generation, e.Time.Local().Format(time.DateTime), supervisor.HumanBytes(e.SizeBytes), e.Processes, generationKind(e.Parent, e.Needs), status)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if fin != nil {
+				fmt.Printf("the job finished at %s with exit code %d after the last checkpoint: `run` starts it anew, `restart --force` runs its end again\n",
+					fin.Time.Local().Format(time.DateTime), fin.ExitCode)
+			}
+			return nil
 		},
 	}
 }

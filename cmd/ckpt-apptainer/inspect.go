@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -68,9 +67,9 @@ func inspectGeneration(c *cli.Context, st *image.Store) (*image.Generation, erro
 		}
 		return g, nil
 	case 1:
-		n, err := strconv.Atoi(c.Args().First())
-		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("inspect: GENERATION must be a positive number, got %q (see `ckpt-apptainer list`)", c.Args().First())
+		n, err := image.ParseGeneration(c.Args().First())
+		if err != nil {
+			return nil, fmt.Errorf("inspect: %w", err)
 		}
 		return st.Open(n)
 	default:

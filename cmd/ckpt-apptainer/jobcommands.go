@@ -16,7 +16,7 @@ import (
 func jobFlags() []cli.Flag {
 	return []cli.Flag{
 		ckptDirFlag,
-		&cli.IntFlag{Name: "interval", Aliases: []string{"i"}, Usage: "checkpoint every `SECONDS` (0: only on request)"},
+		durationFlag("interval", []string{"i"}, []string{"CKPT_APPTAINER_INTERVAL", "DMTCP_CHECKPOINT_INTERVAL"}, 0, "checkpoint every `TIME`, in seconds (600) or as a duration (10m, 1h); 0: only on request"),
 		&cli.IntFlag{Name: "keep", Value: 2, Usage: "keep the newest `N` generations (0: keep all); generations whose data a kept incremental one reads stay until none does"},
 		&cli.BoolFlag{Name: "precopy", EnvVars: []string{"CKPT_APPTAINER_PRECOPY"}, Usage: "copy the job's memory to disk while it runs before a periodic checkpoint stops it, so that it is stopped only to copy what changed meanwhile (not for checkpoints that end the job, such as at SIGTERM)"},
 		&cli.BoolFlag{Name: "incremental", EnvVars: []string{"CKPT_APPTAINER_INCREMENTAL"}, Usage: "write only the pages that changed since the previous generation (compared by checksum); the others are read from the generation that holds them"},
@@ -28,7 +28,7 @@ func jobFlags() []cli.Flag {
 		hooksFlag,
 		&cli.BoolFlag{Name: "requeue", Usage: "once a signal stopped the job, ask Slurm to requeue it (scontrol requeue $SLURM_JOB_ID), unless Slurm requeues it itself or the job was cancelled"},
 		&cli.StringFlag{Name: "local-limit", Value: "1GiB", Usage: "save up to `SIZE` of node-local files the job has open or mapped (tmpfs such as /dev/shm, files it writes on a local disk) in each checkpoint, so it can resume on another node; a checkpoint that needs more is refused, naming the file"},
-		&cli.DurationFlag{Name: "gpu-lock-timeout", Value: gpu.DefaultLockTimeout, Usage: "at a checkpoint, wait up to `DURATION` for the GPU work of the job's CUDA processes to finish before their device state is moved into host memory"},
+		durationFlag("gpu-lock-timeout", nil, nil, gpu.DefaultLockTimeout, "at a checkpoint, wait up to `TIME` for the GPU work of the job's CUDA processes to finish before their device state is moved into host memory"),
 		&cli.Int64Flag{Name: "dump-buffer", Value: -1, Usage: "hold up to `MIB` of page data in memory during a checkpoint, so the job runs on before the disk has caught up (-1: 64 MiB or a quarter of the available memory if less; more lets a job of that size run on before its memory is on disk)"},
 	}
 }
@@ -95,7 +95,8 @@ func restartCommand() *cli.Command {
 		Name:      "restart",
 		Usage:     "resume a job from its newest good checkpoint (or GENERATION)",
 		ArgsUsage: "[GENERATION]",
-		Flags:     append(restartFlags(), instanceFlag),
+		Flags: append(restartFlags(), instanceFlag,
+			&cli.BoolFlag{Name: "force", Usage: "restart even though the job finished after its last checkpoint (it runs its end again)"}),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 1 {
 				return fmt.Errorf("restart: at most one GENERATION argument, got %d", c.NArg())
@@ -119,7 +120,7 @@ func jobOptions(c *cli.Context) supervisor.Options {
 	return supervisor.Options{
 		CkptDir:        c.String("ckpt-dir"),
 		Instance:       c.String("instance"),
-		Interval:       c.Int("interval"),
+		Interval:       durationOf(c, "interval"),
 		Keep:           c.Int("keep"),
 		Incremental:    c.Bool("incremental"),
 		PreCopy:        c.Bool("precopy"),
@@ -132,10 +133,11 @@ func jobOptions(c *cli.Context) supervisor.Options {
 		Requeue:        c.Bool("requeue"),
 		LocalLimit:     c.String("local-limit"),
 		DumpBuffer:     c.Int64("dump-buffer"),
-		GPULockTimeout: c.Duration("gpu-lock-timeout"),
+		GPULockTimeout: durationOf(c, "gpu-lock-timeout"),
 		Image:          c.String("image"),
 		NoRollback:     c.Bool("no-rollback"),
 		Strict:         c.Bool("strict"),
+		Force:          c.Bool("force"),
 		Version:        version,
 	}
 }

@@ -15,20 +15,41 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/namespaces"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "0.1.0-dev"
-
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == namespaces.InitArg {
 		namespaces.InitMain()
 	}
-	app := &cli.App{
+	if err := newApp().Run(os.Args); err != nil {
+		// The job's own exit status, passed through with no message.
+		var st supervisor.ExitStatus
+		if errors.As(err, &st) {
+			os.Exit(int(st))
+		}
+		fmt.Fprintf(os.Stderr, "ckpt-apptainer: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// newApp is the command line: every command, its flags and its help.
+func newApp() *cli.App {
+	return &cli.App{
 		Name:    "ckpt-apptainer",
 		Usage:   "checkpoint and restart batch jobs and Apptainer containers, unprivileged",
 		Version: version,
-		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "debug", Usage: "log the engine's steps"},
-		},
+		Description: `A job wrapped once is checkpointed periodically and when the scheduler
+preempts it, and resumes from its newest good checkpoint when it runs again:
+
+    ckpt-apptainer run --interval 10m --requeue -- ./app args
+    ckpt-apptainer run --interval 10m -- apptainer exec image.sif app args
+
+The supervisor freezes the job's cgroup, saves every process (memory, threads,
+files, namespaces) in a generation of the checkpoint directory, and restores
+the job in a cgroup of its own. No root, no setuid helper, no LD_PRELOAD and no
+change to the application. The README has the details: supported kernels,
+what a job may use, Slurm scripts, hooks and the image format.`,
+		Flags: []cli.Flag{debugFlag},
+		// Completion scripts (generate bash|zsh) ask the binary itself.
+		EnableBashCompletion: true,
 		Before: func(c *cli.Context) error {
 			logrus.SetOutput(os.Stderr)
 			logrus.SetFormatter(&logrus.TextFormatter{DisableTimestamp: false, FullTimestamp: true})
@@ -39,7 +60,7 @@ func main() {
 			_, err := kernel.ParseDisable(os.Getenv(kernel.EnvDisable))
 			return err
 		},
-		Commands: []*cli.Command{
+		Commands: withCommonFlags([]*cli.Command{
 			runCommand(),
 			launchCommand(),
 			restartCommand(),
@@ -47,15 +68,8 @@ func main() {
 			listCommand(),
 			inspectCommand(),
 			checkCommand(),
-		},
-	}
-	if err := app.Run(os.Args); err != nil {
-		// The job's own exit status, passed through with no message.
-		var st supervisor.ExitStatus
-		if errors.As(err, &st) {
-			os.Exit(int(st))
-		}
-		fmt.Fprintf(os.Stderr, "ckpt-apptainer: %v\n", err)
-		os.Exit(1)
+			versionCommand(),
+			generateCommand(),
+		}),
 	}
 }

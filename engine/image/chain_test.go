@@ -71,7 +71,7 @@ func TestChainVerify(t *testing.T) {
 		}, [3]string{"truncated", "truncated", "truncated"}},
 		{"parent gone", func(t *testing.T, s *Store) {
 			must(t, os.RemoveAll(genDir(s, 1)))
-		}, [3]string{"no such file", "generation 2: needs pages-1.img of generation 1, its parent data: generation 1 is gone", "generation 1 is gone"}},
+		}, [3]string{"generation 1 does not exist in", "generation 2: needs pages-1.img of generation 1, its parent data: generation 1 is gone", "generation 1 is gone"}},
 		{"parent holds other data", func(t *testing.T, s *Store) {
 			resealManifest(t, genDir(s, 1), func(m *Manifest) {
 				m.Files[slices.IndexFunc(m.Files, func(f FileSum) bool { return f.Name == PagesName(1) })].XXH64 = strings.Repeat("0", 16)

@@ -238,6 +238,37 @@ func parseLockHolder(f *os.File) (pid int, host string, ok bool) {
 	return pid, fields[1], true
 }
 
+// noGeneration is the error for a generation the directory does not have,
+// naming those it has.
+func (s *Store) noGeneration(gen int) error {
+	gens, err := s.Generations()
+	switch {
+	case err != nil:
+		return fmt.Errorf("generation %d does not exist in %s", gen, s.Dir)
+	case len(gens) == 0:
+		return fmt.Errorf("generation %d does not exist: %s holds no checkpoint", gen, s.Dir)
+	}
+	names := make([]string, len(gens))
+	for i, g := range gens {
+		names[i] = strconv.Itoa(g)
+	}
+	return fmt.Errorf("generation %d does not exist in %s, which holds generations %s", gen, s.Dir, strings.Join(names, ", "))
+}
+
+// ParseGeneration reads a generation as a user names it: its number ("2")
+// or its directory's name as ls shows it ("gen-000002", with or without a
+// path or a trailing slash).
+func ParseGeneration(arg string) (int, error) {
+	name := filepath.Base(strings.TrimRight(arg, "/"))
+	if n, ok := parseGen(name, genPrefix); ok {
+		return n, nil
+	}
+	if n, err := strconv.Atoi(name); err == nil && n > 0 && name == arg {
+		return n, nil
+	}
+	return 0, fmt.Errorf("GENERATION must be a generation number (2) or directory name (%s), got %q: see `ckpt-apptainer list`", GenName(2), arg)
+}
+
 // parseGen returns the generation number of a name such as prefix+"000012",
 // accepting only the canonical six-or-more digit spelling so that every
 // generation has exactly one name.
@@ -289,6 +320,9 @@ func (s *Store) Latest() (int, error) {
 // manifest written by a newer format than this build understands.
 func (s *Store) Open(gen int) (*Generation, error) {
 	g := &Generation{Gen: gen, Dir: filepath.Join(s.Dir, GenName(gen))}
+	if _, err := os.Lstat(g.Dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, s.noGeneration(gen)
+	}
 	m, err := g.readManifest()
 	if err != nil {
 		return nil, err

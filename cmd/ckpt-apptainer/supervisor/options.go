@@ -14,9 +14,9 @@ type Options struct {
 	// instance, whose directory is used when CkptDir is empty.
 	CkptDir  string
 	Instance string
-	// Interval is the time between periodic checkpoints in seconds; 0
-	// takes them only on request.
-	Interval int
+	// Interval is the time between periodic checkpoints; 0 takes them
+	// only on request.
+	Interval time.Duration
 	// Keep is how many generations are kept; 0 keeps all.
 	Keep int
 	// Incremental writes only the pages that changed since the previous
@@ -58,6 +58,8 @@ type Options struct {
 	// refuses a file the job had open that was replaced.
 	NoRollback bool
 	Strict     bool
+	// Force restarts a job that finished since its last checkpoint.
+	Force bool
 
 	// Version is the tool's version, recorded in each generation.
 	Version string

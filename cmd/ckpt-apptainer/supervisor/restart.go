@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -23,8 +22,21 @@ import (
 // good one, falling back to older ones that restore) and supervises it
 // until it ends.
 func Restart(o Options, generation string) error {
+	n := 0
+	if generation != "" {
+		var err error
+		if n, err = image.ParseGeneration(generation); err != nil {
+			return fmt.Errorf("restart: %w", err)
+		}
+	}
+	if err := haveCheckpoint(o); err != nil {
+		return err
+	}
 	return supervised(o, func(s *supervisor) error {
-		gen, err := pickGeneration(s.store, generation)
+		if err := refuseFinished(s.store, o.Force); err != nil {
+			return err
+		}
+		gen, err := pickGeneration(s.store, n)
 		if err != nil {
 			return err
 		}
@@ -227,14 +239,44 @@ func (s *supervisor) resumeRestored(gen *image.Generation, a *restoreAttempt) er
 	return s.supervise()
 }
 
-// pickGeneration opens the generation named on the command line, or the
-// newest one whose checksums verify when arg is "".
-func pickGeneration(st *image.Store, arg string) (*image.Generation, error) {
-	if arg != "" {
-		n, err := strconv.Atoi(arg)
-		if err != nil || n <= 0 {
-			return nil, fmt.Errorf("restart: GENERATION must be a positive number, got %q (see `ckpt-apptainer list`)", arg)
-		}
+// haveCheckpoint refuses a restart from a directory that holds no
+// checkpoint before anything is written there: a restart in the wrong
+// directory leaves nothing behind.
+func haveCheckpoint(o Options) error {
+	dir, err := CkptDir(o.CkptDir, o.Instance)
+	if err != nil {
+		return err
+	}
+	hint := "give the job's --ckpt-dir (or $CKPT_APPTAINER_DIR), or start the job with `ckpt-apptainer run`, which launches it when there is no checkpoint"
+	st, err := image.OpenStore(dir, false)
+	if err != nil {
+		return fmt.Errorf("restart: %w: %s", err, hint)
+	}
+	gens, err := st.Generations()
+	if err != nil {
+		return fmt.Errorf("restart: %w", err)
+	}
+	if len(gens) == 0 {
+		return fmt.Errorf("restart: no checkpoint in %s: %s", dir, hint)
+	}
+	return nil
+}
+
+// refuseFinished refuses, unless forced, to restart a job that ran to its
+// end since its last checkpoint: it would run its last part again.
+func refuseFinished(st *image.Store, force bool) error {
+	fin, err := st.Finished()
+	if err != nil || fin == nil || force {
+		return err
+	}
+	return fmt.Errorf("restart: the job in %s finished at %s with exit code %d; restarting it would run its end again from a checkpoint taken before: use `restart --force` to do that, or `ckpt-apptainer launch` to start it anew",
+		st.Dir, fin.Time.Local().Format(time.DateTime), fin.ExitCode)
+}
+
+// pickGeneration opens generation n, named on the command line, or the
+// newest one whose checksums verify when n is 0.
+func pickGeneration(st *image.Store, n int) (*image.Generation, error) {
+	if n != 0 {
 		g, err := st.Open(n)
 		if err != nil {
 			return nil, err

@@ -125,7 +125,7 @@ func openSupervisor(o Options) (*supervisor, error) {
 		store:    st,
 		unlock:   unlock,
 		opts:     o,
-		interval: time.Duration(o.Interval) * time.Second,
+		interval: o.Interval,
 		keep:     o.Keep,
 		buffer:   o.DumpBuffer,
 	}
@@ -145,7 +145,7 @@ func openSupervisor(o Options) (*supervisor, error) {
 	}
 	if o.Interval < 0 {
 		unlock()
-		return nil, fmt.Errorf("--interval %d: must be 0 or more seconds", o.Interval)
+		return nil, fmt.Errorf("--interval %v: must be 0 or more", o.Interval)
 	}
 	if o.Signal != "" {
 		if s.stopSignal, err = parseStopSignal(o.Signal); err != nil {
