@@ -312,3 +312,25 @@ func TestTimerTermAndKill(t *testing.T) {
 		t.Fatalf("job log after SIGTERM and checkpoint --kill (last generation %d): %v", killedAt, err)
 	}
 }
+
+// TestCgroupParentOutsideCaller: a user's supervisor started outside the
+// delegated cgroup it names with --cgroup-parent cannot move its job there;
+// it says why and what to do, and starts nothing.
+func TestCgroupParentOutsideCaller(t *testing.T) {
+	e := setup(t)
+	fl := e.pickFlavor(t, "user-v2", "user-v1")
+	j := newJob(t, e, fl)
+	marker := j.path("ran")
+	code, out, errOut := j.cli("launch", "--ckpt-dir", j.ckptDir, "--cgroup-parent", fl.parent, "--", "/bin/touch", marker)
+	if code == 0 {
+		t.Fatalf("launch succeeded:\n%s%s", out, errOut)
+	}
+	for _, want := range []string{"permission denied", "closest common ancestor", "echo $$ > " + fl.parent + "/cgroup.procs", "Delegate=yes", "leave out --cgroup-parent"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("the error does not say %q:\n%s", want, errOut)
+		}
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("the job ran")
+	}
+}

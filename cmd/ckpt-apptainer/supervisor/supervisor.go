@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/signal"
@@ -192,6 +193,18 @@ func (s *supervisor) makeCgroup() error {
 	return nil
 }
 
+// cgroupMoveHint says why a process could not be moved into a job cgroup
+// made under parent, and what to do: the kernel moves a process only for a
+// user who may write cgroup.procs of the closest common ancestor of its
+// cgroup and the new one, so a supervisor started outside the delegated
+// cgroup cannot put its job inside it.
+func cgroupMoveHint(parent string) string {
+	return fmt.Sprintf(`the kernel lets you move a process between two cgroups only when you may write cgroup.procs of their closest common ancestor, and the supervisor's own cgroup and %[1]s have none you may write. Either
+  - start ckpt-apptainer from a shell inside it: echo $$ > %[1]s/cgroup.procs (or a child of it), then run the command again;
+  - or have systemd make a delegated cgroup and run it there: systemd-run --user --scope -p Delegate=yes ckpt-apptainer ...;
+  - or leave out --cgroup-parent (and $CKPT_APPTAINER_CGROUP_PARENT): the job is then stopped with ptrace alone`, parent)
+}
+
 // JobCgroupPrefix starts the name of every job cgroup: ckpt-<supervisor
 // pid>-<random>.
 const JobCgroupPrefix = "ckpt-"
@@ -242,7 +255,11 @@ func (s *supervisor) startSandbox(opts namespaces.Options) error {
 	if s.cg != nil {
 		if err := s.cg.AddProc(sb.InitPID()); err != nil {
 			sb.Kill()
-			return fmt.Errorf("move the sandbox into cgroup %s: %w", s.cg.Path(), err)
+			err = fmt.Errorf("move the sandbox into cgroup %s: %w", s.cg.Path(), err)
+			if errors.Is(err, fs.ErrPermission) {
+				err = fmt.Errorf("%w\n%s", err, cgroupMoveHint(filepath.Dir(s.cg.Path())))
+			}
+			return err
 		}
 	}
 	return nil
