@@ -1,12 +1,19 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 )
+
+// ErrIDTaken is a restore that found a process or thread id it needs
+// taken by another task of the namespace (the sandbox's own init making a
+// thread at that moment, say). Nothing of the job ran: the same generation
+// can be restored again in a new sandbox.
+var ErrIDTaken = errors.New("the id was taken by another task while the restore made the job's tasks")
 
 // pidHolder names the task that holds id nsID in the PID namespace of host
 // process inNS, for an error that says why an id could not be given back.

@@ -188,6 +188,7 @@ func (r *restorer) clone(args cloneArgs, tid int, event int) (int, error) {
 		if ret < 0 {
 			err := fmt.Errorf("clone with id %d in pid %d: %w", tid, r.proc.PID, unix.Errno(-ret))
 			if unix.Errno(-ret) == unix.EEXIST {
+				err = fmt.Errorf("%w (%w)", err, ErrIDTaken)
 				if who := pidHolder(r.PID, tid); who != "" {
 					err = fmt.Errorf("%w: id %d is held by %s", err, tid, who)
 				}
@@ -206,9 +207,9 @@ func (r *restorer) clone(args cloneArgs, tid int, event int) (int, error) {
 			}
 		}
 		if !viaWriter || attempt == maxCloneAttempts {
-			err := fmt.Errorf("clone gave id %d, want %d (another task took it; restart again)", ret, tid)
+			err := fmt.Errorf("clone gave id %d, want %d (%w)", ret, tid, ErrIDTaken)
 			if who := pidHolder(r.PID, tid); who != "" {
-				err = fmt.Errorf("clone gave id %d, want %d, which is held by %s", ret, tid, who)
+				err = fmt.Errorf("clone gave id %d, want %d, which is held by %s (%w)", ret, tid, who, ErrIDTaken)
 			}
 			return 0, err
 		}

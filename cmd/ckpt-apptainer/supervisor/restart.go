@@ -52,11 +52,19 @@ func Restart(o Options, generation string) error {
 // requeued job resumes from the checkpoint before, instead of failing at
 // every requeue.
 func restartJob(s *supervisor, gen *image.Generation, img string, fallback bool) error {
-	for {
+	for tries := 1; ; tries++ {
 		a, err := s.restoreGeneration(gen, img)
 		if err == nil {
 			return s.resumeRestored(gen, a)
 		}
+		// A task of the new sandbox took an id the job needs: nothing
+		// is wrong with the generation, and a new sandbox is another
+		// chance.
+		if errors.Is(err, engine.ErrIDTaken) && tries < restoreTries {
+			s.log.Warnf("%v; restoring generation %d again in a new sandbox", err, gen.Gen)
+			continue
+		}
+		tries = 0
 		if !fallback || !generationFailed(err) || s.container.isInstance() {
 			return err
 		}
@@ -74,6 +82,10 @@ func restartJob(s *supervisor, gen *image.Generation, img string, fallback bool)
 		gen = older
 	}
 }
+
+// restoreTries is how often a restart restores one generation when a
+// task of its sandbox takes an id the job needs.
+const restoreTries = 3
 
 // noneRestorable is a restart with fallback that found no generation that
 // restores, each for what it holds.
