@@ -508,11 +508,7 @@ func (jd *jobDump) dumpProcess(t *ptrace.Tracer, sp *stoppedProc) (*processDump,
 	if jd.opts.ArmWrites {
 		// The pages were read (or queued) as they are now: what the job
 		// writes from here on is the next generation's.
-		protect := trackedRanges(p.VMAs)
-		if jd.opts.Tracker.Method() == writetrack.UffdWP {
-			protect = rereadRanges(p.VMAs, d.pages.ReadRanges())
-		}
-		if err := jd.opts.Tracker.Arm(hostPID, trackedRanges(p.VMAs), protect); err != nil {
+		if err := jd.opts.Tracker.Arm(hostPID, trackedRanges(p.VMAs), rereadRanges(p.VMAs, d.pages.ReadRanges())); err != nil {
 			jd.opts.Log.Debugf("pid %d: %v: the next checkpoint compares every page", p.PID, err)
 			jd.armFailed = true
 		}

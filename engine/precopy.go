@@ -102,7 +102,8 @@ func precopyProcess(opts CheckpointOptions, hostPID, pid int, arm bool) (*precop
 	// here on, the dump of the stopped process reads again. A mapping
 	// made after the list was read is not armed, and reads as written.
 	if arm {
-		if err := opts.Tracker.Arm(hostPID, trackedRanges(vmas), trackedRanges(vmas)); err != nil {
+		mappings := trackedRanges(vmas)
+		if err := opts.Tracker.Arm(hostPID, mappings, mappings); err != nil {
 			opts.Log.Debugf("pre-copy of pid %d: %v", pid, err)
 		} else {
 			pc.armed = true
