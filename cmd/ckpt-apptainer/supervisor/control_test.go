@@ -43,27 +43,32 @@ func TestStartingSupervisor(t *testing.T) {
 	}
 }
 
+// commitTestGeneration commits a generation of one process (pid 2, no
+// pages) with stats in the checkpoint directory dir, made if need be.
+func commitTestGeneration(t *testing.T, dir string, stats image.Stats) *image.Store {
+	t.Helper()
+	st, err := image.OpenStore(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := st.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteJSON(image.CoreName(2), &image.Process{PID: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(&image.Manifest{Processes: []image.ProcessRef{{PID: 2, Core: image.CoreName(2)}}, Stats: stats}); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // TestCommittedSince: a checkpoint client whose supervisor died after its
 // commit learns the generation from the directory.
 func TestCommittedSince(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "ckpt")
-	commit := func() {
-		st, err := image.OpenStore(dir, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w, err := st.Begin()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.WriteJSON(image.CoreName(2), &image.Process{PID: 2}); err != nil {
-			t.Fatal(err)
-		}
-		m := &image.Manifest{Processes: []image.ProcessRef{{PID: 2, Core: image.CoreName(2)}}, Stats: image.Stats{StoppedFor: time.Second}}
-		if err := w.Commit(m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	commit := func() { commitTestGeneration(t, dir, image.Stats{StoppedFor: time.Second}) }
 	commit()
 	before := newestCommitted(dir)
 	if before != 1 || committedSince(dir, before) != nil {

@@ -41,23 +41,7 @@ func TestBadOptionsRefused(t *testing.T) {
 // restored: each says why and what to do, and a refused restart leaves no
 // file behind.
 func TestRestartRefusals(t *testing.T) {
-	commitOne := func(t *testing.T, dir string) *image.Store {
-		st, err := image.OpenStore(dir, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w, err := st.Begin()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := w.WriteJSON(image.CoreName(2), &image.Process{PID: 2}); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Commit(&image.Manifest{Processes: []image.ProcessRef{{PID: 2, Core: image.CoreName(2)}}}); err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
+	commitOne := func(t *testing.T, dir string) *image.Store { return commitTestGeneration(t, dir, image.Stats{}) }
 	tests := []struct {
 		name  string
 		setup func(t *testing.T, dir string) // nil: dir does not exist
