@@ -352,17 +352,41 @@ func (r *restorer) exec(path string, argv, env []string) error {
 	if err := r.t.Cont(r.PID, 0); err != nil {
 		return fmt.Errorf("exec %s: %w", path, err)
 	}
-	st, err := r.t.WaitStop(r.PID, startTimeout)
-	if err != nil {
-		return fmt.Errorf("exec %s: %w", path, err)
+	for {
+		st, err := r.t.WaitStop(r.PID, startTimeout)
+		if err != nil {
+			return fmt.Errorf("exec %s: %w", path, err)
+		}
+		if st.Event() == unix.PTRACE_EVENT_EXEC {
+			return nil
+		}
+		if sig := st.Signal(); ignoredByDefault(sig) {
+			// A signal that was queued to the stub (the Go runtime of a
+			// container starter preempts with SIGURG) stops it before
+			// the execve runs. The stub's dispositions are the defaults,
+			// so delivering it would do nothing; dropping it lets the
+			// call go ahead.
+			r.log.Debugf("restore pid %d: %v before the exec of %s, dropped", r.PID, sig, path)
+			if err := r.t.Cont(r.PID, 0); err != nil {
+				return fmt.Errorf("exec %s: %w", path, err)
+			}
+			continue
+		}
+		if after, rerr := r.t.GetRegs(r.PID); rerr == nil && ptrace.SyscallResult(&after) < 0 {
+			return fmt.Errorf("exec %s: %w", path, unix.Errno(-ptrace.SyscallResult(&after)))
+		}
+		return fmt.Errorf("exec %s: stopped with %v instead", path, st.Signal())
 	}
-	if st.Event() == unix.PTRACE_EVENT_EXEC {
-		return nil
+}
+
+// ignoredByDefault says whether sig does nothing to a process that left
+// its disposition at the default.
+func ignoredByDefault(sig unix.Signal) bool {
+	switch sig {
+	case unix.SIGCHLD, unix.SIGURG, unix.SIGWINCH, unix.SIGCONT:
+		return true
 	}
-	if after, rerr := r.t.GetRegs(r.PID); rerr == nil && ptrace.SyscallResult(&after) < 0 {
-		return fmt.Errorf("exec %s: %w", path, unix.Errno(-ptrace.SyscallResult(&after)))
-	}
-	return fmt.Errorf("exec %s: stopped with %v instead", path, st.Signal())
+	return false
 }
 
 // checkStubRoom refuses an exec whose program landed on the page the
