@@ -370,6 +370,8 @@ type listEntry struct {
 	Error      string          `json:"error"`
 	// RestoreFailed says why a restart could not restore the generation.
 	RestoreFailed string `json:"restore_failed"`
+	// Branch says why the generation is on a history branch.
+	Branch string `json:"branch"`
 }
 
 // list runs list --json.

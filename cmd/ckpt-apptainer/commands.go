@@ -56,6 +56,8 @@ type listEntry struct {
 	Error      string    `json:"error,omitempty"`
 	// RestoreFailed is why a restart could not restore the generation.
 	RestoreFailed string `json:"restore_failed,omitempty"`
+	// Branch is why the generation is on a history branch.
+	Branch string `json:"branch,omitempty"`
 	// Parent is the generation an incremental one was written on; Needs
 	// the generations whose data it reads.
 	Parent int   `json:"parent,omitempty"`
@@ -103,7 +105,7 @@ func listCommand() *cli.Command {
 			for _, i := range infos {
 				out = append(out, listEntry{Generation: i.Generation, Time: i.Time, SizeBytes: i.SizeBytes,
 					Processes: i.Processes, Valid: i.Valid, Latest: i.Latest, Error: i.Error, RestoreFailed: i.RestoreFailed,
-					Parent: i.Parent, Needs: i.Needs})
+					Branch: i.Branch, Parent: i.Parent, Needs: i.Needs})
 			}
 			fin, err := st.Finished()
 			if err != nil {
@@ -141,6 +143,9 @@ func listCommand() *cli.Command {
 				}
 				if e.RestoreFailed != "" {
 					status += "; a restart could not restore it, so restarts try older generations first"
+				}
+				if e.Branch != "" {
+					status += fmt.Sprintf("; history branch: %s (restarts pass over it; `restart %d` takes it)", e.Branch, e.Generation)
 				}
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", e.Generation, e.Time.Local().Format(time.DateTime), supervisor.HumanBytes(e.SizeBytes), e.Processes, generationKind(e.Parent, e.Needs), status)
 			}

@@ -61,6 +61,11 @@ func TestJobFlags(t *testing.T) {
 		{"flag over the environment", []string{"-i", "7"}, map[string]string{"DMTCP_CHECKPOINT_INTERVAL": "120"}, func(o supervisor.Options) bool { return o.Interval == 7*time.Second }, ""},
 		{"GPU lock timeout in seconds", []string{"--gpu-lock-timeout", "45"}, nil, func(o supervisor.Options) bool { return o.GPULockTimeout == 45*time.Second }, ""},
 		{"debug after the command", []string{"--debug"}, nil, func(supervisor.Options) bool { return logrus.IsLevelEnabled(logrus.DebugLevel) }, ""},
+		{"defaults are not explicit", nil, nil, func(o supervisor.Options) bool { return len(o.Explicit) == 0 }, ""},
+		{"flags given are explicit", []string{"--keep", "2", "-i", "5"}, nil, func(o supervisor.Options) bool {
+			return o.Explicit["keep"] && o.Explicit["interval"] && !o.Explicit["signal"]
+		}, ""},
+		{"the environment is explicit", nil, map[string]string{"DMTCP_CHECKPOINT_INTERVAL": "120"}, func(o supervisor.Options) bool { return o.Explicit["interval"] }, ""},
 		{"bad interval", []string{"-i", "5x"}, nil, nil, `"5x" is not a duration`},
 	} {
 		t.Run(c.name, func(t *testing.T) {

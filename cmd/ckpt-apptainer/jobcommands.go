@@ -139,5 +139,18 @@ func jobOptions(c *cli.Context) supervisor.Options {
 		Strict:         c.Bool("strict"),
 		Force:          c.Bool("force"),
 		Version:        version,
+		Explicit:       explicitFlags(c, supervisor.RecordedFlags()),
 	}
+}
+
+// explicitFlags says which of names the command line or the environment
+// set.
+func explicitFlags(c *cli.Context, names []string) map[string]bool {
+	set := map[string]bool{}
+	for _, name := range names {
+		if c.IsSet(name) {
+			set[name] = true
+		}
+	}
+	return set
 }

@@ -51,10 +51,12 @@ func (s *Store) Failed(gen int) string {
 	return why
 }
 
-// clearFailed removes the marker of gen, if any.
-func (s *Store) clearFailed(gen int) {
-	if err := os.Remove(s.failedPath(gen)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		logrus.Debugf("remove %s: %v", s.failedPath(gen), err)
+// clearMarkers removes the markers of gen, if any.
+func (s *Store) clearMarkers(gen int) {
+	for _, p := range []string{s.failedPath(gen), s.branchPath(gen)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			logrus.Debugf("remove %s: %v", p, err)
+		}
 	}
 }
 
@@ -102,6 +104,11 @@ func (s *Store) newestGoodOf(gens []int) (*Generation, []error, error) {
 		if why := s.Failed(g.Gen); why != "" {
 			marked = append(marked, g)
 			skipped = append(skipped, fmt.Errorf("generation %d: an earlier restart could not restore it (%s)", g.Gen, why))
+			continue
+		}
+		if why := s.OnBranch(g.Gen); why != "" {
+			marked = append(marked, g)
+			skipped = append(skipped, fmt.Errorf("generation %d: on a history branch (%s); `restart %d` takes it", g.Gen, why, g.Gen))
 			continue
 		}
 		return g, skipped, nil

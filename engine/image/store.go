@@ -74,6 +74,9 @@ type Info struct {
 	// RestoreFailed is why a restart could not restore the generation,
 	// or "".
 	RestoreFailed string
+	// Branch is why the generation is on a history branch (an older one
+	// was restarted), or "".
+	Branch string
 	// Parent is the generation an incremental one was written on (0 for
 	// a full one); Needs the generations whose data it reads.
 	Parent int
@@ -385,14 +388,17 @@ func (s *Store) Prune(keep int) error {
 	if err != nil {
 		return fmt.Errorf("prune: %w", err)
 	}
-	if len(gens) <= keep {
+	// Generations on a history branch do not count against keep: the
+	// job's own line keeps its newest keep, and a branch goes first.
+	line := slices.DeleteFunc(slices.Clone(gens), func(gen int) bool { return s.OnBranch(gen) != "" })
+	if len(gens) <= keep && len(line) == len(gens) {
 		return nil
 	}
 	latest, err := s.Latest()
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("prune: %w", err)
 	}
-	kept := s.keptWithParents(gens, keep, latest)
+	kept := s.keptWithParents(line, keep, latest)
 	var trash []string
 	for _, gen := range gens {
 		if kept[gen] {
@@ -408,7 +414,7 @@ func (s *Store) Prune(keep int) error {
 		if err := os.Rename(from, to); err != nil {
 			return fmt.Errorf("prune generation %d: %w", gen, err)
 		}
-		s.clearFailed(gen)
+		s.clearMarkers(gen)
 		trash = append(trash, to)
 	}
 	if err := syncDir(s.Dir); err != nil {
@@ -429,7 +435,7 @@ func (s *Store) Prune(keep int) error {
 // gone, and then it is listed as unusable.
 func (s *Store) keptWithParents(gens []int, keep, latest int) map[int]bool {
 	kept := map[int]bool{}
-	users := slices.Clone(gens[len(gens)-keep:])
+	users := slices.Clone(gens[max(0, len(gens)-keep):])
 	if latest > 0 {
 		users = append(users, latest)
 	}
@@ -457,7 +463,8 @@ func (s *Store) CleanStale() error {
 	removed := false
 	for _, e := range entries {
 		name := e.Name()
-		if !strings.HasPrefix(name, tmpGenPrefix) && !strings.HasPrefix(name, trashPrefix) && !strings.HasPrefix(name, tmpLatestPrefix) {
+		if !strings.HasPrefix(name, tmpGenPrefix) && !strings.HasPrefix(name, trashPrefix) && !strings.HasPrefix(name, tmpLatestPrefix) &&
+			!strings.HasPrefix(name, tmpSettingsPrefix) {
 			continue
 		}
 		if err := os.RemoveAll(filepath.Join(s.Dir, name)); err != nil {
@@ -509,6 +516,7 @@ func (s *Store) List(verify bool) ([]Info, error) {
 			info.Error = err.Error()
 		}
 		info.RestoreFailed = s.Failed(gen)
+		info.Branch = s.OnBranch(gen)
 		infos = append(infos, info)
 	}
 	return infos, nil

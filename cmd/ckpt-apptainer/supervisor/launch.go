@@ -49,6 +49,7 @@ func launchJob(s *supervisor, argv []string) error {
 	if err := s.store.ClearFinished(); err != nil {
 		return err
 	}
+	s.recordSettings()
 	cwd, err := os.Getwd()
 	if err != nil {
 		return err

@@ -63,6 +63,12 @@ type Options struct {
 
 	// Version is the tool's version, recorded in each generation.
 	Version string
+
+	// Explicit names the flags the command line (or the environment)
+	// set: a restart keeps the job's recorded settings for the others.
+	Explicit map[string]bool
+	// reuseSettings takes the recorded settings (restart and run).
+	reuseSettings bool
 }
 
 // pageCodec turns --compress into the page file codec the engine takes.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -32,6 +34,7 @@ func Restart(o Options, generation string) error {
 	if err := haveCheckpoint(o); err != nil {
 		return err
 	}
+	o.reuseSettings = true
 	return supervised(o, func(s *supervisor) error {
 		if err := refuseFinished(s.store, o.Force); err != nil {
 			return err
@@ -52,9 +55,11 @@ func Restart(o Options, generation string) error {
 // requeued job resumes from the checkpoint before, instead of failing at
 // every requeue.
 func restartJob(s *supervisor, gen *image.Generation, img string, fallback bool) error {
+	s.recordSettings()
 	for tries := 1; ; tries++ {
 		a, err := s.restoreGeneration(gen, img)
 		if err == nil {
+			s.branchAfter(gen.Gen)
 			return s.resumeRestored(gen, a)
 		}
 		// A task of the new sandbox took an id the job needs: nothing
@@ -313,4 +318,39 @@ func hostClocks() (mono, boot time.Duration) {
 	unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
 	boot = time.Duration(ts.Nano())
 	return mono, boot
+}
+
+// branchAfter makes the generations after gen, which the job restored
+// from, a history branch, and says so: the job's next checkpoint follows
+// gen in its line, and the newer ones are not silently left behind.
+func (s *supervisor) branchAfter(gen int) {
+	marked, err := s.store.Branch(gen, time.Now())
+	if err != nil {
+		s.log.Warnf("%v: a later restart may pick a generation newer than %d", err, gen)
+	}
+	if len(marked) == 0 {
+		return
+	}
+	fate := "they stay (--keep 0)"
+	if s.keep > 0 {
+		fate = fmt.Sprintf("--keep %d removes them as the job's new generations come", s.keep)
+	}
+	noun, verb, them := "generation", "is", "it"
+	if len(marked) > 1 {
+		noun, verb, them = "generations", "are", "them"
+	}
+	s.log.Infof("%s %s, newer than generation %d, %s now a history branch: `list` shows %s, restarts pass over %s, and %s",
+		noun, genList(marked), gen, verb, them, them, fate)
+}
+
+// genList renders generation numbers as "3", "3 and 4" or "3, 4 and 5".
+func genList(gens []int) string {
+	s := make([]string, len(gens))
+	for i, g := range gens {
+		s[i] = strconv.Itoa(g)
+	}
+	if len(s) == 1 {
+		return s[0]
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
 }

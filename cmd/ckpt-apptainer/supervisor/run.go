@@ -16,6 +16,7 @@ func Run(o Options, argv []string) error {
 	if len(argv) == 0 {
 		return fmt.Errorf("run: no command given; usage: ckpt-apptainer run [flags] -- CMD [ARGS...]")
 	}
+	o.reuseSettings = true
 	return supervised(o, func(s *supervisor) error {
 		gen, img, err := resumable(s, argv)
 		if err != nil {

@@ -120,6 +120,12 @@ func openSupervisor(o Options) (*supervisor, error) {
 	if err := st.CleanStale(); err != nil {
 		logrus.Warnf("checkpoint directory %s: %v", dir, err)
 	}
+	if o.reuseSettings {
+		if err := reuseSettings(st, &o); err != nil {
+			unlock()
+			return nil, err
+		}
+	}
 	s := &supervisor{
 		log:      logrus.StandardLogger(),
 		dir:      dir,

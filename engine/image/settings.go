@@ -1,0 +1,52 @@
+package image
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// SettingsName is the file that holds the settings the directory's job was
+// last supervised with (its interval, how many generations to keep, ...),
+// so that a restart goes on with them. The store keeps the bytes; what they
+// mean is the supervisor's.
+const SettingsName = "settings.json"
+
+// tmpSettingsPrefix names a settings file being written; CleanStale removes
+// one a crash left behind.
+const tmpSettingsPrefix = ".tmp-settings-"
+
+// WriteSettings replaces the settings file with b: a reader sees the old
+// file or the new one, never part of one.
+func (s *Store) WriteSettings(b []byte) error {
+	tmp := filepath.Join(s.Dir, fmt.Sprintf("%s%d", tmpSettingsPrefix, os.Getpid()))
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("record the job's settings: %w", err)
+	}
+	if err := writeFileSync(tmp, b); err != nil {
+		return fmt.Errorf("record the job's settings: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(s.Dir, SettingsName)); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("record the job's settings: %w", err)
+	}
+	if err := syncDir(s.Dir); err != nil {
+		return fmt.Errorf("record the job's settings: %w", err)
+	}
+	return nil
+}
+
+// Settings returns the settings file's bytes, or nil when the directory has
+// none (a job checkpointed by an older version).
+func (s *Store) Settings() ([]byte, error) {
+	b, err := os.ReadFile(filepath.Join(s.Dir, SettingsName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the job's settings: %w", err)
+	}
+	return b, nil
+}
