@@ -43,9 +43,10 @@ type CheckpointResult struct {
 func (s *supervisor) checkpointLogged(kill bool) (*CheckpointResult, error) {
 	res, err := s.checkpoint(kill)
 	if err != nil {
-		s.log.Errorf("checkpoint failed: %v (the job keeps running; earlier generations are intact)", err)
+		s.checkpointFailed(err, kill)
 		return nil, err
 	}
+	s.checkpointed(res.Generation)
 	s.log.Infof("checkpoint generation %d: %s in %v%s (job stopped %v)%s", res.Generation, HumanBytes(res.Bytes),
 		res.Duration.Round(time.Millisecond), rateSuffix(res.Bytes, res.Duration), res.Stopped.Round(time.Millisecond), checkpointDetails(res))
 	return res, nil

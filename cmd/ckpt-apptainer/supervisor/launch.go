@@ -50,6 +50,7 @@ func launchJob(s *supervisor, argv []string) error {
 		return err
 	}
 	s.recordSettings()
+	s.launched = true
 	cwd, err := os.Getwd()
 	if err != nil {
 		return err

@@ -40,6 +40,11 @@ type Options struct {
 	Hooks string
 	// Requeue asks Slurm to requeue a job a signal stopped.
 	Requeue bool
+	// FirstCheckpoint is how long after launch the first checkpoint is
+	// taken (when sooner than Interval); RequireCheckpoint ends a job
+	// whose first checkpoint fails.
+	FirstCheckpoint   time.Duration
+	RequireCheckpoint bool
 	// LocalLimit bounds the node-local file data a checkpoint saves (a
 	// size such as 1GiB).
 	LocalLimit string

@@ -41,6 +41,8 @@ var settings = []setting{
 	{"signal", func(o *Options) any { return &o.Signal }},
 	{"hooks", func(o *Options) any { return &o.Hooks }},
 	{"requeue", func(o *Options) any { return &o.Requeue }},
+	{"first-checkpoint", func(o *Options) any { return &o.FirstCheckpoint }},
+	{"require-checkpoint", func(o *Options) any { return &o.RequireCheckpoint }},
 	{"local-limit", func(o *Options) any { return &o.LocalLimit }},
 	{"dump-buffer", func(o *Options) any { return &o.DumpBuffer }},
 	{"gpu-lock-timeout", func(o *Options) any { return &o.GPULockTimeout }},

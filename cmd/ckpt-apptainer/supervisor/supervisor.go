@@ -89,6 +89,16 @@ type supervisor struct {
 	mu         sync.Mutex
 	stopped    bool
 	lastFailed bool
+	// launched says the job was launched, not restored, by this
+	// supervisor. lastGen is the job's newest generation (restored from,
+	// or taken; 0: none); lastErr the last failed checkpoint's error,
+	// failures how many failed in a row since. notCheckpointable is set
+	// when --require-checkpoint ended the job.
+	launched          bool
+	lastGen           int
+	lastErr           string
+	failures          int
+	notCheckpointable bool
 	// tracker tells the pages the job wrote since a checkpoint, for
 	// incremental checkpoints and pre-copies (nil: not asked for). armedGen
 	// is the generation whose checkpoint armed it on every job process,
@@ -330,6 +340,11 @@ func (s *supervisor) supervise() error {
 		defer t.Stop()
 		tick = t.C
 	}
+	var first <-chan time.Time
+	if d := s.firstCheckpointDelay(); d > 0 {
+		s.log.Infof("first checkpoint in %v, to find out early whether the job can be checkpointed", d)
+		first = time.After(d)
+	}
 	preempted := false
 	for {
 		select {
@@ -343,6 +358,11 @@ func (s *supervisor) supervise() error {
 				}
 			}
 			return s.finish(st, preempted)
+		case <-first:
+			first = nil
+			if !s.isStopped() {
+				s.checkpointLogged(false)
+			}
 		case <-tick:
 			if !s.isStopped() {
 				s.checkpointLogged(false)
@@ -380,10 +400,11 @@ func (s *supervisor) isStopSignal(sig syscall.Signal) bool {
 func (s *supervisor) stopWithCheckpoint(sig syscall.Signal) {
 	s.log.Infof("%s: taking a final checkpoint, then stopping the job", unix.SignalName(sig))
 	if _, err := s.checkpointLogged(true); err != nil {
-		s.log.Warn("the final checkpoint failed; stopping the job anyway, the previous generation stays")
 		s.mu.Lock()
 		s.stopped, s.lastFailed = true, true
+		lastGen := s.lastGen
 		s.mu.Unlock()
+		s.log.Warnf("the final checkpoint failed; stopping the job anyway: %s", fallbackText(lastGen))
 	}
 	s.sb.Kill()
 }
@@ -419,14 +440,21 @@ func (s *supervisor) isStopped() bool {
 // supervisor acted on it.
 func (s *supervisor) finish(st namespaces.ExitStatus, preempted bool) error {
 	s.mu.Lock()
-	stopped, failed := s.stopped, s.lastFailed
+	stopped, failed, lastGen, notCheckpointable := s.stopped, s.lastFailed, s.lastGen, s.notCheckpointable
 	s.mu.Unlock()
 	switch {
+	case notCheckpointable:
+		// No requeue: the job would only fail the same way again.
+		s.log.Errorf("job ended because it cannot be checkpointed (--require-checkpoint); exit status %d", ExitNotCheckpointable)
+		return ExitStatus(ExitNotCheckpointable)
 	case stopped:
 		s.requeueNow = s.requeue
-		if failed {
-			s.log.Infof("job stopped; its last checkpoint failed, so it resumes from the generation before: %s", s.resumeHint())
-		} else {
+		switch {
+		case failed && lastGen == 0:
+			s.log.Infof("job stopped; its final checkpoint failed and it has no earlier one: it starts from the beginning when launched again")
+		case failed:
+			s.log.Infof("job stopped; its final checkpoint failed, so it resumes from generation %d: %s", lastGen, s.resumeHint())
+		default:
 			s.log.Infof("job stopped after its checkpoint; resume it with: %s", s.resumeHint())
 		}
 		return ExitStatus(exitCheckpointed)
