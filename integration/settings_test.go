@@ -1,6 +1,9 @@
 package integration
 
 import (
+	"encoding/json"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,8 +43,12 @@ func TestSettingsAndHistoryBranch(t *testing.T) {
 					t.Errorf("the restart's log does not name %q among the recorded settings:\n%s", want, s.output())
 				}
 			}
+			checkStatus(t, j, from)
 			s.signal(syscall.SIGUSR2)
 			s.finish(exitStopped, ckptTimeout)
+			if code, out, errOut := j.cli("status", "--ckpt-dir", j.ckptDir); code == 0 || !strings.Contains(errOut, "no running job supervises") {
+				t.Errorf("status with no job running: exit %d, %s%s", code, out, errOut)
+			}
 			hint := "resume it with: ckpt-apptainer restart --ckpt-dir " + j.ckptDir
 			if !s.outputContains(hint) {
 				t.Fatalf("the stop by the recorded --signal USR2 did not print %q:\n%s", hint, s.output())
@@ -72,5 +79,36 @@ func TestSettingsAndHistoryBranch(t *testing.T) {
 				t.Fatalf("job log across the restarts: %v", err)
 			}
 		})
+	}
+}
+
+// checkStatus checks what `status` says of a job restarted from
+// generation from that has taken a periodic checkpoint since.
+func checkStatus(t *testing.T, j *job, from int) {
+	t.Helper()
+	code, out, errOut := j.cli("status", "--ckpt-dir", j.ckptDir, "--json")
+	if code != 0 {
+		t.Fatalf("status: exit %d: %s%s", code, out, errOut)
+	}
+	var st struct {
+		JobPID       int        `json:"job_pid"`
+		RestoredFrom int        `json:"restored_from"`
+		Interval     string     `json:"interval"`
+		Next         *time.Time `json:"next_checkpoint"`
+		Generations  []int      `json:"generations"`
+		Last         *struct {
+			Generation int    `json:"generation"`
+			Error      string `json:"error"`
+		} `json:"last_checkpoint"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	if _, err := os.Stat("/proc/" + strconv.Itoa(st.JobPID)); st.JobPID <= 0 || err != nil {
+		t.Errorf("status names job pid %d, which does not run", st.JobPID)
+	}
+	if st.RestoredFrom != from || st.Interval != "2s" || st.Next == nil || !slices.Contains(st.Generations, from+1) ||
+		st.Last == nil || st.Last.Generation <= from || st.Last.Error != "" {
+		t.Errorf("status of a job restored from %d with a periodic checkpoint since:\n%s", from, out)
 	}
 }

@@ -39,10 +39,13 @@ func (s *supervisor) firstCheckpointDelay() time.Duration {
 
 // checkpointed records that generation gen of the job is on disk (taken,
 // or restored from).
-func (s *supervisor) checkpointed(gen int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lastGen, s.failures, s.lastErr = gen, 0, ""
+func (s *supervisor) checkpointed(gen int, res *CheckpointResult) {
+	s.state.mu.Lock()
+	defer s.state.mu.Unlock()
+	s.state.lastGen, s.state.failures, s.state.lastErr = gen, 0, ""
+	if res != nil {
+		s.state.last = &LastCheckpoint{Time: time.Now(), Generation: gen, Bytes: res.Bytes, Duration: res.Duration, Stopped: res.Stopped}
+	}
 }
 
 // fallbackText says what a failed checkpoint leaves the job to resume
@@ -60,11 +63,14 @@ func fallbackText(lastGen int) string {
 // checkpoint at all is ended (final says the failed checkpoint was to end
 // the job anyway).
 func (s *supervisor) checkpointFailed(err error, final bool) {
+	s.state.mu.Lock()
+	repeat := s.state.lastErr == err.Error()
+	s.state.lastErr = err.Error()
+	s.state.failures++
+	failures, lastGen := s.state.failures, s.state.lastGen
+	s.state.last = &LastCheckpoint{Time: time.Now(), Error: err.Error(), Failures: failures}
+	s.state.mu.Unlock()
 	s.mu.Lock()
-	repeat := s.lastErr == err.Error()
-	s.lastErr = err.Error()
-	s.failures++
-	failures, lastGen := s.failures, s.lastGen
 	end := s.opts.RequireCheckpoint && lastGen == 0 && !final && !s.stopped
 	if end {
 		s.stopped, s.notCheckpointable = true, true

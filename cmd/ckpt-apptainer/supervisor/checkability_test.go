@@ -41,3 +41,33 @@ func TestFallbackText(t *testing.T) {
 		t.Errorf("generation 7: %q", got)
 	}
 }
+
+// TestNextCheckpoint: when status says the next checkpoint comes.
+func TestNextCheckpoint(t *testing.T) {
+	t0 := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name     string
+		now      time.Duration // after t0
+		first    time.Duration // after t0; 0: none pending
+		interval time.Duration
+		want     time.Duration // after t0; -1: none
+	}{
+		{"first tick", time.Minute, 0, 5 * time.Minute, 5 * time.Minute},
+		{"a later tick", 11 * time.Minute, 0, 5 * time.Minute, 15 * time.Minute},
+		{"early first checkpoint", 10 * time.Second, time.Minute, 5 * time.Minute, time.Minute},
+		{"first checkpoint without an interval", 10 * time.Second, time.Minute, 0, time.Minute},
+		{"only on request", time.Minute, 0, 0, -1},
+	} {
+		var first time.Time
+		if c.first > 0 {
+			first = t0.Add(c.first)
+		}
+		got := nextCheckpoint(t0.Add(c.now), t0, first, c.interval)
+		switch {
+		case c.want < 0 && got != nil:
+			t.Errorf("%s: next checkpoint at %v, want none", c.name, got.Sub(t0))
+		case c.want >= 0 && (got == nil || got.Sub(t0) != c.want):
+			t.Errorf("%s: next checkpoint at %v, want %v after the start", c.name, got, c.want)
+		}
+	}
+}

@@ -41,12 +41,14 @@ type CheckpointResult struct {
 
 // checkpointLogged takes a checkpoint and logs the outcome for the user.
 func (s *supervisor) checkpointLogged(kill bool) (*CheckpointResult, error) {
+	s.state.setCheckpointing(true)
 	res, err := s.checkpoint(kill)
+	s.state.setCheckpointing(false)
 	if err != nil {
 		s.checkpointFailed(err, kill)
 		return nil, err
 	}
-	s.checkpointed(res.Generation)
+	s.checkpointed(res.Generation, res)
 	s.log.Infof("checkpoint generation %d: %s in %v%s (job stopped %v)%s", res.Generation, HumanBytes(res.Bytes),
 		res.Duration.Round(time.Millisecond), rateSuffix(res.Bytes, res.Duration), res.Stopped.Round(time.Millisecond), checkpointDetails(res))
 	return res, nil

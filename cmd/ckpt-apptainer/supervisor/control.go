@@ -33,7 +33,7 @@ func controlPath(dir string) string { return filepath.Join(dir, controlName) }
 
 // controlRequest is one line a client sends.
 type controlRequest struct {
-	Op   string `json:"op"` // "checkpoint"
+	Op   string `json:"op"` // "checkpoint" or "status"
 	Kill bool   `json:"kill,omitempty"`
 }
 
@@ -133,6 +133,9 @@ func serveControl(conn net.Conn, s *supervisor) {
 	var res *CheckpointResult
 	var err error
 	switch req.Op {
+	case "status":
+		json.NewEncoder(conn).Encode(s.status())
+		return
 	case "checkpoint":
 		res, err = s.checkpointLogged(req.Kill)
 	default:

@@ -60,7 +60,8 @@ func restartJob(s *supervisor, gen *image.Generation, img string, fallback bool)
 		a, err := s.restoreGeneration(gen, img)
 		if err == nil {
 			s.branchAfter(gen.Gen)
-			s.checkpointed(gen.Gen)
+			s.checkpointed(gen.Gen, nil)
+			s.state.setRestored(gen.Gen)
 			return s.resumeRestored(gen, a)
 		}
 		// A task of the new sandbox took an id the job needs: nothing

@@ -90,15 +90,15 @@ type supervisor struct {
 	stopped    bool
 	lastFailed bool
 	// launched says the job was launched, not restored, by this
-	// supervisor. lastGen is the job's newest generation (restored from,
-	// or taken; 0: none); lastErr the last failed checkpoint's error,
-	// failures how many failed in a row since. notCheckpointable is set
-	// when --require-checkpoint ended the job.
+	// supervisor. notCheckpointable is set when --require-checkpoint ended
+	// the job.
 	launched          bool
-	lastGen           int
-	lastErr           string
-	failures          int
 	notCheckpointable bool
+
+	// state is what `status` shows and what messages about the job's
+	// newest generation name. It has a lock of its own: mu is held for a
+	// whole checkpoint.
+	state jobState
 	// tracker tells the pages the job wrote since a checkpoint, for
 	// incremental checkpoints and pre-copies (nil: not asked for). armedGen
 	// is the generation whose checkpoint armed it on every job process,
@@ -341,10 +341,12 @@ func (s *supervisor) supervise() error {
 		tick = t.C
 	}
 	var first <-chan time.Time
+	now, firstAt := time.Now(), time.Time{}
 	if d := s.firstCheckpointDelay(); d > 0 {
 		s.log.Infof("first checkpoint in %v, to find out early whether the job can be checkpointed", d)
-		first = time.After(d)
+		first, firstAt = time.After(d), now.Add(d)
 	}
+	s.state.begin(now, firstAt)
 	preempted := false
 	for {
 		select {
@@ -360,6 +362,7 @@ func (s *supervisor) supervise() error {
 			return s.finish(st, preempted)
 		case <-first:
 			first = nil
+			s.state.firstTaken()
 			if !s.isStopped() {
 				s.checkpointLogged(false)
 			}
@@ -402,9 +405,8 @@ func (s *supervisor) stopWithCheckpoint(sig syscall.Signal) {
 	if _, err := s.checkpointLogged(true); err != nil {
 		s.mu.Lock()
 		s.stopped, s.lastFailed = true, true
-		lastGen := s.lastGen
 		s.mu.Unlock()
-		s.log.Warnf("the final checkpoint failed; stopping the job anyway: %s", fallbackText(lastGen))
+		s.log.Warnf("the final checkpoint failed; stopping the job anyway: %s", fallbackText(s.state.newest()))
 	}
 	s.sb.Kill()
 }
@@ -440,8 +442,9 @@ func (s *supervisor) isStopped() bool {
 // supervisor acted on it.
 func (s *supervisor) finish(st namespaces.ExitStatus, preempted bool) error {
 	s.mu.Lock()
-	stopped, failed, lastGen, notCheckpointable := s.stopped, s.lastFailed, s.lastGen, s.notCheckpointable
+	stopped, failed, notCheckpointable := s.stopped, s.lastFailed, s.notCheckpointable
 	s.mu.Unlock()
+	lastGen := s.state.newest()
 	switch {
 	case notCheckpointable:
 		// No requeue: the job would only fail the same way again.
