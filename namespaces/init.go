@@ -21,14 +21,17 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 )
 
-// caughtSignals are caught by init only so that they do not end it: as the
-// PID namespace's init, a signal from outside the namespace with the default
+// caughtSignals are caught by init so that they do not end it: as the PID
+// namespace's init, a signal from outside the namespace with the default
 // action would kill it and with it the whole job. The supervisor forwards
 // signals through the control protocol (opSignal); a signal sent to init
 // directly comes from outside the job, typically a batch system signalling
 // every process of a job step (Slurm's proctrack does), and is dropped.
 // Forwarding it as well would hand the job a SIGTERM the supervisor answers
-// with a final checkpoint instead.
+// with a final checkpoint instead. SIGUSR1 is the exception: it is how a
+// job asks for a checkpoint of itself (`kill -USR1 1`), and init passes it
+// on to the supervisor as a request, which merges it with its own SIGUSR1
+// when a batch system sent both.
 var caughtSignals = []os.Signal{
 	syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP,
 	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGQUIT,
@@ -286,8 +289,13 @@ func (s *initServer) signalMain(sig syscall.Signal) error {
 // (see caughtSignals).
 func (s *initServer) signalLoop(sigs <-chan os.Signal) {
 	for sig := range sigs {
-		if sig == syscall.SIGCHLD {
+		switch sig {
+		case syscall.SIGCHLD:
 			s.reap()
+		case syscall.SIGUSR1:
+			if err := s.send(message{Checkpoint: true}); err != nil {
+				fmt.Fprintf(os.Stderr, "sandbox init: checkpoint request: %v\n", err)
+			}
 		}
 	}
 }

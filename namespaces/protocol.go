@@ -58,4 +58,7 @@ type message struct {
 	HostPID int         `json:"host_pid,omitempty"`
 	Error   string      `json:"error,omitempty"`
 	Exit    *ExitStatus `json:"exit,omitempty"`
+	// Checkpoint is a checkpoint request from inside the job: SIGUSR1
+	// sent to init, the job's PID 1.
+	Checkpoint bool `json:"checkpoint,omitempty"`
 }

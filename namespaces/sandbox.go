@@ -68,6 +68,9 @@ type Sandbox struct {
 	// reqMu serializes requests: init answers one at a time.
 	reqMu   sync.Mutex
 	replies chan message
+	// requests carries the job's own checkpoint requests (SIGUSR1 to
+	// its PID 1); one pending request stands for any that follow it.
+	requests chan time.Time
 
 	exited  chan struct{} // closed when init has been reaped
 	status  *ExitStatus   // the job's status, if init reported one
@@ -126,6 +129,7 @@ func start(opts Options, configure func(*initConfig)) (*Sandbox, error) {
 		ctrl:       ours,
 		enc:        json.NewEncoder(ours),
 		replies:    make(chan message, 1),
+		requests:   make(chan time.Time, 1),
 		exited:     make(chan struct{}),
 		threadDone: make(chan struct{}),
 	}
@@ -254,6 +258,11 @@ func (s *Sandbox) readLoop(ready chan<- error) {
 			isReady = true // the error has been delivered
 		case m.Reply:
 			s.replies <- m
+		case m.Checkpoint:
+			select {
+			case s.requests <- time.Now():
+			default: // one is pending already
+			}
 		default:
 			logrus.Debugf("sandbox: unexpected message from init: %+v", m)
 		}
@@ -384,3 +393,7 @@ func (s *Sandbox) ForwardSignal(sig syscall.Signal) error {
 	_, err := s.call(request{Op: opSignal, Signal: int(sig)})
 	return err
 }
+
+// CheckpointRequests delivers the checkpoint requests the job makes of
+// itself, by sending SIGUSR1 to its PID 1, as the time each arrived.
+func (s *Sandbox) CheckpointRequests() <-chan time.Time { return s.requests }

@@ -31,7 +31,11 @@ func checkpointCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			res, err := supervisor.RequestCheckpoint(dir, c.Bool("kill"), durationOf(c, "timeout"))
+			request := supervisor.RequestCheckpoint
+			if supervisor.InsideJob() {
+				request = supervisor.RequestFromInside
+			}
+			res, err := request(dir, c.Bool("kill"), durationOf(c, "timeout"))
 			if err != nil {
 				return err
 			}

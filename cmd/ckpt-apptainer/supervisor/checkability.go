@@ -63,6 +63,7 @@ func fallbackText(lastGen int) string {
 // checkpoint at all is ended (final says the failed checkpoint was to end
 // the job anyway).
 func (s *supervisor) checkpointFailed(err error, final bool) {
+	s.recordFailure(err)
 	s.state.mu.Lock()
 	repeat := s.state.lastErr == err.Error()
 	s.state.lastErr = err.Error()

@@ -85,6 +85,9 @@ func launchJob(s *supervisor, argv []string) error {
 			kernel.Current().Lacks(kernel.PtraceRseq), engine.RseqTunable)
 		env = withRseqOff(env, s.container != nil)
 	}
+	// The job's own `ckpt-apptainer checkpoint` finds the directory.
+	env = append(slices.DeleteFunc(slices.Clone(env), func(e string) bool { return strings.HasPrefix(e, "CKPT_APPTAINER_DIR=") }),
+		"CKPT_APPTAINER_DIR="+s.dir)
 	hostPID, nsPID, err := s.sb.Run(argv, env, cwd)
 	if err != nil {
 		s.sb.Kill()

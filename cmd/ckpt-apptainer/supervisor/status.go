@@ -73,8 +73,10 @@ type jobState struct {
 	// first checkpoint is due (zero: none pending).
 	ticks   time.Time
 	firstAt time.Time
-	// checkpointing is when the running checkpoint began (zero: none).
+	// checkpointing is when the running checkpoint began (zero: none);
+	// lastStart when the newest one began.
 	checkpointing time.Time
+	lastStart     time.Time
 	// lastGen is the job's newest generation (restored from, or taken;
 	// 0: none); lastErr the last failed checkpoint's error, failures how
 	// many failed in a row since.
@@ -96,7 +98,15 @@ func (st *jobState) setCheckpointing(on bool) {
 	st.checkpointing = time.Time{}
 	if on {
 		st.checkpointing = time.Now()
+		st.lastStart = st.checkpointing
 	}
+}
+
+// startedSince says whether a checkpoint began at or after t.
+func (st *jobState) startedSince(t time.Time) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return !st.lastStart.Before(t)
 }
 
 func (st *jobState) setRestored(gen int) {

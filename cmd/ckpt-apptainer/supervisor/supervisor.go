@@ -388,6 +388,17 @@ func (s *supervisor) supervise() error {
 					s.log.Debugf("forward %v: %v", sig, err)
 				}
 			}
+		case at := <-s.sb.CheckpointRequests():
+			switch {
+			case s.isStopped():
+			case s.state.startedSince(at):
+				// A batch system that sent SIGUSR1 to every process of the
+				// job sent the supervisor its own: that checkpoint answers it.
+				s.log.Debug("the job's checkpoint request came before the checkpoint just taken")
+			default:
+				s.log.Info("the job asked for a checkpoint (SIGUSR1 to its PID 1)")
+				s.checkpointLogged(false)
+			}
 		}
 	}
 }
