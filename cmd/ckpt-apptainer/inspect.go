@@ -27,6 +27,7 @@ func inspectCommand() *cli.Command {
 			&cli.StringFlag{Name: ckptDirFlag.Name, Aliases: []string{"dir"}, Usage: ckptDirFlag.Usage},
 			instanceFlag,
 			&cli.BoolFlag{Name: "json", Usage: "print the summary, with the manifest, as JSON"},
+			&cli.BoolFlag{Name: "show-env", Usage: "show the values of environment variables whose names look secret (TOKEN, PASSWORD, ..._KEY, ...), hidden by default"},
 		},
 		Action: func(c *cli.Context) error {
 			st, err := supervisor.OpenStore(c.String("ckpt-dir"), c.String("instance"))
@@ -44,6 +45,9 @@ func inspectCommand() *cli.Command {
 				verr = g.Verify()
 			}
 			r := summarize(st, g, verr)
+			if !c.Bool("show-env") {
+				r.Manifest = redactManifest(r.Manifest)
+			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
