@@ -6,11 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 )
 
 // A job restarted from a generation older than the newest goes on from
@@ -61,18 +59,7 @@ func (s *Store) Branch(gen int, at time.Time) ([]int, error) {
 // OnBranch returns why generation gen is on a history branch, or "" when
 // it is on the job's line.
 func (s *Store) OnBranch(gen int) string {
-	f, err := os.OpenFile(s.branchPath(gen), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	b := make([]byte, 4096)
-	n, _ := f.Read(b)
-	why := strings.TrimSpace(string(b[:n]))
-	if why == "" {
-		why = "an older generation was restarted"
-	}
-	return why
+	return readMarker(s.branchPath(gen), "an older generation was restarted")
 }
 
 // Rejoin takes gen off its history branch: a user restarted it explicitly.

@@ -37,7 +37,14 @@ func (s *Store) MarkFailed(gen int, why error) error {
 // Failed returns why generation gen could not be restored, or "" when it
 // is not marked.
 func (s *Store) Failed(gen int) string {
-	f, err := os.OpenFile(s.failedPath(gen), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	return readMarker(s.failedPath(gen), "failed")
+}
+
+// readMarker returns the reason a marker file at path holds (dflt when it
+// holds none), or "" when there is no marker. A marker is never followed
+// through a symlink, and only its first 4 KiB are read.
+func readMarker(path, dflt string) string {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return ""
 	}
@@ -46,7 +53,7 @@ func (s *Store) Failed(gen int) string {
 	n, _ := f.Read(b)
 	why := strings.TrimSpace(string(b[:n]))
 	if why == "" {
-		why = "failed"
+		why = dflt
 	}
 	return why
 }
