@@ -58,6 +58,9 @@ type CheckpointOptions struct {
 	// engine's writer goroutines but one at a time; Progress must return
 	// quickly (it holds up the writer that calls it).
 	Progress ProgressFunc
+	// OnRelease, when set, is called just before the job is let run again
+	// while the generation is still being written (not with Kill).
+	OnRelease func()
 	// LocalLimit bounds the node-local file data saved (see
 	// localfiles.go); 0 picks DefaultLocalLimit.
 	LocalLimit int64
@@ -208,6 +211,9 @@ func checkpoint(t *ptrace.Tracer, opts CheckpointOptions) (*image.Stats, error) 
 	if !opts.Kill {
 		// Everything the job can change has been read: it may run while
 		// the data is written and made durable.
+		if opts.OnRelease != nil {
+			opts.OnRelease()
+		}
 		job.release()
 		stats.StoppedFor = time.Since(stopped)
 		if err := finishAll(); err != nil {

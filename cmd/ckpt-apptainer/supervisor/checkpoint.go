@@ -188,6 +188,7 @@ func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 	s.armedGen = 0 // until this generation is committed with tracking armed
 	pr := newProgressReporter(fmt.Sprintf("checkpoint generation %d", w.Gen), s.log, os.Stderr)
 	opts.Progress = pr.update
+	opts.OnRelease = pr.jobResumed
 	stats, err := engine.Checkpoint(opts)
 	pr.end()
 	if paused != nil {

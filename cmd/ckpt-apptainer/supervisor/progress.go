@@ -141,6 +141,19 @@ func (p *progressReporter) end() {
 	p.clearLocked()
 }
 
+// jobResumed is called as the job is let run again while the checkpoint
+// goes on writing: the job may write to the same terminal, so the bar is
+// wiped now and the rest of the progress is logged as whole lines.
+func (p *progressReporter) jobResumed() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.clearLocked()
+	if p.bar {
+		p.bar = false
+		p.lastLine = time.Now()
+	}
+}
+
 // clearLocked wipes the bar off its line, leaving the cursor at the start.
 // Precondition: p.mu is held.
 func (p *progressReporter) clearLocked() {
@@ -162,7 +175,7 @@ func (p *progressReporter) barLine(done, total int64, elapsed time.Duration) str
 	if total > 0 {
 		// " [" and "] " around the bar, and one column left free so the
 		// cursor never wraps.
-		if w := min(progressBarMax, p.width-1-len(p.op)-4-len(figures)); w >= 10 {
+		if w := min(progressBarMax, p.width-1-len(p.op)-4-len(figures)); w >= 8 {
 			fill := int(int64(w) * min(done, total) / total)
 			bar := strings.Repeat("=", fill)
 			if fill < w {
@@ -178,7 +191,7 @@ func (p *progressReporter) barLine(done, total int64, elapsed time.Duration) str
 }
 
 // progressText is the progress in a log line: "1.20 GiB of 4.00 GiB
-// (30%), 850 MB/s".
+// (30%), 850 MiB/s".
 func progressText(done, total int64, elapsed time.Duration) string {
 	if total <= 0 {
 		return fmt.Sprintf("%s, %s", HumanBytes(done), rate(done, elapsed))
@@ -199,16 +212,17 @@ func percent(done, total int64) int {
 	return int(min(done, total) * 100 / total)
 }
 
-// rate renders n bytes in d as MB/s (or GB/s), the units disks are rated in.
+// rate renders n bytes in d in the binary units sizes are shown in:
+// MiB/s, or GiB/s from 1 GiB/s up.
 func rate(n int64, d time.Duration) string {
 	if d <= 0 {
-		return "- MB/s"
+		return "- MiB/s"
 	}
 	r := float64(n) / d.Seconds()
-	if r >= 1e9 {
-		return fmt.Sprintf("%.1f GB/s", r/1e9)
+	if r >= 1<<30 {
+		return fmt.Sprintf("%.1f GiB/s", r/(1<<30))
 	}
-	return fmt.Sprintf("%.0f MB/s", r/1e6)
+	return fmt.Sprintf("%.0f MiB/s", r/(1<<20))
 }
 
 // hookLogger makes the logger clear the bar before each line it writes.

@@ -46,15 +46,15 @@ func TestProgressReporter(t *testing.T) {
 				{4000 * time.Millisecond, 2000 * mib, 2000 * mib},
 			},
 			log: []string{
-				"checkpoint generation 7: 600.0 MiB of 1.95 GiB (30%), 629 MB/s",
-				"checkpoint generation 7: 1.46 GiB of 1.95 GiB (75%), 524 MB/s",
+				"checkpoint generation 7: 600.0 MiB of 1.95 GiB (30%), 600 MiB/s",
+				"checkpoint generation 7: 1.46 GiB of 1.95 GiB (75%), 500 MiB/s",
 			},
 			lines: 2,
 		},
 		{
 			name:  "unknown total",
 			steps: []progressStep{{1500 * time.Millisecond, 300 * mib, 0}},
-			log:   []string{"checkpoint generation 7: 300.0 MiB, 210 MB/s"},
+			log:   []string{"checkpoint generation 7: 300.0 MiB, 200 MiB/s"},
 			lines: 1,
 		},
 		{
@@ -65,8 +65,8 @@ func TestProgressReporter(t *testing.T) {
 				{1100 * time.Millisecond, 1000 * mib, 1000 * mib},
 			},
 			out: []string{
-				"\rcheckpoint generation 7 [===============>              ]  50% 500.0 MiB of 1000.0 MiB, 524 MB/s, 1.0s\x1b[K",
-				"\rcheckpoint generation 7 [==============================] 100% 1000.0 MiB of 1000.0 MiB, 953 MB/s, 1.1s\x1b[K",
+				"\rcheckpoint generation 7 [===============>              ]  50% 500.0 MiB of 1000.0 MiB, 500 MiB/s, 1.0s\x1b[K",
+				"\rcheckpoint generation 7 [==============================] 100% 1000.0 MiB of 1000.0 MiB, 909 MiB/s, 1.1s\x1b[K",
 				"\r\x1b[K",
 			},
 		},
@@ -166,8 +166,8 @@ func TestRateSuffix(t *testing.T) {
 	}{
 		{1 << 30, 500 * time.Millisecond, ""},
 		{0, 3 * time.Second, ""},
-		{1500 << 20, 2 * time.Second, ", 786 MB/s"},
-		{4 << 30, 2 * time.Second, ", 2.1 GB/s"},
+		{1500 << 20, 2 * time.Second, ", 750 MiB/s"},
+		{4 << 30, 2 * time.Second, ", 2.0 GiB/s"},
 	}
 	for _, tt := range tests {
 		if got := rateSuffix(tt.n, tt.d); got != tt.want {
@@ -197,5 +197,37 @@ func TestProgressReporterQuick(t *testing.T) {
 	p.end()
 	if logged.Len() != 0 {
 		t.Fatalf("logged %q for an operation of %v", logged.String(), 3*progressRedraw)
+	}
+}
+
+// TestProgressBarGoneWhenJobResumes: once the job runs again (and may
+// write to the same terminal), the bar is wiped and never drawn again; the
+// rest of the progress comes as whole log lines.
+func TestProgressBarGoneWhenJobResumes(t *testing.T) {
+	var out, logged bytes.Buffer
+	log := logrus.New()
+	log.SetOutput(&logged)
+	start := time.Now()
+	p := newProgressAt("checkpoint generation 7", log, &out, true, start)
+	p.width = 120
+	p.update(100<<20, 1000<<20)
+	p.step(start.Add(1100 * time.Millisecond))
+	if !strings.Contains(out.String(), "[===") {
+		t.Fatalf("no bar drawn before the job resumed: %q", out.String())
+	}
+	p.jobResumed()
+	drawn := out.Len()
+	if !strings.HasSuffix(out.String(), "\r\x1b[K") {
+		t.Errorf("the bar was not wiped as the job resumed: %q", out.String())
+	}
+	p.update(900<<20, 1000<<20)
+	p.step(start.Add(1200 * time.Millisecond))
+	p.step(start.Add(4 * time.Second))
+	p.end()
+	if out.Len() != drawn {
+		t.Errorf("drawn on the terminal after the job resumed: %q", out.String()[drawn:])
+	}
+	if !strings.Contains(logged.String(), "900.0 MiB of 1000.0 MiB (90%)") {
+		t.Errorf("progress after the job resumed was not logged as a line:\n%s", logged.String())
 	}
 }
