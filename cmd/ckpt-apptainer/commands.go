@@ -35,7 +35,13 @@ func checkpointCommand() *cli.Command {
 			if supervisor.InsideJob() {
 				request = supervisor.RequestFromInside
 			}
-			res, err := request(dir, c.Bool("kill"), durationOf(c, "timeout"))
+			var onProgress func(string, int64, int64)
+			endProgress := func() {}
+			if !c.Bool("json") {
+				onProgress, endProgress = supervisor.ClientProgress(os.Stderr)
+			}
+			res, err := request(dir, c.Bool("kill"), durationOf(c, "timeout"), onProgress)
+			endProgress()
 			if err != nil {
 				return err
 			}

@@ -189,7 +189,9 @@ func (s *supervisor) checkpoint(kill bool) (*CheckpointResult, error) {
 	pr := newProgressReporter(fmt.Sprintf("checkpoint generation %d", w.Gen), s.log, os.Stderr)
 	opts.Progress = pr.update
 	opts.OnRelease = pr.jobResumed
+	s.state.setProgress(pr)
 	stats, err := engine.Checkpoint(opts)
+	s.state.setProgress(nil)
 	pr.end()
 	if paused != nil {
 		switch {

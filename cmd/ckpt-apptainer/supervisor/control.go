@@ -35,6 +35,63 @@ func controlPath(dir string) string { return filepath.Join(dir, controlName) }
 type controlRequest struct {
 	Op   string `json:"op"` // "checkpoint" or "status"
 	Kill bool   `json:"kill,omitempty"`
+	// Progress asks for the checkpoint's figures while it runs.
+	Progress bool `json:"progress,omitempty"`
+}
+
+// controlAnswer is one message of the supervisor's answer to a checkpoint
+// request: progress figures, any number of them, then the result.
+type controlAnswer struct {
+	Progress *progressFigures `json:"progress,omitempty"`
+	CheckpointResult
+}
+
+// progressFigures is how far the checkpoint being taken has come.
+type progressFigures struct {
+	Op    string `json:"op"`
+	Done  int64  `json:"done"`
+	Total int64  `json:"total"`
+}
+
+// progressSendEvery is how often a client that asked for progress is sent
+// the figures.
+const progressSendEvery = 200 * time.Millisecond
+
+// sendProgress sends the figures of the running checkpoint to enc until
+// stop is closed; done is closed once it has stopped writing.
+func sendProgress(enc *json.Encoder, st *jobState, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(progressSendEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if op, d, total, ok := st.currentProgress(); ok {
+				if enc.Encode(controlAnswer{Progress: &progressFigures{Op: op, Done: d, Total: total}}) != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+// readAnswer reads the supervisor's answer to a checkpoint request,
+// passing progress figures to onProgress (when set) as they come.
+func readAnswer(dec *json.Decoder, onProgress func(op string, done, total int64)) (*CheckpointResult, error) {
+	for {
+		var a controlAnswer
+		if err := dec.Decode(&a); err != nil {
+			return nil, err
+		}
+		if a.Progress == nil {
+			return &a.CheckpointResult, nil
+		}
+		if onProgress != nil {
+			onProgress(a.Progress.Op, a.Progress.Done, a.Progress.Total)
+		}
+	}
 }
 
 // listenControl serves checkpoint requests for s until the listener closes.
@@ -137,7 +194,14 @@ func serveControl(conn net.Conn, s *supervisor) {
 		json.NewEncoder(conn).Encode(s.status())
 		return
 	case "checkpoint":
+		stopProgress := func() {}
+		if req.Progress {
+			stop, stopped := make(chan struct{}), make(chan struct{})
+			go sendProgress(json.NewEncoder(conn), &s.state, stop, stopped)
+			stopProgress = func() { close(stop); <-stopped }
+		}
 		res, err = s.checkpointLogged(req.Kill)
+		stopProgress() // the result comes after the last figures
 	default:
 		err = fmt.Errorf("unknown operation %q", req.Op)
 	}
@@ -151,7 +215,9 @@ func serveControl(conn net.Conn, s *supervisor) {
 }
 
 // RequestCheckpoint asks the supervisor serving dir for a checkpoint.
-func RequestCheckpoint(dir string, kill bool, timeout time.Duration) (*CheckpointResult, error) {
+// onProgress, when set, is given the figures of the checkpoint while it
+// runs.
+func RequestCheckpoint(dir string, kill bool, timeout time.Duration, onProgress func(op string, done, total int64)) (*CheckpointResult, error) {
 	conn, err := dialControl(dir)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
@@ -167,11 +233,11 @@ func RequestCheckpoint(dir string, kill bool, timeout time.Duration) (*Checkpoin
 	// between its commit and its answer leaves a newer one.
 	before := newestCommitted(dir)
 	conn.SetDeadline(time.Now().Add(timeout))
-	if err := json.NewEncoder(conn).Encode(controlRequest{Op: "checkpoint", Kill: kill}); err != nil {
+	if err := json.NewEncoder(conn).Encode(controlRequest{Op: "checkpoint", Kill: kill, Progress: onProgress != nil}); err != nil {
 		return nil, fmt.Errorf("send request: %w", err)
 	}
-	var res CheckpointResult
-	if err := json.NewDecoder(conn).Decode(&res); err != nil {
+	res, err := readAnswer(json.NewDecoder(conn), onProgress)
+	if err != nil {
 		if committed := committedSince(dir, before); committed != nil {
 			return committed, nil
 		}
@@ -180,7 +246,7 @@ func RequestCheckpoint(dir string, kill bool, timeout time.Duration) (*Checkpoin
 	if res.Error != "" {
 		return nil, fmt.Errorf("checkpoint failed: %s", res.Error)
 	}
-	return &res, nil
+	return res, nil
 }
 
 // startingSupervisor returns the pid of a supervisor of dir on this host

@@ -68,8 +68,9 @@ func (s *supervisor) recordFailure(err error) {
 const requestPoll = 100 * time.Millisecond
 
 // RequestFromInside asks for a checkpoint of the job the caller is part of
-// and waits up to timeout for its outcome in dir.
-func RequestFromInside(dir string, kill bool, timeout time.Duration) (*CheckpointResult, error) {
+// and waits up to timeout for its outcome in dir. There are no progress
+// figures: the caller is frozen while most of them would come.
+func RequestFromInside(dir string, kill bool, timeout time.Duration, _ func(op string, done, total int64)) (*CheckpointResult, error) {
 	if kill {
 		return nil, errors.New("checkpoint --kill from inside the job: a job cannot have itself stopped this way; take the checkpoint, then end the job (or send the supervisor SIGTERM from outside)")
 	}

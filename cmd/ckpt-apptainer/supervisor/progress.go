@@ -282,3 +282,15 @@ func termWidth(f *os.File) int {
 	}
 	return w
 }
+
+// ClientProgress shows, as a bar on f when f is a terminal, the progress
+// of a checkpoint a supervisor takes for this client: update takes the
+// figures as they come, end wipes the bar. Elsewhere update is nil (no
+// figures are asked for) and end does nothing.
+func ClientProgress(f *os.File) (update func(op string, done, total int64), end func()) {
+	if !isTerminal(f) {
+		return nil, func() {}
+	}
+	p := newProgressReporter("checkpoint", logrus.StandardLogger(), f)
+	return func(_ string, done, total int64) { p.update(done, total) }, p.end
+}

@@ -2,6 +2,9 @@ package supervisor
 
 import (
 	"bytes"
+	"encoding/json"
+	"io"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -229,5 +232,48 @@ func TestProgressBarGoneWhenJobResumes(t *testing.T) {
 	}
 	if !strings.Contains(logged.String(), "900.0 MiB of 1000.0 MiB (90%)") {
 		t.Errorf("progress after the job resumed was not logged as a line:\n%s", logged.String())
+	}
+}
+
+// TestProgressToClient: a client that asked for progress gets the running
+// checkpoint's figures as they change, then the result; one that did not
+// ask gets the result alone.
+func TestProgressToClient(t *testing.T) {
+	server, client := net.Pipe()
+	defer client.Close()
+	st := &jobState{}
+	pr := newProgressAt("checkpoint generation 3", logrus.New(), io.Discard, false, time.Now())
+	pr.update(10<<20, 100<<20)
+	st.setProgress(pr)
+	go func() {
+		defer server.Close()
+		enc := json.NewEncoder(server)
+		stop, stopped := make(chan struct{}), make(chan struct{})
+		go sendProgress(enc, st, stop, stopped)
+		time.Sleep(3 * progressSendEvery)
+		pr.update(90<<20, 100<<20)
+		time.Sleep(2 * progressSendEvery)
+		close(stop)
+		<-stopped
+		enc.Encode(CheckpointResult{Generation: 3, Bytes: 100 << 20})
+	}()
+	var seen []int64
+	res, err := readAnswer(json.NewDecoder(client), func(op string, done, total int64) {
+		if op != "checkpoint generation 3" || total != 100<<20 {
+			t.Errorf("progress %q %d of %d", op, done, total)
+		}
+		seen = append(seen, done)
+	})
+	if err != nil || res.Generation != 3 || res.Bytes != 100<<20 {
+		t.Fatalf("result %+v, %v; want generation 3", res, err)
+	}
+	if len(seen) < 2 || seen[0] != 10<<20 || seen[len(seen)-1] != 90<<20 {
+		t.Errorf("progress seen %v, want 10 MiB first and 90 MiB last", seen)
+	}
+
+	// No progress asked for: the result decodes alone.
+	res, err = readAnswer(json.NewDecoder(strings.NewReader(`{"generation":4}`)), nil)
+	if err != nil || res.Generation != 4 {
+		t.Errorf("plain answer: %+v, %v", res, err)
 	}
 }

@@ -84,6 +84,27 @@ type jobState struct {
 	lastErr  string
 	failures int
 	last     *LastCheckpoint
+	// progress is the reporter of the checkpoint being taken, which
+	// clients that asked for it are sent the figures of.
+	progress *progressReporter
+}
+
+func (st *jobState) setProgress(p *progressReporter) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.progress = p
+}
+
+// currentProgress returns the running checkpoint's operation and figures;
+// ok is false when none runs.
+func (st *jobState) currentProgress() (op string, done, total int64, ok bool) {
+	st.mu.Lock()
+	p := st.progress
+	st.mu.Unlock()
+	if p == nil {
+		return "", 0, 0, false
+	}
+	return p.op, p.done.Load(), p.total.Load(), true
 }
 
 func (st *jobState) newest() int {
