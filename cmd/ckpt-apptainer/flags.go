@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -70,11 +71,18 @@ var debugFlag = &cli.BoolFlag{Name: "debug", Usage: "log the engine's steps"}
 // `ckpt-apptainer launch --debug` works as `ckpt-apptainer --debug launch`.
 func withCommonFlags(cmds []*cli.Command) []*cli.Command {
 	for _, cmd := range cmds {
-		cmd.Flags = append(cmd.Flags, debugFlag)
+		cmd.Flags = append(cmd.Flags, debugFlag, logFormatFlag)
 		before := cmd.Before
 		cmd.Before = func(c *cli.Context) error {
 			if c.Bool("debug") {
 				logrus.SetLevel(logrus.DebugLevel)
+			}
+			if c.IsSet("log-format") {
+				f, err := logFormatter(c.String("log-format"), os.Stderr)
+				if err != nil {
+					return err
+				}
+				logrus.SetFormatter(f)
 			}
 			if before != nil {
 				return before(c)

@@ -47,17 +47,21 @@ files, namespaces) in a generation of the checkpoint directory, and restores
 the job in a cgroup of its own. No root, no setuid helper, no LD_PRELOAD and no
 change to the application. The README has the details: supported kernels,
 what a job may use, Slurm scripts, hooks and the image format.`,
-		Flags: []cli.Flag{debugFlag},
+		Flags: []cli.Flag{debugFlag, logFormatFlag},
 		// Completion scripts (generate bash|zsh) ask the binary itself.
 		EnableBashCompletion: true,
 		Before: func(c *cli.Context) error {
 			logrus.SetOutput(os.Stderr)
-			logrus.SetFormatter(&logrus.TextFormatter{DisableTimestamp: false, FullTimestamp: true})
+			f, err := logFormatter(c.String("log-format"), os.Stderr)
+			if err != nil {
+				return err
+			}
+			logrus.SetFormatter(f)
 			if c.Bool("debug") {
 				logrus.SetLevel(logrus.DebugLevel)
 			}
 			// A test switch with a typo must not pass for a fallback run.
-			_, err := kernel.ParseDisable(os.Getenv(kernel.EnvDisable))
+			_, err = kernel.ParseDisable(os.Getenv(kernel.EnvDisable))
 			return err
 		},
 		Commands: withCommonFlags([]*cli.Command{

@@ -94,7 +94,7 @@ func launchJob(s *supervisor, argv []string) error {
 		return err
 	}
 	s.jobPID = hostPID
-	s.log.Debugf("job %q started: pid %d (%d in the sandbox)", CommandLine(argv), hostPID, nsPID)
+	s.log.Infof("job %q started: host pid %d (%d in its sandbox), supervisor %d, checkpoints in %s", CommandLine(argv), hostPID, nsPID, os.Getpid(), s.dir)
 	if instanceState != "" {
 		go s.publishInstance(instanceState)
 	}

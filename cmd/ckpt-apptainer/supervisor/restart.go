@@ -239,8 +239,8 @@ func (s *supervisor) resumeRestored(gen *image.Generation, a *restoreAttempt) er
 	if cs != nil {
 		s.jobPID = res.RuntimeHostPID
 	}
-	s.log.Infof("restored generation %d: %s in %v%s", gen.Gen, HumanBytes(res.Bytes), res.Duration.Round(time.Millisecond),
-		rateSuffix(res.Bytes, res.Duration))
+	s.log.Infof("restored generation %d: %s in %v%s; the job runs as host pid %d (supervisor %d)", gen.Gen, HumanBytes(res.Bytes), res.Duration.Round(time.Millisecond),
+		rateSuffix(res.Bytes, res.Duration), s.jobPID, os.Getpid())
 	tg := hookTarget{mainPID: s.jobPID}
 	if cs != nil {
 		tg.appPID, tg.runtime = res.HostPID, res.RuntimeHostPID
