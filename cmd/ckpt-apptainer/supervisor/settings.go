@@ -27,15 +27,16 @@ type setting struct {
 }
 
 // settings are the options a job keeps across restarts. Options that
-// belong to one restart (--image, --no-rollback, --strict, --force) and
-// the directory itself are not among them.
+// belong to one restart (--image, --no-rollback, --strict, --force), the
+// directory itself, and --cgroup-parent, a cgroup of this node and often
+// of this batch job, which a requeued job on another node does not have,
+// are not among them.
 var settings = []setting{
 	{"interval", func(o *Options) any { return &o.Interval }},
 	{"keep", func(o *Options) any { return &o.Keep }},
 	{"incremental", func(o *Options) any { return &o.Incremental }},
 	{"precopy", func(o *Options) any { return &o.PreCopy }},
 	{"compress", func(o *Options) any { return &o.Compress }},
-	{"cgroup-parent", func(o *Options) any { return &o.CgroupParent }},
 	{"no-cgroup", func(o *Options) any { return &o.NoCgroup }},
 	{"no-timens", func(o *Options) any { return &o.NoTimens }},
 	{"signal", func(o *Options) any { return &o.Signal }},
@@ -60,14 +61,12 @@ func RecordedFlags() []string {
 // encodeSettings renders o's recorded settings as the settings file.
 // Paths are made absolute: a restart may run in another directory.
 func encodeSettings(o Options) ([]byte, error) {
-	for _, p := range []*string{&o.Hooks, &o.CgroupParent} {
-		if *p != "" {
-			abs, err := filepath.Abs(*p)
-			if err != nil {
-				return nil, err
-			}
-			*p = abs
+	if o.Hooks != "" {
+		abs, err := filepath.Abs(o.Hooks)
+		if err != nil {
+			return nil, err
 		}
+		o.Hooks = abs
 	}
 	m := make(map[string]any, len(settings))
 	for _, st := range settings {

@@ -489,9 +489,15 @@ func (s *supervisor) finish(st namespaces.ExitStatus, preempted bool) error {
 	return ExitStatus(st.Code)
 }
 
-// resumeHint is the command that resumes this job.
+// resumeHint is the command that resumes this job. The job's settings are
+// recorded; a cgroup parent is not (it belongs to this node), so the hint
+// names it.
 func (s *supervisor) resumeHint() string {
-	return "ckpt-apptainer restart --ckpt-dir " + s.dir
+	hint := "ckpt-apptainer restart --ckpt-dir " + shellQuote(s.dir)
+	if s.opts.CgroupParent != "" {
+		hint += " --cgroup-parent " + shellQuote(s.opts.CgroupParent)
+	}
+	return hint
 }
 
 // CommandLine renders argv for log lines.
