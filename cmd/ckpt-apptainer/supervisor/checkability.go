@@ -42,7 +42,7 @@ func (s *supervisor) firstCheckpointDelay() time.Duration {
 func (s *supervisor) checkpointed(gen int, res *CheckpointResult) {
 	s.state.mu.Lock()
 	defer s.state.mu.Unlock()
-	s.state.lastGen, s.state.failures, s.state.lastErr = gen, 0, ""
+	s.state.lastGen = gen
 	if res != nil {
 		s.state.last = &LastCheckpoint{Time: time.Now(), Generation: gen, Bytes: res.Bytes, Duration: res.Duration, Stopped: res.Stopped}
 	}
@@ -65,10 +65,12 @@ func fallbackText(lastGen int) string {
 func (s *supervisor) checkpointFailed(err error, final bool) {
 	s.recordFailure(err)
 	s.state.mu.Lock()
-	repeat := s.state.lastErr == err.Error()
-	s.state.lastErr = err.Error()
-	s.state.failures++
-	failures, lastGen := s.state.failures, s.state.lastGen
+	prev, lastGen := s.state.last, s.state.lastGen
+	repeat := prev != nil && prev.Error == err.Error()
+	failures := 1
+	if prev != nil && prev.Error != "" {
+		failures = prev.Failures + 1
+	}
 	s.state.last = &LastCheckpoint{Time: time.Now(), Error: err.Error(), Failures: failures}
 	s.state.mu.Unlock()
 	s.mu.Lock()

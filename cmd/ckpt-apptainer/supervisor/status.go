@@ -78,12 +78,10 @@ type jobState struct {
 	checkpointing time.Time
 	lastStart     time.Time
 	// lastGen is the job's newest generation (restored from, or taken;
-	// 0: none); lastErr the last failed checkpoint's error, failures how
-	// many failed in a row since.
-	lastGen  int
-	lastErr  string
-	failures int
-	last     *LastCheckpoint
+	// 0: none); last the outcome of the newest checkpoint attempt, whose
+	// Failures counts the failures in a row.
+	lastGen int
+	last    *LastCheckpoint
 	// progress is the reporter of the checkpoint being taken, which
 	// clients that asked for it are sent the figures of.
 	progress *progressReporter
