@@ -72,7 +72,7 @@ func encodeSettings(o Options) ([]byte, error) {
 	for _, st := range settings {
 		v := st.field(&o)
 		if d, ok := v.(*time.Duration); ok {
-			v = d.String()
+			v = (*Duration)(d)
 		}
 		m[st.flag] = v
 	}
@@ -104,22 +104,13 @@ func applySettings(o *Options, b []byte) ([]string, error) {
 	return changed, nil
 }
 
-// decodeSetting reads one recorded value into the option at p.
+// decodeSetting reads one recorded value into the option at p; times are
+// recorded as Durations.
 func decodeSetting(raw json.RawMessage, p any) error {
-	d, ok := p.(*time.Duration)
-	if !ok {
-		return json.Unmarshal(raw, p)
+	if d, ok := p.(*time.Duration); ok {
+		p = (*Duration)(d)
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return err
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	*d = v
-	return nil
+	return json.Unmarshal(raw, p)
 }
 
 // flagText renders the option at p as the flag that sets it.

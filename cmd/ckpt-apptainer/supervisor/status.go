@@ -57,8 +57,11 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
 	*d = Duration(v)
-	return err
+	return nil
 }
 
 // jobState is the part of a supervisor's state that `status` reads while a
