@@ -218,15 +218,9 @@ func serveControl(conn net.Conn, s *supervisor) {
 // onProgress, when set, is given the figures of the checkpoint while it
 // runs.
 func RequestCheckpoint(dir string, kill bool, timeout time.Duration, onProgress func(op string, done, total int64)) (*CheckpointResult, error) {
-	conn, err := dialControl(dir)
+	conn, err := connectSupervisor(dir, func() string { return " (start one with `ckpt-apptainer launch` or `restart`)" })
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
-			if pid := startingSupervisor(dir); pid != 0 {
-				return nil, fmt.Errorf("the job of checkpoint directory %s is still being started or restored (supervisor pid %d); it takes requests once it runs: try again in a moment", dir, pid)
-			}
-			return nil, fmt.Errorf("no running job supervises checkpoint directory %s (start one with `ckpt-apptainer launch` or `restart`)", dir)
-		}
-		return nil, fmt.Errorf("connect to the supervisor: %w", err)
+		return nil, err
 	}
 	defer conn.Close()
 	// The newest generation before the request: a supervisor that dies
@@ -247,6 +241,23 @@ func RequestCheckpoint(dir string, kill bool, timeout time.Duration, onProgress 
 		return nil, fmt.Errorf("checkpoint failed: %s", res.Error)
 	}
 	return res, nil
+}
+
+// connectSupervisor connects a client to the supervisor of dir. Where
+// none listens, the error says whether one is still starting the job, or
+// that none runs, followed by what idle says.
+func connectSupervisor(dir string, idle func() string) (net.Conn, error) {
+	conn, err := dialControl(dir)
+	if err == nil {
+		return conn, nil
+	}
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
+		if pid := startingSupervisor(dir); pid != 0 {
+			return nil, fmt.Errorf("the job of checkpoint directory %s is still being started or restored (supervisor pid %d); it takes requests once it runs: try again in a moment", dir, pid)
+		}
+		return nil, fmt.Errorf("no running job supervises checkpoint directory %s%s", dir, idle())
+	}
+	return nil, fmt.Errorf("connect to the supervisor: %w", err)
 }
 
 // startingSupervisor returns the pid of a supervisor of dir on this host

@@ -2,13 +2,10 @@ package supervisor
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
@@ -193,15 +190,9 @@ func (s *supervisor) status() *JobStatus {
 
 // RequestStatus asks the supervisor serving dir for its job's status.
 func RequestStatus(dir string) (*JobStatus, error) {
-	conn, err := dialControl(dir)
+	conn, err := connectSupervisor(dir, func() string { return newestText(dir) })
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
-			if pid := startingSupervisor(dir); pid != 0 {
-				return nil, fmt.Errorf("the job of checkpoint directory %s is being started or restored (supervisor pid %d)", dir, pid)
-			}
-			return nil, fmt.Errorf("no running job supervises checkpoint directory %s%s", dir, newestText(dir))
-		}
-		return nil, fmt.Errorf("connect to the supervisor: %w", err)
+		return nil, err
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
@@ -218,14 +209,15 @@ func RequestStatus(dir string) (*JobStatus, error) {
 // newestText says what the newest generation in dir is, for a message
 // that there is no running job.
 func newestText(dir string) string {
-	n := newestCommitted(dir)
-	if n == 0 {
-		return "; it holds no checkpoint"
-	}
 	st, err := image.OpenStore(dir, false)
 	if err != nil {
-		return ""
+		return "; it holds no checkpoint"
 	}
+	gens, err := st.Generations()
+	if err != nil || len(gens) == 0 {
+		return "; it holds no checkpoint"
+	}
+	n := gens[len(gens)-1]
 	if g, err := st.Open(n); err == nil {
 		return fmt.Sprintf("; its newest checkpoint is generation %d, of %s (`ckpt-apptainer restart --ckpt-dir %s` resumes it)",
 			n, g.Manifest.Created.Local().Format(time.DateTime), dir)
