@@ -14,25 +14,30 @@ import (
 // mean is the supervisor's.
 const SettingsName = "settings.json"
 
-// tmpSettingsPrefix names a settings file being written; CleanStale removes
-// one a crash left behind.
-const tmpSettingsPrefix = ".tmp-settings-"
+// tmpFilePrefix names a small file of the store being replaced
+// (replaceFile); CleanStale removes one a crash left behind.
+const tmpFilePrefix = ".tmp-file-"
 
-// WriteSettings replaces the settings file with b: a reader sees the old
+// replaceFile replaces the store's file name with b: a reader sees the old
 // file or the new one, never part of one.
-func (s *Store) WriteSettings(b []byte) error {
-	tmp := filepath.Join(s.Dir, fmt.Sprintf("%s%d", tmpSettingsPrefix, os.Getpid()))
+func (s *Store) replaceFile(name string, b []byte) error {
+	tmp := filepath.Join(s.Dir, fmt.Sprintf("%s%d%s", tmpFilePrefix, os.Getpid(), name))
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("record the job's settings: %w", err)
+		return err
 	}
 	if err := writeFileSync(tmp, b); err != nil {
-		return fmt.Errorf("record the job's settings: %w", err)
+		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(s.Dir, SettingsName)); err != nil {
+	if err := os.Rename(tmp, filepath.Join(s.Dir, name)); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("record the job's settings: %w", err)
+		return err
 	}
-	if err := syncDir(s.Dir); err != nil {
+	return syncDir(s.Dir)
+}
+
+// WriteSettings replaces the settings file with b.
+func (s *Store) WriteSettings(b []byte) error {
+	if err := s.replaceFile(SettingsName, b); err != nil {
 		return fmt.Errorf("record the job's settings: %w", err)
 	}
 	return nil

@@ -464,7 +464,7 @@ func (s *Store) CleanStale() error {
 	for _, e := range entries {
 		name := e.Name()
 		if !strings.HasPrefix(name, tmpGenPrefix) && !strings.HasPrefix(name, trashPrefix) && !strings.HasPrefix(name, tmpLatestPrefix) &&
-			!strings.HasPrefix(name, tmpSettingsPrefix) {
+			!strings.HasPrefix(name, tmpFilePrefix) {
 			continue
 		}
 		if err := os.RemoveAll(filepath.Join(s.Dir, name)); err != nil {

@@ -1,12 +1,9 @@
 package supervisor
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -22,19 +19,9 @@ import (
 // would fail itself. It sends SIGUSR1 to the job's PID 1, the sandbox init,
 // which passes it to the supervisor; `ckpt-apptainer checkpoint` run inside
 // the job does that and then watches the checkpoint directory for the new
-// generation, or for the record of a failure. It is frozen and checkpointed
+// generation, or for the record of a failure (image.CheckpointFailedName). It is frozen and checkpointed
 // with the job meanwhile, so after a restart from that generation it
 // reports the generation too, as DMTCP's checkpoint call returns twice.
-
-// failureName is the record of the newest failed checkpoint, for a request
-// made from inside the job.
-const failureName = ".checkpoint-failed"
-
-// failureRecord is what failureName holds.
-type failureRecord struct {
-	Time  time.Time `json:"time"`
-	Error string    `json:"error"`
-}
 
 // InsideJob says whether the caller is a process of a supervised job.
 func InsideJob() bool {
@@ -46,20 +33,11 @@ func InsideJob() bool {
 	return len(args) > 1 && args[1] == namespaces.InitArg
 }
 
-// recordFailure writes the failure record of a checkpoint that failed.
+// recordFailure writes the record of a checkpoint that failed, which a
+// request from inside the job waits for.
 func (s *supervisor) recordFailure(err error) {
-	b, merr := json.Marshal(failureRecord{Time: time.Now(), Error: err.Error()})
-	if merr != nil {
-		return
-	}
-	path := filepath.Join(s.dir, failureName)
-	tmp := path + ".tmp"
-	if werr := os.WriteFile(tmp, b, 0o600); werr != nil {
-		s.log.Debugf("record the failed checkpoint: %v", werr)
-		return
-	}
-	if rerr := os.Rename(tmp, path); rerr != nil {
-		s.log.Debugf("record the failed checkpoint: %v", rerr)
+	if rerr := s.store.RecordCheckpointFailure(image.CheckpointFailure{Time: time.Now(), Error: err.Error()}); rerr != nil {
+		s.log.Debug(rerr)
 	}
 }
 
@@ -91,7 +69,7 @@ func RequestFromInside(dir string, kill bool, timeout time.Duration, _ func(op s
 		if res := generationSince(st, before); res != nil {
 			return res, nil
 		}
-		if f := readFailure(dir); f != nil && !f.Time.Before(asked) {
+		if f := st.LastCheckpointFailure(); f != nil && !f.Time.Before(asked) {
 			return nil, fmt.Errorf("checkpoint failed: %s", f.Error)
 		}
 	}
@@ -112,17 +90,4 @@ func generationSince(st *image.Store, before int) *CheckpointResult {
 	}
 	s := g.Manifest.Stats
 	return &CheckpointResult{Generation: g.Gen, Bytes: s.Bytes, Duration: s.Duration, Stopped: s.StoppedFor}
-}
-
-// readFailure reads the failure record in dir, or nil.
-func readFailure(dir string) *failureRecord {
-	b, err := os.ReadFile(filepath.Join(dir, failureName))
-	if errors.Is(err, fs.ErrNotExist) || err != nil {
-		return nil
-	}
-	var f failureRecord
-	if json.Unmarshal(b, &f) != nil {
-		return nil
-	}
-	return &f
 }
