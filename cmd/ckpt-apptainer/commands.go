@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -86,11 +84,7 @@ func generationKind(parent int, needs []int) string {
 	if len(needs) == 0 {
 		return fmt.Sprintf("incremental on %d, all pages changed", parent)
 	}
-	gens := make([]string, len(needs))
-	for i, n := range needs {
-		gens[i] = strconv.Itoa(n)
-	}
-	return fmt.Sprintf("incremental on %d, reads %s", parent, strings.Join(gens, ","))
+	return fmt.Sprintf("incremental on %d, reads %s", parent, image.JoinGenerations(needs, ","))
 }
 
 func listCommand() *cli.Command {

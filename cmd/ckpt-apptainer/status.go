@@ -5,13 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/cmd/ckpt-apptainer/supervisor"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
 )
 
 // statusCommand is `status`: what the running job's supervisor says of it.
@@ -58,11 +57,7 @@ func printStatus(w io.Writer, js *supervisor.JobStatus, now time.Time) {
 	fmt.Fprintf(w, "directory:   %s\n", js.CkptDir)
 	gens := "none"
 	if len(js.Generations) > 0 {
-		s := make([]string, len(js.Generations))
-		for i, g := range js.Generations {
-			s[i] = strconv.Itoa(g)
-		}
-		gens = strings.Join(s, ", ")
+		gens = image.JoinGenerations(js.Generations, ", ")
 	}
 	fmt.Fprintf(w, "generations: %s\n", gens)
 	switch l := js.Last; {

@@ -251,11 +251,17 @@ func (s *Store) noGeneration(gen int) error {
 	case len(gens) == 0:
 		return fmt.Errorf("generation %d does not exist: %s holds no checkpoint", gen, s.Dir)
 	}
+	return fmt.Errorf("generation %d does not exist in %s, which holds generations %s", gen, s.Dir, JoinGenerations(gens, ", "))
+}
+
+// JoinGenerations renders generation numbers for a message, sep between
+// them.
+func JoinGenerations(gens []int, sep string) string {
 	names := make([]string, len(gens))
 	for i, g := range gens {
 		names[i] = strconv.Itoa(g)
 	}
-	return fmt.Errorf("generation %d does not exist in %s, which holds generations %s", gen, s.Dir, strings.Join(names, ", "))
+	return strings.Join(names, sep)
 }
 
 // ParseGeneration reads a generation as a user names it: its number ("2")

@@ -71,3 +71,19 @@ func TestNextCheckpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestGenList: the generations a history-branch message names.
+func TestGenList(t *testing.T) {
+	for _, c := range []struct {
+		gens []int
+		want string
+	}{
+		{[]int{3}, "3"},
+		{[]int{3, 4}, "3 and 4"},
+		{[]int{2, 3, 4}, "2, 3 and 4"},
+	} {
+		if got := genList(c.gens); got != c.want {
+			t.Errorf("genList(%v) = %q, want %q", c.gens, got, c.want)
+		}
+	}
+}

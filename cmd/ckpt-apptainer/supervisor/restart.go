@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -347,12 +346,9 @@ func (s *supervisor) branchAfter(gen int) {
 
 // genList renders generation numbers as "3", "3 and 4" or "3, 4 and 5".
 func genList(gens []int) string {
-	s := make([]string, len(gens))
-	for i, g := range gens {
-		s[i] = strconv.Itoa(g)
+	last := strconv.Itoa(gens[len(gens)-1])
+	if len(gens) == 1 {
+		return last
 	}
-	if len(s) == 1 {
-		return s[0]
-	}
-	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
+	return image.JoinGenerations(gens[:len(gens)-1], ", ") + " and " + last
 }
