@@ -65,13 +65,12 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // checkpoint runs.
 type jobState struct {
 	mu sync.Mutex
-	// started is when the job was started or restored; restoredFrom the
-	// generation it was restored from.
+	// started is when the job was started or restored, and the periodic
+	// timer with it; restoredFrom the generation it was restored from.
 	started      time.Time
 	restoredFrom int
-	// ticks is when the periodic timer started; firstAt when the early
-	// first checkpoint is due (zero: none pending).
-	ticks   time.Time
+	// firstAt is when the early first checkpoint is due (zero: none
+	// pending).
 	firstAt time.Time
 	// checkpointing is when the running checkpoint began (zero: none);
 	// lastStart when the newest one began.
@@ -139,7 +138,7 @@ func (st *jobState) setRestored(gen int) {
 func (st *jobState) begin(now, firstAt time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.started, st.ticks, st.firstAt = now, now, firstAt
+	st.started, st.firstAt = now, firstAt
 }
 
 // firstTaken records that the early first checkpoint is no longer due.
@@ -176,7 +175,7 @@ func (s *supervisor) status() *JobStatus {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	js.Started, js.RestoredFrom = st.started, st.restoredFrom
-	js.NextCheckpoint = nextCheckpoint(time.Now(), st.ticks, st.firstAt, s.interval)
+	js.NextCheckpoint = nextCheckpoint(time.Now(), st.started, st.firstAt, s.interval)
 	if !st.checkpointing.IsZero() {
 		at := st.checkpointing
 		js.CheckpointingSince = &at
