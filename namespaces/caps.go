@@ -36,8 +36,11 @@ var stubCaps = []uintptr{
 // covers what it does there.
 func StubCaps() []uintptr { return kernel.FilterCaps(stubCaps) }
 
-// initCaps are the capabilities init is started with.
-func initCaps() []uintptr { return StubCaps() }
+// initCaps are the capabilities init is started with: the stubs' and
+// CAP_NET_ADMIN, with which it brings up the loopback interface of a job
+// network namespace. Neither the job nor a stub inherits it: both are
+// started with ambient sets of their own.
+func initCaps() []uintptr { return append(StubCaps(), unix.CAP_NET_ADMIN) }
 
 // CapMask returns the capability bit mask of caps, as /proc/pid/status shows
 // it in CapEff and friends.

@@ -173,6 +173,11 @@ func (s *initServer) setup(cfg initConfig) error {
 	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
+	if cfg.Loopback {
+		if err := loopbackUp(); err != nil {
+			return err
+		}
+	}
 	// The pre-init moved the PID counter to the top: every thread made now
 	// gets a PID there, and the Go runtime reuses idle threads instead of
 	// making new ones later, when PIDs belong to the job. The counter stays

@@ -41,6 +41,9 @@ type initConfig struct {
 	MonotonicNs   int64 `json:"monotonic_ns"`
 	BoottimeNs    int64 `json:"boottime_ns"`
 	OutliveMain   bool  `json:"outlive_main,omitempty"`
+	// Loopback brings the interface lo up: the job has a network
+	// namespace of its own, which starts with every interface down.
+	Loopback bool `json:"loopback,omitempty"`
 	// Kernel is the supervisor's probe of the kernel: init uses it as it
 	// is, and starts no probe process of its own in the job's namespace.
 	Kernel *kernel.Set `json:"kernel"`

@@ -40,6 +40,12 @@ type Options struct {
 	// IPC objects with processes outside the job. Such a job's System V
 	// objects cannot be checkpointed.
 	SharedIPC bool
+	// PrivateNetwork gives the job a network namespace of its own, owned
+	// by the job user namespace, with only loopback up: TCP between the
+	// job's processes can then be checkpointed (TCP_REPAIR needs
+	// CAP_NET_ADMIN over the namespace, which its owner has), and a
+	// restart binds the job's ports again without meeting the node's.
+	PrivateNetwork bool
 	// MonotonicOffset and BoottimeOffset are added to the host's
 	// CLOCK_MONOTONIC and CLOCK_BOOTTIME inside the time namespace. They
 	// may be negative, as long as the resulting clocks are not.
@@ -148,13 +154,14 @@ func start(opts Options, configure func(*initConfig)) (*Sandbox, error) {
 	if err != nil {
 		close(s.threadDone)
 		ours.Close()
-		return nil, fmt.Errorf("sandbox: create user/pid/mount/ipc namespaces: %w", err)
+		return nil, fmt.Errorf("sandbox: create user/pid/mount/ipc/net namespaces: %w", err)
 	}
 	logrus.Debugf("sandbox: init started as host pid %d", cmd.Process.Pid)
 
 	cfg := initConfig{
 		TimeNamespace: opts.TimeNamespace,
 		OutliveMain:   opts.OutliveMain,
+		Loopback:      opts.PrivateNetwork,
 		MonotonicNs:   int64(opts.MonotonicOffset),
 		BoottimeNs:    int64(opts.BoottimeOffset),
 		Kernel:        features,
@@ -202,6 +209,9 @@ func initCommand(opts Options, preInit, ctrl, exe *os.File) *exec.Cmd {
 		// user namespace owns: a checkpoint can list them all, and a
 		// restart can give them back their ids.
 		flags |= syscall.CLONE_NEWIPC
+	}
+	if opts.PrivateNetwork {
+		flags |= syscall.CLONE_NEWNET
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags:  flags,

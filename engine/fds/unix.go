@@ -39,7 +39,7 @@ func (unixKind) restore(c *restoreCtx, f *image.FD) error { return c.restoreUnix
 // dumpSocket records the socket with inode ino.
 func (c *dumpCtx) dumpSocket(ino uint64, out *image.FD) error {
 	if c.socks == nil {
-		socks, info, err := unixsock.Diag()
+		socks, info, err := unixsock.Diag(c.p.Sockets())
 		if err != nil {
 			return err
 		}
@@ -179,7 +179,7 @@ func (c *restoreCtx) restoreUnix(f *image.FD) error {
 			u.Name = path.Join(c.img.Cwd, u.Name)
 		}
 	}
-	fd, peerFD, err := unixsock.Restore(&s, peer)
+	fd, peerFD, err := unixsock.Restore(c.p.Sockets(), &s, peer)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 )
 
 // Restore re-creates the recorded socket s in the caller, with its queued
@@ -39,7 +40,7 @@ import (
 //     is sent to that name from a throw-away socket.
 //
 // On error every descriptor created here is closed.
-func Restore(s, peer *image.UnixSocket) (fd, peerFD int, err error) {
+func Restore(net inject.SocketMaker, s, peer *image.UnixSocket) (fd, peerFD int, err error) {
 	fd, peerFD = -1, -1
 	defer func() {
 		if err != nil {
@@ -53,11 +54,11 @@ func Restore(s, peer *image.UnixSocket) (fd, peerFD int, err error) {
 		if len(s.Queue) > 0 {
 			return fd, peerFD, fmt.Errorf("restore unix socket %d: a listening socket with queued data is not supported", s.Inode)
 		}
-		fd, err = CreateListener(s)
+		fd, err = CreateListener(net, s)
 		return fd, peerFD, err
 
 	case StateUnconnected:
-		if fd, err = newSocket(s.Type); err != nil {
+		if fd, err = newSocket(net, s.Type); err != nil {
 			return fd, peerFD, fmt.Errorf("restore unix socket %d: %w", s.Inode, err)
 		}
 		if s.Name != "" {
@@ -65,7 +66,7 @@ func Restore(s, peer *image.UnixSocket) (fd, peerFD int, err error) {
 				return fd, peerFD, fmt.Errorf("restore unix socket %d: %w", s.Inode, err)
 			}
 		}
-		if err = refillUnconnected(s); err != nil {
+		if err = refillUnconnected(net, s); err != nil {
 			return fd, peerFD, fmt.Errorf("restore unix socket %d: %w", s.Inode, err)
 		}
 		return fd, peerFD, ApplyShutdown(fd, s.Shutdown)
@@ -79,7 +80,7 @@ func Restore(s, peer *image.UnixSocket) (fd, peerFD int, err error) {
 	if err != nil {
 		return fd, peerFD, fmt.Errorf("restore unix socket %d: %w", s.Inode, err)
 	}
-	fd, other, err := CreatePair(s.Type)
+	fd, other, err := CreatePair(net, s.Type)
 	if err != nil {
 		return fd, peerFD, fmt.Errorf("restore unix socket %d: %w", s.Inode, err)
 	}
@@ -146,8 +147,8 @@ func pairKind(s, peer *image.UnixSocket) (oneWay, gone bool, err error) {
 // CreatePair returns both ends of a new AF_UNIX socketpair of type sockType
 // (close-on-exec, blocking, as the job's sockets were created unless it
 // changed them; the engine restores fd flags separately).
-func CreatePair(sockType int) (int, int, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, sockType|unix.SOCK_CLOEXEC, 0)
+func CreatePair(net inject.SocketMaker, sockType int) (int, int, error) {
+	fds, err := net.Socketpair(unix.AF_UNIX, sockType, 0)
 	if err != nil {
 		return -1, -1, fmt.Errorf("socketpair type %d: %w", sockType, err)
 	}
@@ -157,11 +158,11 @@ func CreatePair(sockType int) (int, int, error) {
 // CreateListener returns a socket bound to s.Name and listening with
 // s.Backlog. A socket file left at the path by the checkpointed job is
 // removed first; any other file there is an error, never removed.
-func CreateListener(s *image.UnixSocket) (int, error) {
+func CreateListener(net inject.SocketMaker, s *image.UnixSocket) (int, error) {
 	if s.Name == "" {
 		return -1, fmt.Errorf("listening unix socket %d has no name", s.Inode)
 	}
-	fd, err := newSocket(s.Type)
+	fd, err := newSocket(net, s.Type)
 	if err != nil {
 		return -1, fmt.Errorf("listening unix socket %d: %w", s.Inode, err)
 	}
@@ -183,11 +184,11 @@ func CreateListener(s *image.UnixSocket) (int, error) {
 // its backlog again. Data the client had already sent sits in the server
 // end that has no descriptor yet and cannot be read without accepting, so a
 // caller must refuse a client whose Info.SendQueue is not 0.
-func ConnectPending(client *image.UnixSocket, name string) (int, error) {
+func ConnectPending(net inject.SocketMaker, client *image.UnixSocket, name string) (int, error) {
 	if len(client.Queue) > 0 {
 		return -1, fmt.Errorf("unix socket %d: queued data on a connection not accepted yet is not supported", client.Inode)
 	}
-	fd, err := newSocket(client.Type)
+	fd, err := newSocket(net, client.Type)
 	if err != nil {
 		return -1, fmt.Errorf("unix socket %d: %w", client.Inode, err)
 	}
@@ -226,14 +227,14 @@ func ApplyShutdown(fd int, bits int) error {
 // refillUnconnected sends the recorded queue of an unconnected datagram
 // socket to its name from a throw-away socket. The senders' addresses are
 // lost: recvfrom in the job sees the throw-away socket, which is unnamed.
-func refillUnconnected(s *image.UnixSocket) error {
+func refillUnconnected(net inject.SocketMaker, s *image.UnixSocket) error {
 	if len(s.Queue) == 0 {
 		return nil
 	}
 	if s.Type != unix.SOCK_DGRAM || s.Name == "" {
 		return fmt.Errorf("queued data on an unconnected socket of type %d named %q cannot be refilled", s.Type, s.Name)
 	}
-	tmp, err := newSocket(s.Type)
+	tmp, err := newSocket(net, s.Type)
 	if err != nil {
 		return err
 	}
@@ -243,8 +244,8 @@ func refillUnconnected(s *image.UnixSocket) error {
 }
 
 // newSocket returns a new close-on-exec AF_UNIX socket of type sockType.
-func newSocket(sockType int) (int, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, sockType|unix.SOCK_CLOEXEC, 0)
+func newSocket(net inject.SocketMaker, sockType int) (int, error) {
+	fd, err := net.Socket(unix.AF_UNIX, sockType, 0)
 	if err != nil {
 		return -1, fmt.Errorf("socket type %d: %w", sockType, err)
 	}

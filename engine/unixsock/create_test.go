@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 )
 
 // TestRestoreListener rebuilds a listener with a pending connection, over a
@@ -18,14 +19,14 @@ func TestRestoreListener(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "listen.sock")
 	for _, name := range []string{path, fmt.Sprintf("@ckpt-unixsock-restore-%d", os.Getpid())} {
 		t.Run(name, func(t *testing.T) {
-			l, _ := newSocket(unix.SOCK_STREAM)
+			l, _ := newSocket(inject.Host, unix.SOCK_STREAM)
 			if err := unix.Bind(l, &unix.SockaddrUnix{Name: name}); err != nil {
 				t.Fatal(err)
 			}
 			if err := unix.Listen(l, 5); err != nil {
 				t.Fatal(err)
 			}
-			c, _ := newSocket(unix.SOCK_STREAM)
+			c, _ := newSocket(inject.Host, unix.SOCK_STREAM)
 			if err := unix.Connect(c, &unix.SockaddrUnix{Name: name}); err != nil {
 				t.Fatal(err)
 			}
@@ -35,7 +36,7 @@ func TestRestoreListener(t *testing.T) {
 			unix.Close(c)
 			unix.Close(l)
 
-			nl, peer, err := Restore(sl, nil)
+			nl, peer, err := Restore(inject.Host, sl, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -46,7 +47,7 @@ func TestRestoreListener(t *testing.T) {
 			if ic.SendQueue != 0 {
 				t.Fatalf("client had %d bytes unaccepted", ic.SendQueue)
 			}
-			nc, err := ConnectPending(sc, sl.Name)
+			nc, err := ConnectPending(inject.Host, sc, sl.Name)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -71,7 +72,7 @@ func TestRestoreListenerRefusesNonSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &image.UnixSocket{Inode: 1, Type: unix.SOCK_STREAM, State: StateListen, Name: path, Backlog: 1}
-	if fd, _, err := Restore(s, nil); err == nil {
+	if fd, _, err := Restore(inject.Host, s, nil); err == nil {
 		unix.Close(fd)
 		t.Fatal("Restore bound over a regular file")
 	}
@@ -84,12 +85,12 @@ func TestRestoreListenerRefusesNonSocket(t *testing.T) {
 // unconnected receiver, with messages queued at the receiver.
 func TestRestoreOneWayDgram(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rx")
-	rx, _ := newSocket(unix.SOCK_DGRAM)
+	rx, _ := newSocket(inject.Host, unix.SOCK_DGRAM)
 	closeLater(t, rx)
 	if err := unix.Bind(rx, &unix.SockaddrUnix{Name: path}); err != nil {
 		t.Fatal(err)
 	}
-	tx, _ := newSocket(unix.SOCK_DGRAM)
+	tx, _ := newSocket(inject.Host, unix.SOCK_DGRAM)
 	closeLater(t, tx)
 	if err := unix.Connect(tx, &unix.SockaddrUnix{Name: path}); err != nil {
 		t.Fatal(err)
@@ -102,7 +103,7 @@ func TestRestoreOneWayDgram(t *testing.T) {
 	if stx.PeerInode != srx.Inode || srx.PeerInode != 0 || srx.State != StateUnconnected {
 		t.Fatalf("recorded tx %+v rx %+v", stx, srx)
 	}
-	ntx, nrx, err := Restore(stx, srx)
+	ntx, nrx, err := Restore(inject.Host, stx, srx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +118,7 @@ func TestRestoreOneWayDgram(t *testing.T) {
 		t.Fatal(d)
 	}
 	// Another sender can reach the receiver by name, as before.
-	other, _ := newSocket(unix.SOCK_DGRAM)
+	other, _ := newSocket(inject.Host, unix.SOCK_DGRAM)
 	closeLater(t, other)
 	if err := unix.Sendto(other, []byte("hi"), 0, &unix.SockaddrUnix{Name: path}); err != nil {
 		t.Fatalf("send to restored receiver: %v", err)
@@ -129,7 +130,7 @@ func TestRestoreOneWayDgram(t *testing.T) {
 func TestRestoreUnconnectedQueue(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rx")
 	s := &image.UnixSocket{Inode: 9, Type: unix.SOCK_DGRAM, State: StateUnconnected, Name: path, Queue: msgsOfSizes(70, 1, 0, 2)}
-	fd, peer, err := Restore(s, nil)
+	fd, peer, err := Restore(inject.Host, s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +142,7 @@ func TestRestoreUnconnectedQueue(t *testing.T) {
 		t.Fatal(d)
 	}
 	s.Queue = msgsOfSizes(71, make([]int, 100)...)
-	if fd, _, err := Restore(s, nil); err == nil {
+	if fd, _, err := Restore(inject.Host, s, nil); err == nil {
 		unix.Close(fd)
 		t.Fatal("100 datagrams for an unconnected receiver accepted beyond max_dgram_qlen")
 	}
@@ -152,7 +153,7 @@ func TestRestoreUnconnectedQueue(t *testing.T) {
 func TestRestorePeerGone(t *testing.T) {
 	for _, typ := range []int{unix.SOCK_STREAM, unix.SOCK_SEQPACKET} {
 		t.Run(typeName(typ), func(t *testing.T) {
-			a, b, err := CreatePair(typ)
+			a, b, err := CreatePair(inject.Host, typ)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -164,7 +165,7 @@ func TestRestorePeerGone(t *testing.T) {
 			if sa.State != StateConnected || sa.PeerInode != 0 || sa.Shutdown != 3 {
 				t.Fatalf("recorded %+v", sa)
 			}
-			na, peer, err := Restore(sa, nil)
+			na, peer, err := Restore(inject.Host, sa, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -190,11 +191,11 @@ func TestRestorePeerGone(t *testing.T) {
 // the error.
 func TestRestoreRefusesOutsidePeer(t *testing.T) {
 	s := &image.UnixSocket{Inode: 1, PeerInode: 2, Type: unix.SOCK_STREAM, State: StateConnected}
-	if _, _, err := Restore(s, nil); err == nil {
+	if _, _, err := Restore(inject.Host, s, nil); err == nil {
 		t.Fatal("Restore accepted a peer outside the job")
 	}
 	p := &image.UnixSocket{Inode: 2, PeerInode: 3, Type: unix.SOCK_STREAM, State: StateConnected}
-	if _, _, err := Restore(s, p); err == nil {
+	if _, _, err := Restore(inject.Host, s, p); err == nil {
 		t.Fatal("Restore accepted a stream peer connected elsewhere")
 	}
 }
@@ -209,7 +210,7 @@ func TestRestoreShutdown(t *testing.T) {
 	}
 	sa, _ := record(t, a)
 	sb, _ := record(t, b)
-	na, nb, err := Restore(sa, sb)
+	na, nb, err := Restore(inject.Host, sa, sb)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 )
 
 // Values of <linux/unix_diag.h>; golang.org/x/sys/unix does not carry them.
@@ -80,8 +81,8 @@ type Info struct {
 // where the kernel says established (because another socket connected to
 // it). Paths are as bound: relative to the binder's cwd, in its mount
 // namespace.
-func Diag() (map[uint64]*image.UnixSocket, map[uint64]Info, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+func Diag(net inject.SocketMaker) (map[uint64]*image.UnixSocket, map[uint64]Info, error) {
+	fd, err := net.Socket(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, nil, fmt.Errorf("unix diag: netlink socket: %w", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 )
 
 // TestDiagPairs checks what Diag reports for connected pairs: type, state,
@@ -75,7 +77,7 @@ func TestDiagListener(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			l, err := newSocket(tc.sockType)
+			l, err := newSocket(inject.Host, tc.sockType)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -86,7 +88,7 @@ func TestDiagListener(t *testing.T) {
 			if err := unix.Listen(l, tc.backlog); err != nil {
 				t.Fatal(err)
 			}
-			c, err := newSocket(tc.sockType)
+			c, err := newSocket(inject.Host, tc.sockType)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -121,7 +123,7 @@ func TestDiagListener(t *testing.T) {
 // peer's.
 func TestDiagAcceptedNames(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "srv")
-	l, err := newSocket(unix.SOCK_STREAM)
+	l, err := newSocket(inject.Host, unix.SOCK_STREAM)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +134,7 @@ func TestDiagAcceptedNames(t *testing.T) {
 	if err := unix.Listen(l, 4); err != nil {
 		t.Fatal(err)
 	}
-	c, _ := newSocket(unix.SOCK_STREAM)
+	c, _ := newSocket(inject.Host, unix.SOCK_STREAM)
 	closeLater(t, c)
 	if err := unix.Connect(c, &unix.SockaddrUnix{Name: path}); err != nil {
 		t.Fatal(err)
@@ -158,7 +160,7 @@ func TestDiagUnconnected(t *testing.T) {
 	abstract := fmt.Sprintf("@ckpt-unixsock-dgram-%d\x00tail", os.Getpid())
 	for _, name := range []string{"", filepath.Join(t.TempDir(), "d"), abstract} {
 		t.Run(fmt.Sprintf("%q", name), func(t *testing.T) {
-			fd, err := newSocket(unix.SOCK_DGRAM)
+			fd, err := newSocket(inject.Host, unix.SOCK_DGRAM)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -10,12 +10,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 )
 
 // testPair returns a socketpair of sockType closed at the end of the test.
 func testPair(t *testing.T, sockType int) (int, int) {
 	t.Helper()
-	a, b, err := CreatePair(sockType)
+	a, b, err := CreatePair(inject.Host, sockType)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +142,7 @@ func record(t *testing.T, fd int) (*image.UnixSocket, Info) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	socks, infos, err := Diag()
+	socks, infos, err := Diag(inject.Host)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 )
 
 // TestPeekAndRestorePair queues data in both directions of a socketpair,
@@ -59,7 +61,7 @@ func TestPeekAndRestorePair(t *testing.T) {
 				t.Fatalf("SO_PEEK_OFF after peek = %d, %v; want -1", off, err)
 			}
 
-			na, nb, err := Restore(sa, sb)
+			na, nb, err := Restore(inject.Host, sa, sb)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,7 +130,7 @@ func TestPeekAfterShutdown(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			a, b, err := CreatePair(tc.sockType)
+			a, b, err := CreatePair(inject.Host, tc.sockType)
 			if err != nil {
 				t.Fatal(err)
 			}
