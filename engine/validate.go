@@ -10,6 +10,7 @@ import (
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/abi"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/fds"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inetsock"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/kernel"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/memory"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
@@ -390,6 +391,10 @@ func (v *validator) checkFiles(gen *image.Generation, p *image.Process) error {
 				return fmt.Errorf("fd %d: %d epoll entries", f.Num, len(f.Epoll))
 			}
 		case image.FDEventfd, image.FDPipe, image.FDUnix:
+		case image.FDInet:
+			if err := inetsock.Validate(f.Inet); err != nil {
+				return fmt.Errorf("fd %d: %v", f.Num, err)
+			}
 		case image.FDMemfd, image.FDDeleted, image.FDTimerfd, image.FDSignalfd, image.FDInotify:
 			// Only the first descriptor of an open file description
 			// carries its state; the others share it.

@@ -94,6 +94,10 @@ func (jr *Restorer) Fetch(into *inject.Process, h Holder) (uint64, error) {
 // Release closes the descriptors held only while files were passed
 // between processes.
 func (jr *Restorer) Release() error {
+	// Every socket exists now: connections between them can go on.
+	if err := jr.inet.Finish(); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
 	for _, h := range jr.kept {
 		if _, err := h.P.Main.Call("close", unix.SYS_CLOSE, h.FD); err != nil {
 			return fmt.Errorf("restore pid %d: %w", h.PID, err)

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inetsock"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 )
 
@@ -32,6 +33,8 @@ type Restorer struct {
 	fifoKeepers map[uint64]Holder
 	// unix are the job's unix sockets by inode.
 	unix map[uint64]*image.FD
+	// inet re-creates the job's TCP and UDP sockets.
+	inet inetsock.Finisher
 }
 
 // NewRestorer prepares the restore of the descriptors of procs, whose

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inetsock"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/proc"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/unixsock"
@@ -44,6 +45,9 @@ type Dumper struct {
 	socks    map[uint64]*image.UnixSocket
 	sockInfo map[uint64]unixsock.Info
 	unixSeen map[uint64]bool
+	// inet are the job's TCP and UDP sockets, one per open file
+	// description, paired once every process is recorded.
+	inet []inetsock.Ref
 }
 
 // NewDumper starts the dump of a job's descriptors. Close releases it.
@@ -58,8 +62,10 @@ func (d *Dumper) Close() { d.peeker.close() }
 // dumpCtx is the descriptor being dumped.
 type dumpCtx struct {
 	*Dumper
-	p  *inject.Process
-	fd *proc.FD
+	p *inject.Process
+	// pid is the process's number in the job, for messages.
+	pid int
+	fd  *proc.FD
 	// first says this is the first descriptor of its open file
 	// description: state the description holds is dumped with it.
 	first bool
@@ -79,7 +85,7 @@ func (d *Dumper) Dump(p *inject.Process, img *image.Process) error {
 	for i := range fds {
 		fd := &fds[i]
 		out := image.FD{Num: fd.Num, Flags: fd.Flags, Pos: fd.Pos}
-		c := &dumpCtx{Dumper: d, p: p, fd: fd}
+		c := &dumpCtx{Dumper: d, p: p, pid: img.PID, fd: fd}
 		if out.OFD, c.first, err = d.ofds.id(p.PID, fd.Num); err != nil {
 			return fmt.Errorf("pid %d fd %d: %w", img.PID, fd.Num, err)
 		}

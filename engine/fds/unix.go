@@ -10,18 +10,20 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inetsock"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject"
 	"github.com/ckpt-apptainer/ckpt-apptainer/engine/unixsock"
 )
 
 // unixKind is a socket. AF_UNIX sockets are taken along with their queued
-// data; any other socket (TCP, UDP, netlink...) reaches beyond the job and
-// fails the checkpoint with its kind named. A socket and its peer are
-// re-created together in the supervisor, where the queues are refilled,
-// and passed to the processes that had them.
+// data, TCP and UDP ones as inet.go says; any other (netlink, packet...)
+// reaches beyond the job and fails the checkpoint with its kind named. A
+// unix socket and its peer are re-created together in the supervisor,
+// where the queues are refilled, and passed to the processes that had
+// them.
 type unixKind struct{}
 
-func (unixKind) records() []image.FDKind { return []image.FDKind{image.FDUnix} }
+func (unixKind) records() []image.FDKind { return []image.FDKind{image.FDUnix, image.FDInet} }
 
 func (unixKind) claims(c *dumpCtx) bool { return strings.HasPrefix(c.fd.Target, "socket:[") }
 
@@ -34,7 +36,12 @@ func (unixKind) dump(c *dumpCtx, out *image.FD) error {
 	return c.dumpSocket(ino, out)
 }
 
-func (unixKind) restore(c *restoreCtx, f *image.FD) error { return c.restoreUnix(f) }
+func (unixKind) restore(c *restoreCtx, f *image.FD) error {
+	if f.Kind == image.FDInet {
+		return c.restoreInet(f)
+	}
+	return c.restoreUnix(f)
+}
 
 // dumpSocket records the socket with inode ino.
 func (c *dumpCtx) dumpSocket(ino uint64, out *image.FD) error {
@@ -46,6 +53,9 @@ func (c *dumpCtx) dumpSocket(ino uint64, out *image.FD) error {
 		c.socks, c.sockInfo = socks, info
 	}
 	s, ok := c.socks[ino]
+	if !ok && isInet(c.p, c.fd.Num) {
+		return c.dumpInet(ino, out)
+	}
 	if !ok {
 		return fmt.Errorf("socket:[%d] (%s): only unix sockets between processes of the job are supported", ino, socketKind(c.p, c.fd.Num))
 	}
@@ -101,6 +111,9 @@ func checkSocketPath(hostPID int, s *image.UnixSocket) error {
 // system daemon, the user's session): that end cannot be restored. It runs
 // once every process is dumped.
 func (jd *Dumper) CheckPeers(procs []*image.Process) error {
+	if err := inetsock.Pair(jd.inet); err != nil {
+		return err
+	}
 	for _, p := range procs {
 		for _, f := range p.Files {
 			if f.Kind != image.FDUnix || f.Unix.PeerInode == 0 || jd.unixSeen[f.Unix.PeerInode] {

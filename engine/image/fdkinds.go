@@ -120,6 +120,8 @@ func (f *FD) KindName() FDKind {
 		return FDMemfd
 	case f.Unix != nil:
 		return FDUnix
+	case f.Inet != nil:
+		return FDInet
 	case f.Pipe != nil:
 		return FDPipe
 	}

@@ -205,6 +205,7 @@ const (
 	FDPipe    FDKind = "pipe"    // one end of an anonymous pipe
 	FDFifo    FDKind = "fifo"    // one end of a named pipe, re-opened by path
 	FDUnix    FDKind = "unix"    // AF_UNIX socket
+	FDInet    FDKind = "inet"    // IPv4 or IPv6 TCP or UDP socket
 )
 
 // FD is one open file descriptor.
@@ -233,6 +234,8 @@ type FD struct {
 	Pipe *Pipe `json:"pipe,omitempty"`
 	// Unix describes an AF_UNIX socket.
 	Unix *UnixSocket `json:"unix,omitempty"`
+	// Inet describes a TCP or UDP socket.
+	Inet *InetSocket `json:"inet,omitempty"`
 	// Anon describes a timerfd, signalfd or inotify descriptor.
 	Anon *AnonFD `json:"anon,omitempty"`
 	// Contents describes a memfd or deleted file whose data the image holds.

@@ -25,3 +25,88 @@ type UnixSocket struct {
 	// or more entries) for stream sockets.
 	Queue [][]byte `json:"queue,omitempty"`
 }
+
+// InetSocket is a TCP or UDP socket of the job's own network namespace.
+// A connection between two of the job's sockets is restored on both ends
+// with TCP_REPAIR: the same addresses, sequence numbers, queued data and
+// negotiated options, with no packet exchanged.
+type InetSocket struct {
+	// Family is AF_INET or AF_INET6; Type SOCK_STREAM or SOCK_DGRAM.
+	Family int `json:"family"`
+	Type   int `json:"type"`
+	// State is one of the Inet* states below.
+	State string `json:"state"`
+	// Local and Peer are the bound and connected addresses as "ip:port"
+	// ("[ip]:port" for IPv6); empty when not bound or not connected.
+	Local string `json:"local,omitempty"`
+	Peer  string `json:"peer,omitempty"`
+	// Backlog is a listening socket's backlog.
+	Backlog int `json:"backlog,omitempty"`
+	// Options are the socket options set on it, by name (see
+	// engine/inetsock), read back as getsockopt gives them.
+	Options map[string]int `json:"options,omitempty"`
+	// TCP is the connection state of a connected TCP socket.
+	TCP *TCPConn `json:"tcp,omitempty"`
+	// Datagrams wait in a UDP socket's receive queue.
+	Datagrams []Datagram `json:"datagrams,omitempty"`
+
+	// Waiting is, at checkpoint time, how many connections wait in a
+	// listener's backlog: each must be a client of the job's own.
+	Waiting int `json:"-"`
+}
+
+// States of an InetSocket.
+const (
+	InetUnconnected = "unconnected" // TCP before listen or connect, UDP not connected
+	InetListen      = "listen"
+	InetEstablished = "established"
+	// InetFinWait2 sent its FIN, which the peer acknowledged: shutdown
+	// (SHUT_WR) on this end. InetCloseWait received the peer's FIN.
+	InetFinWait2  = "fin-wait2"
+	InetCloseWait = "close-wait"
+	// InetPending is a client whose connection waits, not yet accepted,
+	// in the backlog of a listener of the job.
+	InetPending = "pending"
+	// InetConnected is a UDP socket with a default peer.
+	InetConnected = "connected"
+)
+
+// TCPConn is what TCP_REPAIR reads of a connection.
+type TCPConn struct {
+	// SendSeq is the sequence number after the last byte queued for
+	// sending (write_seq), RecvSeq the next one expected (rcv_nxt). A
+	// FIN sent or received is counted in them.
+	SendSeq uint32 `json:"send_seq"`
+	RecvSeq uint32 `json:"recv_seq"`
+	// SendQueue is everything written and not yet acknowledged; its last
+	// Unsent bytes were not sent yet. RecvQueue is what was received and
+	// not yet read.
+	SendQueue []byte `json:"send_queue,omitempty"`
+	Unsent    int    `json:"unsent,omitempty"`
+	RecvQueue []byte `json:"recv_queue,omitempty"`
+	// MSS, the window scales and the options negotiated at connect time.
+	MSS        int  `json:"mss"`
+	SendWScale int  `json:"send_wscale,omitempty"`
+	RecvWScale int  `json:"recv_wscale,omitempty"`
+	WScale     bool `json:"wscale,omitempty"`
+	SACK       bool `json:"sack,omitempty"`
+	Timestamps bool `json:"timestamps,omitempty"`
+	// TSVal is the connection's timestamp clock (TCP_TIMESTAMP).
+	TSVal uint32 `json:"ts_val,omitempty"`
+	// Window is struct tcp_repair_window: snd_wl1, snd_wnd, max_window,
+	// rcv_wnd, rcv_wup.
+	Window [5]uint32 `json:"window"`
+
+	// Delivered is, at checkpoint time, how many bytes the peer
+	// acknowledged over the connection's life: data a client sent to a
+	// connection still waiting to be accepted, which the checkpoint
+	// cannot read.
+	Delivered uint64 `json:"-"`
+}
+
+// Datagram is one datagram waiting in a UDP socket's queue, with the
+// address it came from.
+type Datagram struct {
+	From string `json:"from"`
+	Data []byte `json:"data"`
+}

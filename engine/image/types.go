@@ -61,6 +61,10 @@ type Manifest struct {
 	// IPC is the System V IPC state of the job's IPC namespace; nil when
 	// the job had none or shared the host's namespace.
 	IPC *SysVIPC `json:"ipc,omitempty"`
+	// Network is NetworkPrivate when the job had a network namespace of
+	// its own (--net private); its TCP and UDP sockets are restored into
+	// a new one. Empty: the node's network.
+	Network string `json:"network,omitempty"`
 	// Container is the Apptainer container the application ran in; nil
 	// for a plain job.
 	Container *Container `json:"container,omitempty"`
@@ -104,6 +108,10 @@ type Manifest struct {
 	// postrestore) are in the directory's hook log (Store.HookLog).
 	Hooks []HookRun `json:"hooks,omitempty"`
 }
+
+// NetworkPrivate is Manifest.Network for a job with a network namespace of
+// its own.
+const NetworkPrivate = "private"
 
 // HookRun is one lifecycle hook that ran.
 type HookRun struct {

@@ -299,6 +299,9 @@ func (s *supervisor) manifest() *image.Manifest {
 	if ns, err := namespaces.Namespaces(s.jobPID); err == nil {
 		m.Namespaces = ns
 	}
+	if s.opts.Net == NetPrivate {
+		m.Network = image.NetworkPrivate
+	}
 	if mounts, err := namespaces.Mounts(s.jobPID); err == nil {
 		m.Mounts = mounts
 	}

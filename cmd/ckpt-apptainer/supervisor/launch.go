@@ -72,7 +72,8 @@ func launchJob(s *supervisor, argv []string) error {
 	if s.cpuSeen, err = engine.CPUSeen(nil); err != nil {
 		s.log.Warnf("%v: checkpoints cannot tell which CPUs the job may move to", err)
 	}
-	opts := namespaces.Options{TimeNamespace: s.wantTimeNamespace(), OutliveMain: s.container.isInstance()}
+	opts := namespaces.Options{TimeNamespace: s.wantTimeNamespace(), OutliveMain: s.container.isInstance(),
+		PrivateNetwork: s.opts.Net == NetPrivate}
 	if err := s.startSandbox(opts); err != nil {
 		return err
 	}

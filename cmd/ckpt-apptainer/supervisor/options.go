@@ -33,6 +33,8 @@ type Options struct {
 	NoCgroup     bool
 	// NoTimens gives the job no time namespace.
 	NoTimens bool
+	// Net is the job's network: NetHost or NetPrivate.
+	Net string
 	// Signal also ends the job with a final checkpoint, as SIGTERM does
 	// (a name such as USR1).
 	Signal string
@@ -85,6 +87,23 @@ func pageCodec(compress string) (string, error) {
 		return image.CodecZstd, nil
 	}
 	return "", fmt.Errorf("--compress %q: want zstd or none", compress)
+}
+
+// The values of --net.
+const (
+	// NetHost leaves the job in the node's network namespace.
+	NetHost = "host"
+	// NetPrivate gives the job a network namespace of its own.
+	NetPrivate = "private"
+)
+
+// checkNet validates --net.
+func checkNet(net string) error {
+	switch net {
+	case NetHost, NetPrivate:
+		return nil
+	}
+	return fmt.Errorf("--net %q: want host (the node's network, as programs run without the tool have it) or private (a network of the job's own, whose TCP connections between its processes can be checkpointed)", net)
 }
 
 // ExitStatus is the status the supervisor exits with when the job ended

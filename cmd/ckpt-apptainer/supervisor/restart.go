@@ -125,6 +125,9 @@ func (s *supervisor) restoreGeneration(gen *image.Generation, img string) (_ *re
 	if err := engine.CheckRequirements(m, s.opts.NoTimens); err != nil {
 		return nil, fmt.Errorf("restart not started: %w", err)
 	}
+	if m.Network == image.NetworkPrivate && s.opts.Net != NetPrivate {
+		return nil, fmt.Errorf("restart not started: generation %d was taken of a job with a network of its own (--net private), whose sockets need one again: restart it with --net private, not --net %s", gen.Gen, s.opts.Net)
+	}
 	if err := engine.Validate(gen); err != nil {
 		return nil, fmt.Errorf("restart not started: %w", err)
 	}
@@ -199,7 +202,8 @@ func (s *supervisor) restoreGeneration(gen *image.Generation, img string) (_ *re
 			s.log.Warnf("job cgroup: %s", w)
 		}
 	}
-	opts := namespaces.Options{TimeNamespace: !s.opts.NoTimens && m.Time != nil, OutliveMain: s.container.isInstance()}
+	opts := namespaces.Options{TimeNamespace: !s.opts.NoTimens && m.Time != nil, OutliveMain: s.container.isInstance(),
+		PrivateNetwork: s.opts.Net == NetPrivate}
 	if opts.TimeNamespace {
 		mono, boot := hostClocks()
 		opts.MonotonicOffset = time.Duration(m.Time.MonotonicNs) - mono

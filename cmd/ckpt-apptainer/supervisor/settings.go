@@ -39,6 +39,7 @@ var settings = []setting{
 	{"compress", func(o *Options) any { return &o.Compress }},
 	{"no-cgroup", func(o *Options) any { return &o.NoCgroup }},
 	{"no-timens", func(o *Options) any { return &o.NoTimens }},
+	{"net", func(o *Options) any { return &o.Net }},
 	{"signal", func(o *Options) any { return &o.Signal }},
 	{"hooks", func(o *Options) any { return &o.Hooks }},
 	{"requeue", func(o *Options) any { return &o.Requeue }},

@@ -160,6 +160,13 @@ func openSupervisor(o Options) (*supervisor, error) {
 		unlock()
 		return nil, err
 	}
+	if o.Net == "" {
+		o.Net = NetHost
+	}
+	if err := checkNet(o.Net); err != nil {
+		unlock()
+		return nil, err
+	}
 	if o.Interval < 0 {
 		unlock()
 		return nil, fmt.Errorf("--interval %v: must be 0 or more", o.Interval)
