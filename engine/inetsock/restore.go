@@ -198,8 +198,14 @@ func createConn(fd int, s *image.InetSocket) error {
 	if err := sendAll(fd, sent); err != nil {
 		return fmt.Errorf("send queue: %w", err)
 	}
+	window := c.Window
+	if s.State == image.InetCloseWait && window[4] == c.RecvSeq {
+		// rcv_wup may not be past rcv_nxt, which stops short of the
+		// FIN until the peer sends it again.
+		window[4]--
+	}
 	win := make([]byte, 20)
-	for i, v := range c.Window {
+	for i, v := range window {
 		binary.NativeEndian.PutUint32(win[4*i:], v)
 	}
 	if err := unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, string(win)); err != nil {
