@@ -24,6 +24,8 @@ type programs struct {
 	mem       string
 	gotimers  string
 	counterPy string
+	// netjob is testdata/netjob.py, the TCP and UDP jobs.
+	netjob string
 	// fakecuda stands in for the GPU helper (gpu_test.go).
 	fakecuda string
 }
@@ -96,6 +98,7 @@ func build(dir string) (*programs, string, error) {
 		mem:       filepath.Join(dir, "mem"),
 		gotimers:  filepath.Join(dir, "gotimers"),
 		counterPy: filepath.Join(dir, "counter.py"),
+		netjob:    filepath.Join(dir, "netjob.py"),
 		fakecuda:  filepath.Join(dir, "fakecuda"),
 	}
 	cflags := []string{"-O2", "-g", "-Wall", "-Wextra", "-Werror"}
@@ -115,12 +118,17 @@ func build(dir string) (*programs, string, error) {
 			return nil, "", fmt.Errorf("%s: %w\n%s", strings.Join(cmd.Args, " "), err, out)
 		}
 	}
-	src, err := os.ReadFile("testdata/counter.py")
-	if err != nil {
-		return nil, "", err
-	}
-	if err := os.WriteFile(p.counterPy, src, 0o755); err != nil {
-		return nil, "", err
+	for _, script := range []struct{ src, dst string }{
+		{"testdata/counter.py", p.counterPy},
+		{"testdata/netjob.py", p.netjob},
+	} {
+		src, err := os.ReadFile(script.src)
+		if err != nil {
+			return nil, "", err
+		}
+		if err := os.WriteFile(script.dst, src, 0o755); err != nil {
+			return nil, "", err
+		}
 	}
 	return p, "", nil
 }
