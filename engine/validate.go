@@ -391,6 +391,10 @@ func (v *validator) checkFiles(gen *image.Generation, p *image.Process) error {
 				return fmt.Errorf("fd %d: %d epoll entries", f.Num, len(f.Epoll))
 			}
 		case image.FDEventfd, image.FDPipe, image.FDUnix:
+		case image.FDPty:
+			if f.Pty == nil || f.Pty.Index < 0 {
+				return fmt.Errorf("fd %d: a terminal descriptor without its terminal", f.Num)
+			}
 		case image.FDInet:
 			if err := inetsock.Validate(f.Inet); err != nil {
 				return fmt.Errorf("fd %d: %v", f.Num, err)

@@ -34,6 +34,7 @@ var kinds = []kind{
 	signalfdKind{},
 	inotifyKind{},
 	pipeKind{},
+	ptyKind{},
 	unixKind{},
 	contentsKind{},
 	fifoKind{},

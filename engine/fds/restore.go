@@ -35,6 +35,8 @@ type Restorer struct {
 	unix map[uint64]*image.FD
 	// inet re-creates the job's TCP and UDP sockets.
 	inet inetsock.Finisher
+	// ptys are the job's pseudo-terminals by number.
+	ptys map[int]*ptyPair
 }
 
 // NewRestorer prepares the restore of the descriptors of procs, whose
@@ -45,7 +47,7 @@ func NewRestorer(gen *image.Generation, procs []*image.Process) (*Restorer, erro
 		return nil, err
 	}
 	return &Restorer{gen: gen, holders: map[int]Holder{}, shmem: map[string]Holder{},
-		pipes: pipes, fifoKeepers: map[uint64]Holder{}, unix: unixOf(procs)}, nil
+		pipes: pipes, fifoKeepers: map[uint64]Holder{}, unix: unixOf(procs), ptys: ptysOf(procs)}, nil
 }
 
 // restoreCtx is the process whose descriptors are being restored.

@@ -48,12 +48,14 @@ type Dumper struct {
 	// inet are the job's TCP and UDP sockets, one per open file
 	// description, paired once every process is recorded.
 	inet []inetsock.Ref
+	// ptys are the ends of pseudo-terminals the job holds, by number.
+	ptys map[int][]ptyEnd
 }
 
 // NewDumper starts the dump of a job's descriptors. Close releases it.
 func NewDumper(opts DumpOptions) *Dumper {
 	return &Dumper{opts: opts, ofds: newOFDTable(), pipes: map[uint64]bool{},
-		peeker: newPipePeeker(), unixSeen: map[uint64]bool{}}
+		peeker: newPipePeeker(), unixSeen: map[uint64]bool{}, ptys: map[int][]ptyEnd{}}
 }
 
 // Close releases what the dump held for the whole job.

@@ -114,6 +114,9 @@ func (jd *Dumper) CheckPeers(procs []*image.Process) error {
 	if err := inetsock.Pair(jd.inet); err != nil {
 		return err
 	}
+	if err := jd.checkPtys(); err != nil {
+		return err
+	}
 	for _, p := range procs {
 		for _, f := range p.Files {
 			if f.Kind != image.FDUnix || f.Unix.PeerInode == 0 || jd.unixSeen[f.Unix.PeerInode] {

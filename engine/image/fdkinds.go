@@ -122,6 +122,8 @@ func (f *FD) KindName() FDKind {
 		return FDUnix
 	case f.Inet != nil:
 		return FDInet
+	case f.Pty != nil:
+		return FDPty
 	case f.Pipe != nil:
 		return FDPipe
 	}

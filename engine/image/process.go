@@ -206,6 +206,7 @@ const (
 	FDFifo    FDKind = "fifo"    // one end of a named pipe, re-opened by path
 	FDUnix    FDKind = "unix"    // AF_UNIX socket
 	FDInet    FDKind = "inet"    // IPv4 or IPv6 TCP or UDP socket
+	FDPty     FDKind = "pty"     // an end of a pseudo-terminal whose both ends are in the job
 )
 
 // FD is one open file descriptor.
@@ -236,6 +237,8 @@ type FD struct {
 	Unix *UnixSocket `json:"unix,omitempty"`
 	// Inet describes a TCP or UDP socket.
 	Inet *InetSocket `json:"inet,omitempty"`
+	// Pty describes an end of a pseudo-terminal.
+	Pty *Pty `json:"pty,omitempty"`
 	// Anon describes a timerfd, signalfd or inotify descriptor.
 	Anon *AnonFD `json:"anon,omitempty"`
 	// Contents describes a memfd or deleted file whose data the image holds.

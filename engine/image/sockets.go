@@ -110,3 +110,30 @@ type Datagram struct {
 	From string `json:"from"`
 	Data []byte `json:"data"`
 }
+
+// Pty is an end of a pseudo-terminal (the /dev/ptmx master or the
+// /dev/pts/N slave) whose other end is in the job too, as launchers such
+// as Open MPI's mpirun give their ranks one for their output. Its number
+// is the kernel's choice at restore; the settings are the terminal's.
+type Pty struct {
+	// Index is the terminal's number at checkpoint time (N in
+	// /dev/pts/N), which pairs the two ends.
+	Index  int  `json:"index"`
+	Master bool `json:"master,omitempty"`
+	// Termios and Winsize are the terminal's settings; nil on every
+	// descriptor but the first of the terminal.
+	Termios *Termios  `json:"termios,omitempty"`
+	Winsize [4]uint16 `json:"winsize"`
+}
+
+// Termios is struct termios.
+type Termios struct {
+	Iflag  uint32   `json:"iflag"`
+	Oflag  uint32   `json:"oflag"`
+	Cflag  uint32   `json:"cflag"`
+	Lflag  uint32   `json:"lflag"`
+	Line   uint8    `json:"line"`
+	Cc     [19]byte `json:"cc"`
+	Ispeed uint32   `json:"ispeed"`
+	Ospeed uint32   `json:"ospeed"`
+}
