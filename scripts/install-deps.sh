@@ -19,11 +19,16 @@ REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # nodes (integration/kernels_test.go, nodes_test.go); binutils and xz-utils
 # take the 9p modules out of their kernel packages (fetch-kernels.sh).
 # man-db and environment-modules read the installed man page and modulefile
-# (integration/install_test.go).
+# (integration/install_test.go). Open MPI (run through mpi4py) and MPICH (with
+# its compiler) are the MPI jobs of integration/mpi_test.go; they come from
+# the machine's own suite, before unstable is added, and without Open MPI's
+# development package, whose libnl and libssl pins clash with what unstable
+# brings.
 BASE_PKGS=(build-essential gcc make busybox-static python3 debootstrap util-linux
 	procps psmisc uidmap fuse3 time ca-certificates git
 	slurmctld slurmd slurm-client munge qemu-system-x86 binutils xz-utils
-	man-db environment-modules)
+	man-db environment-modules
+	openmpi-bin python3-mpi4py mpich libmpich-dev)
 # Packages only unstable (or testing) carries in the needed versions.
 NEW_PKGS=(apptainer squashfuse fuse-overlayfs criu)
 
@@ -238,7 +243,8 @@ install_system_packages() {
 check_tools() {
 	local c
 	for c in gcc make busybox python3 unshare newuidmap fusermount3 apptainer criu \
-		squashfuse squashfuse_ll fuse-overlayfs qemu-system-x86_64; do
+		squashfuse squashfuse_ll fuse-overlayfs qemu-system-x86_64 \
+		mpirun.openmpi mpiexec.mpich mpicc.mpich; do
 		command -v "$c" >/dev/null 2>&1 || die "$c not found after install"
 	done
 	[[ -x /usr/bin/time ]] || die "/usr/bin/time not found after install"

@@ -45,18 +45,6 @@ func sockaddr(family int, s string) (unix.Sockaddr, error) {
 	return nil, fmt.Errorf("address family %d is not IPv4 or IPv6", family)
 }
 
-// sameEndpoint says whether addresses a and b name one endpoint, an IPv4
-// address and its IPv4-mapped IPv6 form alike (a dual-stack listener's
-// connections show the mapped form).
-func sameEndpoint(a, b string) bool {
-	pa, errA := netip.ParseAddrPort(a)
-	pb, errB := netip.ParseAddrPort(b)
-	if errA != nil || errB != nil {
-		return false
-	}
-	return pa.Port() == pb.Port() && pa.Addr().Unmap() == pb.Addr().Unmap()
-}
-
 // listensFor says whether a listener bound to listener accepts connections
 // to addr: the same port, and the same address or a wildcard one.
 func listensFor(listener, addr string) bool {
