@@ -23,12 +23,14 @@ REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # its compiler) are the MPI jobs of integration/mpi_test.go; they come from
 # the machine's own suite, before unstable is added, and without Open MPI's
 # development package, whose libnl and libssl pins clash with what unstable
-# brings.
+# brings. passt (pasta) and slirp4netns are the user-mode network stacks of
+# --net private (integration/network_test.go).
 BASE_PKGS=(build-essential gcc make busybox-static python3 debootstrap util-linux
 	procps psmisc uidmap fuse3 time ca-certificates git
 	slurmctld slurmd slurm-client munge qemu-system-x86 binutils xz-utils
 	man-db environment-modules
-	openmpi-bin python3-mpi4py mpich libmpich-dev)
+	openmpi-bin python3-mpi4py mpich libmpich-dev
+	passt slirp4netns)
 # Packages only unstable (or testing) carries in the needed versions.
 NEW_PKGS=(apptainer squashfuse fuse-overlayfs criu)
 
@@ -244,7 +246,7 @@ check_tools() {
 	local c
 	for c in gcc make busybox python3 unshare newuidmap fusermount3 apptainer criu \
 		squashfuse squashfuse_ll fuse-overlayfs qemu-system-x86_64 \
-		mpirun.openmpi mpiexec.mpich mpicc.mpich; do
+		mpirun.openmpi mpiexec.mpich mpicc.mpich pasta slirp4netns; do
 		command -v "$c" >/dev/null 2>&1 || die "$c not found after install"
 	done
 	[[ -x /usr/bin/time ]] || die "/usr/bin/time not found after install"

@@ -134,6 +134,12 @@ setup_fuse() {
 	[[ -c /dev/fuse ]] || die "/dev/fuse is missing (no fuse module?)"
 	chmod 0666 /dev/fuse
 	say "/dev/fuse is mode 0666"
+	# pasta and slirp4netns open /dev/net/tun to give a job's private
+	# network a way out; distributions make it 0666, some images 0600.
+	if [[ -c /dev/net/tun ]]; then
+		chmod 0666 /dev/net/tun
+		say "/dev/net/tun is mode 0666"
+	fi
 }
 
 check_userns() {

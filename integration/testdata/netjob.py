@@ -9,6 +9,8 @@ moment finds some:
 
   pair4, pair6  a TCP connection over 127.0.0.1 or ::1 with 64 KiB unread in
                 both directions, read and refilled 512 bytes a step
+  pairtap       the same over 10.0.2.100, the address a user-mode network
+                stack gives the job
   backlog       a client that waits in a listener's backlog until step
                 STEPS*2/3, then an exchange over the accepted connection
   halfclose     a client that sent 12,000 bytes and shut its side down; the
@@ -192,6 +194,7 @@ async def async_main():
 modes = {
     "pair4": lambda: pair(socket.AF_INET, "127.0.0.1"),
     "pair6": lambda: pair(socket.AF_INET6, "::1"),
+    "pairtap": lambda: pair(socket.AF_INET, "10.0.2.100"),
     "backlog": backlog,
     "halfclose": halfclose,
     "many": many,

@@ -44,6 +44,9 @@ type supervisor struct {
 	unlock func()
 	cg     *cgroup.Cgroup // nil: ptrace-only
 	sb     *namespaces.Sandbox
+	// usernet carries a private network's traffic to the outside; nil
+	// for the node's network, or loopback only.
+	usernet *namespaces.UserNetwork
 	// timeNamespace says the job has a time namespace of its own, whose
 	// clocks checkpoints record.
 	timeNamespace bool
@@ -285,12 +288,35 @@ func (s *supervisor) startSandbox(opts namespaces.Options) error {
 			return err
 		}
 	}
+	if opts.PrivateNetwork {
+		return s.connectNetwork()
+	}
+	return nil
+}
+
+// connectNetwork gives a private network a way out through a user-mode
+// stack, before any job process runs, so that a restored job finds its
+// interface's address again.
+func (s *supervisor) connectNetwork() error {
+	u, err := namespaces.StartUserNetwork(s.sb.InitPID())
+	if err != nil {
+		s.sb.Kill()
+		return fmt.Errorf("the job's network (--net private): %w", err)
+	}
+	s.usernet = u
+	if u == nil {
+		s.log.Infof("the job's network (--net private): loopback only, no way out (neither pasta nor slirp4netns is installed)")
+		return nil
+	}
+	s.log.Infof("the job's network (--net private): loopback and %s, the job at %s, the node at %s; nothing outside reaches the job",
+		u.Name, namespaces.UserNetAddr, namespaces.UserNetGateway)
 	return nil
 }
 
 // close releases the cgroup, the control socket, write tracking and the
 // directory lock.
 func (s *supervisor) close() {
+	s.usernet.Stop()
 	s.dropCgroup()
 	if s.tracker != nil {
 		s.tracker.Close()
