@@ -31,7 +31,9 @@ func TestClaim(t *testing.T) {
 		err    string
 	}{
 		{"/dev/null", fs.ModeDevice | fs.ModeCharDevice, deviceKind{}, ""},
-		{"/dev/pts/0", fs.ModeDevice | fs.ModeCharDevice, nil, "/dev/pts/0 (Dc---------): this kind of file is not supported yet"},
+		{"/dev/pts/0", fs.ModeDevice | fs.ModeCharDevice, ptyKind{}, ""},
+		{"/dev/ptmx", fs.ModeDevice | fs.ModeCharDevice, ptyKind{}, ""},
+		{"/dev/tty", fs.ModeDevice | fs.ModeCharDevice, nil, "/dev/tty (Dc---------): this kind of file is not supported yet"},
 		{"anon_inode:[eventfd]", 0, eventfdKind{}, ""},
 		{"anon_inode:[eventpoll]", 0, epollKind{}, ""},
 		{"anon_inode:[timerfd]", 0, timerfdKind{}, ""},
@@ -67,12 +69,13 @@ func TestClaim(t *testing.T) {
 // hold has exactly one kind to restore it.
 func TestEveryRecordRestored(t *testing.T) {
 	for _, r := range []image.FDKind{image.FDFile, image.FDDevice, image.FDStdio, image.FDEventfd, image.FDEpoll,
-		image.FDPipe, image.FDFifo, image.FDUnix, image.FDTimerfd, image.FDSignalfd, image.FDInotify, image.FDMemfd, image.FDDeleted} {
+		image.FDPipe, image.FDFifo, image.FDUnix, image.FDTimerfd, image.FDSignalfd, image.FDInotify, image.FDMemfd, image.FDDeleted,
+		image.FDInet, image.FDPty} {
 		if byRecord[r] == nil {
 			t.Errorf("no kind restores %s descriptors", r)
 		}
 	}
-	if len(byRecord) != 13 {
-		t.Errorf("%d image kinds are restored, the test knows 13: add the new one above", len(byRecord))
+	if len(byRecord) != 15 {
+		t.Errorf("%d image kinds are restored, the test knows 15: add the new one above", len(byRecord))
 	}
 }

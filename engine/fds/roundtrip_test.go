@@ -111,6 +111,11 @@ func identity(f image.FD) image.FD {
 		u.Inode, u.PeerInode = 0, 0
 		f.Unix = &u
 	}
+	if f.Pty != nil {
+		p := *f.Pty
+		p.Index = 0 // the kernel's choice at restore
+		f.Pty = &p
+	}
 	if len(f.Epoll) > 0 {
 		// fdinfo lists the registrations in the kernel's tree order.
 		e := append([]image.EpollEntry(nil), f.Epoll...)
@@ -141,7 +146,7 @@ func (tp *trip) same(t *testing.T) {
 
 func describe(f image.FD) string {
 	s := fmt.Sprintf("%+v", f)
-	for _, p := range []any{f.Pipe, f.Unix, f.Anon, f.Contents, f.File} {
+	for _, p := range []any{f.Pipe, f.Unix, f.Anon, f.Contents, f.File, f.Pty} {
 		if !reflect.ValueOf(p).IsNil() {
 			s += fmt.Sprintf(" %+v", p)
 		}

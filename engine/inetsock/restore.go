@@ -73,6 +73,9 @@ func (f *Finisher) Create(net inject.SocketMaker, s *image.InetSocket) (fd int, 
 	default:
 		err = fmt.Errorf("TCP socket in state %q", s.State)
 	}
+	if errors.Is(err, unix.EADDRNOTAVAIL) {
+		err = fmt.Errorf("%w: the job's network here lacks the address; one a user-mode network stack gives (10.0.2.100) needs pasta or slirp4netns installed on this node too", err)
+	}
 	if err != nil {
 		return -1, fmt.Errorf("%s socket %s: %w", kindName(s), describe(s), err)
 	}

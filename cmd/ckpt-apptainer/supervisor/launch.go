@@ -57,6 +57,9 @@ func launchJob(s *supervisor, argv []string) error {
 	}
 	s.job = image.Job{Argv: argv, Env: os.Environ(), Cwd: cwd, UID: os.Getuid(), GID: os.Getgid()}
 	s.container = parseContainer(argv, s.job.Env)
+	if v := externalPMI(s.job.Env); v != "" {
+		s.log.Warnf("this job is an MPI rank started by srun or another launcher outside it ($%s is set): its connection to that launcher's PMI server cannot be checkpointed, and its checkpoints will be refused; start the ranks inside the job instead: ckpt-apptainer launch --net private -- mpirun -np N ./app (one node)", v)
+	}
 	if s.container != nil && s.container.refused != nil {
 		s.log.Warnf("checkpoints of this job will be refused: %v", s.container.refused)
 	}

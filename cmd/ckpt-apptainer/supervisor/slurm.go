@@ -140,3 +140,21 @@ func requeueSlurmJob(log logrus.FieldLogger, dir string) error {
 	}
 	return nil
 }
+
+// pmiServerVars are set in a process whose MPI process manager is outside
+// it: Slurm's (srun --mpi=pmix or pmi2) or another launcher's.
+var pmiServerVars = []string{"PMIX_SERVER_URI41", "PMIX_SERVER_URI4", "PMIX_SERVER_URI3", "PMIX_SERVER_URI21", "PMIX_SERVER_URI2", "PMIX_SERVER_URI", "PMI_FD", "PMI_PORT"}
+
+// externalPMI returns the variable of env that says the job is an MPI rank
+// started by srun (or another launcher outside it), whose PMI server a
+// checkpoint cannot take along; "" when there is none.
+func externalPMI(env []string) string {
+	for _, name := range pmiServerVars {
+		for _, e := range env {
+			if strings.HasPrefix(e, name+"=") {
+				return name
+			}
+		}
+	}
+	return ""
+}

@@ -59,3 +59,20 @@ func TestDecideRequeue(t *testing.T) {
 		})
 	}
 }
+
+func TestExternalPMI(t *testing.T) {
+	tests := []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"PATH=/bin", "SLURM_JOB_ID=5"}, ""},
+		{[]string{"PMIX_SERVER_URI41=pmix-server.123;tcp4://127.0.0.1:40000"}, "PMIX_SERVER_URI41"},
+		{[]string{"PMI_FD=5", "PMI_RANK=0"}, "PMI_FD"},
+		{[]string{"PMIX_SERVER_URIX=1"}, ""},
+	}
+	for _, tt := range tests {
+		if got := externalPMI(tt.env); got != tt.want {
+			t.Errorf("externalPMI(%q) = %q, want %q", tt.env, got, tt.want)
+		}
+	}
+}

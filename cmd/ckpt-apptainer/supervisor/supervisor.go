@@ -305,7 +305,11 @@ func (s *supervisor) connectNetwork() error {
 	}
 	s.usernet = u
 	if u == nil {
-		s.log.Infof("the job's network (--net private): loopback only, no way out (neither pasta nor slirp4netns is installed)")
+		why := "neither pasta nor slirp4netns is installed"
+		if os.Getenv(namespaces.UserNetEnv) == "none" {
+			why = namespaces.UserNetEnv + "=none"
+		}
+		s.log.Infof("the job's network (--net private): loopback only, no way out (%s)", why)
 		return nil
 	}
 	s.log.Infof("the job's network (--net private): loopback and %s, the job at %s, the node at %s; nothing outside reaches the job",

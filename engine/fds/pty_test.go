@@ -1,0 +1,121 @@
+package fds
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/image"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/inject/injecttest"
+	"github.com/ckpt-apptainer/ckpt-apptainer/engine/ptrace"
+)
+
+// openTestPty opens a pseudo-terminal with echo off and a window size.
+func openTestPty(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetUint32(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile("/dev/pts/"+strconv.Itoa(int(n)), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio, err := unix.IoctlGetTermios(int(s.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio.Lflag &^= unix.ECHO
+	if err := unix.IoctlSetTermios(int(s.Fd()), unix.TCSETS, tio); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetWinsize(int(m.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 40, Col: 132}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(); s.Close() })
+	return m, s
+}
+
+// TestPtyRoundTrip restores a pseudo-terminal whose both ends the child
+// holds: a new pair with the same settings, which carries data from the
+// slave to the master.
+func TestPtyRoundTrip(t *testing.T) {
+	m, s := openTestPty(t)
+	tp := roundTrip(t, m, s)
+	tp.same(t)
+	if !tp.after[0].Pty.Master || tp.after[1].Pty.Master || tp.after[0].Pty.Index != tp.after[1].Pty.Index {
+		t.Fatalf("restored ends %+v %+v: want the master and the slave of one terminal", tp.after[0].Pty, tp.after[1].Pty)
+	}
+	if tp.before[0].Pty.Termios.Lflag&unix.ECHO != 0 || tp.before[0].Pty.Winsize[1] != 132 {
+		t.Fatalf("settings not recorded: %+v", tp.before[0].Pty)
+	}
+	master, err := tp.b.Proc.PullFD(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(master)
+	slave, err := tp.b.Proc.PullFD(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(slave)
+	if _, err := unix.Write(slave, []byte("rank output\n")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	n, err := unix.Read(master, buf)
+	if err != nil || !strings.HasPrefix(string(buf[:n]), "rank output") {
+		t.Fatalf("restored terminal carried %q, %v", buf[:n], err)
+	}
+}
+
+// TestPtyRefused: a terminal whose master is outside the job, and one
+// with output waiting, fail the checkpoint saying so.
+func TestPtyRefused(t *testing.T) {
+	tests := []struct {
+		name  string
+		files func(m, s *os.File) []*os.File
+		err   string
+	}{
+		{"slave only", func(m, s *os.File) []*os.File { return []*os.File{s} }, "its other end (the master) is outside the job"},
+		{"output waiting", func(m, s *os.File) []*os.File {
+			s.Write([]byte("unread"))
+			return []*os.File{m, s}
+		}, "bytes written to the terminal wait to be read"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, s := openTestPty(t)
+			err := dumpOnly(t, tt.files(m, s)...)
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Fatalf("dump: %v, want an error saying %q", err, tt.err)
+			}
+		})
+	}
+}
+
+// dumpOnly dumps a traced child given files and returns the checkpoint's
+// error.
+func dumpOnly(t *testing.T, files ...*os.File) error {
+	t.Helper()
+	tr := ptrace.NewTracer()
+	t.Cleanup(tr.Close)
+	tp := injecttest.Start(t, tr, files...)
+	img := &image.Process{PID: tp.PID, Cwd: "/"}
+	d := NewDumper(DumpOptions{Writer: newWriter(t)})
+	defer d.Close()
+	if err := d.Dump(tp.Proc, img); err != nil {
+		return err
+	}
+	return d.CheckPeers([]*image.Process{img})
+}
