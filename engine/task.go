@@ -193,10 +193,14 @@ func (r *restorer) restoreMM(p *image.Process) error {
 		return err
 	}
 	_, err = r.Main.Call("prctl(PR_SET_MM_MAP)", unix.SYS_PRCTL, prSetMM, prSetMMap, mmAddr, inject.SizeOf[prctlMMMap]())
-	if errors.Is(err, unix.EPERM) && r.job != nil && r.job.opts.Container != nil {
+	if (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EBUSY)) && r.job != nil && r.job.opts.Container != nil {
 		// A container's stub has no capability in the container's user
-		// namespace: everything but the exe link can be set.
-		// Its exe link was set by an exec (execExe).
+		// namespace: everything but the exe link can be set. Its exe
+		// link was set by an exec (execExe), already to the file
+		// PR_SET_MM_MAP would point it at; a stub that does have the
+		// capability (root in a container of its own) is refused for
+		// that reason (EBUSY: the link's file is mapped, as the
+		// restored program maps its executable).
 		mm.ExeFD = ^uint32(0)
 		if err := inject.WriteValue(&r.Process, mmAddr, &mm); err != nil {
 			return err

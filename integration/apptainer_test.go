@@ -32,6 +32,8 @@ func requireApptainer(t *testing.T, format string, args ...any) {
 type busyboxSIF struct {
 	name  string
 	extra map[string]string
+	// links are symbolic links to make in the image (path: target).
+	links map[string]string
 
 	once   sync.Once
 	path   string
@@ -47,6 +49,11 @@ var (
 		".singularity.d/startscript": "#!/bin/sh\nexec /bin/sh " + containerData + "/instance.sh\n",
 	}}
 )
+
+// mpiSIF has no libraries of its own: the MPI jobs bind the node's /usr,
+// which its /lib and /lib64 lead into, as sites give containers the
+// node's MPI.
+var mpiSIF = &busyboxSIF{name: "mpi.sif", links: map[string]string{"lib": "usr/lib", "lib64": "usr/lib64"}}
 
 func busyboxImage(t *testing.T) string  { return plainSIF.get(t) }
 func instanceImage(t *testing.T) string { return instanceSIF.get(t) }
@@ -80,7 +87,7 @@ func (b *busyboxSIF) build() {
 	}
 	os.Chmod(dir, 0o755)
 	root := filepath.Join(dir, "rootfs")
-	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc", "root", "home"} {
+	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc", "root", "home", "usr"} {
 		if b.err = os.MkdirAll(filepath.Join(root, d), 0o755); b.err != nil {
 			return
 		}
@@ -90,6 +97,11 @@ func (b *busyboxSIF) build() {
 	}
 	for _, app := range []string{"sh", "echo", "cat", "sleep"} {
 		if b.err = os.Symlink("busybox", filepath.Join(root, "bin", app)); b.err != nil {
+			return
+		}
+	}
+	for name, target := range b.links {
+		if b.err = os.Symlink(target, filepath.Join(root, name)); b.err != nil {
 			return
 		}
 	}

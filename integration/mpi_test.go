@@ -65,6 +65,44 @@ func mpiLaunchers(p *programs) []mpiLauncher {
 	}
 }
 
+// TestMPIInContainer runs MPICH's 4-rank ring inside an Apptainer
+// container (apptainer exec img.sif mpiexec -np 4 app, the node's MPI bound
+// in) under --net private, checkpointed, killed, restarted, checkpointed
+// with --kill and restarted, as root and unprivileged.
+func TestMPIInContainer(t *testing.T) {
+	e := setup(t)
+	buildPrograms(t)
+	buildMPI(t)
+	sif := mpiSIF.get(t)
+	const steps = 250
+	for _, name := range []string{"user-v2", "root-v1"} {
+		t.Run(name, func(t *testing.T) {
+			fl := e.pickFlavor(t, name)
+			machine.acquire(t, 2)
+			j := newJob(t, e, fl)
+			argv := apptainerArgv(fl, sif, "mpiexec.mpich", "-np", strconv.Itoa(mpiRanks), mpiring, j.dir, strconv.Itoa(steps))
+			// The node's MPI: bound in after the image path's options.
+			argv = append(argv[:2], append([]string{"--bind", "/usr"}, argv[2:]...)...)
+			s := j.launch([]string{"--net", "private"}, argv...)
+			j.waitLines(s, "job.log", 20)
+			j.checkpoint()
+			s.kill()
+
+			s = j.restart()
+			at := j.lines("job.log")
+			j.waitLines(s, "job.log", at+20)
+			j.checkpoint("--kill")
+			s.finish(exitStopped, killTimeout)
+
+			s = j.restart()
+			s.finish(0, 2*progressTimeout)
+			if err := checkSequence(j.readFile("job.log"), 1, steps, parseCounterLine); err != nil {
+				t.Fatalf("ring log of MPI in a container: %v\n%s", err, s.output())
+			}
+		})
+	}
+}
+
 // TestMPIJobs runs a 4-rank ring with an Allreduce per step under Open MPI
 // and MPICH with --net private: mpirun and its ranks talk over TCP and unix
 // sockets, through shared memory in /dev/shm, and Open MPI's ranks write
