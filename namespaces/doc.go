@@ -1,7 +1,8 @@
 // Package namespaces owns the job sandbox: the user, PID, mount, IPC and
-// (optionally) time namespaces a job runs in, the init process that is PID 1
-// inside them, and the runtime-spec records of namespaces and mounts that go
-// into a checkpoint manifest.
+// (optionally) time and network namespaces a job runs in, the init process
+// that is PID 1 inside them, the user-mode network stack that connects a
+// private network to the outside (usernet.go), and the runtime-spec records
+// of namespaces and mounts that go into a checkpoint manifest.
 //
 // The supervisor calls Start, which re-executes the running binary as the
 // sandbox init (main must call InitMain when os.Args[1] is InitArg). Init

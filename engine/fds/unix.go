@@ -57,7 +57,7 @@ func (c *dumpCtx) dumpSocket(ino uint64, out *image.FD) error {
 		return c.dumpInet(ino, out)
 	}
 	if !ok {
-		return fmt.Errorf("socket:[%d] (%s): only unix sockets between processes of the job are supported", ino, socketKind(c.p, c.fd.Num))
+		return fmt.Errorf("socket:[%d] (%s): only unix, TCP and UDP sockets between processes of the job are supported", ino, socketKind(c.p, c.fd.Num))
 	}
 	info := c.sockInfo[ino]
 	if info.PendingOn != 0 || len(info.Pending) > 0 {
