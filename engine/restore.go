@@ -139,6 +139,7 @@ func Restore(opts RestoreOptions) (*RestoreResult, error) {
 	}
 	jr.releaseUnstopped()
 	if err != nil {
+		jr.files.Abandon()
 		jr.killAll()
 		if left := t.ReapKilled(10 * time.Second); len(left) > 0 {
 			jr.log.Warnf("restore failed: threads %v of the half-restored job did not exit after SIGKILL", left)

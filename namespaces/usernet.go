@@ -73,9 +73,25 @@ var userNetArgs = []struct {
 // names, else the first installed. It returns nil, nil when there is none
 // (the job then has loopback only) and waits until the interface is up.
 func StartUserNetwork(pid int) (*UserNetwork, error) {
+	name, path, err := UserNetStack()
+	if err != nil || path == "" {
+		return nil, err
+	}
+	for _, st := range userNetArgs {
+		if st.name == name {
+			return startUserNet(name, path, st.args(pid), pid)
+		}
+	}
+	return nil, nil
+}
+
+// UserNetStack names the user-mode network stack a private network would
+// get here and its path: the one $CKPT_APPTAINER_USERNET names, else the
+// first installed; path is "" for none.
+func UserNetStack() (name, path string, err error) {
 	want := os.Getenv(UserNetEnv)
 	if want == "none" {
-		return nil, nil
+		return "none", "", nil
 	}
 	for _, st := range userNetArgs {
 		if want != "" && want != st.name {
@@ -84,16 +100,16 @@ func StartUserNetwork(pid int) (*UserNetwork, error) {
 		path, err := exec.LookPath(st.name)
 		if err != nil {
 			if want != "" {
-				return nil, fmt.Errorf("%s=%s: %w", UserNetEnv, want, err)
+				return want, "", fmt.Errorf("%s=%s: %w", UserNetEnv, want, err)
 			}
 			continue
 		}
-		return startUserNet(st.name, path, st.args(pid), pid)
+		return st.name, path, nil
 	}
 	if want != "" {
-		return nil, fmt.Errorf("%s=%q: want pasta, slirp4netns or none", UserNetEnv, want)
+		return want, "", fmt.Errorf("%s=%q: want pasta, slirp4netns or none", UserNetEnv, want)
 	}
-	return nil, nil
+	return "", "", nil
 }
 
 func startUserNet(name, path string, args []string, pid int) (*UserNetwork, error) {

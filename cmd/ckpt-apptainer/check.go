@@ -100,7 +100,7 @@ func buildCheckReport() (*checkReport, error) {
 		}
 	}
 	rep.Node = append(rep.Node, checkSandboxItem(), checkPtraceItem(set), checkCgroupItem(set),
-		checkPIDsItem(set), checkFuseItem(), checkApptainerItem())
+		checkPIDsItem(set), checkFuseItem(), checkApptainerItem(), checkNetworkItem())
 	rep.Checkpointable = true
 	for _, it := range rep.Node {
 		if it.Required && !it.OK {
@@ -197,6 +197,31 @@ func checkFuseItem() checkItem {
 	}
 	f.Close()
 	it.OK, it.Detail = true, "usable: unprivileged Apptainer can mount SIF images"
+	return it
+}
+
+// checkNetworkItem says what --net private gives a job here.
+func checkNetworkItem() checkItem {
+	it := checkItem{Name: "private network"}
+	name, path, err := namespaces.UserNetStack()
+	switch {
+	case err != nil:
+		it.Detail = err.Error()
+		return it
+	case path == "" && name == "none":
+		it.Detail = "--net private: loopback only (" + namespaces.UserNetEnv + "=none)"
+		return it
+	case path == "":
+		it.Detail = "--net private: loopback only, no way out (install pasta, package passt, or slirp4netns)"
+		return it
+	}
+	f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
+	if err != nil {
+		it.Detail = fmt.Sprintf("--net private: %s cannot give the job a way out: %v (it needs /dev/net/tun read-write)", name, unwrapPathError(err))
+		return it
+	}
+	f.Close()
+	it.OK, it.Detail = true, fmt.Sprintf("--net private: loopback and %s (%s)", name, path)
 	return it
 }
 

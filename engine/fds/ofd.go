@@ -91,8 +91,12 @@ func (jr *Restorer) Fetch(into *inject.Process, h Holder) (uint64, error) {
 	return fd, nil
 }
 
-// Release closes the descriptors held only while files were passed
-// between processes.
+// Abandon releases what the supervisor holds for a restore that failed;
+// the job's processes, and their descriptors, are killed by the caller.
+func (jr *Restorer) Abandon() { jr.inet.Abandon() }
+
+// Release finishes what needs every process's descriptors and closes the
+// descriptors kept for the restore.
 func (jr *Restorer) Release() error {
 	// Every socket exists now: connections between them can go on.
 	if err := jr.inet.Finish(); err != nil {

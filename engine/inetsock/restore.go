@@ -310,18 +310,21 @@ func describe(s *image.InetSocket) string {
 	return "(unbound)"
 }
 
+// Abandon closes the descriptors a failed restore left with the Finisher.
+func (f *Finisher) Abandon() {
+	for _, m := range f.made {
+		unix.Close(m.fd)
+	}
+	f.made = nil
+}
+
 // Finish completes the restore once every socket of the job exists:
 // connections leave repair mode (the peer of each is there to answer),
 // send what was not sent yet, and a half-closed end sends its FIN again;
 // clients waiting in a backlog connect to their restored listener; UDP
 // queues are refilled by their senders. Then it closes its descriptors.
 func (f *Finisher) Finish() error {
-	defer func() {
-		for _, m := range f.made {
-			unix.Close(m.fd)
-		}
-		f.made = nil
-	}()
+	defer f.Abandon()
 	steps := []struct {
 		name string
 		do   func(m made) error
