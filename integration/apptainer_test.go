@@ -32,8 +32,8 @@ func requireApptainer(t *testing.T, format string, args ...any) {
 type busyboxSIF struct {
 	name  string
 	extra map[string]string
-	// links are symbolic links to make in the image (path: target).
-	links map[string]string
+	// prepare, when set, adds to the root file system before the build.
+	prepare func(root string) error
 
 	once   sync.Once
 	path   string
@@ -50,10 +50,44 @@ var (
 	}}
 )
 
-// mpiSIF has no libraries of its own: the MPI jobs bind the node's /usr,
-// which its /lib and /lib64 lead into, as sites give containers the
-// node's MPI.
-var mpiSIF = &busyboxSIF{name: "mpi.sif", links: map[string]string{"lib": "usr/lib", "lib64": "usr/lib64"}}
+// mpiSIF holds MPICH's mpiexec and proxy, the ring program (at
+// /opt/mpiring) and the libraries they load: MPI inside the image. Its
+// prepare runs once buildMPI has built the program.
+var mpiSIF = &busyboxSIF{name: "mpi.sif", prepare: func(root string) error {
+	for _, f := range []string{"/usr/bin/mpiexec.hydra", "/usr/bin/hydra_pmi_proxy"} {
+		if err := copyWithLibraries(f, root, f); err != nil {
+			return err
+		}
+	}
+	if err := os.Symlink("mpiexec.hydra", filepath.Join(root, "usr/bin/mpiexec")); err != nil {
+		return err
+	}
+	return copyWithLibraries(mpiring, root, "/opt/mpiring")
+}}
+
+// copyWithLibraries copies the program src to dst under root, and every
+// shared library ldd says it loads to its own path under root.
+func copyWithLibraries(src, root, dst string) error {
+	out, err := exec.Command("ldd", src).Output()
+	if err != nil {
+		return fmt.Errorf("ldd %s: %w", src, err)
+	}
+	files := map[string]string{dst: src}
+	for _, field := range strings.Fields(string(out)) {
+		if strings.HasPrefix(field, "/") {
+			files[field] = field
+		}
+	}
+	for to, from := range files {
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(to)), 0o755); err != nil {
+			return err
+		}
+		if err := copyFile(from, filepath.Join(root, to), 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 func busyboxImage(t *testing.T) string  { return plainSIF.get(t) }
 func instanceImage(t *testing.T) string { return instanceSIF.get(t) }
@@ -87,7 +121,7 @@ func (b *busyboxSIF) build() {
 	}
 	os.Chmod(dir, 0o755)
 	root := filepath.Join(dir, "rootfs")
-	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc", "root", "home", "usr"} {
+	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc", "root", "home"} {
 		if b.err = os.MkdirAll(filepath.Join(root, d), 0o755); b.err != nil {
 			return
 		}
@@ -100,8 +134,8 @@ func (b *busyboxSIF) build() {
 			return
 		}
 	}
-	for name, target := range b.links {
-		if b.err = os.Symlink(target, filepath.Join(root, name)); b.err != nil {
+	if b.prepare != nil {
+		if b.err = b.prepare(root); b.err != nil {
 			return
 		}
 	}

@@ -15,6 +15,34 @@ const tcpClient = `import socket, sys, time
 c = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 time.sleep(1000)`
 
+// tcpServer listens on a port of the node's loopback for the test's
+// lifetime, accepting connections and holding them open, and returns the
+// port.
+func tcpServer(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 // TestNotCheckpointable: a job with a connection to a server outside it
 // is checkpointed soon after launch (--first-checkpoint), the failure is
 // reported loudly once and briefly after; with --require-checkpoint the job
@@ -22,21 +50,7 @@ time.sleep(1000)`
 // it runs on, and its stop says it has no checkpoint to resume from.
 func TestNotCheckpointable(t *testing.T) {
 	e := setup(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	port := strconv.Itoa(tcpServer(t))
 	const loud = "THIS JOB CANNOT BE CHECKPOINTED"
 	for _, name := range []string{"user-v2", "root-v1"} {
 		t.Run(name, func(t *testing.T) {

@@ -66,9 +66,10 @@ func mpiLaunchers(p *programs) []mpiLauncher {
 }
 
 // TestMPIInContainer runs MPICH's 4-rank ring inside an Apptainer
-// container (apptainer exec img.sif mpiexec -np 4 app, the node's MPI bound
-// in) under --net private, checkpointed, killed, restarted, checkpointed
-// with --kill and restarted, as root and unprivileged.
+// container whose image holds MPICH and the program (apptainer exec img.sif
+// mpiexec -np 4 /opt/mpiring) under --net private, checkpointed, killed,
+// restarted, checkpointed with --kill and restarted, as root and
+// unprivileged.
 func TestMPIInContainer(t *testing.T) {
 	e := setup(t)
 	buildPrograms(t)
@@ -80,25 +81,9 @@ func TestMPIInContainer(t *testing.T) {
 			fl := e.pickFlavor(t, name)
 			machine.acquire(t, 2)
 			j := newJob(t, e, fl)
-			argv := apptainerArgv(fl, sif, "mpiexec.mpich", "-np", strconv.Itoa(mpiRanks), mpiring, j.dir, strconv.Itoa(steps))
-			// The node's MPI: bound in after the image path's options.
-			argv = append(argv[:2], append([]string{"--bind", "/usr"}, argv[2:]...)...)
+			argv := apptainerArgv(fl, sif, "mpiexec", "-np", strconv.Itoa(mpiRanks), "/opt/mpiring", j.dir, strconv.Itoa(steps))
 			s := j.launch([]string{"--net", "private"}, argv...)
-			j.waitLines(s, "job.log", 20)
-			j.checkpoint()
-			s.kill()
-
-			s = j.restart()
-			at := j.lines("job.log")
-			j.waitLines(s, "job.log", at+20)
-			j.checkpoint("--kill")
-			s.finish(exitStopped, killTimeout)
-
-			s = j.restart()
-			s.finish(0, 2*progressTimeout)
-			if err := checkSequence(j.readFile("job.log"), 1, steps, parseCounterLine); err != nil {
-				t.Fatalf("ring log of MPI in a container: %v\n%s", err, s.output())
-			}
+			j.preemptTwice(s, 20, 20, steps)
 		})
 	}
 }
@@ -131,21 +116,7 @@ func TestMPIJobs(t *testing.T) {
 					// Open MPI refuses root without being told.
 					j.extraEnv = append(j.extraEnv, "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1")
 					s := j.launch([]string{"--net", "private"}, mpi.argv(j.dir, steps)...)
-					j.waitLines(s, "job.log", 20)
-					j.checkpoint()
-					s.kill()
-
-					s = j.restart()
-					at := j.lines("job.log")
-					j.waitLines(s, "job.log", at+20)
-					j.checkpoint("--kill")
-					s.finish(exitStopped, killTimeout)
-
-					s = j.restart()
-					s.finish(0, 2*progressTimeout)
-					if err := checkSequence(j.readFile("job.log"), 1, steps, parseCounterLine); err != nil {
-						t.Fatalf("%s ring log across two checkpoints and restarts: %v\n%s", mpi.name, err, s.output())
-					}
+					j.preemptTwice(s, 20, 20, steps)
 				})
 			}
 		})

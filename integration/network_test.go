@@ -30,24 +30,33 @@ func TestNetworkJobs(t *testing.T) {
 					machine.acquire(t, 1)
 					j := newJob(t, e, fl)
 					s := j.launch([]string{"--net", "private"}, pythonPath, p.netjob, mode, j.dir, strconv.Itoa(netSteps))
-					j.waitLines(s, "job.log", 15)
-					j.checkpoint()
-					s.kill()
-
-					s = j.restart()
-					at := j.lines("job.log")
-					j.waitLines(s, "job.log", at+10)
-					j.checkpoint("--kill")
-					s.finish(exitStopped, killTimeout)
-
-					s = j.restart()
-					s.finish(0, 2*progressTimeout)
-					if err := checkSequence(j.readFile("job.log"), 1, netSteps, parseCounterLine); err != nil {
-						t.Fatalf("%s job log across two checkpoints and restarts: %v\n%s", mode, err, s.output())
-					}
+					j.preemptTwice(s, 15, 10, netSteps)
 				})
 			}
 		})
+	}
+}
+
+// preemptTwice takes the running job s through what a preemptible
+// partition does to it: once it logged warmup steps in job.log, a
+// checkpoint and a SIGKILL of the supervisor, a restart; progress steps
+// later, a final checkpoint (checkpoint --kill) and a restart. The job
+// must then run to its end, its log counting 1 to steps without a gap.
+func (j *job) preemptTwice(s *supervisor, warmup, progress, steps int) {
+	j.t.Helper()
+	j.waitLines(s, "job.log", warmup)
+	j.checkpoint()
+	s.kill()
+
+	s = j.restart()
+	j.waitLines(s, "job.log", j.lines("job.log")+progress)
+	j.checkpoint("--kill")
+	s.finish(exitStopped, killTimeout)
+
+	s = j.restart()
+	s.finish(0, 2*progressTimeout)
+	if err := checkSequence(j.readFile("job.log"), 1, steps, parseCounterLine); err != nil {
+		j.t.Fatalf("job log across two checkpoints and restarts: %v\n%s", err, s.output())
 	}
 }
 

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"net"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -28,22 +27,11 @@ func TestPrivateNetworkStacks(t *testing.T) {
 					j := newJob(t, e, fl)
 					j.extraEnv = append(j.extraEnv, "CKPT_APPTAINER_USERNET="+stack)
 					s := j.launch([]string{"--net", "private"}, pythonPath, p.netjob, "pairtap", j.dir, strconv.Itoa(netSteps))
-					j.waitLines(s, "job.log", 15)
+					j.waitLines(s, "job.log", 1)
 					if !s.outputContains("loopback and " + stack + ", the job at 10.0.2.100") {
 						t.Errorf("the log does not say which stack carries the job's network:\n%s", s.output())
 					}
-					j.checkpoint()
-					s.kill()
-					s = j.restart()
-					at := j.lines("job.log")
-					j.waitLines(s, "job.log", at+10)
-					j.checkpoint("--kill")
-					s.finish(exitStopped, killTimeout)
-					s = j.restart()
-					s.finish(0, 2*progressTimeout)
-					if err := checkSequence(j.readFile("job.log"), 1, netSteps, parseCounterLine); err != nil {
-						t.Fatalf("pair over 10.0.2.100 with %s: %v\n%s", stack, err, s.output())
-					}
+					j.preemptTwice(s, 15, 10, netSteps)
 				})
 			}
 		})
@@ -78,21 +66,7 @@ func TestPrivateNetworkOutside(t *testing.T) {
 		if _, err := exec.LookPath("pasta"); err != nil {
 			skipOrFail(t, "pasta is not installed (scripts/install-deps.sh installs it)")
 		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				defer c.Close()
-			}
-		}()
-		port := l.Addr().(*net.TCPAddr).Port
+		port := tcpServer(t)
 		machine.acquire(t, 1)
 		j := newJob(t, e, fl)
 		j.extraEnv = append(j.extraEnv, "CKPT_APPTAINER_USERNET=pasta")
