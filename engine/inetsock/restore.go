@@ -115,7 +115,11 @@ func createUnconnected(fd int, s *image.InetSocket) error {
 	if s.Local == "" {
 		return nil
 	}
-	return bindForced(fd, s.Family, s.Local)
+	if err := bindForced(fd, s.Family, s.Local); err != nil {
+		return err
+	}
+	// Leaving repair mode cleared it.
+	return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, s.Options["SO_REUSEADDR"])
 }
 
 // createListener binds and listens. listen checks the port once more, now

@@ -173,15 +173,29 @@ func TestRoundTripHalfClosedAndBacklog(t *testing.T) {
 	if err := unix.Connect(waiting, laddr); err != nil {
 		t.Fatal(err)
 	}
+	bound, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.SetsockoptInt(bound, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	if err := unix.Bind(bound, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(50 * time.Millisecond)
-	socks := dumpAll(t, l, c, s, waiting)
+	socks := dumpAll(t, l, c, s, waiting, bound)
 	if socks[1].State != image.InetFinWait2 || socks[2].State != image.InetCloseWait || socks[3].State != image.InetPending {
 		t.Fatalf("states %q %q %q, want fin-wait2, close-wait, pending", socks[1].State, socks[2].State, socks[3].State)
 	}
-	dropAll(c, s, waiting, l)
+	dropAll(c, s, waiting, l, bound)
 
 	fds := createAll(t, socks)
-	l, c, s, waiting = fds[0], fds[1], fds[2], fds[3]
+	l, c, s, waiting, bound = fds[0], fds[1], fds[2], fds[3], fds[4]
+	if v, _ := unix.GetsockoptInt(bound, unix.SOL_SOCKET, unix.SO_REUSEADDR); v != 1 {
+		t.Errorf("a bound socket lost SO_REUSEADDR")
+	}
+	if sa, _ := unix.Getsockname(bound); addrString(sa) != socks[4].Local {
+		t.Errorf("bound socket at %s, was at %s", addrString(sa), socks[4].Local)
+	}
 	if got := readN(t, s, 10); string(got) != "last words" {
 		t.Errorf("half-closed stream: %q", got)
 	}
