@@ -66,7 +66,9 @@ var netRefusal = regexp.MustCompile(`pid \d+ fd \d+: socket:\[\d+\] \(IPv4 TCP\)
 
 // TestNetworkHostRefused: under --net host (the default) a job's TCP
 // connection between its own processes is refused with the advice to use
-// --net private, and the job runs on to its end.
+// --net private, and the job runs on to its end. A checkpoint taken under
+// --net private is refused a restart with --net host, before anything
+// starts, and restarts with the recorded --net private.
 func TestNetworkHostRefused(t *testing.T) {
 	e := setup(t)
 	p := buildPrograms(t)
@@ -82,5 +84,20 @@ func TestNetworkHostRefused(t *testing.T) {
 	s.finish(0, progressTimeout)
 	if err := checkSequence(j.readFile("job.log"), 1, 60, parseCounterLine); err != nil {
 		t.Fatalf("the job did not run on after the refused checkpoint: %v", err)
+	}
+
+	j = newJob(t, e, fl)
+	s = j.launch([]string{"--net", "private"}, pythonPath, p.netjob, "pair4", j.dir, "60")
+	j.waitLines(s, "job.log", 5)
+	j.checkpoint("--kill")
+	s.finish(exitStopped, killTimeout)
+	s = j.restart("--net", "host")
+	if code := s.waitExit(cliTimeout); code != 1 || !s.outputContains("restart it with --net private, not --net host") || s.outputContains("restored generation") {
+		t.Fatalf("restart with --net host of a --net private checkpoint: exit %d, want 1 and the refusal, nothing restored:\n%s", code, s.output())
+	}
+	s = j.restart()
+	s.finish(0, progressTimeout)
+	if err := checkSequence(j.readFile("job.log"), 1, 60, parseCounterLine); err != nil {
+		t.Fatalf("restart with the recorded --net private: %v", err)
 	}
 }
