@@ -298,6 +298,12 @@ func (s *supervisor) startSandbox(opts namespaces.Options) error {
 // stack, before any job process runs, so that a restored job finds its
 // interface's address again.
 func (s *supervisor) connectNetwork() error {
+	if !kernel.Has(kernel.PidfdGetfd) {
+		// Without it descriptors are copied out of a process over an
+		// abstract unix socket, which exists per network namespace.
+		s.sb.Kill()
+		return fmt.Errorf("--net private: %s: the supervisor could not copy the descriptors of a job in a network of its own; use --net host here", kernel.Current().Lacks(kernel.PidfdGetfd))
+	}
 	u, err := namespaces.StartUserNetwork(s.sb.InitPID())
 	if err != nil {
 		s.sb.Kill()
