@@ -83,6 +83,7 @@ var suiteEntries = []suiteEntry{
 	{name: "dirfd", prog: "dirfd.c"},
 	{name: "memfd_fd", prog: "memfd_fd.c"},
 	{name: "devices", prog: "devices.c"},
+	{name: "pty", prog: "pty.c"},
 
 	{name: "sigpending", prog: "sigpending.c"},
 	{name: "rtsig", prog: "rtsig.c"},
@@ -104,7 +105,6 @@ var suiteEntries = []suiteEntry{
 	{name: "refuse_io_uring", prog: "refuse.c", args: []string{"io_uring"}, refuse: []string{"io_uring"}},
 	{name: "refuse_userfaultfd", prog: "refuse.c", args: []string{"userfaultfd"}, refuse: []string{"userfaultfd"}},
 	{name: "refuse_perf", prog: "refuse.c", args: []string{"perf"}, refuse: []string{"perf_event", "perf"}},
-	{name: "refuse_pty", prog: "refuse.c", args: []string{"pty"}, refuse: []string{"pty", "ptmx", "pts", "terminal", "tty"}},
 }
 
 // Suite sizes: the checkpoint/restart run takes about suiteTicks steps of

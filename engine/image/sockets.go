@@ -124,6 +124,11 @@ type Pty struct {
 	// descriptor but the first of the terminal.
 	Termios *Termios  `json:"termios,omitempty"`
 	Winsize [4]uint16 `json:"winsize"`
+	// Queue is what was written to this end's terminal and not read
+	// yet from this end: on the master, the slave's output; on the
+	// slave, the master's input. Only for a raw terminal, where putting
+	// it back changes nothing.
+	Queue []byte `json:"queue,omitempty"`
 }
 
 // Termios is struct termios.

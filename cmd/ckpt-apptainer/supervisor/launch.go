@@ -49,7 +49,6 @@ func launchJob(s *supervisor, argv []string) error {
 	if err := s.store.ClearFinished(); err != nil {
 		return err
 	}
-	s.recordSettings()
 	s.launched = true
 	cwd, err := os.Getwd()
 	if err != nil {
@@ -98,6 +97,9 @@ func launchJob(s *supervisor, argv []string) error {
 		return err
 	}
 	s.jobPID = hostPID
+	// Only once the job runs: a launch refused for its flags leaves a
+	// directory's settings as they were.
+	s.recordSettings()
 	s.log.Infof("job %q started: host pid %d (%d in its sandbox), supervisor %d, checkpoints in %s", CommandLine(argv), hostPID, nsPID, os.Getpid(), s.dir)
 	if instanceState != "" {
 		go s.publishInstance(instanceState)

@@ -54,10 +54,12 @@ func Restart(o Options, generation string) error {
 // requeued job resumes from the checkpoint before, instead of failing at
 // every requeue.
 func restartJob(s *supervisor, gen *image.Generation, img string, fallback bool) error {
-	s.recordSettings()
 	for tries := 1; ; tries++ {
 		a, err := s.restoreGeneration(gen, img)
 		if err == nil {
+			// Only now: a restart refused for its flags leaves the
+			// job's settings as they were.
+			s.recordSettings()
 			s.branchAfter(gen.Gen)
 			s.checkpointed(gen.Gen, nil)
 			s.state.setRestored(gen.Gen)

@@ -1,6 +1,6 @@
 /* refuse: one process holding a file descriptor the checkpointer must refuse
- * (argument 3: tcp PORT, udp, io_uring, userfaultfd, perf, pty). It logs
- * "I main refuse pid=P fd=F[,F2] kind=K" and then uses the fd every step. */
+ * (argument 3: tcp PORT, udp, io_uring, userfaultfd, perf). It logs
+ * "I main refuse pid=P fd=F kind=K" and then uses the fd every step. */
 #include "suite.h"
 #include <arpa/inet.h>
 #include <linux/perf_event.h>
@@ -8,12 +8,11 @@
 #include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <termios.h>
 
 int main(int argc, char **argv)
 {
 	const char *kind;
-	int a = -1, b = -1;
+	int a = -1;
 	struct sockaddr_in sin = {.sin_family = AF_INET};
 	long long prev = 0;
 	suite_init(argc, argv);
@@ -48,28 +47,16 @@ int main(int argc, char **argv)
 		a = (int)syscall(SYS_perf_event_open, &pa, 0, -1, -1, 0);
 		if (a < 0)
 			skip("perf_event_open: %s", strerror(errno));
-	} else if (strcmp(kind, "pty") == 0) {
-		struct termios t;
-		a = SYS(posix_openpt(O_RDWR | O_NOCTTY));
-		SYS(grantpt(a));
-		SYS(unlockpt(a));
-		b = SYS(open(ptsname(a), O_RDWR | O_NOCTTY));
-		SYS(tcgetattr(b, &t));
-		cfmakeraw(&t);
-		SYS(tcsetattr(b, TCSANOW, &t));
 	} else {
 		fail("unknown kind %s", kind);
 	}
-	if (b >= 0)
-		info("refuse pid=%d fd=%d,%d kind=%s", getpid(), a, b, kind);
-	else
-		info("refuse pid=%d fd=%d kind=%s", getpid(), a, kind);
+	info("refuse pid=%d fd=%d kind=%s", getpid(), a, kind);
 	for (long i = 1; i <= N; i++) {
 		char rec[REC + 1], got[REC + 1];
 		rec_make(rec, i);
-		if (strcmp(kind, "tcp") == 0 || strcmp(kind, "udp") == 0 || strcmp(kind, "pty") == 0) {
+		if (strcmp(kind, "tcp") == 0 || strcmp(kind, "udp") == 0) {
 			write_all(a, rec, REC);
-			read_full(b >= 0 ? b : a, got, REC);
+			read_full(a, got, REC);
 			rec_check(got, i);
 		} else if (strcmp(kind, "perf") == 0) {
 			long long v;
